@@ -1,0 +1,3 @@
+"""Hub: an omnichannel patient communication hub for clinics."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,221 @@
+"""Settings from the environment (names fixed by the interface contract).
+
+Parsing is pure: ``Settings.from_env`` reads a mapping and raises ``ConfigError`` with a one-line
+message naming the variable; the CLI turns that into exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import phonenumbers
+
+from hub.contact import DEFAULT_REGION
+from hub.crypto import KeyRing, KeyRingError
+from hub.errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+"""Address `hub serve` binds when HUB_HOST is unset (loopback: expose through a proxy)."""
+DEFAULT_PORT = 8080
+"""Port `hub serve` listens on when HUB_PORT is unset."""
+DEFAULT_INBOUND_SMTP_PORT = 2525
+"""Port of the built-in SMTP receiver when HUB_INBOUND_SMTP_PORT is unset."""
+DEFAULT_VAR_DIR = "var"
+"""Directory (relative to the working directory) for the SQLite file, embedded Redis, dev keys."""
+
+DEV_KEYS_FILE = "dev-keys.txt"
+
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None
+    keys: KeyRing | None
+    public_url: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    var_dir: Path = field(default_factory=lambda: Path(DEFAULT_VAR_DIR))
+    default_region: str = DEFAULT_REGION
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_api_base: str | None = None
+    smtp_url: str | None = None
+    email_from: str | None = None
+    reply_domain: str | None = None
+    inbound_smtp_port: int = DEFAULT_INBOUND_SMTP_PORT
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value and value.strip() else None
+
+        var_dir = Path(get("HUB_VAR_DIR") or DEFAULT_VAR_DIR)
+        database_url = parse_database_url(
+            get("HUB_DATABASE_URL") or f"sqlite:///{(var_dir / 'hub.db').as_posix()}"
+        )
+        redis_url = get("HUB_REDIS_URL")
+        if redis_url is not None:
+            parse_redis_url(redis_url)
+
+        keys: KeyRing | None = None
+        if (spec := get("HUB_KEYS")) is not None:
+            try:
+                keys = KeyRing.parse(spec)
+            except KeyRingError as exc:
+                raise ConfigError(
+                    "HUB_KEYS",
+                    f"malformed: {exc}",
+                    "'index:<base64 32 bytes>,<key id>:<base64 32 bytes>,...' "
+                    "(make one with `hub keys new`)",
+                ) from None
+
+        host = get("HUB_HOST") or DEFAULT_HOST
+        port = _port("HUB_PORT", get("HUB_PORT"), DEFAULT_PORT)
+        public_url = get("HUB_PUBLIC_URL") or f"http://{host}:{port}"
+        _check_http_url("HUB_PUBLIC_URL", public_url)
+
+        region = (get("HUB_DEFAULT_REGION") or DEFAULT_REGION).upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ConfigError(
+                "HUB_DEFAULT_REGION", f"unknown region {region!r}", "an ISO 3166 code such as US"
+            )
+
+        twilio_api_base = get("TWILIO_API_BASE")
+        if twilio_api_base is not None:
+            _check_http_url("TWILIO_API_BASE", twilio_api_base)
+        smtp_url = get("HUB_SMTP_URL")
+        if smtp_url is not None and urlsplit(smtp_url).scheme not in ("smtp", "smtps"):
+            raise ConfigError(
+                "HUB_SMTP_URL",
+                f"unknown scheme {urlsplit(smtp_url).scheme!r}",
+                "smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465",
+            )
+        log_format = (get("HUB_LOG_FORMAT") or "json").lower()
+        if log_format not in ("json", "text"):
+            raise ConfigError("HUB_LOG_FORMAT", f"unknown format {log_format!r}", "json or text")
+
+        return cls(
+            database_url=database_url,
+            redis_url=redis_url,
+            keys=keys,
+            public_url=public_url.rstrip("/"),
+            host=host,
+            port=port,
+            var_dir=var_dir,
+            default_region=region,
+            twilio_account_sid=get("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=get("TWILIO_AUTH_TOKEN"),
+            twilio_api_base=twilio_api_base,
+            smtp_url=smtp_url,
+            email_from=get("HUB_EMAIL_FROM"),
+            reply_domain=get("HUB_REPLY_DOMAIN"),
+            inbound_smtp_port=_port(
+                "HUB_INBOUND_SMTP_PORT", get("HUB_INBOUND_SMTP_PORT"), DEFAULT_INBOUND_SMTP_PORT
+            ),
+            log_level=(get("HUB_LOG_LEVEL") or "INFO").upper(),
+            log_format=log_format,
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def key_ring(self) -> KeyRing:
+        """The configured ring, or a development ring kept under ./var/ (with a warning)."""
+        if self.keys is not None:
+            return self.keys
+        return load_dev_key_ring(self.var_dir)
+
+    def with_keys(self, keys: KeyRing) -> Settings:
+        return replace(self, keys=keys)
+
+
+def load_dev_key_ring(var_dir: Path) -> KeyRing:
+    path = var_dir / DEV_KEYS_FILE
+    log.warning(
+        "HUB_KEYS is unset: using the development key ring in %s; "
+        "set HUB_KEYS before storing any real patient data",
+        path,
+    )
+    if path.exists():
+        try:
+            return KeyRing.parse(path.read_text())
+        except KeyRingError as exc:
+            raise ConfigError(
+                "HUB_KEYS", f"unset, and the dev ring {path} is malformed: {exc}",
+                "HUB_KEYS set, or the dev ring file removed so a new one is made",
+            ) from None
+    var_dir.mkdir(parents=True, exist_ok=True)
+    ring = KeyRing.generate("dev1")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(ring.to_spec() + "\n")
+    return ring
+
+
+def parse_database_url(url: str) -> str:
+    """Map a user-facing URL to the async driver URL SQLAlchemy needs."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    expected = "postgresql://user@host:5432/dbname or sqlite:///path/to/hub.db"
+    if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+        if not parts.hostname and "host=" not in parts.query:
+            raise ConfigError("HUB_DATABASE_URL", "names no host", expected)
+        if not parts.path.strip("/"):
+            raise ConfigError("HUB_DATABASE_URL", "names no database", expected)
+        return urlunsplit(parts._replace(scheme="postgresql+asyncpg"))
+    if scheme in ("sqlite", "sqlite+aiosqlite"):
+        if not url.split("://", 1)[1].lstrip("/"):
+            raise ConfigError("HUB_DATABASE_URL", "names no SQLite file", expected)
+        return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+    raise ConfigError(
+        "HUB_DATABASE_URL", f"unknown database scheme {parts.scheme or url!r}", expected
+    )
+
+
+def parse_redis_url(url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            "HUB_REDIS_URL",
+            f"unknown scheme {scheme or url!r}",
+            "redis://host:6379/0, rediss://… or unix:///path/redis.sock "
+            "(or unset it to use the embedded Redis)",
+        )
+    return url
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for error messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _port(name: str, raw: str | None, default: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(name, f"{raw!r} is not a port number", "an integer from 1 to 65535")
+    return int(raw)
+
+
+def _check_http_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(name, f"{url!r} is not an http(s) URL", "https://hub.example-clinic.org")

@@ -1,0 +1,1 @@
+"""Patients, staff and teams, conversations (tickets), messages, notes, attachments."""

@@ -1,0 +1,191 @@
+"""Inbox models. PHI lives only in ``*_enc`` columns (see hub.db.Sealed)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from hub.db import Base, Sealed, encrypted_column, new_id, utcnow
+from hub.enums import (
+    Channel,
+    ConversationStatus,
+    Direction,
+    MessageStatus,
+    Priority,
+    Role,
+    str_enum,
+)
+
+DEFAULT_CHANNEL_ORDER = ["sms", "email", "voice"]
+"""Channel preference for a patient who has not stated one."""
+
+team_member = Table(
+    "inbox_team_member",
+    Base.metadata,
+    Column("team_id", ForeignKey("inbox_team.id", ondelete="CASCADE"), primary_key=True),
+    Column("staff_id", ForeignKey("inbox_staff_user.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Team(Base):
+    __tablename__ = "inbox_team"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    members: Mapped[list[StaffUser]] = relationship(
+        secondary=team_member, back_populates="teams", lazy="selectin"
+    )
+
+
+class StaffUser(Base):
+    """A person who signs in. Staff addresses are work contacts, not patient PHI."""
+
+    __tablename__ = "inbox_staff_user"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    display_name: Mapped[str] = mapped_column(String(120))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[Role] = mapped_column(str_enum(Role, "role"), default=Role.AGENT)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_open_conversations: Mapped[int] = mapped_column(Integer, default=20)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+    teams: Mapped[list[Team]] = relationship(
+        secondary=team_member, back_populates="members", lazy="selectin"
+    )
+
+
+class Patient(Sealed, Base):
+    __tablename__ = "inbox_patient"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name_enc: Mapped[bytes | None] = encrypted_column()
+    phone_enc: Mapped[bytes | None] = encrypted_column()
+    phone_bidx: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
+    email_enc: Mapped[bytes | None] = encrypted_column()
+    email_bidx: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
+    language: Mapped[str] = mapped_column(String(16), default="en")
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    channel_order: Mapped[list[str]] = mapped_column(default=lambda: list(DEFAULT_CHANNEL_ORDER))
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Conversation(Base):
+    __tablename__ = "inbox_conversation"
+    __table_args__ = (
+        Index("ix_inbox_conversation_status_activity", "status", "last_activity_at"),
+        Index("ix_inbox_conversation_team_status", "team_id", "status", "last_activity_at"),
+        Index("ix_inbox_conversation_patient_status", "patient_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    patient_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_patient.id", ondelete="RESTRICT")
+    )
+    status: Mapped[ConversationStatus] = mapped_column(
+        str_enum(ConversationStatus, "conversation_status"), default=ConversationStatus.OPEN
+    )
+    priority: Mapped[Priority] = mapped_column(
+        str_enum(Priority, "priority"), default=Priority.NORMAL
+    )
+    team_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("inbox_team.id", ondelete="SET NULL")
+    )
+    assignee_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("inbox_staff_user.id", ondelete="SET NULL"), index=True
+    )
+    channel: Mapped[Channel] = mapped_column(str_enum(Channel, "channel"))
+    snoozed_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
+    first_response_due_at: Mapped[datetime | None]
+    first_responded_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+
+
+class Message(Sealed, Base):
+    __tablename__ = "inbox_message"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_message_id"),
+        Index("ix_inbox_message_conversation_created", "conversation_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_conversation.id", ondelete="CASCADE")
+    )
+    direction: Mapped[Direction] = mapped_column(str_enum(Direction, "direction"))
+    channel: Mapped[Channel] = mapped_column(str_enum(Channel, "channel"))
+    body_enc: Mapped[bytes | None] = encrypted_column()
+    author_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("inbox_staff_user.id", ondelete="SET NULL")
+    )
+    provider: Mapped[str | None] = mapped_column(String(32))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[MessageStatus] = mapped_column(str_enum(MessageStatus, "message_status"))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    attachments: Mapped[list[Attachment]] = relationship(
+        back_populates="message", lazy="raise", cascade="all, delete-orphan"
+    )
+
+
+class Note(Sealed, Base):
+    """An internal note: staff-only, never sent to the patient."""
+
+    __tablename__ = "inbox_note"
+    __table_args__ = (Index("ix_inbox_note_conversation_created", "conversation_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_conversation.id", ondelete="CASCADE")
+    )
+    author_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("inbox_staff_user.id", ondelete="SET NULL")
+    )
+    body_enc: Mapped[bytes | None] = encrypted_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Attachment(Sealed, Base):
+    __tablename__ = "inbox_attachment"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_message.id", ondelete="CASCADE"), index=True
+    )
+    content_type: Mapped[str] = mapped_column(String(128))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    filename_enc: Mapped[bytes | None] = encrypted_column()
+    data_enc: Mapped[bytes | None] = encrypted_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    message: Mapped[Message] = relationship(back_populates="attachments", lazy="raise")

@@ -1,0 +1,9 @@
+"""Imports every model module so ``Base.metadata`` is complete (Alembic, key rotation)."""
+
+from hub import audit, outbox, rotation
+from hub.db import Base
+from hub.inbox import models as inbox_models
+
+metadata = Base.metadata
+
+__all__ = ["audit", "inbox_models", "metadata", "outbox", "rotation"]
