@@ -88,8 +88,16 @@ def compute_hash(
     prev_hash: str,
 ) -> str:
     canonical = json.dumps(
-        [seq, at.isoformat(timespec="microseconds"), actor, action, subject_type, subject_id,
-         detail, prev_hash],
+        [
+            seq,
+            at.isoformat(timespec="microseconds"),
+            actor,
+            action,
+            subject_type,
+            subject_id,
+            detail,
+            prev_hash,
+        ],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=True,
@@ -120,8 +128,14 @@ async def record(
         prev_hash=head.hash,
     )
     event.hash = compute_hash(
-        event.seq, event.at, event.actor, event.action, event.subject_type, event.subject_id,
-        event.detail, event.prev_hash,
+        event.seq,
+        event.at,
+        event.actor,
+        event.action,
+        event.subject_type,
+        event.subject_id,
+        event.detail,
+        event.prev_hash,
     )
     head.seq, head.hash = event.seq, event.hash
     session.add(event)
@@ -168,7 +182,13 @@ async def verify(session: AsyncSession) -> VerifyResult:
                 False, checked, ev.seq, "its previous hash does not match the row before it"
             )
         actual = compute_hash(
-            ev.seq, ev.at, ev.actor, ev.action, ev.subject_type, ev.subject_id, ev.detail,
+            ev.seq,
+            ev.at,
+            ev.actor,
+            ev.action,
+            ev.subject_type,
+            ev.subject_id,
+            ev.detail,
             ev.prev_hash,
         )
         if actual != ev.hash:
@@ -179,7 +199,9 @@ async def verify(session: AsyncSession) -> VerifyResult:
         return VerifyResult(False, checked, None, "the audit_head row is missing")
     if head.seq != checked or head.hash != prev_hash:
         return VerifyResult(
-            False, checked, checked + 1 if head.seq > checked else head.seq,
+            False,
+            checked,
+            checked + 1 if head.seq > checked else head.seq,
             f"the chain ends at row {checked} but the head records row {head.seq}: "
             "rows were deleted from the end or the head was edited",
         )

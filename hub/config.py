@@ -155,7 +155,8 @@ def load_dev_key_ring(var_dir: Path) -> KeyRing:
             return KeyRing.parse(path.read_text())
         except KeyRingError as exc:
             raise ConfigError(
-                "HUB_KEYS", f"unset, and the dev ring {path} is malformed: {exc}",
+                "HUB_KEYS",
+                f"unset, and the dev ring {path} is malformed: {exc}",
                 "HUB_KEYS set, or the dev ring file removed so a new one is made",
             ) from None
     var_dir.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ def normalize_phone(raw: str, region: str = DEFAULT_REGION) -> str:
     try:
         parsed = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidContact(f"not a phone number: {exc.error_type.name.lower()}") from None
+        raise InvalidContact("not a phone number") from None
     if not phonenumbers.is_possible_number(parsed):
         raise InvalidContact("not a possible phone number for its country")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

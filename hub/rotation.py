@@ -100,9 +100,7 @@ async def _rotate_column(
             report.resumed_columns.append(label)
         last_id = uuid.UUID(progress.last_id) if progress.last_id else None
         completed = progress.completed
-        total = int(
-            await session.scalar(select(func.count()).where(ct_col.is_not(None))) or 0
-        )
+        total = int(await session.scalar(select(func.count()).where(ct_col.is_not(None))) or 0)
         done = 0
         if last_id is not None:
             done = int(

@@ -19,6 +19,9 @@ def _configure(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # hub.db makes SQLite transactions explicit (BEGIN IMMEDIATE), so its DDL is
+        # transactional too: a failed migration leaves nothing half-applied.
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         context.run_migrations()

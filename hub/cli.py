@@ -1,0 +1,384 @@
+"""The ``hub`` command (names fixed by the interface contract).
+
+Configuration problems end the command with one line on stderr naming the variable, and exit
+status 2; other refusals (a duplicate user, a failed audit check) exit 1. Never a traceback for
+something the operator can fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import click
+
+from hub.config import Settings, redact_url
+from hub.errors import ConfigError, HubError
+
+log = logging.getLogger("hub.cli")
+
+EXIT_CONFIG = 2
+
+
+class HubGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"hub: {exc}", err=True)
+            ctx.exit(EXIT_CONFIG)
+        except HubError as exc:
+            click.echo(f"hub: {exc}", err=True)
+            ctx.exit(1)
+
+
+def load_settings() -> Settings:
+    settings = Settings.from_env()
+    from hub.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+@contextlib.contextmanager
+def redis_for(settings: Settings) -> Iterator[Settings]:
+    """Settings with a reachable Redis: the configured one, or the embedded one (stopped after)."""
+    from hub.embedded_redis import EmbeddedRedis, check_redis
+
+    if settings.redis_url is not None:
+        check_redis(settings.redis_url)
+        yield settings
+        return
+    embedded = EmbeddedRedis(settings.var_dir)
+    url = embedded.start()
+    try:
+        yield replace(settings, redis_url=url)
+    finally:
+        embedded.stop()
+
+
+async def _check_database(settings: Settings, *, require_migrated: bool) -> None:
+    from hub.db import create_engine
+    from hub.migrations import current_revision, head_revision
+
+    engine = create_engine(settings.database_url)
+    try:
+        try:
+            current = await current_revision(engine)
+        except Exception as exc:  # driver errors differ; the operator needs one line
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(
+                "HUB_DATABASE_URL",
+                f"cannot connect to {redact_url(settings.database_url)} ({reason[:200]})",
+                "a reachable database the hub may write to",
+            ) from None
+        if require_migrated and current != head_revision():
+            raise ConfigError(
+                "HUB_DATABASE_URL",
+                f"schema is at revision {current or 'none'}, code needs {head_revision()}",
+                "a migrated database: run `hub migrate` first",
+            )
+    finally:
+        await engine.dispose()
+
+
+@click.group(cls=HubGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="patient-hub")
+def main() -> None:
+    """Hub: omnichannel patient communication for clinics."""
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    settings = load_settings()
+    asyncio.run(_migrate(settings))
+    click.echo("database is at the latest schema")
+
+
+async def _migrate(settings: Settings) -> None:
+    from hub.migrations import upgrade_url
+
+    await _check_database(settings, require_migrated=False)
+    await upgrade_url(settings.database_url)
+
+
+def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from web.app import create_app
+
+    settings.key_ring()
+    click.echo(
+        f"hub serving on http://{settings.host}:{settings.port} (public URL {settings.public_url})",
+        err=True,
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        handle_signals=True,
+        shutdown_timeout=10,
+    )
+
+
+@main.command()
+def serve() -> None:
+    """Run the web app: staff UI, API, webhooks, socket.io."""
+    settings = load_settings()
+    asyncio.run(_check_database(settings, require_migrated=True))
+    with redis_for(settings) as ready:
+        _serve(ready)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Work until the queues are empty, then exit.")
+def worker(burst: bool) -> None:
+    """Run an RQ worker (sends, retries, journey dispatch, scheduler)."""
+    settings = load_settings()
+    asyncio.run(_check_database(settings, require_migrated=True))
+    from worker.main import run_worker
+
+    with redis_for(settings) as ready:
+        run_worker(ready, burst=burst)
+
+
+@main.command()
+def demo() -> None:
+    """Migrate, load synthetic demo data, and run the web app and a worker together."""
+    settings = load_settings()
+    asyncio.run(_migrate(settings))
+    ring = settings.key_ring()
+
+    from hub.db import Database
+    from hub.demo import load_demo_data
+
+    async def load() -> Any:
+        db = Database.connect(settings.database_url)
+        try:
+            return await load_demo_data(db, ring, settings.default_region)
+        finally:
+            await db.dispose()
+
+    summary = asyncio.run(load())
+    with redis_for(settings) as ready:
+        env = dict(os.environ, HUB_REDIS_URL=ready.redis_url or "", HUB_KEYS=ring.to_spec())
+        env.setdefault("HUB_VAR_DIR", str(settings.var_dir))
+        worker_proc = subprocess.Popen([sys.executable, "-m", "hub", "worker"], env=env)
+        try:
+            click.echo("")
+            click.echo(f"  Hub demo: {settings.public_url}/")
+            click.echo(f"  Sign in as {summary.admin_email}")
+            click.echo(
+                f"  One-time password: {summary.admin_password}  (change it at first sign-in)"
+            )
+            click.echo(f"  Synthetic patients loaded this run: {summary.patients_created}")
+            click.echo("  Press Ctrl-C to stop.")
+            click.echo("")
+            _serve(ready)
+        finally:
+            worker_proc.send_signal(signal.SIGTERM)
+            try:
+                worker_proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker_proc.kill()
+
+
+@main.group()
+def user() -> None:
+    """Staff accounts."""
+
+
+@user.command("add")
+@click.argument("email")
+@click.option("--name", "display_name", required=True, help="Name shown to colleagues.")
+@click.option(
+    "--role",
+    type=click.Choice(["agent", "coordinator", "admin"]),
+    default="agent",
+    show_default=True,
+)
+@click.option("--team", "teams", multiple=True, help="Team to join (repeatable; must exist).")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from stdin instead of generating a one-time one.",
+)
+def user_add(
+    email: str, display_name: str, role: str, teams: tuple[str, ...], password_stdin: bool
+) -> None:
+    """Add a staff user. Without --password-stdin a one-time password is printed once."""
+    from hub.audit import Actor
+    from hub.db import Database
+    from hub.enums import Role
+    from hub.inbox.actions import do_add_staff_user
+    from hub.inbox.passwords import one_time_password
+    from hub.inbox.schemas import NewStaffUser
+
+    settings = load_settings()
+    asyncio.run(_check_database(settings, require_migrated=True))
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else one_time_password()
+
+    async def run() -> None:
+        db = Database.connect(settings.database_url)
+        try:
+            await do_add_staff_user(
+                db,
+                Actor.system("cli:user-add"),
+                NewStaffUser(
+                    email,
+                    display_name,
+                    password,
+                    Role(role),
+                    list(teams),
+                    must_change_password=not password_stdin,
+                ),
+            )
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    click.echo(f"added {role} {email.strip().lower()}")
+    if not password_stdin:
+        click.echo(f"one-time password: {password}  (must be changed at first sign-in)")
+
+
+@main.group()
+def keys() -> None:
+    """Encryption key ring."""
+
+
+@keys.command("new")
+@click.option("--id", "key_id", default=None, help="Key id (default: k<YYYYMMDD>).")
+def keys_new(key_id: str | None) -> None:
+    """Print a new key entry to put first in HUB_KEYS (or a whole new ring if none is set)."""
+    from datetime import UTC, datetime
+
+    from hub.crypto import KeyRing, new_key_entry
+
+    settings = Settings.from_env()
+    key_id = key_id or f"k{datetime.now(UTC):%Y%m%d}"
+    if settings.keys is None:
+        click.echo(KeyRing.generate(key_id).to_spec())
+        return
+    entry = new_key_entry(key_id)
+    spec = settings.keys.to_spec().split(",", 1)
+    click.echo(f"{spec[0]},{entry},{spec[1]}")
+
+
+@keys.command("rotate")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 50_000))
+def keys_rotate(batch_size: int) -> None:
+    """Re-encrypt every encrypted column under the active (first) key, online and resumable."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hub.db import Database
+    from hub.rotation import rotate
+
+    settings = load_settings()
+    asyncio.run(_check_database(settings, require_migrated=True))
+    ring = settings.key_ring()
+
+    async def run() -> Any:
+        db = Database.connect(settings.database_url)
+        tasks: dict[str, Any] = {}
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=False,
+        ) as progress:
+
+            def on_progress(label: str, done: int, total: int) -> None:
+                if label not in tasks:
+                    tasks[label] = progress.add_task(label, total=total)
+                progress.update(tasks[label], completed=done, total=total)
+
+            try:
+                return await rotate(db, ring, batch_size=batch_size, on_progress=on_progress)
+            finally:
+                await db.dispose()
+
+    report = asyncio.run(run())
+    click.echo(
+        f"re-encrypted {report.rewritten} values under key {report.target_key_id}; "
+        f"{report.already_current} were already under it; "
+        f"{report.changed_meanwhile} changed meanwhile (rewritten by the hub)"
+    )
+    if report.resumed_columns:
+        click.echo(f"resumed an interrupted run in: {', '.join(report.resumed_columns)}")
+    counts = ", ".join(f"{k}: {n}" for k, n in sorted(report.remaining.items())) or "none"
+    click.echo(f"ciphertexts per key now: {counts}")
+    retired = [k for k in ring.keys if k != ring.active_id and not report.remaining.get(k)]
+    if retired:
+        click.echo(f"no data remains under {', '.join(retired)}: it can be removed from HUB_KEYS")
+    if report.stale_keys:
+        raise HubError(
+            f"values remain under {', '.join(sorted(report.stale_keys))}: a process may still run "
+            "with the old ring; restart every process with the new HUB_KEYS and rotate again"
+        )
+
+
+@keys.command("status")
+def keys_status() -> None:
+    """Count ciphertexts per key id (a full scan)."""
+    from hub.db import Database
+    from hub.rotation import key_usage
+
+    settings = load_settings()
+    asyncio.run(_check_database(settings, require_migrated=True))
+    ring = settings.key_ring()
+
+    async def run() -> Any:
+        db = Database.connect(settings.database_url)
+        try:
+            return await key_usage(db)
+        finally:
+            await db.dispose()
+
+    usage = asyncio.run(run())
+    click.echo(f"active key: {ring.active_id}")
+    for kid in sorted(set(usage) | set(ring.keys)):
+        where = "in ring" if kid in ring.keys else "NOT IN RING"
+        click.echo(f"  {kid}: {usage.get(kid, 0)} ciphertexts ({where})")
+
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Walk the audit chain; name the first row that was altered, removed or reordered."""
+    from hub.audit import verify
+    from hub.db import Database
+
+    settings = load_settings()
+    asyncio.run(_check_database(settings, require_migrated=True))
+
+    async def run() -> Any:
+        db = Database.connect(settings.database_url)
+        try:
+            async with db.sessions() as session:
+                return await verify(session)
+        finally:
+            await db.dispose()
+
+    result = asyncio.run(run())
+    if not result.ok:
+        raise HubError(
+            f"audit chain broken at row {result.bad_seq}: {result.reason} "
+            f"({result.checked} rows before it verified)"
+        )
+    click.echo(f"audit chain intact: {result.checked} rows verified")

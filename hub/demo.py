@@ -1,0 +1,114 @@
+"""Synthetic demo data: fictional people, 555-01xx numbers, example.org addresses.
+
+Nothing here is or resembles a real patient. Loading is idempotent: a second run adds nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from hub.audit import Actor
+from hub.crypto import KeyRing
+from hub.db import Database
+from hub.enums import Channel, Role
+from hub.inbox import actions
+from hub.inbox.models import Patient, StaffUser
+from hub.inbox.passwords import hash_password, one_time_password
+from hub.inbox.schemas import NewPatient, NewStaffUser
+
+DEMO_ADMIN_EMAIL = "admin@demo-clinic.example.org"
+DEMO_TEAMS = (
+    ("Front desk", "America/New_York"),
+    ("Nursing", "America/New_York"),
+    ("Billing", "America/Chicago"),
+)
+DEMO_STAFF = (
+    ("dana.agent@demo-clinic.example.org", "Dana Demo", Role.AGENT, ["Front desk"]),
+    ("noor.nurse@demo-clinic.example.org", "Noor Demo", Role.AGENT, ["Nursing"]),
+    (
+        "cole.coord@demo-clinic.example.org",
+        "Cole Demo",
+        Role.COORDINATOR,
+        ["Front desk", "Nursing"],
+    ),
+)
+DEMO_PATIENTS = (
+    ("Avery Sample", "+1 (555) 010-0101", "avery.sample@example.org", "America/New_York", "en"),
+    ("Blake Placeholder", "555-010-0102", None, "America/Chicago", "en"),
+    ("Casey Fictional", "+15550100103", "casey.fictional@example.org", "America/Denver", "es"),
+    ("Devon Testperson", "(555) 010-0104", "devon@example.org", "America/Los_Angeles", "en"),
+    ("Emery Madeup", "+1 555 010 0105", None, "America/New_York", "fr"),
+)
+DEMO_MESSAGES = (
+    ("Hi, can I move my appointment on Thursday to the afternoon?",),
+    ("Thanks! See you then.",),
+    ("Is the clinic open on Saturday?",),
+    ("I have a question about my bill from last month.",),
+    ("C",),
+)
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    admin_email: str
+    admin_password: str
+    patients_created: int
+
+
+async def load_demo_data(db: Database, ring: KeyRing, region: str) -> DemoSummary:
+    actor = Actor.system("demo")
+    for name, tz in DEMO_TEAMS:
+        await actions.do_ensure_team(db, actor, name, tz)
+
+    password = one_time_password()
+    async with db.transaction() as session:
+        admin = (
+            await session.scalars(select(StaffUser).where(StaffUser.email == DEMO_ADMIN_EMAIL))
+        ).first()
+        if admin is not None:
+            # A fresh one-time password on every demo start; the first sign-in must change it.
+            admin.password_hash = hash_password(password)
+            admin.must_change_password = True
+    if admin is None:
+        await actions.do_add_staff_user(
+            db,
+            actor,
+            NewStaffUser(
+                DEMO_ADMIN_EMAIL,
+                "Demo Admin",
+                password,
+                Role.ADMIN,
+                [t for t, _ in DEMO_TEAMS],
+                must_change_password=True,
+            ),
+        )
+        for email, display, role, teams in DEMO_STAFF:
+            await actions.do_add_staff_user(
+                db,
+                actor,
+                NewStaffUser(
+                    email, display, one_time_password(), role, teams, must_change_password=True
+                ),
+            )
+
+    async with db.sessions() as session:
+        existing = int(await session.scalar(select(func.count()).select_from(Patient)) or 0)
+    created = 0
+    if existing == 0:
+        for (name, phone, email, tz, lang), (body,) in zip(
+            DEMO_PATIENTS, DEMO_MESSAGES, strict=True
+        ):
+            patient_id = await actions.do_create_patient(
+                db,
+                ring,
+                actor,
+                NewPatient(
+                    name=name, phone=phone, email=email, time_zone=tz, language=lang, verified=True
+                ),
+                region=region,
+            )
+            await actions.do_record_inbound(db, ring, patient_id, Channel.SMS, body)
+            created += 1
+    return DemoSummary(DEMO_ADMIN_EMAIL, password, created)

@@ -1,0 +1,125 @@
+"""Structured logging with a filter that keeps PHI out of every line.
+
+The code never logs PHI on purpose; this filter is the second line of defence for what slips
+through (a library's exception text, a URL with a query string, a careless f-string). It runs on
+the handler, so it covers third-party loggers (aiohttp.access, sqlalchemy, rq) too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import traceback
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+REDACTED = "[redacted]"
+
+PHI_FIELD_NAMES = frozenset(
+    {
+        "body",
+        "text",
+        "name",
+        "first_name",
+        "last_name",
+        "full_name",
+        "phone",
+        "phone_number",
+        "email",
+        "address",
+        "to",
+        "from",
+        "from_",
+        "sender",
+        "recipient",
+        "subject",
+        "transcript",
+        "transcription",
+        "note",
+        "content",
+        "payload",
+        "form",
+        "dob",
+        "birth_date",
+        "caller",
+        "called",
+    }
+)
+"""``extra={...}`` keys whose values are always replaced, whatever they hold."""
+
+_EMAIL_RE = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)+")
+# A run of digits with phone punctuation; redacted when it holds 7 or more digits. It is broad on
+# purpose (dates in messages get caught too): a missed phone number costs more than a lost date.
+_PHONE_RE = re.compile(r"(?<![\w])\+?\(?\d[\d\s().\-/]{5,}\d(?![\w])")
+_QUERY_RE = re.compile(r"\?[^\s\"']*")
+_STD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def _phone_sub(match: re.Match[str]) -> str:
+    text = match.group(0)
+    return "[phone]" if sum(c.isdigit() for c in text) >= 7 else text
+
+
+def scrub(text: str) -> str:
+    """Remove email addresses, phone-like digit runs and URL query strings."""
+    text = _EMAIL_RE.sub("[email]", text)
+    text = _QUERY_RE.sub("?[query]", text)
+    return _PHONE_RE.sub(_phone_sub, text)
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    return scrub(str(value))
+
+
+class PhiFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not hide the record
+            message = str(record.msg)
+        record.msg, record.args = scrub(message), None
+        if record.exc_info:
+            record.exc_text = scrub("".join(traceback.format_exception(*record.exc_info)))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        for key, value in list(record.__dict__.items()):
+            if key in _STD_ATTRS:
+                continue
+            if key.lower() in PHI_FIELD_NAMES:
+                record.__dict__[key] = REDACTED
+            else:
+                record.__dict__[key] = _scrub_value(value)
+        return True
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(PhiFilter())
+    if fmt == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                timestamp=False,
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # SQL echo would print bound parameters, i.e. ciphertexts and blind indexes: keep it quiet.
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,0 +1,181 @@
+"""Shared fixtures.
+
+SQLite and the embedded Redis by default; PostgreSQL and a Redis server when
+HUB_TEST_DATABASE_URL / HUB_TEST_REDIS_URL are set. The schema is migrated once per run into a
+database made for the run; each test's ``db`` is a transaction rolled back afterwards. Tests
+that need committed data (other processes, concurrency) take ``fresh_db_url`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from hub.config import Settings, parse_database_url
+from hub.crypto import KeyRing
+from hub.db import Database, create_engine
+from hub.embedded_redis import EmbeddedRedis
+from hub.migrations import upgrade_url
+
+T = TypeVar("T")
+
+PG_URL = os.environ.get("HUB_TEST_DATABASE_URL") or None
+REDIS_URL = os.environ.get("HUB_TEST_REDIS_URL") or None
+ON_POSTGRES = PG_URL is not None
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, off any running event loop."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+async def _admin_execute(statement: str) -> None:
+    import asyncpg
+
+    assert PG_URL is not None
+    dsn = PG_URL.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def _pg_url_for(name: str) -> str:
+    assert PG_URL is not None
+    parts = urlsplit(parse_database_url(PG_URL))
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+class DatabaseFactory:
+    """Creates migrated databases for the run and drops them at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.created: list[str] = []
+
+    def create(self) -> str:
+        if ON_POSTGRES:
+            name = f"hub_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+            run_sync(_admin_execute(f'CREATE DATABASE "{name}"'))
+            self.created.append(name)
+            url = _pg_url_for(name)
+        else:
+            url = f"sqlite+aiosqlite:///{self.root / f'{uuid.uuid4().hex[:8]}.db'}"
+        run_sync(upgrade_url(url))
+        return url
+
+    def drop_all(self) -> None:
+        for name in self.created:
+            run_sync(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(tmp_path_factory.mktemp("db"))
+    yield factory
+    factory.drop_all()
+
+
+@pytest.fixture(scope="session")
+def database_url(database_factory: DatabaseFactory) -> str:
+    """The run's migrated database (async URL)."""
+    return database_factory.create()
+
+
+@pytest.fixture
+def fresh_db_url(database_factory: DatabaseFactory) -> str:
+    """A migrated database of the test's own, for committed data and other processes."""
+    return database_factory.create()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    if REDIS_URL is not None:
+        yield REDIS_URL
+        return
+    # A short directory: unix socket paths are limited to ~100 bytes.
+    var = Path(tempfile.mkdtemp(prefix="hubr"))
+    embedded = EmbeddedRedis(var)
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+        shutil.rmtree(var, ignore_errors=True)
+
+
+@pytest.fixture
+def ring() -> KeyRing:
+    return KeyRing.generate("t1")
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, ring: KeyRing, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        keys=ring,
+        public_url="https://hub.test-clinic.example.org",
+        var_dir=tmp_path / "var",
+        log_format="text",
+    )
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """Sessions inside one outer transaction that is rolled back after the test."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            outer = await conn.begin()
+            yield Database.bound_to(conn)
+            await outer.rollback()
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def committed_db(fresh_db_url: str) -> AsyncIterator[Database]:
+    database = Database.connect(fresh_db_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+def hub_env(**overrides: str) -> dict[str, str]:
+    """Environment for a `hub` subprocess: no inherited HUB_* settings besides the overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "TWILIO_"))}
+    env.update(overrides)
+    return env
+
+
+def sync_url(async_url: str) -> str:
+    """The user-facing URL form (as an operator would set HUB_DATABASE_URL)."""
+    return async_url.replace("postgresql+asyncpg://", "postgresql://").replace(
+        "sqlite+aiosqlite://", "sqlite://"
+    )

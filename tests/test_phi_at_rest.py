@@ -1,0 +1,134 @@
+"""PHI is unreadable at rest, findable through the blind index, and bound to its row."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import update
+
+from hub.audit import Actor
+from hub.crypto import IntegrityCheckFailed, KeyRing
+from hub.db import Database
+from hub.enums import Channel
+from hub.inbox import actions
+from hub.inbox.models import Patient
+from hub.inbox.schemas import NewPatient
+from tests.conftest import ON_POSTGRES
+
+STAFF = Actor.staff("00000000-0000-7000-8000-000000000001")
+
+
+async def _seed(db: Database, ring: KeyRing) -> tuple[object, object]:
+    patient_id = await actions.do_create_patient(
+        db, ring, STAFF,
+        NewPatient(name="Avery Sample", phone="+1 (555) 123-4567", email="Avery@Example.org"),
+        region="US",
+    )
+    message_id = await actions.do_record_inbound(
+        db, ring, patient_id, Channel.SMS, "chest pain since Tuesday"
+    )
+    return patient_id, message_id
+
+
+def _dump(url: str) -> bytes:
+    if ON_POSTGRES:
+        pg_dump = shutil.which("pg_dump")
+        assert pg_dump, "pg_dump is needed to check what PostgreSQL holds"
+        parts = urlsplit(url)
+        return subprocess.run(
+            [pg_dump, "--no-owner", "-h", parts.hostname or "127.0.0.1",
+             "-p", str(parts.port or 5432), "-U", parts.username or "postgres",
+             parts.path.lstrip("/")],
+            check=True, capture_output=True,
+        ).stdout
+    path = url.split(":///", 1)[1]
+    conn = sqlite3.connect(path)
+    try:
+        text = "\n".join(conn.iterdump()).encode()
+    finally:
+        conn.close()
+    raw = b"".join(Path(p).read_bytes() for p in (path, path + "-wal") if Path(p).exists())
+    return text + raw
+
+
+async def test_dump_holds_no_phone_digits_or_message_words(
+    committed_db: Database, fresh_db_url: str, ring: KeyRing
+) -> None:
+    patient_id, _ = await _seed(committed_db, ring)
+    await committed_db.dispose()  # flush everything to disk before dumping
+
+    dump = _dump(fresh_db_url)
+    assert b"inbox_patient" in dump  # the dump is real, not empty
+    for needle in [b"5551234567", b"555-123-4567", b"chest pain", b"Chest pain", b"Avery",
+                   b"avery@example.org", b"Tuesday"]:
+        assert needle not in dump, needle
+
+    db = Database.connect(fresh_db_url)
+    try:
+        for spelling in ["+1 (555) 123-4567", "555.123.4567", "15551234567", "(555)1234567"]:
+            found = await actions.do_find_patients_by_phone(db, ring, STAFF, spelling, region="US")
+            assert [p.id for p in found] == [patient_id]
+            assert found[0].phone == "+15551234567"
+            assert found[0].name == "Avery Sample"
+        by_mail = await actions.do_find_patients_by_email(db, ring, STAFF, "AVERY@example.ORG")
+        assert [p.id for p in by_mail] == [patient_id]
+        assert await actions.do_find_patients_by_phone(db, ring, STAFF, "555 123 4568",
+                                                       region="US") == []
+    finally:
+        await db.dispose()
+
+
+async def test_ciphertext_copied_to_another_row_fails_with_integrity_error(
+    db: Database, ring: KeyRing
+) -> None:
+    a = await actions.do_create_patient(
+        db, ring, STAFF, NewPatient(name="Avery Sample", phone="+15550100101"), region="US"
+    )
+    b = await actions.do_create_patient(
+        db, ring, STAFF, NewPatient(name="Blake Placeholder", phone="+15550100102"), region="US"
+    )
+    async with db.transaction() as session:
+        a_row = await session.get(Patient, a)
+        assert a_row is not None
+        stolen = a_row.name_enc
+        await session.execute(update(Patient).where(Patient.id == b).values(name_enc=stolen))
+
+    with pytest.raises(IntegrityCheckFailed) as info:
+        await actions.do_read_patient(db, ring, STAFF, b)
+    assert "inbox_patient.name_enc" in str(info.value)
+    assert "copied from another row or column" in str(info.value)
+    # The row it came from still reads fine.
+    assert (await actions.do_read_patient(db, ring, STAFF, a)).name == "Avery Sample"
+
+
+async def test_ciphertext_copied_to_another_column_fails(db: Database, ring: KeyRing) -> None:
+    a = await actions.do_create_patient(
+        db, ring, STAFF, NewPatient(name="Avery Sample", phone="+15550100101"), region="US"
+    )
+    async with db.transaction() as session:
+        row = await session.get(Patient, a)
+        assert row is not None
+        row.name_enc = row.phone_enc
+    with pytest.raises(IntegrityCheckFailed, match="name_enc"):
+        await actions.do_read_patient(db, ring, STAFF, a)
+
+
+async def test_reads_and_writes_of_phi_are_audited(db: Database, ring: KeyRing) -> None:
+    from sqlalchemy import select
+
+    from hub.audit import AuditEvent
+
+    patient_id, message_id = await _seed(db, ring)
+    await actions.do_read_patient(db, ring, STAFF, patient_id)
+    async with db.sessions() as session:
+        events = (await session.scalars(select(AuditEvent).order_by(AuditEvent.seq))).all()
+    actions_seen = [(e.actor, e.action, e.subject_id) for e in events]
+    assert (str(STAFF), "patient.create", str(patient_id)) in actions_seen
+    assert (str(STAFF), "patient.read", str(patient_id)) in actions_seen
+    for e in events:  # audit rows carry ids, never PHI
+        assert "555" not in repr(e.detail) and "Avery" not in repr(e.detail)

@@ -1,0 +1,1 @@
+"""The aiohttp edge: staff UI, REST API, provider webhooks, socket.io, health and metrics."""

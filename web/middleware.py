@@ -1,0 +1,66 @@
+"""Error mapping and request metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from hub.errors import HubError
+from web.keys import METRICS
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REASONS = {
+    400: "The request was malformed.",
+    401: "Sign in first.",
+    403: "You are not allowed to do this.",
+    404: "Nothing here.",
+    405: "That method is not allowed here.",
+    413: "The request is too large.",
+    500: "Something went wrong on our side; it has been logged.",
+    503: "A service the hub depends on is unavailable.",
+}
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info.route
+    return info.name or (info.resource.canonical if info.resource else "unmatched")
+
+
+def _error(status: int, detail: str | None = None) -> web.Response:
+    return web.json_response(
+        {"error": {"status": status, "message": detail or REASONS.get(status, "Error.")}},
+        status=status,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    route = _route_name(request)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise  # redirects pass through untouched
+        return _error(exc.status)
+    except HubError as exc:
+        # A domain error that reached the edge unhandled is still the caller's problem to fix.
+        status = 400
+        return _error(400, str(exc))
+    except Exception:
+        log.exception("unhandled error", extra={"route": route})
+        return _error(500)
+    finally:
+        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
