@@ -23,7 +23,7 @@ def normalize_phone(raw: str, region: str = DEFAULT_REGION) -> str:
     """
     try:
         parsed = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException as exc:
+    except phonenumbers.NumberParseException:
         raise InvalidContact("not a phone number") from None
     if not phonenumbers.is_possible_number(parsed):
         raise InvalidContact("not a possible phone number for its country")

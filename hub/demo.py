@@ -84,12 +84,17 @@ async def load_demo_data(db: Database, ring: KeyRing, region: str) -> DemoSummar
                 must_change_password=True,
             ),
         )
-        for email, display, role, teams in DEMO_STAFF:
+        for staff_email, display, role, teams in DEMO_STAFF:
             await actions.do_add_staff_user(
                 db,
                 actor,
                 NewStaffUser(
-                    email, display, one_time_password(), role, teams, must_change_password=True
+                    staff_email,
+                    display,
+                    one_time_password(),
+                    role,
+                    teams,
+                    must_change_password=True,
                 ),
             )
 

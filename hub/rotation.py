@@ -19,6 +19,7 @@ from datetime import datetime
 
 from sqlalchemy import BigInteger, Integer, String, Table, and_, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from hub.crypto import HEADER_MAX_BYTES, KeyRing, associated_data, key_id_of
 from hub.db import Base, Database, encrypted_columns, utcnow
@@ -116,7 +117,7 @@ async def _rotate_column(
 
     while True:
         async with db.transaction() as session:
-            cond = ct_col.is_not(None)
+            cond: ColumnElement[bool] = ct_col.is_not(None)
             if last_id is not None:
                 cond = and_(cond, id_col > last_id)
             rows = (
@@ -162,7 +163,7 @@ async def key_usage(db: Database, batch_size: int = 5_000) -> Counter[str]:
         id_col, ct_col = table.c.id, table.c[column_name]
         last_id = None
         while True:
-            cond = ct_col.is_not(None)
+            cond: ColumnElement[bool] = ct_col.is_not(None)
             if last_id is not None:
                 cond = and_(cond, id_col > last_id)
             async with db.sessions() as session:

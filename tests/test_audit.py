@@ -62,8 +62,16 @@ async def test_recomputed_hash_is_caught_by_the_next_row(db: Database) -> None:
         ev = await session.get(AuditEvent, 3)
         assert ev is not None
         ev.action = "patient.update"
-        ev.hash = compute_hash(ev.seq, ev.at, ev.actor, ev.action, ev.subject_type,
-                               ev.subject_id, ev.detail, ev.prev_hash)
+        ev.hash = compute_hash(
+            ev.seq,
+            ev.at,
+            ev.actor,
+            ev.action,
+            ev.subject_type,
+            ev.subject_id,
+            ev.detail,
+            ev.prev_hash,
+        )
     result = await _verify(db)
     assert (result.ok, result.bad_seq) == (False, 4)
 
@@ -113,8 +121,13 @@ def test_cli_verify_names_the_edited_row(fresh_db_url: str, tmp_path) -> None:
 
     run_sync(setup())
     env = hub_env(HUB_DATABASE_URL=sync_url(fresh_db_url), HUB_VAR_DIR=str(tmp_path / "var"))
-    ok = subprocess.run([sys.executable, "-m", "hub", "audit", "verify"], env=env,
-                        capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "hub", "audit", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "audit chain intact: 6 rows verified" in ok.stdout
 
@@ -130,8 +143,13 @@ def test_cli_verify_names_the_edited_row(fresh_db_url: str, tmp_path) -> None:
             await db.dispose()
 
     run_sync(tamper())
-    bad = subprocess.run([sys.executable, "-m", "hub", "audit", "verify"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "hub", "audit", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1
     assert "audit chain broken at row 4" in bad.stderr
     assert "Traceback" not in bad.stderr

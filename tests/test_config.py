@@ -66,8 +66,14 @@ def test_dev_key_ring_is_generated_once_and_kept(tmp_path: Path) -> None:
 
 
 def _hub(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hub", *args], env=hub_env(**env), cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args],
+        env=hub_env(**env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.slow
@@ -76,26 +82,55 @@ def _hub(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
     [
         (["migrate"], {"HUB_KEYS": "index:abc,k1:def"}, "HUB_KEYS", "malformed"),
         (["migrate"], {"HUB_KEYS": "not a key ring"}, "HUB_KEYS", "malformed"),
-        (["migrate"], {"HUB_DATABASE_URL": "mysql://db.internal/hub"}, "HUB_DATABASE_URL",
-         "unknown database scheme 'mysql'"),
-        (["migrate"], {"HUB_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/hub"},
-         "HUB_DATABASE_URL", "cannot connect"),
-        (["serve"], {"HUB_REDIS_URL": "redis://127.0.0.1:1/0"}, "HUB_REDIS_URL",
-         "cannot reach Redis at redis://127.0.0.1:1/0"),
-        (["worker"], {"HUB_REDIS_URL": "redis://:pw@127.0.0.1:1/0"}, "HUB_REDIS_URL",
-         "redis://:***@127.0.0.1:1/0"),
+        (
+            ["migrate"],
+            {"HUB_DATABASE_URL": "mysql://db.internal/hub"},
+            "HUB_DATABASE_URL",
+            "unknown database scheme 'mysql'",
+        ),
+        (
+            ["migrate"],
+            {"HUB_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/hub"},
+            "HUB_DATABASE_URL",
+            "cannot connect",
+        ),
+        (
+            ["serve"],
+            {"HUB_REDIS_URL": "redis://127.0.0.1:1/0"},
+            "HUB_REDIS_URL",
+            "cannot reach Redis at redis://127.0.0.1:1/0",
+        ),
+        (
+            ["worker"],
+            {"HUB_REDIS_URL": "redis://:pw@127.0.0.1:1/0"},
+            "HUB_REDIS_URL",
+            "redis://:***@127.0.0.1:1/0",
+        ),
         (["serve"], {"HUB_PORT": "99999"}, "HUB_PORT", "not a port number"),
     ],
-    ids=["keys-short", "keys-garbage", "db-scheme", "db-unreachable", "redis-unreachable",
-         "redis-password-hidden", "port"],
+    ids=[
+        "keys-short",
+        "keys-garbage",
+        "db-scheme",
+        "db-unreachable",
+        "redis-unreachable",
+        "redis-password-hidden",
+        "port",
+    ],
 )
 def test_bad_setting_is_one_line_and_exit_2(
     tmp_path: Path, args: list[str], env: dict[str, str], variable: str, fragment: str
 ) -> None:
     env = {"HUB_VAR_DIR": str(tmp_path / "var"), "HUB_KEYS": KeyRing.generate().to_spec(), **env}
     if args != ["migrate"]:
-        assert _hub(["migrate"], {k: v for k, v in env.items() if "REDIS" not in k
-                                  and k != "HUB_PORT"}, tmp_path).returncode == 0
+        assert (
+            _hub(
+                ["migrate"],
+                {k: v for k, v in env.items() if "REDIS" not in k and k != "HUB_PORT"},
+                tmp_path,
+            ).returncode
+            == 0
+        )
     done = _hub(args, env, tmp_path)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()

@@ -93,8 +93,15 @@ def test_repr_never_shows_key_material(ring: KeyRing) -> None:
 
 @pytest.mark.parametrize(
     "spelling",
-    ["+1 (555) 123-4567", "+15551234567", "1-555-123-4567", "(555) 123-4567", "555.123.4567",
-     "+1 555 123 4567", " 5551234567 "],
+    [
+        "+1 (555) 123-4567",
+        "+15551234567",
+        "1-555-123-4567",
+        "(555) 123-4567",
+        "555.123.4567",
+        "+1 555 123 4567",
+        " 5551234567 ",
+    ],
 )
 def test_every_spelling_of_a_number_has_one_blind_index(ring: KeyRing, spelling: str) -> None:
     assert normalize_phone(spelling, "US") == "+15551234567"

@@ -43,7 +43,9 @@ def test_message_args_are_scrubbed(capture: tuple[logging.Logger, io.StringIO]) 
 
 def test_phi_named_extras_are_replaced(capture: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = capture
-    logger.warning("inbound", extra={"body": "chest pain", "full_name": "Avery", "message_id": "m1"})
+    logger.warning(
+        "inbound", extra={"body": "chest pain", "full_name": "Avery", "message_id": "m1"}
+    )
     line = json.loads(stream.getvalue())
     assert line["body"] == "[redacted]" and line["full_name"] == "[redacted]"
     assert line["message_id"] == "m1"

@@ -25,7 +25,9 @@ STAFF = Actor.staff("00000000-0000-7000-8000-000000000001")
 
 async def _seed(db: Database, ring: KeyRing) -> tuple[object, object]:
     patient_id = await actions.do_create_patient(
-        db, ring, STAFF,
+        db,
+        ring,
+        STAFF,
         NewPatient(name="Avery Sample", phone="+1 (555) 123-4567", email="Avery@Example.org"),
         region="US",
     )
@@ -41,10 +43,19 @@ def _dump(url: str) -> bytes:
         assert pg_dump, "pg_dump is needed to check what PostgreSQL holds"
         parts = urlsplit(url)
         return subprocess.run(
-            [pg_dump, "--no-owner", "-h", parts.hostname or "127.0.0.1",
-             "-p", str(parts.port or 5432), "-U", parts.username or "postgres",
-             parts.path.lstrip("/")],
-            check=True, capture_output=True,
+            [
+                pg_dump,
+                "--no-owner",
+                "-h",
+                parts.hostname or "127.0.0.1",
+                "-p",
+                str(parts.port or 5432),
+                "-U",
+                parts.username or "postgres",
+                parts.path.lstrip("/"),
+            ],
+            check=True,
+            capture_output=True,
         ).stdout
     path = url.split(":///", 1)[1]
     conn = sqlite3.connect(path)
@@ -64,8 +75,15 @@ async def test_dump_holds_no_phone_digits_or_message_words(
 
     dump = _dump(fresh_db_url)
     assert b"inbox_patient" in dump  # the dump is real, not empty
-    for needle in [b"5551234567", b"555-123-4567", b"chest pain", b"Chest pain", b"Avery",
-                   b"avery@example.org", b"Tuesday"]:
+    for needle in [
+        b"5551234567",
+        b"555-123-4567",
+        b"chest pain",
+        b"Chest pain",
+        b"Avery",
+        b"avery@example.org",
+        b"Tuesday",
+    ]:
         assert needle not in dump, needle
 
     db = Database.connect(fresh_db_url)
@@ -77,8 +95,10 @@ async def test_dump_holds_no_phone_digits_or_message_words(
             assert found[0].name == "Avery Sample"
         by_mail = await actions.do_find_patients_by_email(db, ring, STAFF, "AVERY@example.ORG")
         assert [p.id for p in by_mail] == [patient_id]
-        assert await actions.do_find_patients_by_phone(db, ring, STAFF, "555 123 4568",
-                                                       region="US") == []
+        assert (
+            await actions.do_find_patients_by_phone(db, ring, STAFF, "555 123 4568", region="US")
+            == []
+        )
     finally:
         await db.dispose()
 
@@ -123,7 +143,7 @@ async def test_reads_and_writes_of_phi_are_audited(db: Database, ring: KeyRing) 
 
     from hub.audit import AuditEvent
 
-    patient_id, message_id = await _seed(db, ring)
+    patient_id, _ = await _seed(db, ring)
     await actions.do_read_patient(db, ring, STAFF, patient_id)
     async with db.sessions() as session:
         events = (await session.scalars(select(AuditEvent).order_by(AuditEvent.seq))).all()

@@ -25,9 +25,14 @@ async def _seed(db: Database, ring: KeyRing) -> list[object]:
     ids = []
     for n in range(PATIENTS):
         pid = await actions.do_create_patient(
-            db, ring, STAFF,
-            NewPatient(name=f"Synthetic Person {n}", phone=f"+1555010{n:04d}",
-                       email=f"person{n}@example.org"),
+            db,
+            ring,
+            STAFF,
+            NewPatient(
+                name=f"Synthetic Person {n}",
+                phone=f"+1555010{n:04d}",
+                email=f"person{n}@example.org",
+            ),
             region="US",
         )
         await actions.do_record_inbound(db, ring, pid, Channel.SMS, f"synthetic message {n}")
@@ -53,7 +58,7 @@ async def test_rotation_moves_everything_while_reads_keep_working(committed_db: 
                     view = await actions.do_read_patient(committed_db, new, STAFF, pid)
                     assert view.name is not None and view.name.startswith("Synthetic Person")
                     reads += 1
-                except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                except BaseException as exc:  # collected and asserted below
                     read_errors.append(exc)
                 await asyncio.sleep(0)
 
@@ -121,17 +126,31 @@ def test_cli_rotate_reports_counts_and_retires_old_key(fresh_db_url: str, tmp_pa
 
     run_sync(seed())
     new = old.with_new_key("k2")
-    env = hub_env(HUB_DATABASE_URL=sync_url(fresh_db_url), HUB_KEYS=new.to_spec(),
-                  HUB_VAR_DIR=str(tmp_path / "var"), HUB_LOG_FORMAT="text")
-    done = subprocess.run([sys.executable, "-m", "hub", "keys", "rotate", "--batch-size", "9"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    env = hub_env(
+        HUB_DATABASE_URL=sync_url(fresh_db_url),
+        HUB_KEYS=new.to_spec(),
+        HUB_VAR_DIR=str(tmp_path / "var"),
+        HUB_LOG_FORMAT="text",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "keys", "rotate", "--batch-size", "9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert f"re-encrypted {PATIENTS * 4} values under key k2" in done.stdout
     assert "no data remains under k1: it can be removed from HUB_KEYS" in done.stdout
 
     env["HUB_KEYS"] = new.without("k1").to_spec()
-    status = subprocess.run([sys.executable, "-m", "hub", "keys", "status"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [sys.executable, "-m", "hub", "keys", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0, status.stderr
     assert f"k2: {PATIENTS * 4} ciphertexts (in ring)" in status.stdout
     assert "k1" not in status.stdout

@@ -12,17 +12,18 @@ from hub.db import Database
 from web.app import create_app
 
 
-async def test_healthz_reports_each_dependency(aiohttp_client, settings: Settings,
-                                               db: Database) -> None:
+async def test_healthz_reports_each_dependency(
+    aiohttp_client, settings: Settings, db: Database
+) -> None:
     client: TestClient = await aiohttp_client(create_app(settings, db=db))
     response = await client.get("/healthz")
     assert response.status == 200
-    assert await response.json() == {"status": "ok",
-                                     "checks": {"database": "ok", "redis": "ok"}}
+    assert await response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
 
 
-async def test_healthz_is_503_when_redis_is_down(aiohttp_client, settings: Settings,
-                                                 db: Database) -> None:
+async def test_healthz_is_503_when_redis_is_down(
+    aiohttp_client, settings: Settings, db: Database
+) -> None:
     broken = replace(settings, redis_url="redis://127.0.0.1:1/0")
     client: TestClient = await aiohttp_client(create_app(broken, db=db))
     response = await client.get("/healthz")
@@ -35,8 +36,9 @@ async def test_healthz_is_503_when_redis_is_down(aiohttp_client, settings: Setti
     assert 'hub_health_check_failures_total{dependency="redis"} 1.0' in metrics
 
 
-async def test_metrics_are_prometheus_text(aiohttp_client, settings: Settings,
-                                           db: Database) -> None:
+async def test_metrics_are_prometheus_text(
+    aiohttp_client, settings: Settings, db: Database
+) -> None:
     client: TestClient = await aiohttp_client(create_app(settings, db=db))
     await client.get("/healthz")
     await client.get("/no-such-page")
@@ -55,8 +57,9 @@ async def test_metrics_are_prometheus_text(aiohttp_client, settings: Settings,
     assert "hub_outbox_pending" in families
 
 
-async def test_unknown_route_is_a_json_404(aiohttp_client, settings: Settings,
-                                           db: Database) -> None:
+async def test_unknown_route_is_a_json_404(
+    aiohttp_client, settings: Settings, db: Database
+) -> None:
     client: TestClient = await aiohttp_client(create_app(settings, db=db))
     response = await client.get("/nothing-here")
     assert response.status == 404

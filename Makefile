@@ -1,0 +1,48 @@
+# The two commands a new machine needs: `make demo` and `make test`. Everything else is a step
+# they depend on. Only Python 3.11+ with venv is assumed; the rest comes from PyPI.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lint install serve worker migrate bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the hub on embedded defaults (SQLite + embedded Redis under ./var/) with synthetic data.
+demo: install
+	$(BIN)/hub demo
+
+## Create the virtualenv, install, and run every test. pytest's exit 5 (nothing collected) is
+## not a failure of the suite, so it is mapped to 0; every other status passes through.
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+## The fast subset: no subprocesses, no heavy scenarios.
+test-fast:
+	$(MAKE) test PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+migrate: install
+	$(BIN)/hub migrate
+
+serve: install
+	$(BIN)/hub serve
+
+worker: install
+	$(BIN)/hub worker
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

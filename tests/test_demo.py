@@ -1,0 +1,160 @@
+"""`hub demo` in an empty directory: migrates, loads synthetic data, serves, runs a worker."""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from rq import Worker
+
+from hub.audit import Actor
+from hub.db import Database
+from hub.demo import DEMO_ADMIN_EMAIL, DEMO_PATIENTS, load_demo_data
+from hub.inbox import actions
+from hub.inbox.passwords import verify_password
+from tests.conftest import hub_env, run_sync
+
+STARTUP_TIMEOUT_S = 60
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _lines(proc: subprocess.Popen[str]) -> tuple[queue.Queue[str], threading.Thread]:
+    out: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.put(line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return out, thread
+
+
+def _wait_for_line(lines: queue.Queue[str], pattern: str, timeout: float) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        seen.append(line)
+        if m := re.search(pattern, line):
+            return m
+    raise AssertionError(f"no line matching {pattern!r} in {seen!r}")
+
+
+def _get_json(url: str, timeout: float) -> dict[str, object]:
+    """GET until the server answers (it binds after printing its banner)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())  # type: ignore[no-any-return]
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def demo_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="hubd"))  # short: holds the Redis unix socket
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_demo_runs_serve_and_worker_and_prints_a_working_password(demo_dir: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hub", "demo"],
+        cwd=demo_dir,
+        env=hub_env(HUB_PORT=str(port), HUB_LOG_FORMAT="text"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines, pump = _lines(proc)
+    try:
+        url = _wait_for_line(lines, r"Hub demo: (http://\S+)/", STARTUP_TIMEOUT_S).group(1)
+        assert url == f"http://127.0.0.1:{port}"
+        password = _wait_for_line(lines, r"One-time password: (\S+)", 5).group(1)
+        assert _wait_for_line(lines, r"patients loaded this run: (\d+)", 5).group(1) == str(
+            len(DEMO_PATIENTS)
+        )
+
+        health = _get_json(f"{url}/healthz", STARTUP_TIMEOUT_S)
+        assert health == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+
+        sock = demo_dir / "var" / "redis" / "redis.sock"
+        client = redis.Redis.from_url(f"unix://{sock}")
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not Worker.all(connection=client) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(Worker.all(connection=client)) == 1, "the demo worker did not register"
+        client.close()
+
+        db_url = f"sqlite+aiosqlite:///{demo_dir / 'var' / 'hub.db'}"
+        keys = (demo_dir / "var" / "dev-keys.txt").read_text()
+
+        async def check() -> None:
+            from hub.crypto import KeyRing
+            from hub.inbox import queries
+
+            db = Database.connect(db_url)
+            try:
+                async with db.sessions() as session:
+                    admin = await queries.staff_by_email(session, DEMO_ADMIN_EMAIL)
+                    assert admin is not None and admin.must_change_password
+                    assert verify_password(admin.password_hash, password)
+                found = await actions.do_find_patients_by_phone(
+                    db, KeyRing.parse(keys), Actor.system("test"), "555-010-0101", region="US"
+                )
+                assert [p.name for p in found] == ["Avery Sample"]
+            finally:
+                await db.dispose()
+
+        run_sync(check())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        finally:
+            pump.join(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+    assert proc.returncode == 0, proc.returncode
+    assert not (demo_dir / "var" / "redis" / "redis.sock").exists(), "embedded Redis left running"
+
+
+async def test_demo_data_loads_once(db: Database, ring) -> None:  # type: ignore[no-untyped-def]
+    first = await load_demo_data(db, ring, "US")
+    second = await load_demo_data(db, ring, "US")
+    assert first.patients_created == len(DEMO_PATIENTS)
+    assert second.patients_created == 0
+    assert first.admin_password != second.admin_password  # a new one-time password per start
