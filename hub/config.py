@@ -28,6 +28,9 @@ DEFAULT_INBOUND_SMTP_PORT = 2525
 DEFAULT_VAR_DIR = "var"
 """Directory (relative to the working directory) for the SQLite file, embedded Redis, dev keys."""
 
+DEFAULT_SEND_RETRY_BASE_S = 30.0
+"""First retry of a transiently failed send waits this long; each next one four times longer."""
+
 DEV_KEYS_FILE = "dev-keys.txt"
 
 
@@ -47,6 +50,11 @@ class Settings:
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
     twilio_api_base: str | None = None
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    clinic_name: str = "The clinic"
+    sms_help_text: str | None = None
+    send_retry_base_s: float = DEFAULT_SEND_RETRY_BASE_S
     smtp_url: str | None = None
     email_from: str | None = None
     reply_domain: str | None = None
@@ -103,6 +111,17 @@ class Settings:
                 f"unknown scheme {urlsplit(smtp_url).scheme!r}",
                 "smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465",
             )
+        retry_raw = get("HUB_SEND_RETRY_BASE_SECONDS")
+        try:
+            send_retry_base_s = float(retry_raw) if retry_raw else DEFAULT_SEND_RETRY_BASE_S
+            if not 0 < send_retry_base_s <= 3600:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                "HUB_SEND_RETRY_BASE_SECONDS",
+                f"{retry_raw!r} is not a delay",
+                "seconds between 0 and 3600, e.g. 30",
+            ) from None
         log_format = (get("HUB_LOG_FORMAT") or "json").lower()
         if log_format not in ("json", "text"):
             raise ConfigError("HUB_LOG_FORMAT", f"unknown format {log_format!r}", "json or text")
@@ -119,6 +138,11 @@ class Settings:
             twilio_account_sid=get("TWILIO_ACCOUNT_SID"),
             twilio_auth_token=get("TWILIO_AUTH_TOKEN"),
             twilio_api_base=twilio_api_base,
+            twilio_from_number=get("TWILIO_FROM_NUMBER"),
+            twilio_messaging_service_sid=get("TWILIO_MESSAGING_SERVICE_SID"),
+            clinic_name=get("HUB_CLINIC_NAME") or "The clinic",
+            sms_help_text=get("HUB_SMS_HELP_TEXT"),
+            send_retry_base_s=send_retry_base_s,
             smtp_url=smtp_url,
             email_from=get("HUB_EMAIL_FROM"),
             reply_domain=get("HUB_REPLY_DOMAIN"),
@@ -138,6 +162,14 @@ class Settings:
         if self.keys is not None:
             return self.keys
         return load_dev_key_ring(self.var_dir)
+
+    @property
+    def help_text(self) -> str:
+        """The answer to an SMS HELP (carriers require one)."""
+        return self.sms_help_text or (
+            f"{self.clinic_name}: reply STOP to stop texts, START to resume. "
+            "In an emergency call your local emergency number."
+        )
 
     def with_keys(self, keys: KeyRing) -> Settings:
         return replace(self, keys=keys)

@@ -80,6 +80,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
         datetime: UTCDateTime(),
         dict[str, Any]: JSON(),
+        dict[str, str]: JSON(),
         list[str]: JSON(),
     }
 

@@ -51,6 +51,29 @@ class MessageStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+FORWARD_RANK = {
+    MessageStatus.QUEUED: 0,
+    MessageStatus.SENDING: 1,
+    MessageStatus.SENT: 2,
+    MessageStatus.DELIVERED: 3,
+    MessageStatus.READ: 4,
+}
+FAILED_STATUSES = frozenset({MessageStatus.UNDELIVERED, MessageStatus.FAILED})
+
+
+def can_advance(old: MessageStatus, new: MessageStatus) -> bool:
+    """Delivery status only moves forward: a late or repeated callback never regresses it.
+
+    queued < sending < sent < delivered < read; undelivered and failed are terminal and can be
+    reached only before delivery.
+    """
+    if old == new or old in FAILED_STATUSES or old not in FORWARD_RANK:
+        return False
+    if new in FAILED_STATUSES:
+        return FORWARD_RANK[old] < FORWARD_RANK[MessageStatus.DELIVERED]
+    return new in FORWARD_RANK and FORWARD_RANK[new] > FORWARD_RANK[old]
+
+
 def str_enum(cls: type[enum.StrEnum], name: str) -> Any:
     """A VARCHAR with a CHECK constraint instead of a native enum type."""
     return Enum(

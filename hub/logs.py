@@ -123,3 +123,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     # SQL echo would print bound parameters, i.e. ciphertexts and blind indexes: keep it quiet.
     logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # The Twilio SDK logs request URLs and response bodies (numbers, message text) at INFO.
+    logging.getLogger("twilio").setLevel(logging.WARNING)

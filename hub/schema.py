@@ -1,9 +1,10 @@
 """Imports every model module so ``Base.metadata`` is complete (Alembic, key rotation)."""
 
 from hub import audit, outbox, rotation
+from hub.consent import models as consent_models
 from hub.db import Base
 from hub.inbox import models as inbox_models
 
 metadata = Base.metadata
 
-__all__ = ["audit", "inbox_models", "metadata", "outbox", "rotation"]
+__all__ = ["audit", "consent_models", "inbox_models", "metadata", "outbox", "rotation"]

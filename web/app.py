@@ -5,14 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from hub.channels.registry import resolve_adapter
 from hub.config import Settings
 from hub.db import Database
-from web.keys import DB, METRICS, REDIS, RING, SETTINGS
+from web.keys import ADAPTERS, BACKGROUND, DB, METRICS, REDIS, RING, SETTINGS, SINK, SIO
 from web.metrics import Metrics
 from web.middleware import error_middleware
+from web.realtime import SocketIONotifier, create_socketio
 from web.routes import setup_routes
+from web.tasks import relay_loop
+from worker.effects import OutboxSink
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 """Largest request body accepted (inbound MIME with attachments fits; anything bigger is 413)."""
@@ -25,10 +30,16 @@ def create_app(settings: Settings, *, db: Database | None = None) -> web.Applica
     """
     if settings.redis_url is None:
         raise ValueError("create_app needs settings.redis_url; start the embedded Redis first")
+    redis_url = settings.redis_url
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     app[RING] = settings.key_ring()
     app[METRICS] = Metrics()
+    app[BACKGROUND] = set()
+    app[ADAPTERS] = {"twilio_sms": resolve_adapter("twilio_sms", settings)}
+    sio = create_socketio(redis_url)
+    sio.attach(app, socketio_path="socket.io")
+    app[SIO] = sio
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         owned = db is None
@@ -37,12 +48,20 @@ def create_app(settings: Settings, *, db: Database | None = None) -> web.Applica
         if owned:
             await app[DB].dispose()
 
-    async def redis_client(app: web.Application) -> AsyncIterator[None]:
-        assert settings.redis_url is not None
-        app[REDIS] = Redis.from_url(settings.redis_url)
+    async def redis_clients(app: web.Application) -> AsyncIterator[None]:
+        app[REDIS] = Redis.from_url(redis_url)
+        rq_connection = SyncRedis.from_url(redis_url)
+        app[SINK] = OutboxSink(rq_connection, SocketIONotifier(sio))
         yield
+        await sio.shutdown()
+        rq_connection.close()
         await app[REDIS].aclose()
 
-    app.cleanup_ctx.extend([database, redis_client])
+    async def adapters(app: web.Application) -> AsyncIterator[None]:
+        yield
+        for adapter in app[ADAPTERS].values():
+            await adapter.close()
+
+    app.cleanup_ctx.extend([database, redis_clients, adapters, relay_loop])
     setup_routes(app)
     return app

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import socketio
 from aiohttp import web
 from redis.asyncio import Redis
 
+from hub.channels.base import ChannelAdapter
 from hub.config import Settings
 from hub.crypto import KeyRing
 from hub.db import Database
+from hub.outbox import EffectSink
 from web.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -15,3 +20,7 @@ DB = web.AppKey("db", Database)
 RING = web.AppKey("ring", KeyRing)
 REDIS = web.AppKey("redis", Redis)
 METRICS = web.AppKey("metrics", Metrics)
+ADAPTERS = web.AppKey("adapters", dict[str, ChannelAdapter])
+SINK = web.AppKey("sink", EffectSink)
+SIO = web.AppKey("sio", socketio.AsyncServer)
+BACKGROUND = web.AppKey("background", set[asyncio.Task[None]])

@@ -32,6 +32,18 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.webhook_rejected = Counter(
+            "hub_webhook_rejected",
+            "Webhooks refused before anything was stored",
+            ["provider", "kind", "reason"],
+            registry=r,
+        )
+        self.webhook_accepted = Counter(
+            "hub_webhook_accepted",
+            "Webhooks accepted (new, duplicate, applied, ignored)",
+            ["provider", "kind", "outcome"],
+            registry=r,
+        )
         self.outbox_pending = Gauge(
             "hub_outbox_pending", "Side effects committed but not yet released", registry=r
         )

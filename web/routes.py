@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from web import health
+from web import health, webhooks
 
 
 def setup_routes(app: web.Application) -> None:
@@ -12,5 +12,7 @@ def setup_routes(app: web.Application) -> None:
         [
             web.get("/healthz", health.healthz, name="healthz"),
             web.get("/metrics", health.metrics, name="metrics"),
+            web.post("/webhooks/twilio/sms", webhooks.twilio_sms, name="twilio_sms"),
+            web.post("/webhooks/twilio/status", webhooks.twilio_status, name="twilio_status"),
         ]
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 
@@ -89,6 +90,8 @@ class Patient(Sealed, Base):
     channel_order: Mapped[list[str]] = mapped_column(default=lambda: list(DEFAULT_CHANNEL_ORDER))
     tags: Mapped[list[str]] = mapped_column(default=list)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    unreachable: Mapped[dict[str, str]] = mapped_column(default=dict)
+    """Channel -> reason code ("landline", "bounced") for addresses a provider said won't work."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -118,6 +121,8 @@ class Conversation(Base):
         ForeignKey("inbox_staff_user.id", ondelete="SET NULL"), index=True
     )
     channel: Mapped[Channel] = mapped_column(str_enum(Channel, "channel"))
+    channel_address: Mapped[str | None] = mapped_column(String(64))
+    """The clinic-side address the patient wrote to (our number or mailbox); replies use it."""
     snoozed_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -148,6 +153,9 @@ class Message(Sealed, Base):
     status: Mapped[MessageStatus] = mapped_column(str_enum(MessageStatus, "message_status"))
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_reason: Mapped[str | None] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(16), default="care")
+    send_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
@@ -175,6 +183,36 @@ class Note(Sealed, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class DeliveryAttempt(Base):
+    """One hand-over of an outbound message to a provider. (message, attempt) is unique, which
+    is what makes a duplicated or retried send job unable to call the provider twice."""
+
+    __tablename__ = "inbox_delivery_attempt"
+    __table_args__ = (
+        UniqueConstraint("message_id", "attempt"),
+        UniqueConstraint("provider", "provider_message_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_message.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[MessageStatus] = mapped_column(str_enum(MessageStatus, "message_status"))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AttachmentState(enum.StrEnum):
+    PENDING = "pending"
+    STORED = "stored"
+    FAILED = "failed"
+
+
 class Attachment(Sealed, Base):
     __tablename__ = "inbox_attachment"
 
@@ -182,10 +220,33 @@ class Attachment(Sealed, Base):
     message_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("inbox_message.id", ondelete="CASCADE"), index=True
     )
+    state: Mapped[AttachmentState] = mapped_column(
+        str_enum(AttachmentState, "attachment_state"), default=AttachmentState.STORED
+    )
+    source_url: Mapped[str | None] = mapped_column(Text)
+    """Where the provider holds the file until a worker fetches it (an authenticated URL)."""
+    error_reason: Mapped[str | None] = mapped_column(Text)
     content_type: Mapped[str] = mapped_column(String(128))
-    size_bytes: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     filename_enc: Mapped[bytes | None] = encrypted_column()
     data_enc: Mapped[bytes | None] = encrypted_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     message: Mapped[Message] = relationship(back_populates="attachments", lazy="raise")
+
+
+class InboundEvent(Sealed, Base):
+    """A provider's raw inbound event, kept encrypted. Its unique key is the idempotency gate:
+    a retried webhook finds its row and changes nothing."""
+
+    __tablename__ = "channel_inbound_event"
+    __table_args__ = (UniqueConstraint("provider", "provider_event_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_event_id: Mapped[str] = mapped_column(String(128))
+    payload_enc: Mapped[bytes | None] = encrypted_column()
+    message_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("inbox_message.id", ondelete="SET NULL")
+    )
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,1 @@
+"""One folder per provider: pure parse/verify and one async send()."""

@@ -1,0 +1,137 @@
+"""The ChannelAdapter protocol, the data crossing it, and its errors."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hub.consent.schemas import Decision
+from hub.enums import Channel, MessageStatus
+from hub.errors import HubError
+
+
+@dataclass(frozen=True)
+class InboundMedia:
+    url: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    provider: str
+    provider_message_id: str
+    channel: Channel
+    from_address: str
+    """Normalised (E.164 for phones)."""
+    to_address: str
+    body: str
+    media: tuple[InboundMedia, ...] = ()
+    account_id: str | None = None
+    service_id: str | None = None
+
+    def __repr__(self) -> str:  # addresses and body are PHI
+        return f"InboundMessage({self.provider}, {self.provider_message_id})"
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    provider: str
+    provider_message_id: str
+    status: MessageStatus
+    error_code: str | None = None
+    hub_message_id: uuid.UUID | None = None
+    """From our own callback URL, so a callback that beats the send's response still matches."""
+    attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class Outbound:
+    message_id: uuid.UUID
+    attempt: int
+    channel: Channel
+    to_address: str
+    body: str
+    from_address: str | None = None
+    status_callback_url: str | None = None
+    media_urls: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Outbound({self.message_id}, attempt={self.attempt})"
+
+
+@dataclass(frozen=True)
+class SendReceipt:
+    provider: str
+    provider_message_id: str
+    status: MessageStatus
+
+
+class FailureEffect(enum.StrEnum):
+    NONE = "none"
+    REVOKE_CONSENT = "revoke_consent"
+    """The recipient unsubscribed at the carrier: record the opt-out."""
+    UNREACHABLE = "unreachable"
+    """The address cannot receive this channel (landline): journeys fall back."""
+
+
+@dataclass(frozen=True)
+class FailureClass:
+    code: str
+    reason: str
+    transient: bool
+    effect: FailureEffect = FailureEffect.NONE
+    unreachable_reason: str | None = None
+
+
+class ChannelError(HubError):
+    """Base for adapter errors."""
+
+
+class MalformedPayload(ChannelError):
+    """A webhook that cannot be what the provider sends; the message says which field."""
+
+
+class UnknownEvent(ChannelError):
+    """A webhook event type this adapter does not handle."""
+
+
+class SendFailed(ChannelError):
+    def __init__(self, failure: FailureClass) -> None:
+        self.failure = failure
+        super().__init__(f"{failure.code}: {failure.reason}")
+
+
+class NotConfigured(ChannelError):
+    """The provider's credentials are not set."""
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    url: str
+    """The public URL the provider posted to (HUB_PUBLIC_URL + path + query)."""
+    params: Mapping[str, str]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+class ChannelAdapter(Protocol):
+    name: str
+    channel: Channel
+
+    def verify(self, request: WebhookRequest) -> bool: ...
+
+    def parse_inbound(self, request: WebhookRequest) -> InboundMessage: ...
+
+    def parse_status(self, request: WebhookRequest) -> StatusUpdate: ...
+
+    def classify_error(self, code: str | None) -> FailureClass: ...
+
+    async def send(self, outbound: Outbound, decision: Decision) -> SendReceipt:
+        """Hand one message to the provider. ``decision`` must allow this patient and channel:
+        there is no way to call a provider without one."""
+        ...
+
+    async def close(self) -> None: ...

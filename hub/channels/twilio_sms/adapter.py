@@ -1,0 +1,243 @@
+"""Twilio SMS/MMS adapter: signature check and parsing are pure; send() uses the SDK's async
+client, pointed at TWILIO_API_BASE when set (a local fake in tests and the demo)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from twilio.base.exceptions import TwilioRestException
+from twilio.request_validator import RequestValidator
+
+from hub.channels.base import (
+    FailureClass,
+    InboundMedia,
+    InboundMessage,
+    MalformedPayload,
+    NotConfigured,
+    Outbound,
+    SendFailed,
+    SendReceipt,
+    StatusUpdate,
+    UnknownEvent,
+    WebhookRequest,
+)
+from hub.channels.twilio_sms.errors import TRANSIENT_HTTP, UNREACHABLE_API, classify
+from hub.config import Settings
+from hub.consent.exceptions import ConsentRefused
+from hub.consent.schemas import Decision
+from hub.contact import InvalidContact, normalize_phone
+from hub.enums import Channel, MessageStatus
+
+PROVIDER = "twilio_sms"
+SIGNATURE_HEADER = "X-Twilio-Signature"
+MAX_BODY_CHARS = 1600
+"""Twilio's own limit for one message body."""
+MAX_MEDIA = 10
+"""Twilio delivers at most 10 media items per MMS."""
+API_TIMEOUT_S = 15.0
+"""Per request to Twilio's API; a slower answer is treated as a transient failure."""
+
+SID_RE = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+
+STATUS_MAP = {
+    "accepted": MessageStatus.SENDING,
+    "scheduled": MessageStatus.SENDING,
+    "queued": MessageStatus.SENDING,
+    "sending": MessageStatus.SENDING,
+    "sent": MessageStatus.SENT,
+    "delivered": MessageStatus.DELIVERED,
+    "read": MessageStatus.READ,
+    "undelivered": MessageStatus.UNDELIVERED,
+    "failed": MessageStatus.FAILED,
+    "canceled": MessageStatus.FAILED,
+}
+
+
+def _required(params: dict[str, str], name: str) -> str:
+    value = params.get(name, "").strip()
+    if not value:
+        raise MalformedPayload(f"{name} is missing")
+    return value
+
+
+class TwilioSmsAdapter:
+    name = PROVIDER
+    channel = Channel.SMS
+
+    def __init__(
+        self,
+        *,
+        account_sid: str | None,
+        auth_token: str | None,
+        api_base: str | None = None,
+        from_number: str | None = None,
+        messaging_service_sid: str | None = None,
+        region: str = "US",
+    ) -> None:
+        self.account_sid = account_sid
+        self._auth_token = auth_token
+        self.api_base = api_base
+        self.from_number = from_number
+        self.messaging_service_sid = messaging_service_sid
+        self.region = region
+        self._validator = RequestValidator(auth_token) if auth_token else None
+        self._client: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TwilioSmsAdapter:
+        return cls(
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token,
+            api_base=settings.twilio_api_base,
+            from_number=settings.twilio_from_number,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            region=settings.default_region,
+        )
+
+    def __repr__(self) -> str:
+        return f"TwilioSmsAdapter(account={self.account_sid!r})"
+
+    # -- webhooks (pure) ----------------------------------------------------------------
+
+    def verify(self, request: WebhookRequest) -> bool:
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if self._validator is None or not signature:
+            return False
+        return bool(self._validator.validate(request.url, dict(request.params), signature))
+
+    def parse_inbound(self, request: WebhookRequest) -> InboundMessage:
+        params = dict(request.params)
+        sid = _required(params, "MessageSid")
+        if not SID_RE.match(sid):
+            raise MalformedPayload("MessageSid is not a Twilio message sid")
+        raw_from = _required(params, "From")
+        try:
+            from_address = normalize_phone(raw_from, self.region)
+        except InvalidContact:
+            raise MalformedPayload("From is not a phone number") from None
+        to_address = _required(params, "To")
+        body = params.get("Body", "")
+        if len(body) > MAX_BODY_CHARS:
+            raise MalformedPayload(f"Body is longer than {MAX_BODY_CHARS} characters")
+        raw_media = params.get("NumMedia", "0").strip() or "0"
+        if not raw_media.isdigit():
+            raise MalformedPayload("NumMedia is not a whole number")
+        num_media = int(raw_media)
+        if num_media > MAX_MEDIA:
+            raise MalformedPayload(f"NumMedia is above Twilio's limit of {MAX_MEDIA}")
+        media = []
+        for i in range(num_media):
+            url = _required(params, f"MediaUrl{i}")
+            if not url.startswith(("https://", "http://")):
+                raise MalformedPayload(f"MediaUrl{i} is not an http(s) URL")
+            media.append(
+                InboundMedia(url=url, content_type=_required(params, f"MediaContentType{i}"))
+            )
+        if not body and not media:
+            raise MalformedPayload("neither Body nor media is present")
+        if self.account_sid and params.get("AccountSid") not in (None, "", self.account_sid):
+            raise MalformedPayload("AccountSid is not this hub's Twilio account")
+        return InboundMessage(
+            provider=PROVIDER,
+            provider_message_id=sid,
+            channel=Channel.SMS,
+            from_address=from_address,
+            to_address=to_address,
+            body=body,
+            media=tuple(media),
+            account_id=params.get("AccountSid"),
+            service_id=params.get("MessagingServiceSid") or None,
+        )
+
+    def parse_status(self, request: WebhookRequest) -> StatusUpdate:
+        params = dict(request.params)
+        sid = params.get("MessageSid") or params.get("SmsSid") or ""
+        if not SID_RE.match(sid.strip()):
+            raise MalformedPayload("MessageSid is missing or not a Twilio message sid")
+        raw = (params.get("MessageStatus") or params.get("SmsStatus") or "").strip().lower()
+        if not raw:
+            raise MalformedPayload("MessageStatus is missing")
+        status = STATUS_MAP.get(raw)
+        if status is None:
+            raise UnknownEvent(f"message status {raw!r} is not an outbound delivery status")
+        hub_id: uuid.UUID | None = None
+        attempt: int | None = None
+        if "m" in request.query:
+            try:
+                hub_id = uuid.UUID(request.query["m"])
+                attempt = int(request.query.get("a", ""))
+            except ValueError:
+                raise MalformedPayload("the callback URL's message reference is damaged") from None
+        code = (params.get("ErrorCode") or "").strip() or None
+        return StatusUpdate(PROVIDER, sid.strip(), status, code, hub_id, attempt)
+
+    def classify_error(self, code: str | None) -> FailureClass:
+        return classify(code)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _sdk(self) -> Any:
+        if self._client is None:
+            if not (self.account_sid and self._auth_token):
+                raise NotConfigured(
+                    "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set to send SMS"
+                )
+            from twilio.http.async_http_client import AsyncTwilioHttpClient
+            from twilio.rest import Client
+
+            client = Client(
+                self.account_sid,
+                self._auth_token,
+                http_client=AsyncTwilioHttpClient(timeout=API_TIMEOUT_S),
+            )
+            if self.api_base:
+                client.api.base_url = self.api_base.rstrip("/")
+            self._client = client
+        return self._client
+
+    async def send(self, outbound: Outbound, decision: Decision) -> SendReceipt:
+        if outbound.channel is not Channel.SMS or decision.channel is not Channel.SMS:
+            raise ConsentRefused("this adapter sends SMS only", code="wrong_channel")
+        if not decision.allowed:
+            raise ConsentRefused(decision.reason, code=decision.code)
+        kwargs: dict[str, Any] = {"to": outbound.to_address, "body": outbound.body}
+        sender = outbound.from_address or self.from_number
+        if self.messaging_service_sid and not outbound.from_address:
+            kwargs["messaging_service_sid"] = self.messaging_service_sid
+        elif sender:
+            kwargs["from_"] = sender
+        else:
+            raise NotConfigured("set TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID")
+        if outbound.status_callback_url:
+            kwargs["status_callback"] = outbound.status_callback_url
+        if outbound.media_urls:
+            kwargs["media_url"] = list(outbound.media_urls)
+        try:
+            message = await self._sdk().messages.create_async(**kwargs)
+        except TwilioRestException as exc:
+            if exc.status >= 500:
+                raise SendFailed(TRANSIENT_HTTP) from None
+            raise SendFailed(classify(exc.code, exc.msg)) from None
+        except NotConfigured:
+            raise
+        except Exception as exc:  # timeouts and connection errors from the SDK's transport
+            raise SendFailed(
+                FailureClass(
+                    UNREACHABLE_API.code,
+                    f"{UNREACHABLE_API.reason} ({type(exc).__name__})",
+                    transient=True,
+                )
+            ) from None
+        return SendReceipt(
+            PROVIDER, message.sid, STATUS_MAP.get(message.status or "", MessageStatus.SENDING)
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            http = self._client.http_client
+            session = getattr(http, "session", None)
+            if session is not None:
+                await session.close()
+            self._client = None

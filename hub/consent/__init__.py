@@ -1,0 +1,1 @@
+"""Consent records, reachability and the gate every send passes: ``may_send`` -> Decision."""

@@ -1,0 +1,360 @@
+"""Outbound messages: queue behind a consent Decision, claim exactly once, record the outcome,
+and move delivery status forward only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.audit import Actor, record
+from hub.channels.base import (
+    FailureClass,
+    FailureEffect,
+    Outbound,
+    SendReceipt,
+    StatusUpdate,
+)
+from hub.consent import actions as consent
+from hub.consent.exceptions import ConsentRefused
+from hub.consent.models import ConsentSource, Purpose
+from hub.consent.schemas import Decision
+from hub.crypto import KeyRing
+from hub.db import Database, utcnow
+from hub.enums import FAILED_STATUSES, Direction, MessageStatus, can_advance
+from hub.inbox import queries
+from hub.inbox.exceptions import NotFound
+from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
+from hub.outbox import add_effect
+
+MAX_SEND_ATTEMPTS = 4
+"""Hand-overs to the provider per message before a transient failure becomes final."""
+RETRY_BACKOFF_FACTOR = 4
+"""Each retry waits this many times longer than the one before."""
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    message_id: uuid.UUID
+    effect_ids: tuple[uuid.UUID, ...]
+
+
+@dataclass(frozen=True)
+class SendTask:
+    outbound: Outbound
+    decision: Decision
+    provider: str
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    task: SendTask | None
+    effect_ids: tuple[uuid.UUID, ...] = ()
+    skipped: str | None = None
+    """Why nothing is to be sent: "already claimed", "refused: ...", "not found"."""
+
+
+def _status_effect(
+    session: AsyncSession, message: Message, conversation_id: uuid.UUID
+) -> uuid.UUID:
+    return add_effect(
+        session,
+        "notify:message:status",
+        {
+            "message_id": str(message.id),
+            "conversation_id": str(conversation_id),
+            "status": message.status.value,
+        },
+    ).id
+
+
+async def queue_outbound(
+    session: AsyncSession,
+    ring: KeyRing,
+    conversation: Conversation,
+    body: str,
+    decision: Decision,
+    *,
+    author_id: uuid.UUID | None,
+    purpose: Purpose,
+    urgent: bool = False,
+) -> tuple[Message, list[uuid.UUID]]:
+    """Write a queued outbound message and its send job, inside the caller's transaction."""
+    if not decision.covers(conversation.patient_id, conversation.channel):
+        raise ConsentRefused(decision.reason, code=decision.code)
+    now = utcnow()
+    message = Message(
+        conversation_id=conversation.id,
+        direction=Direction.OUTBOUND,
+        channel=conversation.channel,
+        author_id=author_id,
+        status=MessageStatus.QUEUED,
+        purpose=purpose.value,
+        created_at=now,
+    )
+    message.seal(ring, "body", body)
+    session.add(message)
+    conversation.last_activity_at = now
+    await session.flush()
+    effects = [
+        add_effect(
+            session,
+            "job:send_message",
+            {"message_id": str(message.id), "queue": "urgent" if urgent else "default"},
+        ).id,
+        add_effect(
+            session,
+            "notify:message:new",
+            {
+                "message_id": str(message.id),
+                "conversation_id": str(conversation.id),
+                "team_id": str(conversation.team_id) if conversation.team_id else None,
+            },
+        ).id,
+    ]
+    return message, effects
+
+
+async def do_reply(
+    db: Database,
+    ring: KeyRing,
+    actor: Actor,
+    conversation_id: uuid.UUID,
+    body: str,
+    *,
+    purpose: Purpose = Purpose.CARE,
+) -> QueuedMessage:
+    """A staff reply on the conversation's channel. Refused, with the reason, without consent."""
+    body = body.strip()
+    if not body:
+        raise ValueError("a reply needs some text")
+    async with db.transaction() as session:
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is None:
+            raise NotFound(f"no conversation with id {conversation_id}")
+        patient = await session.get(Patient, conversation.patient_id)
+        assert patient is not None
+        decision = await consent.may_send(session, patient, conversation.channel, purpose)
+        if not decision.allowed:
+            raise ConsentRefused(decision.reason, code=decision.code)
+        author = uuid.UUID(actor.id) if actor.kind == "staff" else None
+        message, effects = await queue_outbound(
+            session,
+            ring,
+            conversation,
+            body,
+            decision,
+            author_id=author,
+            purpose=purpose,
+            urgent=True,
+        )
+        if conversation.first_responded_at is None and author is not None:
+            conversation.first_responded_at = message.created_at
+        await record(
+            session,
+            actor,
+            "message.create",
+            "message",
+            message.id,
+            {"conversation": str(conversation_id)},
+        )
+    return QueuedMessage(message.id, tuple(effects))
+
+
+async def do_claim_send(
+    db: Database, ring: KeyRing, message_id: uuid.UUID, *, provider: str, public_url: str
+) -> ClaimResult:
+    """Take the next attempt of a queued message. Only one caller can win an attempt: the
+    (message, attempt) row is unique, and the message leaves ``queued`` in the same commit."""
+    try:
+        async with db.transaction() as session:
+            message = await queries.message_for_update(session, message_id)
+            if message is None or message.direction is not Direction.OUTBOUND:
+                return ClaimResult(None, skipped="not found")
+            if message.status is not MessageStatus.QUEUED:
+                return ClaimResult(None, skipped=f"already {message.status.value}")
+            now = utcnow()
+            if message.next_attempt_at is not None and message.next_attempt_at > now:
+                return ClaimResult(None, skipped="not due yet")
+            conversation = await session.get(Conversation, message.conversation_id)
+            assert conversation is not None
+            patient = await session.get(Patient, conversation.patient_id)
+            assert patient is not None
+            # Consent may have changed since the message was queued (a STOP in between).
+            decision = await consent.may_send(
+                session, patient, message.channel, Purpose(message.purpose), now
+            )
+            if not decision.allowed:
+                message.status = MessageStatus.FAILED
+                message.error_code = decision.code
+                message.error_reason = decision.reason
+                effect = _status_effect(session, message, conversation.id)
+                return ClaimResult(None, (effect,), skipped=f"refused: {decision.reason}")
+            attempt_no = message.send_attempts + 1
+            session.add(
+                DeliveryAttempt(
+                    message_id=message.id,
+                    attempt=attempt_no,
+                    provider=provider,
+                    status=MessageStatus.SENDING,
+                    created_at=now,
+                )
+            )
+            message.send_attempts = attempt_no
+            message.status = MessageStatus.SENDING
+            message.next_attempt_at = None
+            await session.flush()
+            to_address = patient.unseal(ring, "phone")
+            assert to_address is not None
+            outbound = Outbound(
+                message_id=message.id,
+                attempt=attempt_no,
+                channel=message.channel,
+                to_address=to_address,
+                body=message.unseal(ring, "body") or "",
+                from_address=conversation.channel_address,
+                status_callback_url=(
+                    f"{public_url}/webhooks/twilio/status?m={message.id}&a={attempt_no}"
+                ),
+            )
+            effect = _status_effect(session, message, conversation.id)
+    except IntegrityError:
+        return ClaimResult(None, skipped="already claimed")
+    return ClaimResult(SendTask(outbound, decision, provider), (effect,))
+
+
+async def do_record_sent(
+    db: Database, task: SendTask, receipt: SendReceipt
+) -> tuple[uuid.UUID, ...]:
+    async with db.transaction() as session:
+        attempt = await queries.attempt_of(session, task.outbound.message_id, task.outbound.attempt)
+        message = await queries.message_for_update(session, task.outbound.message_id)
+        assert attempt is not None and message is not None
+        attempt.provider_message_id = receipt.provider_message_id
+        if can_advance(attempt.status, receipt.status):
+            attempt.status = receipt.status
+        if message.send_attempts == attempt.attempt:
+            message.provider = receipt.provider
+            message.provider_message_id = receipt.provider_message_id
+            message.error_code = message.error_reason = None
+        return ()
+
+
+async def do_record_send_failure(
+    db: Database, task: SendTask, failure: FailureClass, *, retry_base_s: float
+) -> tuple[uuid.UUID, ...]:
+    async with db.transaction() as session:
+        attempt = await queries.attempt_of(session, task.outbound.message_id, task.outbound.attempt)
+        message = await queries.message_for_update(session, task.outbound.message_id)
+        assert attempt is not None and message is not None
+        return tuple(
+            await _fail_or_retry(
+                session, message, attempt, failure, MessageStatus.FAILED, retry_base_s
+            )
+        )
+
+
+async def _fail_or_retry(
+    session: AsyncSession,
+    message: Message,
+    attempt: DeliveryAttempt,
+    failure: FailureClass,
+    status: MessageStatus,
+    retry_base_s: float,
+) -> list[uuid.UUID]:
+    attempt.status = status
+    attempt.error_code, attempt.error_reason = failure.code, failure.reason
+    conversation = await session.get(Conversation, message.conversation_id)
+    assert conversation is not None
+    if failure.effect is FailureEffect.REVOKE_CONSENT:
+        await consent.revoke_channel(
+            session,
+            conversation.patient_id,
+            message.channel,
+            source=ConsentSource.PROVIDER,
+            actor=f"provider:{attempt.provider}",
+            evidence=f"error {failure.code}",
+            evidence_message_id=message.id,
+        )
+    elif failure.effect is FailureEffect.UNREACHABLE:
+        patient = await session.get(Patient, conversation.patient_id)
+        assert patient is not None
+        patient.unreachable = {
+            **patient.unreachable,
+            message.channel.value: failure.unreachable_reason or "unknown",
+        }
+    effects: list[uuid.UUID] = []
+    message.error_code = failure.code
+    if failure.transient and message.send_attempts < MAX_SEND_ATTEMPTS:
+        delay = retry_base_s * RETRY_BACKOFF_FACTOR ** (message.send_attempts - 1)
+        message.status = MessageStatus.QUEUED
+        message.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        message.error_reason = (
+            f"attempt {message.send_attempts} failed ({failure.reason}); retrying in {delay:g} s"
+        )
+        effects.append(
+            add_effect(
+                session,
+                "job:send_message",
+                {"message_id": str(message.id), "queue": "default", "delay_s": delay},
+            ).id
+        )
+    else:
+        message.status = status
+        message.error_reason = failure.reason + (
+            f" (after {message.send_attempts} attempts)" if failure.transient else ""
+        )
+    effects.append(_status_effect(session, message, conversation.id))
+    return effects
+
+
+async def do_apply_status(
+    db: Database,
+    update: StatusUpdate,
+    classify_error: Callable[[str | None], FailureClass],
+    *,
+    retry_base_s: float,
+) -> tuple[uuid.UUID, ...]:
+    """Apply a provider's status callback. Returns outbox effect ids (empty when it changed
+    nothing: repeated, late, or for a message we do not know)."""
+    async with db.transaction() as session:
+        attempt = await queries.attempt_by_provider_id(
+            session, update.provider, update.provider_message_id
+        )
+        if attempt is None and update.hub_message_id is not None and update.attempt is not None:
+            attempt = await queries.attempt_of(session, update.hub_message_id, update.attempt)
+            if attempt is not None and attempt.provider_message_id is None:
+                attempt.provider_message_id = update.provider_message_id
+        if attempt is None or not can_advance(attempt.status, update.status):
+            return ()
+        message = await queries.message_for_update(session, attempt.message_id)
+        assert message is not None
+        if message.send_attempts != attempt.attempt:
+            attempt.status = update.status  # an older attempt's late news: history only
+            return ()
+        if update.status in FAILED_STATUSES:
+            return tuple(
+                await _fail_or_retry(
+                    session,
+                    message,
+                    attempt,
+                    classify_error(update.error_code),
+                    update.status,
+                    retry_base_s,
+                )
+            )
+        attempt.status = update.status
+        if not can_advance(message.status, update.status):
+            return ()
+        message.status = update.status
+        now = utcnow()
+        if update.status is MessageStatus.SENT and message.sent_at is None:
+            message.sent_at = now
+        if update.status in (MessageStatus.DELIVERED, MessageStatus.READ):
+            message.sent_at = message.sent_at or now
+            message.delivered_at = message.delivered_at or now
+        return (_status_effect(session, message, message.conversation_id),)

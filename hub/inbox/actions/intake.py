@@ -1,0 +1,241 @@
+"""Inbound messages from providers: idempotent, keyword-aware, threaded into conversations."""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.channels.base import InboundMessage
+from hub.consent import actions as consent
+from hub.consent.models import ConsentSource, Purpose
+from hub.crypto import KeyRing, associated_data
+from hub.db import Database, new_id, utcnow
+from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
+from hub.inbox import queries
+from hub.inbox.actions.delivery import queue_outbound
+from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
+from hub.inbox.models import (
+    Attachment,
+    AttachmentState,
+    Conversation,
+    InboundEvent,
+    Message,
+    Patient,
+)
+from hub.outbox import add_effect
+
+REOPEN_WINDOW = timedelta(days=7)
+"""A message within this time of a resolution reopens that conversation instead of a new one."""
+
+STOP_WORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+)
+START_WORDS = frozenset({"START", "YES", "UNSTOP"})
+HELP_WORDS = frozenset({"HELP", "INFO"})
+
+
+class Keyword(enum.StrEnum):
+    STOP = "stop"
+    START = "start"
+    HELP = "help"
+
+
+def detect_keyword(body: str) -> tuple[Keyword, str] | None:
+    """A carrier keyword when the whole message is that one word (any case, any spacing)."""
+    word = body.strip().rstrip(".!").strip().upper()
+    if word in STOP_WORDS:
+        return Keyword.STOP, word
+    if word in START_WORDS:
+        return Keyword.START, word
+    if word in HELP_WORDS:
+        return Keyword.HELP, word
+    return None
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    message_id: uuid.UUID | None
+    conversation_id: uuid.UUID | None
+    patient_id: uuid.UUID | None
+    duplicate: bool
+    keyword: Keyword | None
+    effect_ids: tuple[uuid.UUID, ...]
+
+
+async def _patient_for(session: AsyncSession, ring: KeyRing, phone: str) -> tuple[Patient, bool]:
+    matches = await queries.patients_by_phone_index(session, ring.blind_index("phone", phone))
+    if matches:
+        # Shared family phones map to several patients; the earliest record is the account
+        # holder until staff split the thread (the inbox shows all matches).
+        return matches[0], False
+    patient = Patient(verified=False, tags=[], channel_order=["sms", "email", "voice"])
+    patient.seal(ring, "phone", phone)
+    patient.phone_bidx = ring.blind_index("phone", phone)
+    session.add(patient)
+    await session.flush()
+    return patient, True
+
+
+async def do_receive_inbound(
+    db: Database,
+    ring: KeyRing,
+    inbound: InboundMessage,
+    raw: Mapping[str, str],
+    *,
+    help_text: str,
+) -> IntakeResult:
+    effects: list[uuid.UUID] = []
+    async with db.transaction() as session:
+        event_id = new_id()
+        payload = json.dumps(dict(raw), sort_keys=True).encode()
+        inserted = await queries.insert_inbound_event(
+            session,
+            {
+                "id": event_id,
+                "provider": inbound.provider,
+                "provider_event_id": inbound.provider_message_id,
+                "payload_enc": ring.encrypt(
+                    payload, associated_data(InboundEvent.__tablename__, "payload_enc", event_id)
+                ),
+                "received_at": utcnow(),
+            },
+        )
+        if not inserted:
+            existing = await queries.inbound_event(
+                session, inbound.provider, inbound.provider_message_id
+            )
+            message = None
+            if existing is not None and existing.message_id is not None:
+                message = await session.get(Message, existing.message_id)
+            return IntakeResult(
+                message.id if message else None,
+                message.conversation_id if message else None,
+                None,
+                duplicate=True,
+                keyword=None,
+                effect_ids=(),
+            )
+
+        now = utcnow()
+        patient, _new_patient = await _patient_for(session, ring, inbound.from_address)
+
+        conversation = await queries.latest_conversation_of(session, patient.id, inbound.channel)
+        if (
+            conversation is not None
+            and conversation.status is ConversationStatus.RESOLVED
+            and (conversation.resolved_at is None or now - conversation.resolved_at > REOPEN_WINDOW)
+        ):
+            conversation = None
+        if conversation is None:
+            conversation = Conversation(
+                patient_id=patient.id,
+                channel=inbound.channel,
+                channel_address=inbound.to_address,
+                status=ConversationStatus.OPEN,
+                priority=Priority.NORMAL,
+                created_at=now,
+                first_response_due_at=now + FIRST_RESPONSE_TARGETS[Priority.NORMAL],
+            )
+            session.add(conversation)
+        else:
+            if conversation.status is not ConversationStatus.OPEN:
+                conversation.status = ConversationStatus.OPEN
+                conversation.snoozed_until = None
+                conversation.resolved_at = None
+            conversation.channel_address = inbound.to_address
+        conversation.last_activity_at = now
+        await session.flush()
+
+        message = Message(
+            conversation_id=conversation.id,
+            direction=Direction.INBOUND,
+            channel=inbound.channel,
+            provider=inbound.provider,
+            provider_message_id=inbound.provider_message_id,
+            status=MessageStatus.RECEIVED,
+            created_at=now,
+        )
+        message.seal(ring, "body", inbound.body)
+        session.add(message)
+        await session.flush()
+        for media in inbound.media:
+            attachment = Attachment(
+                message_id=message.id,
+                state=AttachmentState.PENDING,
+                source_url=media.url,
+                content_type=media.content_type[:128],
+                size_bytes=0,
+                created_at=now,
+            )
+            session.add(attachment)
+            await session.flush()
+            effects.append(
+                add_effect(session, "job:fetch_media", {"attachment_id": str(attachment.id)}).id
+            )
+        event = await session.get(InboundEvent, event_id)
+        assert event is not None
+        event.message_id = message.id
+
+        found = detect_keyword(inbound.body) if inbound.channel is Channel.SMS else None
+        keyword = found[0] if found else None
+        if found is not None:
+            keyword, word = found
+            actor = f"patient:{patient.id}"
+            if keyword is Keyword.STOP:
+                await consent.revoke_channel(
+                    session,
+                    patient.id,
+                    Channel.SMS,
+                    source=ConsentSource.KEYWORD,
+                    actor=actor,
+                    evidence=word,
+                    evidence_message_id=message.id,
+                )
+            elif keyword is Keyword.START:
+                # YES is also a confirmation word for reminders: it only restores consent when
+                # the patient is opted out; otherwise it is an ordinary reply.
+                if await consent.is_opted_out(session, patient.id, Channel.SMS):
+                    await consent.restore_channel(
+                        session,
+                        patient.id,
+                        Channel.SMS,
+                        source=ConsentSource.KEYWORD,
+                        actor=actor,
+                        evidence=word,
+                        evidence_message_id=message.id,
+                    )
+                else:
+                    keyword = None
+            elif keyword is Keyword.HELP:
+                decision = await consent.may_send(session, patient, Channel.SMS, Purpose.SERVICE)
+                if decision.allowed:
+                    _reply, reply_effects = await queue_outbound(
+                        session,
+                        ring,
+                        conversation,
+                        help_text,
+                        decision,
+                        author_id=None,
+                        purpose=Purpose.SERVICE,
+                        urgent=True,
+                    )
+                    effects.extend(reply_effects)
+
+        effects.append(
+            add_effect(
+                session,
+                "notify:message:new",
+                {
+                    "message_id": str(message.id),
+                    "conversation_id": str(conversation.id),
+                    "team_id": str(conversation.team_id) if conversation.team_id else None,
+                },
+            ).id
+        )
+    return IntakeResult(message.id, conversation.id, patient.id, False, keyword, tuple(effects))

@@ -1,0 +1,76 @@
+"""Releases outbox effects: jobs into RQ, events to staff screens through socket.io's Redis
+channel. Used by ``hub serve`` (fast path after a commit, and the relay loop) and by workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import socketio
+from redis import Redis
+from rq import Queue
+
+from hub.notify import STAFF_NAMESPACE, Notifier, room_for_team
+
+log = logging.getLogger(__name__)
+
+SOCKETIO_CHANNEL = "hub-socketio"
+"""Redis pub/sub channel shared by every `hub serve` and worker for socket.io events."""
+
+QUEUE_NAMES = {"urgent": "hub-urgent", "default": "hub-default", "bulk": "hub-bulk"}
+"""Payload "queue" value -> RQ queue; workers listen to them in this order."""
+
+JOBS = {
+    "job:send_message": ("worker.jobs.send_message", "message_id"),
+    "job:fetch_media": ("worker.jobs.fetch_media", "attachment_id"),
+}
+"""Outbox topic -> (RQ job function, the payload id it takes)."""
+
+
+class UnknownTopic(Exception):
+    pass
+
+
+class RedisNotifier:
+    """A write-only socket.io manager: emits reach clients of every `hub serve` process."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._manager = socketio.AsyncRedisManager(
+            redis_url, channel=SOCKETIO_CHANNEL, write_only=True
+        )
+
+    async def emit(self, event: str, data: dict[str, Any], room: str) -> None:
+        await self._manager.emit(event, data, room=room, namespace=STAFF_NAMESPACE)
+
+
+class OutboxSink:
+    def __init__(self, connection: Redis, notifier: Notifier) -> None:
+        self._queues = {
+            key: Queue(name, connection=connection) for key, name in QUEUE_NAMES.items()
+        }
+        self._notifier = notifier
+
+    async def release(self, event_id: uuid.UUID, topic: str, payload: dict[str, Any]) -> None:
+        if topic.startswith("notify:"):
+            room = room_for_team(payload.get("team_id"))
+            await self._notifier.emit(topic.removeprefix("notify:"), payload, room)
+            return
+        if topic not in JOBS:
+            raise UnknownTopic(f"no handler for outbox topic {topic!r}")
+        func, key = JOBS[topic]
+        queue = self._queues.get(str(payload.get("queue", "default")), self._queues["default"])
+        delay = float(payload.get("delay_s") or 0)
+        await asyncio.to_thread(self._enqueue, queue, func, str(payload[key]), event_id, delay)
+
+    @staticmethod
+    def _enqueue(queue: Queue, func: str, arg: str, event_id: uuid.UUID, delay: float) -> None:
+        # The outbox event id as job id: a re-released event replaces its own job instead of
+        # adding a second one; the job's claim step makes any duplicate run a no-op anyway.
+        job_id = f"outbox-{event_id}"
+        if delay > 0:
+            queue.enqueue_in(timedelta(seconds=delay), func, arg, job_id=job_id)
+        else:
+            queue.enqueue(func, arg, job_id=job_id)

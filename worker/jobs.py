@@ -1,0 +1,75 @@
+"""RQ job entry points. Each takes an id, opens its own runtime, and calls hub actions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from hub.channels.base import FailureClass, NotConfigured, SendFailed
+from hub.channels.registry import resolve_adapter
+from hub.config import Settings
+from hub.consent.exceptions import ConsentRefused
+from hub.inbox import actions
+from worker.runtime import job_runtime
+
+log = logging.getLogger(__name__)
+
+
+def send_message(message_id: str) -> str:
+    return asyncio.run(run_send_message(uuid.UUID(message_id)))
+
+
+def fetch_media(attachment_id: str) -> str:
+    from worker.media import run_fetch_media
+
+    return asyncio.run(run_fetch_media(uuid.UUID(attachment_id)))
+
+
+async def run_send_message(message_id: uuid.UUID, settings: Settings | None = None) -> str:
+    async with job_runtime(settings) as rt:
+        adapter = resolve_adapter("twilio_sms", rt.settings)
+        try:
+            claim = await actions.do_claim_send(
+                rt.db,
+                rt.ring,
+                message_id,
+                provider=adapter.name,
+                public_url=rt.settings.public_url,
+            )
+            await rt.release(claim.effect_ids)
+            if claim.task is None:
+                log.info(
+                    "send skipped", extra={"message_id": str(message_id), "why": claim.skipped}
+                )
+                return claim.skipped or "skipped"
+            try:
+                receipt = await adapter.send(claim.task.outbound, claim.task.decision)
+            except SendFailed as exc:
+                failure = exc.failure
+            except (NotConfigured, ConsentRefused) as exc:
+                failure = FailureClass("config", str(exc), transient=False)
+            else:
+                await rt.release(await actions.do_record_sent(rt.db, claim.task, receipt))
+                log.info(
+                    "sent",
+                    extra={"message_id": str(message_id), "attempt": claim.task.outbound.attempt},
+                )
+                return "sent"
+            log.warning(
+                "send failed",
+                extra={
+                    "message_id": str(message_id),
+                    "code": failure.code,
+                    "transient": failure.transient,
+                    "attempt": claim.task.outbound.attempt,
+                },
+            )
+            await rt.release(
+                await actions.do_record_send_failure(
+                    rt.db, claim.task, failure, retry_base_s=rt.settings.send_retry_base_s
+                )
+            )
+            return f"failed: {failure.code}"
+        finally:
+            await adapter.close()
