@@ -370,7 +370,7 @@ def audit_verify() -> None:
     async def run() -> Any:
         db = Database.connect(settings.database_url)
         try:
-            async with db.sessions() as session:
+            async with db.reader() as session:
                 return await verify(session)
         finally:
             await db.dispose()

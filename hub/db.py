@@ -6,6 +6,7 @@ their own with ``Database.connect(url)`` and dispose of it when done.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -140,6 +141,8 @@ class Database:
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    serialize: asyncio.Lock | None = None
+    """Set when every session shares one connection (tests): savepoints must not interleave."""
 
     @classmethod
     def connect(cls, url: str, *, echo: bool = False) -> Database:
@@ -154,23 +157,37 @@ class Database:
             expire_on_commit=False,
             join_transaction_mode="create_savepoint",
         )
-        return cls(engine=connection.engine, sessions=sessions)
+        return cls(engine=connection.engine, sessions=sessions, serialize=asyncio.Lock())
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     async def ping(self) -> None:
-        async with self.sessions() as session:
+        async with self.reader() as session:
             await session.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
     @asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        if self.serialize is None:
+            yield
+        else:
+            async with self.serialize:
+                yield
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on error."""
-        async with self.sessions() as session, session.begin():
+        async with self._exclusive(), self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only (its implicit transaction is rolled back at the end)."""
+        async with self._exclusive(), self.sessions() as session:
             yield session
 
 

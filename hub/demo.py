@@ -98,7 +98,7 @@ async def load_demo_data(db: Database, ring: KeyRing, region: str) -> DemoSummar
                 ),
             )
 
-    async with db.sessions() as session:
+    async with db.reader() as session:
         existing = int(await session.scalar(select(func.count()).select_from(Patient)) or 0)
     created = 0
     if existing == 0:

@@ -166,7 +166,7 @@ async def key_usage(db: Database, batch_size: int = 5_000) -> Counter[str]:
             cond: ColumnElement[bool] = ct_col.is_not(None)
             if last_id is not None:
                 cond = and_(cond, id_col > last_id)
-            async with db.sessions() as session:
+            async with db.reader() as session:
                 # Only the header: attachment blobs can be megabytes each.
                 header = func.substr(ct_col, 1, HEADER_MAX_BYTES)
                 rows = (

@@ -23,7 +23,7 @@ async def _append(db: Database, n: int) -> None:
 
 
 async def _verify(db: Database):  # type: ignore[no-untyped-def]
-    async with db.sessions() as session:
+    async with db.reader() as session:
         return await verify(session)
 
 
@@ -105,7 +105,7 @@ async def test_concurrent_appends_form_one_chain(committed_db: Database) -> None
     result = await _verify(committed_db)
     assert result.ok, result
     assert result.checked == writers * each
-    async with committed_db.sessions() as session:
+    async with committed_db.reader() as session:
         head = await session.get(AuditHead, 1)
         assert head is not None and head.seq == writers * each
 

@@ -125,7 +125,7 @@ def test_demo_runs_serve_and_worker_and_prints_a_working_password(demo_dir: Path
 
             db = Database.connect(db_url)
             try:
-                async with db.sessions() as session:
+                async with db.reader() as session:
                     admin = await queries.staff_by_email(session, DEMO_ADMIN_EMAIL)
                     assert admin is not None and admin.must_change_password
                     assert verify_password(admin.password_hash, password)

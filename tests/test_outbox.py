@@ -49,7 +49,7 @@ async def test_failed_release_stays_pending_for_the_relay(db: Database) -> None:
     async with db.transaction() as session:
         event = add_effect(session, "job:send", {"message_id": "m3"})
     assert await release_events(db, RecordingSink(fail=True), [event.id]) == 0
-    async with db.sessions() as session:
+    async with db.reader() as session:
         assert await count_pending(session) == 1
     sink = RecordingSink()
     assert await relay_pending(db, sink) == 1

@@ -145,7 +145,7 @@ async def test_reads_and_writes_of_phi_are_audited(db: Database, ring: KeyRing) 
 
     patient_id, _ = await _seed(db, ring)
     await actions.do_read_patient(db, ring, STAFF, patient_id)
-    async with db.sessions() as session:
+    async with db.reader() as session:
         events = (await session.scalars(select(AuditEvent).order_by(AuditEvent.seq))).all()
     actions_seen = [(e.actor, e.action, e.subject_id) for e in events]
     assert (str(STAFF), "patient.create", str(patient_id)) in actions_seen

@@ -41,7 +41,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
     try:
-        async with app[DB].sessions() as session:
+        async with app[DB].reader() as session:
             app[METRICS].outbox_pending.set(await count_pending(session))
     except Exception:
         log.warning("could not count pending outbox events for /metrics")

@@ -36,9 +36,16 @@ async def _release(app: web.Application, ids: list[uuid.UUID]) -> None:
 
 
 async def relay_loop(app: web.Application) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+
     async def loop() -> None:
-        while True:
-            await asyncio.sleep(RELAY_INTERVAL_S)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), RELAY_INTERVAL_S)
+            except TimeoutError:
+                pass
+            else:
+                return
             try:
                 await relay_pending(app[DB], app[SINK])
             except Exception:
@@ -46,8 +53,9 @@ async def relay_loop(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(loop())
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    # Let a pass in progress finish: cancelling mid-query would leave its connection unusable.
+    stop.set()
+    await task
     pending: list[asyncio.Task[None]] = [*app[BACKGROUND]]
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)

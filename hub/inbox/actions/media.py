@@ -44,7 +44,7 @@ class PendingAttachment:
 
 
 async def do_pending_attachment(db: Database, attachment_id: uuid.UUID) -> PendingAttachment | None:
-    async with db.sessions() as session:
+    async with db.reader() as session:
         att = await session.get(Attachment, attachment_id)
         if att is None or att.state is not AttachmentState.PENDING or not att.source_url:
             return None
