@@ -247,7 +247,7 @@ async def test_stop_family_revokes_every_sms_purpose_and_keeps_the_message(
         for r in records
     )
     assert message.unseal(ring, "body") == word  # still in the conversation
-    with pytest.raises(ConsentRefused, match="patient opted out of SMS on .* by replying"):
+    with pytest.raises(ConsentRefused, match=r"patient opted out of SMS on .* by replying"):
         await actions.do_reply(db, ring, staff, conversation.id, "Your results are ready.")
 
 

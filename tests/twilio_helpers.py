@@ -10,7 +10,7 @@ from twilio.request_validator import RequestValidator
 
 FIXTURES = Path(__file__).resolve().parent.parent / "hub" / "channels" / "twilio_sms" / "fixtures"
 ACCOUNT_SID = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-AUTH_TOKEN = "0123456789abcdef0123456789abcdef"  # noqa: S105 - a test token for the local fake
+AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
 CLINIC_NUMBER = "+15550109999"
 PATIENT_NUMBER = "+15550100101"
 

@@ -14,7 +14,7 @@ from hub.db import Database
 from web.keys import ADAPTERS, BACKGROUND, DB, METRICS, REDIS, RING, SETTINGS, SINK, SIO
 from web.metrics import Metrics
 from web.middleware import error_middleware
-from web.realtime import SocketIONotifier, create_socketio
+from web.realtime import SocketIONotifier, close_socketio, create_socketio
 from web.routes import setup_routes
 from web.tasks import relay_loop
 from worker.effects import OutboxSink
@@ -53,7 +53,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> web.Applica
         rq_connection = SyncRedis.from_url(redis_url)
         app[SINK] = OutboxSink(rq_connection, SocketIONotifier(sio))
         yield
-        await sio.shutdown()
+        await close_socketio(sio)
         rq_connection.close()
         await app[REDIS].aclose()
 

@@ -7,7 +7,7 @@ from typing import Any
 import socketio
 
 from hub.notify import STAFF_NAMESPACE
-from worker.effects import SOCKETIO_CHANNEL
+from worker.effects import SOCKETIO_CHANNEL, ClosableRedisManager
 
 CHAT_NAMESPACE = "/chat"
 
@@ -15,7 +15,7 @@ CHAT_NAMESPACE = "/chat"
 def create_socketio(redis_url: str) -> socketio.AsyncServer:
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
-        client_manager=socketio.AsyncRedisManager(redis_url, channel=SOCKETIO_CHANNEL),
+        client_manager=ClosableRedisManager(redis_url, channel=SOCKETIO_CHANNEL),
         cors_allowed_origins=[],  # same origin only: the staff UI is served by this app
         logger=False,
         engineio_logger=False,
@@ -29,6 +29,13 @@ def create_socketio(redis_url: str) -> socketio.AsyncServer:
     sio.on("connect", refuse, namespace=STAFF_NAMESPACE)
     sio.on("connect", refuse, namespace=CHAT_NAMESPACE)
     return sio
+
+
+async def close_socketio(sio: socketio.AsyncServer) -> None:
+    await sio.shutdown()
+    manager = sio.manager
+    if isinstance(manager, ClosableRedisManager):
+        await manager.aclose()
 
 
 class SocketIONotifier:

@@ -34,16 +34,40 @@ class UnknownTopic(Exception):
     pass
 
 
+class ClosableRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+    """python-socketio's Redis manager has no close, and its listener task and its first
+    publish can each connect, the later one replacing (and orphaning) the other's client.
+    Keep every client it made so shutdown closes them all."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clients: list[Any] = []
+
+    def _redis_connect(self) -> None:
+        super()._redis_connect()
+        self._clients.extend([self.pubsub, self.redis])
+
+    async def aclose(self) -> None:
+        task = getattr(self, "thread", None)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for client in self._clients:
+            await client.aclose()
+        self._clients.clear()
+
+
 class RedisNotifier:
     """A write-only socket.io manager: emits reach clients of every `hub serve` process."""
 
     def __init__(self, redis_url: str) -> None:
-        self._manager = socketio.AsyncRedisManager(
-            redis_url, channel=SOCKETIO_CHANNEL, write_only=True
-        )
+        self._manager = ClosableRedisManager(redis_url, channel=SOCKETIO_CHANNEL, write_only=True)
 
     async def emit(self, event: str, data: dict[str, Any], room: str) -> None:
         await self._manager.emit(event, data, room=room, namespace=STAFF_NAMESPACE)
+
+    async def aclose(self) -> None:
+        await self._manager.aclose()
 
 
 class OutboxSink:
