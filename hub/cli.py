@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -158,6 +155,7 @@ def demo() -> None:
     settings = load_settings()
     asyncio.run(_migrate(settings))
     ring = settings.key_ring()
+    settings = settings.with_keys(ring)
 
     from hub.db import Database
     from hub.demo import load_demo_data
@@ -170,27 +168,10 @@ def demo() -> None:
             await db.dispose()
 
     summary = asyncio.run(load())
+    from web.demo import run_demo
+
     with redis_for(settings) as ready:
-        env = dict(os.environ, HUB_REDIS_URL=ready.redis_url or "", HUB_KEYS=ring.to_spec())
-        env.setdefault("HUB_VAR_DIR", str(settings.var_dir))
-        worker_proc = subprocess.Popen([sys.executable, "-m", "hub", "worker"], env=env)
-        try:
-            click.echo("")
-            click.echo(f"  Hub demo: {settings.public_url}/")
-            click.echo(f"  Sign in as {summary.admin_email}")
-            click.echo(
-                f"  One-time password: {summary.admin_password}  (change it at first sign-in)"
-            )
-            click.echo(f"  Synthetic patients loaded this run: {summary.patients_created}")
-            click.echo("  Press Ctrl-C to stop.")
-            click.echo("")
-            _serve(ready)
-        finally:
-            worker_proc.send_signal(signal.SIGTERM)
-            try:
-                worker_proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker_proc.kill()
+        run_demo(ready, ring, summary)
 
 
 @main.group()

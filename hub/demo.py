@@ -41,6 +41,14 @@ DEMO_PATIENTS = (
     ("Devon Testperson", "(555) 010-0104", "devon@example.org", "America/Los_Angeles", "en"),
     ("Emery Madeup", "+1 555 010 0105", None, "America/New_York", "fr"),
 )
+DEMO_CLINIC_NUMBER = "+15550109999"
+"""The demo clinic's (fictional) texting number."""
+DEMO_LIVE_TEXTS = (
+    ("+15550100102", "Running 10 minutes late for my 3pm, sorry!"),
+    ("+15550100106", "Hello, I'm new here. Do you take walk-ins?"),
+)
+"""Texts the demo sends through the local fake Twilio on every start, so the webhook path
+(signature check, patient lookup, threading) runs for real; the second is an unknown number."""
 DEMO_MESSAGES = (
     ("Hi, can I move my appointment on Thursday to the afternoon?",),
     ("Thanks! See you then.",),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import re
@@ -21,11 +22,13 @@ from pathlib import Path
 import pytest
 import redis
 from rq import Worker
+from sqlalchemy import select
 
 from hub.audit import Actor
 from hub.db import Database
-from hub.demo import DEMO_ADMIN_EMAIL, DEMO_PATIENTS, load_demo_data
+from hub.demo import DEMO_ADMIN_EMAIL, DEMO_LIVE_TEXTS, DEMO_PATIENTS, load_demo_data
 from hub.inbox import actions
+from hub.inbox.models import InboundEvent
 from hub.inbox.passwords import verify_password
 from tests.conftest import hub_env, run_sync
 
@@ -104,6 +107,7 @@ def test_demo_runs_serve_and_worker_and_prints_a_working_password(demo_dir: Path
         assert _wait_for_line(lines, r"patients loaded this run: (\d+)", 5).group(1) == str(
             len(DEMO_PATIENTS)
         )
+        assert "local stand-in" in _wait_for_line(lines, r"Twilio: (.*)", 5).group(1)
 
         health = _get_json(f"{url}/healthz", STARTUP_TIMEOUT_S)
         assert health == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
@@ -129,10 +133,24 @@ def test_demo_runs_serve_and_worker_and_prints_a_working_password(demo_dir: Path
                     admin = await queries.staff_by_email(session, DEMO_ADMIN_EMAIL)
                     assert admin is not None and admin.must_change_password
                     assert verify_password(admin.password_hash, password)
+                ring = KeyRing.parse(keys)
                 found = await actions.do_find_patients_by_phone(
-                    db, KeyRing.parse(keys), Actor.system("test"), "555-010-0101", region="US"
+                    db, ring, Actor.system("test"), "555-010-0101", region="US"
                 )
                 assert [p.name for p in found] == ["Avery Sample"]
+                # The live texts went through the fake Twilio and the signed webhook.
+                deadline = time.monotonic() + STARTUP_TIMEOUT_S
+                while True:
+                    async with db.reader() as session:
+                        events = (await session.scalars(select(InboundEvent))).all()
+                    if len(events) == len(DEMO_LIVE_TEXTS) or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.1)
+                assert len(events) == len(DEMO_LIVE_TEXTS)
+                newcomer = await actions.do_find_patients_by_phone(
+                    db, ring, Actor.system("test"), DEMO_LIVE_TEXTS[1][0], region="US"
+                )
+                assert [p.verified for p in newcomer] == [False]
             finally:
                 await db.dispose()
 
