@@ -43,6 +43,18 @@ class AuditEvent(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
+    def expected_hash(self) -> str:
+        return compute_hash(
+            self.seq,
+            self.at,
+            self.actor,
+            self.action,
+            self.subject_type,
+            self.subject_id,
+            self.detail,
+            self.prev_hash,
+        )
+
 
 class AuditHead(Base):
     """One row (id 1): the last sequence number and hash, locked by every append."""
@@ -127,16 +139,7 @@ async def record(
         detail=detail or {},
         prev_hash=head.hash,
     )
-    event.hash = compute_hash(
-        event.seq,
-        event.at,
-        event.actor,
-        event.action,
-        event.subject_type,
-        event.subject_id,
-        event.detail,
-        event.prev_hash,
-    )
+    event.hash = event.expected_hash()
     head.seq, head.hash = event.seq, event.hash
     session.add(event)
     await session.flush()
@@ -181,17 +184,7 @@ async def verify(session: AsyncSession) -> VerifyResult:
             return VerifyResult(
                 False, checked, ev.seq, "its previous hash does not match the row before it"
             )
-        actual = compute_hash(
-            ev.seq,
-            ev.at,
-            ev.actor,
-            ev.action,
-            ev.subject_type,
-            ev.subject_id,
-            ev.detail,
-            ev.prev_hash,
-        )
-        if actual != ev.hash:
+        if ev.expected_hash() != ev.hash:
             return VerifyResult(False, checked, ev.seq, "its contents do not match its hash")
         prev_hash, expected_seq, checked = ev.hash, ev.seq + 1, checked + 1
     head = await session.scalar(select(AuditHead).where(AuditHead.id == 1))

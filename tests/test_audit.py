@@ -55,23 +55,12 @@ async def test_editing_any_field_is_named(db: Database, tamper: dict[str, object
 
 async def test_recomputed_hash_is_caught_by_the_next_row(db: Database) -> None:
     """A forger who fixes up row 3's hash still breaks row 4's link to it."""
-    from hub.audit import compute_hash
-
     await _append(db, 5)
     async with db.transaction() as session:
         ev = await session.get(AuditEvent, 3)
         assert ev is not None
         ev.action = "patient.update"
-        ev.hash = compute_hash(
-            ev.seq,
-            ev.at,
-            ev.actor,
-            ev.action,
-            ev.subject_type,
-            ev.subject_id,
-            ev.detail,
-            ev.prev_hash,
-        )
+        ev.hash = ev.expected_hash()
     result = await _verify(db)
     assert (result.ok, result.bad_seq) == (False, 4)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,44 +34,48 @@ async def may_send(
     return decide(patient, channel, purpose, at or utcnow(), latest)
 
 
+@dataclass(frozen=True)
+class ConsentChange:
+    """Who changed consent, how, and the evidence (without PHI: "STOP", "error 21610")."""
+
+    source: ConsentSource
+    actor: str
+    evidence: str
+    evidence_message_id: uuid.UUID | None = None
+
+    def record(
+        self,
+        patient_id: uuid.UUID,
+        channel: Channel,
+        purpose: Purpose,
+        state: ConsentState,
+        at: datetime,
+    ) -> ConsentRecord:
+        return ConsentRecord(
+            patient_id=patient_id,
+            channel=channel,
+            purpose=purpose,
+            state=state,
+            source=self.source,
+            actor=self.actor,
+            evidence=self.evidence,
+            evidence_message_id=self.evidence_message_id,
+            created_at=at,
+        )
+
+
 async def revoke_channel(
-    session: AsyncSession,
-    patient_id: uuid.UUID,
-    channel: Channel,
-    *,
-    source: ConsentSource,
-    actor: str,
-    evidence: str,
-    evidence_message_id: uuid.UUID | None = None,
+    session: AsyncSession, patient_id: uuid.UUID, channel: Channel, change: ConsentChange
 ) -> None:
     """Revoke every purpose on a channel at once (what SMS STOP means to carriers)."""
     now = utcnow()
     for purpose in RECORDED_PURPOSES:
-        session.add(
-            ConsentRecord(
-                patient_id=patient_id,
-                channel=channel,
-                purpose=purpose,
-                state=ConsentState.REVOKED,
-                source=source,
-                actor=actor,
-                evidence=evidence,
-                evidence_message_id=evidence_message_id,
-                created_at=now,
-            )
-        )
+        session.add(change.record(patient_id, channel, purpose, ConsentState.REVOKED, now))
     await session.flush()
 
 
 async def restore_channel(
-    session: AsyncSession,
-    patient_id: uuid.UUID,
-    channel: Channel,
-    *,
-    source: ConsentSource,
-    actor: str,
-    evidence: str,
-    evidence_message_id: uuid.UUID | None = None,
+    session: AsyncSession, patient_id: uuid.UUID, channel: Channel, change: ConsentChange
 ) -> None:
     """Undo a channel-wide opt-out: each purpose returns to what it was before the revocation
     (care and reminders to granted; surveys and marketing only if they had been granted)."""
@@ -88,19 +93,7 @@ async def restore_channel(
             state = ConsentState.UNKNOWN
         if past and past[-1].state is state:
             continue
-        session.add(
-            ConsentRecord(
-                patient_id=patient_id,
-                channel=channel,
-                purpose=purpose,
-                state=state,
-                source=source,
-                actor=actor,
-                evidence=evidence,
-                evidence_message_id=evidence_message_id,
-                created_at=now,
-            )
-        )
+        session.add(change.record(patient_id, channel, purpose, state, now))
     await session.flush()
 
 

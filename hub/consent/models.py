@@ -62,7 +62,7 @@ class ConsentRecord(Base):
     source: Mapped[ConsentSource] = mapped_column(str_enum(ConsentSource, "consent_source"))
     actor: Mapped[str] = mapped_column(String(80))
     evidence: Mapped[str] = mapped_column(String(200))
-    """What the patient did, in words without PHI: "replied STOP", "Twilio error 21610"."""
+    """What happened, without PHI: the keyword ("STOP") or the provider code ("error 21610")."""
     evidence_message_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("inbox_message.id", ondelete="SET NULL")
     )

@@ -271,15 +271,13 @@ async def _fail_or_retry(
     conversation = await session.get(Conversation, message.conversation_id)
     assert conversation is not None
     if failure.effect is FailureEffect.REVOKE_CONSENT:
-        await consent.revoke_channel(
-            session,
-            conversation.patient_id,
-            message.channel,
-            source=ConsentSource.PROVIDER,
-            actor=f"provider:{attempt.provider}",
-            evidence=f"error {failure.code}",
-            evidence_message_id=message.id,
+        change = consent.ConsentChange(
+            ConsentSource.PROVIDER,
+            f"provider:{attempt.provider}",
+            f"error {failure.code}",
+            message.id,
         )
+        await consent.revoke_channel(session, conversation.patient_id, message.channel, change)
     elif failure.effect is FailureEffect.UNREACHABLE:
         patient = await session.get(Patient, conversation.patient_id)
         assert patient is not None

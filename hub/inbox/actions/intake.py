@@ -186,30 +186,16 @@ async def do_receive_inbound(
         keyword = found[0] if found else None
         if found is not None:
             keyword, word = found
-            actor = f"patient:{patient.id}"
+            change = consent.ConsentChange(
+                ConsentSource.KEYWORD, f"patient:{patient.id}", word, message.id
+            )
             if keyword is Keyword.STOP:
-                await consent.revoke_channel(
-                    session,
-                    patient.id,
-                    Channel.SMS,
-                    source=ConsentSource.KEYWORD,
-                    actor=actor,
-                    evidence=word,
-                    evidence_message_id=message.id,
-                )
+                await consent.revoke_channel(session, patient.id, Channel.SMS, change)
             elif keyword is Keyword.START:
                 # YES is also a confirmation word for reminders: it only restores consent when
                 # the patient is opted out; otherwise it is an ordinary reply.
                 if await consent.is_opted_out(session, patient.id, Channel.SMS):
-                    await consent.restore_channel(
-                        session,
-                        patient.id,
-                        Channel.SMS,
-                        source=ConsentSource.KEYWORD,
-                        actor=actor,
-                        evidence=word,
-                        evidence_message_id=message.id,
-                    )
+                    await consent.restore_channel(session, patient.id, Channel.SMS, change)
                 else:
                     keyword = None
             elif keyword is Keyword.HELP:

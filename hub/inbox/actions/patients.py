@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from hub.audit import Actor, record
 from hub.contact import InvalidContact, normalize_email, normalize_phone
-from hub.crypto import KeyRing
+from hub.crypto import BlindIndexKind, KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
 from hub.inbox import queries
@@ -91,43 +91,35 @@ async def do_read_patient(
     return view
 
 
-async def do_find_patients_by_phone(
-    db: Database, ring: KeyRing, actor: Actor, raw_phone: str, *, region: str
+async def _find_by_index(
+    db: Database, ring: KeyRing, actor: Actor, kind: BlindIndexKind, normalized: str
 ) -> list[PatientView]:
-    """Exact lookup by any spelling of a number, through the blind index."""
-    bidx = ring.blind_index("phone", normalize_phone(raw_phone, region))
+    bidx = ring.blind_index(kind, normalized)
+    lookup = queries.patients_by_phone_index if kind == "phone" else queries.patients_by_email_index
     async with db.transaction() as session:
-        found = [
-            view_patient(ring, p) for p in await queries.patients_by_phone_index(session, bidx)
-        ]
+        found = [view_patient(ring, p) for p in await lookup(session, bidx)]
         await record(
             session,
             actor,
             "patient.search",
             "patient",
-            "phone",
+            kind,
             {"matches": [str(p.id) for p in found]},
         )
     return found
+
+
+async def do_find_patients_by_phone(
+    db: Database, ring: KeyRing, actor: Actor, raw_phone: str, *, region: str
+) -> list[PatientView]:
+    """Exact lookup by any spelling of a number, through the blind index."""
+    return await _find_by_index(db, ring, actor, "phone", normalize_phone(raw_phone, region))
 
 
 async def do_find_patients_by_email(
     db: Database, ring: KeyRing, actor: Actor, raw_email: str
 ) -> list[PatientView]:
-    bidx = ring.blind_index("email", normalize_email(raw_email))
-    async with db.transaction() as session:
-        found = [
-            view_patient(ring, p) for p in await queries.patients_by_email_index(session, bidx)
-        ]
-        await record(
-            session,
-            actor,
-            "patient.search",
-            "patient",
-            "email",
-            {"matches": [str(p.id) for p in found]},
-        )
-    return found
+    return await _find_by_index(db, ring, actor, "email", normalize_email(raw_email))
 
 
 async def do_record_inbound(
