@@ -240,7 +240,10 @@ async def do_record_sent(
         if message.send_attempts == attempt.attempt:
             message.provider = receipt.provider
             message.provider_message_id = receipt.provider_message_id
-            message.error_code = message.error_reason = None
+            if message.status is MessageStatus.SENDING:
+                # A previous attempt's failure note no longer applies; but if a callback got
+                # here first (delivered, or failed and rescheduled), its outcome stands.
+                message.error_code = message.error_reason = None
         return ()
 
 
@@ -334,6 +337,10 @@ async def do_apply_status(
         if message.send_attempts != attempt.attempt:
             attempt.status = update.status  # an older attempt's late news: history only
             return ()
+        if message.provider_message_id is None:
+            # The callback beat the worker's record of Twilio's answer.
+            message.provider = attempt.provider
+            message.provider_message_id = attempt.provider_message_id
         if update.status in FAILED_STATUSES:
             return tuple(
                 await _fail_or_retry(
