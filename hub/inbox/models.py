@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -48,6 +49,14 @@ class Team(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(120), unique=True)
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Conversations no routing rule places go to the default team."""
+    business_hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """{"mon": [["08:00", "17:00"]], ...} in the team's time zone; empty means always open."""
+    holidays: Mapped[list[str]] = mapped_column(default=list)
+    """ISO dates (YYYY-MM-DD) on which the team is closed all day."""
+    after_hours_reply: Mapped[str | None] = mapped_column(Text)
+    """Sent once per conversation when a patient writes outside business hours."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     members: Mapped[list[StaffUser]] = relationship(
@@ -70,6 +79,9 @@ class StaffUser(Base):
     max_open_conversations: Mapped[int] = mapped_column(Integer, default=20)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    last_assigned_at: Mapped[datetime | None]
+    """Round-robin picks the online agent with the oldest value (never assigned: first)."""
+    password_changed_at: Mapped[datetime | None]
 
     teams: Mapped[list[Team]] = relationship(
         secondary=team_member, back_populates="members", lazy="selectin"
@@ -123,6 +135,11 @@ class Conversation(Base):
     channel: Mapped[Channel] = mapped_column(str_enum(Channel, "channel"))
     channel_address: Mapped[str | None] = mapped_column(String(64))
     """The clinic-side address the patient wrote to (our number or mailbox); replies use it."""
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    assigned_at: Mapped[datetime | None]
+    last_inbound_at: Mapped[datetime | None]
+    after_hours_replied_at: Mapped[datetime | None]
+    """Set when the after-hours auto-reply went out: once per conversation, not per message."""
     snoozed_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -180,7 +197,55 @@ class Note(Sealed, Base):
         ForeignKey("inbox_staff_user.id", ondelete="SET NULL")
     )
     body_enc: Mapped[bytes | None] = encrypted_column()
+    mentions: Mapped[list[str]] = mapped_column(default=list)
+    """Staff ids @mentioned in the note (each is notified)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CannedResponse(Base):
+    """A saved reply. Placeholders: {{ first_name }}, {{ clinic_name }}. Not PHI: clinic text."""
+
+    __tablename__ = "inbox_canned_response"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("inbox_team.id", ondelete="CASCADE")
+    )
+    title: Mapped[str] = mapped_column(String(120))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReadMarker(Base):
+    """When a staff member last opened a conversation: drives unread counts."""
+
+    __tablename__ = "inbox_read_marker"
+
+    staff_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_staff_user.id", ondelete="CASCADE"), primary_key=True
+    )
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_conversation.id", ondelete="CASCADE"), primary_key=True
+    )
+    read_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token for an API client, acting with the rights of its staff user."""
+
+    __tablename__ = "inbox_api_token"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    staff_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_staff_user.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(120))
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    """SHA-256 of the token; the token itself is shown once and never stored."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
 
 
 class DeliveryAttempt(Base):
