@@ -179,3 +179,32 @@ def sync_url(async_url: str) -> str:
     return async_url.replace("postgresql+asyncpg://", "postgresql://").replace(
         "sqlite+aiosqlite://", "sqlite://"
     )
+
+
+async def make_staff(
+    db: Database,
+    email: str = "dana.agent@demo-clinic.example.org",
+    *,
+    role: str = "admin",
+    teams: tuple[str, ...] = (),
+    password: str = "correct horse battery",
+) -> Any:
+    """A staff member and the StaffContext they act with."""
+    from hub.audit import Actor
+    from hub.enums import Role
+    from hub.inbox import actions
+    from hub.inbox.access import StaffContext
+    from hub.inbox.models import StaffUser
+    from hub.inbox.schemas import NewStaffUser
+
+    for team in teams:
+        await actions.do_ensure_team(db, Actor.system("test"), team)
+    staff_id = await actions.do_add_staff_user(
+        db,
+        Actor.system("test"),
+        NewStaffUser(email, email.split("@")[0].title(), password, Role(role), list(teams)),
+    )
+    async with db.reader() as session:
+        staff = await session.get(StaffUser, staff_id)
+        assert staff is not None
+        return StaffContext.of(staff)

@@ -19,7 +19,6 @@ import redis
 from sqlalchemy import select
 
 from fakes.twilio import FakeTwilio, start_fake_twilio
-from hub.audit import Actor
 from hub.config import Settings
 from hub.consent.exceptions import ConsentRefused
 from hub.consent.models import ConsentRecord, ConsentSource, ConsentState
@@ -27,10 +26,10 @@ from hub.crypto import KeyRing
 from hub.db import Database
 from hub.enums import Direction, MessageStatus
 from hub.inbox import actions
+from hub.inbox.access import StaffContext
 from hub.inbox.models import Attachment, AttachmentState, Conversation, DeliveryAttempt, Message
-from hub.inbox.schemas import NewStaffUser
 from hub.outbox import release_events
-from tests.conftest import hub_env, sync_url
+from tests.conftest import hub_env, make_staff, sync_url
 from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, CLINIC_NUMBER, PATIENT_NUMBER
 from web.app import create_app
 from web.keys import SINK
@@ -67,7 +66,7 @@ class Stack:
     ring: KeyRing
     fake: FakeTwilio
     app: Any
-    staff: Actor
+    staff: StaffContext
     worker_log: Path
     hub_url: str
 
@@ -128,11 +127,7 @@ async def stack(
     db = Database.connect(fresh_db_url)
     app = create_app(settings)
     await aiohttp_server(app, port=port)
-    staff_id = await actions.do_add_staff_user(
-        db,
-        Actor.system("test"),
-        NewStaffUser("dana.agent@demo-clinic.example.org", "Dana Demo", "correct horse battery"),
-    )
+    staff = await make_staff(db)
     worker_log = tmp_path / "worker.log"
     env = hub_env(
         HUB_DATABASE_URL=sync_url(fresh_db_url),
@@ -155,7 +150,7 @@ async def stack(
             stderr=subprocess.STDOUT,
         )
         try:
-            yield Stack(settings, db, ring, fake, app, Actor.staff(staff_id), worker_log, hub_url)
+            yield Stack(settings, db, ring, fake, app, staff, worker_log, hub_url)
         finally:
             worker.terminate()
             try:

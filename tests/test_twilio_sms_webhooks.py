@@ -11,13 +11,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from hub.audit import Actor
 from hub.config import Settings
 from hub.consent.exceptions import ConsentRefused
 from hub.consent.models import ConsentRecord, ConsentSource, ConsentState, Purpose
 from hub.db import Database
 from hub.enums import ConversationStatus, Direction, MessageStatus
 from hub.inbox import actions
+from hub.inbox.access import StaffContext
 from hub.inbox.models import (
     Attachment,
     AttachmentState,
@@ -26,6 +26,7 @@ from hub.inbox.models import (
     Message,
     Patient,
 )
+from tests.conftest import make_staff
 from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, CLINIC_NUMBER, fixture, sign
 from web.app import create_app
 
@@ -50,15 +51,8 @@ async def client(db: Database, twilio_settings: Settings, aiohttp_client: Any) -
 
 
 @pytest.fixture
-async def staff(db: Database) -> Actor:
-    from hub.inbox.schemas import NewStaffUser
-
-    staff_id = await actions.do_add_staff_user(
-        db,
-        Actor.system("test"),
-        NewStaffUser("dana.agent@demo-clinic.example.org", "Dana Demo", "correct horse battery"),
-    )
-    return Actor.staff(staff_id)
+async def staff(db: Database) -> StaffContext:
+    return await make_staff(db)  # type: ignore[no-any-return]
 
 
 async def post(
@@ -226,7 +220,7 @@ async def _conversation(db: Database) -> Conversation:
     ],
 )
 async def test_stop_family_revokes_every_sms_purpose_and_keeps_the_message(
-    client: TestClient, db: Database, twilio_settings: Settings, word: str, staff: Actor
+    client: TestClient, db: Database, twilio_settings: Settings, word: str, staff: StaffContext
 ) -> None:
     await _receive(client, word)
     conversation = await _conversation(db)
@@ -252,7 +246,7 @@ async def test_stop_family_revokes_every_sms_purpose_and_keeps_the_message(
 
 
 async def test_start_restores_and_stop_start_history_is_kept(
-    client: TestClient, db: Database, twilio_settings: Settings, staff: Actor
+    client: TestClient, db: Database, twilio_settings: Settings, staff: StaffContext
 ) -> None:
     ring = twilio_settings.key_ring()
     await _receive(client, "STOP")

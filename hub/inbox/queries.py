@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.enums import Channel, ConversationStatus
+from hub.enums import Channel, ConversationStatus, Priority
 from hub.inbox.models import (
+    Attachment,
     Conversation,
     DeliveryAttempt,
     InboundEvent,
     Message,
+    Note,
     Patient,
+    ReadMarker,
     StaffUser,
     Team,
 )
@@ -143,3 +147,157 @@ async def attempt_of(
         .with_for_update()
     )
     return (await session.scalars(stmt)).first()
+
+
+async def attachments_of(
+    session: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Attachment]]:
+    if not message_ids:
+        return {}
+    stmt = (
+        select(Attachment)
+        .where(Attachment.message_id.in_(message_ids))
+        .order_by(Attachment.created_at)
+    )
+    found: dict[uuid.UUID, list[Attachment]] = {}
+    for att in (await session.scalars(stmt)).all():
+        found.setdefault(att.message_id, []).append(att)
+    return found
+
+
+async def notes_of(session: AsyncSession, conversation_id: uuid.UUID) -> Sequence[Note]:
+    stmt = (
+        select(Note)
+        .where(Note.conversation_id == conversation_id)
+        .order_by(Note.created_at, Note.id)
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def staff_names(
+    session: AsyncSession, ids: set[uuid.UUID | None]
+) -> dict[uuid.UUID | None, str]:
+    wanted = [i for i in ids if i is not None]
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(StaffUser.id, StaffUser.display_name).where(StaffUser.id.in_(wanted))
+    )
+    return {row[0]: row[1] for row in rows.all()}
+
+
+async def due_snoozed(session: AsyncSession, now: datetime) -> Sequence[Conversation]:
+    stmt = (
+        select(Conversation)
+        .where(
+            Conversation.status == ConversationStatus.SNOOZED,
+            Conversation.snoozed_until <= now,
+        )
+        .with_for_update(skip_locked=True)
+    )
+    return (await session.scalars(stmt)).all()
+
+
+def inbox_rank(now: datetime) -> Any:
+    """0: urgent and not resolved; 1: first response overdue; 2: everything else."""
+    from sqlalchemy import and_, case
+
+    return case(
+        (
+            and_(
+                Conversation.priority == Priority.URGENT,
+                Conversation.status != ConversationStatus.RESOLVED,
+            ),
+            0,
+        ),
+        (
+            and_(
+                Conversation.first_responded_at.is_(None), Conversation.first_response_due_at < now
+            ),
+            1,
+        ),
+        else_=2,
+    )
+
+
+async def inbox_page(
+    session: AsyncSession,
+    where: Sequence[Any],
+    now: datetime,
+    after: tuple[int, datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[tuple[Conversation, int]]:
+    """Keyset page ordered by (rank, last activity desc, id desc)."""
+    from sqlalchemy import and_, or_
+
+    rank = inbox_rank(now).label("rank")
+    stmt = select(Conversation, rank).where(*where)
+    if after is not None:
+        r, t, i = after
+        rank_expr = inbox_rank(now)
+        stmt = stmt.where(
+            or_(
+                rank_expr > r,
+                and_(rank_expr == r, Conversation.last_activity_at < t),
+                and_(rank_expr == r, Conversation.last_activity_at == t, Conversation.id < i),
+            )
+        )
+    stmt = stmt.order_by(rank, Conversation.last_activity_at.desc(), Conversation.id.desc())
+    rows = await session.execute(stmt.limit(limit))
+    return [(row[0], int(row[1])) for row in rows.all()]
+
+
+async def last_messages(
+    session: AsyncSession, conversation_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Message]:
+    if not conversation_ids:
+        return {}
+    from sqlalchemy import func
+
+    ranked = (
+        select(
+            Message.id,
+            func.row_number()
+            .over(
+                partition_by=Message.conversation_id,
+                order_by=(Message.created_at.desc(), Message.id.desc()),
+            )
+            .label("n"),
+        )
+        .where(Message.conversation_id.in_(conversation_ids))
+        .subquery()
+    )
+    stmt = select(Message).join(ranked, ranked.c.id == Message.id).where(ranked.c.n == 1)
+    return {m.conversation_id: m for m in (await session.scalars(stmt)).all()}
+
+
+async def read_markers(
+    session: AsyncSession, staff_id: uuid.UUID, conversation_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, datetime]:
+    if not conversation_ids:
+        return {}
+    rows = await session.execute(
+        select(ReadMarker.conversation_id, ReadMarker.read_at).where(
+            ReadMarker.staff_id == staff_id, ReadMarker.conversation_id.in_(conversation_ids)
+        )
+    )
+    return {row[0]: row[1] for row in rows.all()}
+
+
+async def unread_count(session: AsyncSession, staff_id: uuid.UUID, where: Sequence[Any]) -> int:
+    from sqlalchemy import and_, func, or_
+
+    stmt = (
+        select(func.count())
+        .select_from(Conversation)
+        .outerjoin(
+            ReadMarker,
+            and_(ReadMarker.conversation_id == Conversation.id, ReadMarker.staff_id == staff_id),
+        )
+        .where(
+            *where,
+            Conversation.last_inbound_at.is_not(None),
+            or_(ReadMarker.read_at.is_(None), ReadMarker.read_at < Conversation.last_inbound_at),
+        )
+    )
+    return int(await session.scalar(stmt) or 0)

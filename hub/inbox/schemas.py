@@ -6,7 +6,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from hub.enums import Channel, Direction, MessageStatus, Role
+from hub.crypto import KeyRing
+from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority, Role
+from hub.inbox.models import Attachment, Message
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,27 @@ class PatientView:
 
 
 @dataclass(frozen=True)
+class AttachmentView:
+    id: uuid.UUID
+    content_type: str
+    size_bytes: int
+    state: str
+    filename: str | None
+    error_reason: str | None
+
+    @classmethod
+    def of(cls, ring: KeyRing, att: Attachment) -> AttachmentView:
+        return cls(
+            att.id,
+            att.content_type,
+            att.size_bytes,
+            att.state.value,
+            att.unseal(ring, "filename"),
+            att.error_reason,
+        )
+
+
+@dataclass(frozen=True)
 class MessageView:
     id: uuid.UUID
     conversation_id: uuid.UUID
@@ -34,9 +57,132 @@ class MessageView:
     body: str | None
     status: MessageStatus
     created_at: datetime
+    author: str | None = None
+    error_reason: str | None = None
+    purpose: str = "care"
+    attachments: list[AttachmentView] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"MessageView(id={self.id}, status={self.status})"
+
+    @classmethod
+    def of(
+        cls,
+        ring: KeyRing,
+        m: Message,
+        author: str | None = None,
+        attachments: list[AttachmentView] | None = None,
+    ) -> MessageView:
+        return cls(
+            m.id,
+            m.conversation_id,
+            m.direction,
+            m.channel,
+            m.unseal(ring, "body"),
+            m.status,
+            m.created_at,
+            author,
+            m.error_reason,
+            m.purpose,
+            attachments or [],
+        )
+
+
+@dataclass(frozen=True)
+class NoteView:
+    id: uuid.UUID
+    body: str
+    author: str | None
+    created_at: datetime
+
+    def __repr__(self) -> str:
+        return f"NoteView(id={self.id})"
+
+
+@dataclass(frozen=True)
+class ChannelOption:
+    channel: Channel
+    available: bool
+    reason: str | None
+    """Why it cannot be used now: "patient opted out of SMS on ...", "no email address"."""
+
+
+@dataclass(frozen=True)
+class PatientCard:
+    id: uuid.UUID
+    name: str | None
+    phone: str | None
+    email: str | None
+    language: str
+    time_zone: str
+    channel_order: list[str]
+    tags: list[str]
+    verified: bool
+    unreachable: dict[str, str]
+    consent: dict[str, dict[str, str]]
+    """channel -> purpose -> granted | revoked | unknown."""
+    channels: list[ChannelOption]
+
+    def __repr__(self) -> str:
+        return f"PatientCard(id={self.id})"
+
+    @property
+    def first_name(self) -> str:
+        return self.name.split()[0] if self.name and self.name.split() else ""
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    id: uuid.UUID
+    status: ConversationStatus
+    priority: Priority
+    channel: Channel
+    team_id: uuid.UUID | None
+    assignee_id: uuid.UUID | None
+    tags: list[str]
+    created_at: datetime
+    last_activity_at: datetime
+    first_response_due_at: datetime | None
+    first_responded_at: datetime | None
+    snoozed_until: datetime | None
+    messages: list[MessageView]
+    notes: list[NoteView]
+    patient: PatientCard
+
+    def __repr__(self) -> str:
+        return f"ConversationView(id={self.id})"
+
+
+@dataclass(frozen=True)
+class ConversationRow:
+    """One line of the inbox list."""
+
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    patient_name: str | None
+    patient_phone: str | None
+    status: ConversationStatus
+    priority: Priority
+    channel: Channel
+    team_id: uuid.UUID | None
+    assignee_id: uuid.UUID | None
+    assignee_name: str | None
+    tags: list[str]
+    last_activity_at: datetime
+    first_response_due_at: datetime | None
+    first_responded_at: datetime | None
+    preview: str | None
+    unread: bool
+
+    def __repr__(self) -> str:
+        return f"ConversationRow(id={self.id})"
+
+    def overdue(self, now: datetime) -> bool:
+        return (
+            self.first_responded_at is None
+            and self.first_response_due_at is not None
+            and self.first_response_due_at < now
+        )
 
 
 @dataclass(frozen=True)

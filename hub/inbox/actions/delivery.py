@@ -11,7 +11,7 @@ from datetime import timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.audit import Actor, record
+from hub.audit import record
 from hub.channels.base import (
     FailureClass,
     FailureEffect,
@@ -27,10 +27,12 @@ from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.enums import FAILED_STATUSES, Direction, MessageStatus, can_advance
 from hub.inbox import queries
-from hub.inbox.exceptions import NotFound
+from hub.inbox.access import StaffContext
 from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
 from hub.outbox import add_effect
 
+MAX_REPLY_CHARS = 1600
+"""Longest reply staff can send (Twilio's limit for one SMS body, split into segments)."""
 MAX_SEND_ATTEMPTS = 4
 """Hand-overs to the provider per message before a transient failure becomes final."""
 RETRY_BACKOFF_FACTOR = 4
@@ -122,41 +124,42 @@ async def queue_outbound(
 async def do_reply(
     db: Database,
     ring: KeyRing,
-    actor: Actor,
+    ctx: StaffContext,
     conversation_id: uuid.UUID,
     body: str,
     *,
     purpose: Purpose = Purpose.CARE,
 ) -> QueuedMessage:
     """A staff reply on the conversation's channel. Refused, with the reason, without consent."""
+    from hub.inbox.actions.conversations import visible_conversation
+
     body = body.strip()
     if not body:
         raise ValueError("a reply needs some text")
+    if len(body) > MAX_REPLY_CHARS:
+        raise ValueError(f"a reply can be at most {MAX_REPLY_CHARS} characters")
     async with db.transaction() as session:
-        conversation = await session.get(Conversation, conversation_id)
-        if conversation is None:
-            raise NotFound(f"no conversation with id {conversation_id}")
+        conversation = await visible_conversation(session, ctx, conversation_id, lock=True)
         patient = await session.get(Patient, conversation.patient_id)
         assert patient is not None
         decision = await consent.may_send(session, patient, conversation.channel, purpose)
         if not decision.allowed:
             raise ConsentRefused(decision.reason, code=decision.code)
-        author = uuid.UUID(actor.id) if actor.kind == "staff" else None
         message, effects = await queue_outbound(
             session,
             ring,
             conversation,
             body,
             decision,
-            author_id=author,
+            author_id=ctx.staff_id,
             purpose=purpose,
             urgent=True,
         )
-        if conversation.first_responded_at is None and author is not None:
+        if conversation.first_responded_at is None:
             conversation.first_responded_at = message.created_at
         await record(
             session,
-            actor,
+            ctx.actor,
             "message.create",
             "message",
             message.id,

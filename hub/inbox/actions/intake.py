@@ -150,6 +150,7 @@ async def do_receive_inbound(
                 conversation.resolved_at = None
             conversation.channel_address = inbound.to_address
         conversation.last_activity_at = now
+        conversation.last_inbound_at = now
         await session.flush()
 
         message = Message(

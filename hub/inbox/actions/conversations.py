@@ -1,0 +1,298 @@
+"""What staff do to a conversation: open it, write notes, change status, priority and tags.
+Every action checks ``StaffContext.can_see`` and answers NotFound otherwise."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.audit import record
+from hub.consent import actions as consent
+from hub.consent import queries as consent_queries
+from hub.consent.models import RECORDED_PURPOSES, ConsentState, Purpose
+from hub.crypto import KeyRing
+from hub.db import Database, utcnow
+from hub.enums import Channel, ConversationStatus, Priority
+from hub.inbox import queries
+from hub.inbox.access import StaffContext
+from hub.inbox.exceptions import NotFound
+from hub.inbox.models import Conversation, Note, Patient, ReadMarker, StaffUser
+from hub.inbox.schemas import (
+    AttachmentView,
+    ChannelOption,
+    ConversationView,
+    MessageView,
+    NoteView,
+    PatientCard,
+)
+from hub.outbox import add_effect
+
+MENTION_RE = re.compile(r"(?<![\w.])@([A-Za-z0-9._-]+)")
+"""@dana.agent mentions the staff member whose email starts with dana.agent@."""
+SENDABLE_CHANNELS = (Channel.SMS,)
+"""Channels with a working adapter; the picker explains why the others are unavailable."""
+CHANNEL_NOT_CONNECTED = {
+    Channel.EMAIL: "the email channel is not connected yet",
+    Channel.VOICE: "voice calls are not connected yet",
+    Channel.CHAT: "web chat is not connected yet",
+}
+
+
+async def visible_conversation(
+    session: AsyncSession, ctx: StaffContext, conversation_id: uuid.UUID, *, lock: bool = False
+) -> Conversation:
+    stmt = select(Conversation).where(Conversation.id == conversation_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    conversation = (await session.scalars(stmt)).first()
+    if conversation is None or not ctx.can_see(conversation):
+        raise NotFound("no such conversation")
+    return conversation
+
+
+def _event(conversation: Conversation, **extra: object) -> dict[str, object]:
+    return {
+        "conversation_id": str(conversation.id),
+        "team_id": str(conversation.team_id) if conversation.team_id else None,
+        **extra,
+    }
+
+
+async def channel_options(session: AsyncSession, patient: Patient) -> list[ChannelOption]:
+    options = []
+    for channel in Channel:
+        decision = await consent.may_send(session, patient, channel, Purpose.CARE)
+        if channel not in SENDABLE_CHANNELS:
+            options.append(ChannelOption(channel, False, CHANNEL_NOT_CONNECTED[channel]))
+        else:
+            options.append(
+                ChannelOption(
+                    channel, decision.allowed, None if decision.allowed else decision.reason
+                )
+            )
+    return options
+
+
+async def patient_card(session: AsyncSession, ring: KeyRing, patient: Patient) -> PatientCard:
+    consent_states: dict[str, dict[str, str]] = {}
+    for channel in Channel:
+        latest = await consent_queries.latest_records(session, patient.id, channel)
+        consent_states[channel.value] = {
+            p.value: (latest[p].state.value if p in latest else ConsentState.UNKNOWN.value)
+            for p in RECORDED_PURPOSES
+        }
+    return PatientCard(
+        id=patient.id,
+        name=patient.unseal(ring, "name"),
+        phone=patient.unseal(ring, "phone"),
+        email=patient.unseal(ring, "email"),
+        language=patient.language,
+        time_zone=patient.time_zone,
+        channel_order=list(patient.channel_order),
+        tags=list(patient.tags),
+        verified=patient.verified,
+        unreachable=dict(patient.unreachable),
+        consent=consent_states,
+        channels=await channel_options(session, patient),
+    )
+
+
+async def do_open_conversation(
+    db: Database, ring: KeyRing, ctx: StaffContext, conversation_id: uuid.UUID
+) -> ConversationView:
+    """The whole thread, notes and patient card; audited, and marks it read for this person."""
+    async with db.transaction() as session:
+        conversation = await visible_conversation(session, ctx, conversation_id)
+        patient = await session.get(Patient, conversation.patient_id)
+        assert patient is not None
+        messages = await queries.messages_of(session, conversation_id)
+        attachments = await queries.attachments_of(session, [m.id for m in messages])
+        notes = await queries.notes_of(session, conversation_id)
+        authors = await queries.staff_names(
+            session, {n.author_id for n in notes} | {m.author_id for m in messages}
+        )
+        view = ConversationView(
+            id=conversation.id,
+            status=conversation.status,
+            priority=conversation.priority,
+            channel=conversation.channel,
+            team_id=conversation.team_id,
+            assignee_id=conversation.assignee_id,
+            tags=list(conversation.tags),
+            created_at=conversation.created_at,
+            last_activity_at=conversation.last_activity_at,
+            first_response_due_at=conversation.first_response_due_at,
+            first_responded_at=conversation.first_responded_at,
+            snoozed_until=conversation.snoozed_until,
+            messages=[
+                MessageView.of(
+                    ring,
+                    m,
+                    authors.get(m.author_id),
+                    [AttachmentView.of(ring, a) for a in attachments.get(m.id, [])],
+                )
+                for m in messages
+            ],
+            notes=[
+                NoteView(n.id, n.unseal(ring, "body") or "", authors.get(n.author_id), n.created_at)
+                for n in notes
+            ],
+            patient=await patient_card(session, ring, patient),
+        )
+        marker = await session.get(ReadMarker, (ctx.staff_id, conversation_id))
+        if marker is None:
+            session.add(ReadMarker(staff_id=ctx.staff_id, conversation_id=conversation_id))
+        else:
+            marker.read_at = utcnow()
+        await record(
+            session,
+            ctx.actor,
+            "conversation.read",
+            "conversation",
+            conversation_id,
+            {"messages": len(view.messages), "notes": len(view.notes)},
+        )
+    return view
+
+
+@dataclass(frozen=True)
+class NoteResult:
+    note_id: uuid.UUID
+    mentioned: tuple[uuid.UUID, ...]
+    effect_ids: tuple[uuid.UUID, ...]
+
+
+async def do_add_note(
+    db: Database, ring: KeyRing, ctx: StaffContext, conversation_id: uuid.UUID, body: str
+) -> NoteResult:
+    body = body.strip()
+    if not body:
+        raise ValueError("a note needs some text")
+    async with db.transaction() as session:
+        conversation = await visible_conversation(session, ctx, conversation_id)
+        handles = {h.lower().rstrip(".") for h in MENTION_RE.findall(body)}
+        mentioned: list[StaffUser] = []
+        if handles:
+            staff = (await session.scalars(select(StaffUser).where(StaffUser.active))).all()
+            mentioned = [s for s in staff if s.email.split("@", 1)[0] in handles]
+        note = Note(
+            conversation_id=conversation.id,
+            author_id=ctx.staff_id,
+            mentions=[str(s.id) for s in mentioned],
+        )
+        note.seal(ring, "body", body)
+        session.add(note)
+        await session.flush()
+        effects = [
+            add_effect(session, "notify:note:new", _event(conversation, note_id=str(note.id))).id
+        ]
+        for person in mentioned:
+            effects.append(
+                add_effect(
+                    session,
+                    "notify:mention",
+                    {
+                        "conversation_id": str(conversation.id),
+                        "note_id": str(note.id),
+                        "staff_id": str(person.id),
+                        "room": f"staff:{person.id}",
+                    },
+                ).id
+            )
+        await record(
+            session,
+            ctx.actor,
+            "note.create",
+            "conversation",
+            conversation_id,
+            {"note": str(note.id), "mentions": len(mentioned)},
+        )
+    return NoteResult(note.id, tuple(p.id for p in mentioned), tuple(effects))
+
+
+async def do_set_status(
+    db: Database,
+    ctx: StaffContext,
+    conversation_id: uuid.UUID,
+    status: ConversationStatus,
+    *,
+    snoozed_until: datetime | None = None,
+) -> tuple[uuid.UUID, ...]:
+    now = utcnow()
+    if status is ConversationStatus.SNOOZED and (snoozed_until is None or snoozed_until <= now):
+        raise ValueError("snooze needs a time in the future")
+    async with db.transaction() as session:
+        conversation = await visible_conversation(session, ctx, conversation_id, lock=True)
+        conversation.status = status
+        conversation.snoozed_until = snoozed_until if status is ConversationStatus.SNOOZED else None
+        conversation.resolved_at = now if status is ConversationStatus.RESOLVED else None
+        effect = add_effect(
+            session, "notify:conversation:updated", _event(conversation, status=status.value)
+        )
+        await record(
+            session, ctx.actor, f"conversation.{status.value}", "conversation", conversation_id
+        )
+    return (effect.id,)
+
+
+async def do_set_priority(
+    db: Database, ctx: StaffContext, conversation_id: uuid.UUID, priority: Priority
+) -> tuple[uuid.UUID, ...]:
+    from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
+
+    async with db.transaction() as session:
+        conversation = await visible_conversation(session, ctx, conversation_id, lock=True)
+        conversation.priority = priority
+        if conversation.first_responded_at is None:
+            conversation.first_response_due_at = (
+                conversation.created_at + FIRST_RESPONSE_TARGETS[priority]
+            )
+        effect = add_effect(
+            session, "notify:conversation:updated", _event(conversation, priority=priority.value)
+        )
+        await record(
+            session,
+            ctx.actor,
+            "conversation.priority",
+            "conversation",
+            conversation_id,
+            {"priority": priority.value},
+        )
+    return (effect.id,)
+
+
+async def do_set_tags(
+    db: Database, ctx: StaffContext, conversation_id: uuid.UUID, tags: list[str]
+) -> tuple[uuid.UUID, ...]:
+    clean = sorted({t.strip().lower()[:40] for t in tags if t.strip()})
+    async with db.transaction() as session:
+        conversation = await visible_conversation(session, ctx, conversation_id, lock=True)
+        conversation.tags = clean
+        effect = add_effect(
+            session, "notify:conversation:updated", _event(conversation, tags=clean)
+        )
+        await record(session, ctx.actor, "conversation.tags", "conversation", conversation_id)
+    return (effect.id,)
+
+
+async def do_wake_snoozed(db: Database, now: datetime | None = None) -> tuple[uuid.UUID, ...]:
+    """Snoozed conversations whose time has come go back to open (run by the worker's tick)."""
+    now = now or utcnow()
+    effects = []
+    async with db.transaction() as session:
+        for conversation in await queries.due_snoozed(session, now):
+            conversation.status = ConversationStatus.OPEN
+            conversation.snoozed_until = None
+            effects.append(
+                add_effect(
+                    session,
+                    "notify:conversation:updated",
+                    _event(conversation, status="open", woke=True),
+                ).id
+            )
+    return tuple(effects)
