@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+SOCKETIO_JS := web/static/vendor/socket.io.min.js
 
 .PHONY: demo test test-fast lint install serve worker migrate bench clean
 
@@ -15,7 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The browser's socket.io client comes from the npm registry (pinned in package-lock.json),
+# never a copied file; the hub serves it from web/static/vendor/.
+$(SOCKETIO_JS): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(dir $@)
+	cp node_modules/socket.io-client/dist/socket.io.min.js $@
+
+install: $(STAMP) $(SOCKETIO_JS)
 
 ## Start the hub on embedded defaults (SQLite + embedded Redis under ./var/) with synthetic data.
 demo: install
@@ -45,4 +53,4 @@ worker: install
 	$(BIN)/hub worker
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules web/static/vendor

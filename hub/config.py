@@ -31,6 +31,11 @@ DEFAULT_VAR_DIR = "var"
 DEFAULT_SEND_RETRY_BASE_S = 30.0
 """First retry of a transiently failed send waits this long; each next one four times longer."""
 
+DEFAULT_SESSION_IDLE_MINUTES = 15.0
+"""A staff session unused this long is signed out (HIPAA-style automatic logoff)."""
+DEFAULT_SESSION_MAX_HOURS = 12.0
+"""A staff session ends this long after sign-in however active it is (one working day)."""
+
 DEV_KEYS_FILE = "dev-keys.txt"
 
 
@@ -55,6 +60,8 @@ class Settings:
     clinic_name: str = "The clinic"
     sms_help_text: str | None = None
     send_retry_base_s: float = DEFAULT_SEND_RETRY_BASE_S
+    session_idle_minutes: float = DEFAULT_SESSION_IDLE_MINUTES
+    session_max_hours: float = DEFAULT_SESSION_MAX_HOURS
     smtp_url: str | None = None
     email_from: str | None = None
     reply_domain: str | None = None
@@ -122,6 +129,18 @@ class Settings:
                 f"{retry_raw!r} is not a delay",
                 "seconds between 0 and 3600, e.g. 30",
             ) from None
+        idle = _positive(
+            "HUB_SESSION_IDLE_MINUTES",
+            get("HUB_SESSION_IDLE_MINUTES"),
+            DEFAULT_SESSION_IDLE_MINUTES,
+            24 * 60,
+        )
+        max_hours = _positive(
+            "HUB_SESSION_MAX_HOURS",
+            get("HUB_SESSION_MAX_HOURS"),
+            DEFAULT_SESSION_MAX_HOURS,
+            24 * 30,
+        )
         log_format = (get("HUB_LOG_FORMAT") or "json").lower()
         if log_format not in ("json", "text"):
             raise ConfigError("HUB_LOG_FORMAT", f"unknown format {log_format!r}", "json or text")
@@ -143,6 +162,8 @@ class Settings:
             clinic_name=get("HUB_CLINIC_NAME") or "The clinic",
             sms_help_text=get("HUB_SMS_HELP_TEXT"),
             send_retry_base_s=send_retry_base_s,
+            session_idle_minutes=idle,
+            session_max_hours=max_hours,
             smtp_url=smtp_url,
             email_from=get("HUB_EMAIL_FROM"),
             reply_domain=get("HUB_REPLY_DOMAIN"),
@@ -246,6 +267,20 @@ def _port(name: str, raw: str | None, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(name, f"{raw!r} is not a port number", "an integer from 1 to 65535")
     return int(raw)
+
+
+def _positive(name: str, raw: str | None, default: float, maximum: float) -> float:
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= maximum:
+        raise ConfigError(
+            name, f"{raw!r} is out of range", f"a number above 0 and at most {maximum:g}"
+        )
+    return value
 
 
 def _check_http_url(name: str, url: str) -> None:

@@ -41,7 +41,7 @@ async def test_metrics_are_prometheus_text(
 ) -> None:
     client: TestClient = await aiohttp_client(create_app(settings, db=db))
     await client.get("/healthz")
-    await client.get("/no-such-page")
+    await client.get("/api/no-such-thing")
     response = await client.get("/metrics")
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain")
@@ -52,15 +52,15 @@ async def test_metrics_are_prometheus_text(
         if s.name.endswith("_total")
     }
     assert requests[("healthz", "200")] == 1.0
-    assert requests[("unmatched", "404")] == 1.0
+    assert requests[("unmatched", "401")] == 1.0  # unauthenticated: no route is revealed
     assert "hub_http_request_duration_seconds" in families
     assert "hub_outbox_pending" in families
 
 
-async def test_unknown_route_is_a_json_404(
+async def test_unknown_api_route_is_a_json_401_before_sign_in(
     aiohttp_client, settings: Settings, db: Database
 ) -> None:
     client: TestClient = await aiohttp_client(create_app(settings, db=db))
-    response = await client.get("/nothing-here")
-    assert response.status == 404
-    assert (await response.json())["error"]["status"] == 404
+    response = await client.get("/api/nothing-here")
+    assert response.status == 401
+    assert (await response.json())["error"]["status"] == 401

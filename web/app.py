@@ -11,11 +11,29 @@ from redis.asyncio import Redis
 from hub.channels.registry import resolve_adapter
 from hub.config import Settings
 from hub.db import Database
-from web.keys import ADAPTERS, BACKGROUND, DB, METRICS, REDIS, RING, SETTINGS, SINK, SIO
+from web.auth import auth_middleware, security_headers
+from web.keys import (
+    ADAPTERS,
+    BACKGROUND,
+    DB,
+    LOGIN_GUARD,
+    METRICS,
+    PRESENCE,
+    REDIS,
+    RING,
+    SESSIONS,
+    SETTINGS,
+    SINK,
+    SIO,
+    TEMPLATES,
+)
 from web.metrics import Metrics
 from web.middleware import error_middleware
+from web.presence import Presence
 from web.realtime import SocketIONotifier, close_socketio, create_socketio
+from web.render import make_environment
 from web.routes import setup_routes
+from web.sessions import LoginGuard, SessionStore
 from web.tasks import relay_loop
 from worker.effects import OutboxSink
 
@@ -31,13 +49,17 @@ def create_app(settings: Settings, *, db: Database | None = None) -> web.Applica
     if settings.redis_url is None:
         raise ValueError("create_app needs settings.redis_url; start the embedded Redis first")
     redis_url = settings.redis_url
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(
+        middlewares=[security_headers, error_middleware, auth_middleware],
+        client_max_size=MAX_REQUEST_BYTES,
+    )
     app[SETTINGS] = settings
     app[RING] = settings.key_ring()
     app[METRICS] = Metrics()
     app[BACKGROUND] = set()
     app[ADAPTERS] = {"twilio_sms": resolve_adapter("twilio_sms", settings)}
-    sio = create_socketio(redis_url)
+    app[TEMPLATES] = make_environment()
+    sio = create_socketio(redis_url, app)
     sio.attach(app, socketio_path="socket.io")
     app[SIO] = sio
 
@@ -50,6 +72,13 @@ def create_app(settings: Settings, *, db: Database | None = None) -> web.Applica
 
     async def redis_clients(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = Redis.from_url(redis_url)
+        app[SESSIONS] = SessionStore(
+            app[REDIS],
+            idle_s=settings.session_idle_minutes * 60,
+            absolute_s=settings.session_max_hours * 3600,
+        )
+        app[LOGIN_GUARD] = LoginGuard(app[REDIS])
+        app[PRESENCE] = Presence(app[REDIS])
         rq_connection = SyncRedis.from_url(redis_url)
         app[SINK] = OutboxSink(rq_connection, SocketIONotifier(sio))
         yield

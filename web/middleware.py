@@ -32,6 +32,13 @@ def _route_name(request: web.Request) -> str:
     return info.name or (info.resource.canonical if info.resource else "unmatched")
 
 
+def _wants_json(request: web.Request) -> bool:
+    return request.path.startswith(("/api/", "/healthz", "/metrics")) or (
+        "text/html" not in request.headers.get("Accept", "")
+        and not request.path.startswith("/webhooks/")
+    )
+
+
 def _error(status: int, detail: str | None = None) -> web.Response:
     return web.json_response(
         {"error": {"status": status, "message": detail or REASONS.get(status, "Error.")}},
@@ -51,9 +58,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except web.HTTPException as exc:
         status = exc.status
-        if exc.status < 400:
-            raise  # redirects pass through untouched
-        return _error(exc.status)
+        if exc.status < 400 or not _wants_json(request):
+            raise  # redirects, and pages' own error text, pass through untouched
+        return _error(
+            exc.status, exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
+        )
     except HubError as exc:
         # A domain error that reached the edge unhandled is still the caller's problem to fix.
         status = 400

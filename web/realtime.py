@@ -1,18 +1,140 @@
-"""socket.io at /socket.io/: namespaces /staff and /chat, across processes through Redis."""
+"""socket.io at /socket.io/: namespace /staff for the inbox (authenticated by the session
+cookie), /chat for patients (arrives with the chat channel). Events cross processes through
+Redis; rooms are team:<id>, staff:<id> and conversation:<id>."""
 
 from __future__ import annotations
 
+import uuid
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import socketio
+from aiohttp import web
+from sqlalchemy import select
 
-from hub.notify import STAFF_NAMESPACE
+from hub.inbox.access import StaffContext
+from hub.inbox.actions.conversations import visible_conversation
+from hub.inbox.actions.staff import do_load_staff
+from hub.inbox.exceptions import NotFound
+from hub.inbox.models import Team
+from hub.notify import STAFF_NAMESPACE, UNROUTED_ROOM, room_for_team
+from web.keys import DB, PRESENCE, SESSIONS
+from web.sessions import COOKIE_NAME
 from worker.effects import SOCKETIO_CHANNEL, ClosableRedisManager
 
 CHAT_NAMESPACE = "/chat"
+NOT_FOUND = {"error": {"status": 404, "message": "No such conversation."}}
 
 
-def create_socketio(redis_url: str) -> socketio.AsyncServer:
+def _cookie(environ: dict[str, Any]) -> str | None:
+    raw = environ.get("HTTP_COOKIE")
+    if not raw:
+        request = environ.get("aiohttp.request")
+        raw = request.headers.get("Cookie") if request is not None else None
+    if not raw:
+        return None
+    try:
+        jar = SimpleCookie(raw)
+    except CookieError:
+        return None
+    morsel = jar.get(COOKIE_NAME)
+    return morsel.value if morsel else None
+
+
+class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    def __init__(self, app: web.Application) -> None:
+        super().__init__(STAFF_NAMESPACE)
+        self.app = app
+
+    async def _ctx(self, sid: str) -> StaffContext | None:
+        """The person behind a socket, if their session is still alive (idle timeout and
+        absolute lifetime apply to sockets too; a heartbeat is not activity)."""
+        saved = await self.get_session(sid)
+        session = await self.app[SESSIONS].load(saved.get("token"), touch=False)
+        if session is None:
+            await self.disconnect(sid)
+            return None
+        return await do_load_staff(self.app[DB], session.staff_id)
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = _cookie(environ)
+        session = await self.app[SESSIONS].load(token, touch=False)
+        if session is None:
+            raise socketio.exceptions.ConnectionRefusedError("sign in first")
+        ctx = await do_load_staff(self.app[DB], session.staff_id)
+        if ctx is None:
+            raise socketio.exceptions.ConnectionRefusedError("account disabled")
+        await self.save_session(
+            sid, {"token": token, "staff_id": str(ctx.staff_id), "name": ctx.display_name}
+        )
+        await self.enter_room(sid, f"staff:{ctx.staff_id}")
+        if ctx.is_admin:
+            async with self.app[DB].reader() as db_session:
+                team_ids = set((await db_session.scalars(select(Team.id))).all())
+            await self.enter_room(sid, UNROUTED_ROOM)
+        else:
+            team_ids = set(ctx.team_ids)
+        for team_id in team_ids:
+            await self.enter_room(sid, room_for_team(str(team_id)))
+        await self.app[PRESENCE].seen(ctx.staff_id, sid)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        saved = await self.get_session(sid)
+        if "staff_id" not in saved:
+            return
+        for room in self.rooms(sid):
+            if room.startswith("conversation:"):
+                await self._presence(sid, room, saved, "left")
+        await self.app[PRESENCE].gone(uuid.UUID(saved["staff_id"]), sid)
+
+    async def on_heartbeat(self, sid: str, data: Any = None) -> dict[str, bool]:
+        ctx = await self._ctx(sid)
+        if ctx is None:
+            return {"ok": False}
+        await self.app[PRESENCE].seen(ctx.staff_id, sid)
+        return {"ok": True}
+
+    async def on_join_conversation(self, sid: str, data: Any) -> dict[str, Any]:
+        ctx = await self._ctx(sid)
+        if ctx is None:
+            return {"error": {"status": 401, "message": "Your session ended."}}
+        try:
+            cid = uuid.UUID(str((data or {}).get("conversation_id")))
+            async with self.app[DB].reader() as db_session:
+                await visible_conversation(db_session, ctx, cid)
+        except (ValueError, NotFound):
+            return NOT_FOUND
+        room = f"conversation:{cid}"
+        await self.enter_room(sid, room)
+        await self._presence(sid, room, await self.get_session(sid), "viewing")
+        return {"ok": True}
+
+    async def on_leave_conversation(self, sid: str, data: Any) -> None:
+        room = f"conversation:{(data or {}).get('conversation_id')}"
+        if room in self.rooms(sid):
+            await self._presence(sid, room, await self.get_session(sid), "left")
+            await self.leave_room(sid, room)
+
+    async def on_typing(self, sid: str, data: Any) -> None:
+        room = f"conversation:{(data or {}).get('conversation_id')}"
+        if room in self.rooms(sid):  # only where they were allowed to join
+            await self._presence(sid, room, await self.get_session(sid), "typing")
+
+    async def _presence(self, sid: str, room: str, saved: dict[str, Any], state: str) -> None:
+        await self.emit(
+            "presence",
+            {
+                "conversation_id": room.removeprefix("conversation:"),
+                "staff_id": saved.get("staff_id"),
+                "name": saved.get("name"),
+                "state": state,
+            },
+            room=room,
+            skip_sid=sid,
+        )
+
+
+def create_socketio(redis_url: str, app: web.Application) -> socketio.AsyncServer:
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=ClosableRedisManager(redis_url, channel=SOCKETIO_CHANNEL),
@@ -20,14 +142,13 @@ def create_socketio(redis_url: str) -> socketio.AsyncServer:
         logger=False,
         engineio_logger=False,
     )
+    sio.register_namespace(StaffNamespace(app))
 
-    async def refuse(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
-        # Staff sign-in (sessions) and the patient chat link arrive with the inbox and chat
-        # channels; until then nobody may listen.
-        raise socketio.exceptions.ConnectionRefusedError("sign in first")
+    async def refuse_chat(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        # Patients connect with a signed chat link once the chat channel exists.
+        raise socketio.exceptions.ConnectionRefusedError("chat is not available yet")
 
-    sio.on("connect", refuse, namespace=STAFF_NAMESPACE)
-    sio.on("connect", refuse, namespace=CHAT_NAMESPACE)
+    sio.on("connect", refuse_chat, namespace=CHAT_NAMESPACE)
     return sio
 
 

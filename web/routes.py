@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
-from web import health, webhooks
+from web import admin, api, health, openapi, pages, webhooks
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def setup_routes(app: web.Application) -> None:
@@ -14,5 +18,51 @@ def setup_routes(app: web.Application) -> None:
             web.get("/metrics", health.metrics, name="metrics"),
             web.post("/webhooks/twilio/sms", webhooks.twilio_sms, name="twilio_sms"),
             web.post("/webhooks/twilio/status", webhooks.twilio_status, name="twilio_status"),
+            # staff UI
+            web.get("/login", pages.login_form, name="login_form"),
+            web.post("/login", pages.login, name="login"),
+            web.post("/logout", pages.logout, name="logout"),
+            web.get("/password", pages.password_form, name="password_form"),
+            web.post("/password", pages.change_password, name="change_password"),
+            web.get("/", pages.inbox, name="inbox"),
+            web.get("/inbox/rows/{id}", pages.inbox_row, name="inbox_row"),
+            web.post("/conversations/claim-next", pages.claim_next, name="claim_next"),
+            web.get("/conversations/{id}", pages.conversation, name="conversation"),
+            web.get(
+                "/conversations/{id}/messages/{mid}",
+                pages.message_fragment,
+                name="message_fragment",
+            ),
+            web.get("/conversations/{id}/notes/{nid}", pages.note_fragment, name="note_fragment"),
+            web.post("/conversations/{id}/reply", pages.reply, name="reply"),
+            web.post("/conversations/{id}/notes", pages.add_note, name="add_note"),
+            web.post("/conversations/{id}/status", pages.set_status, name="set_status"),
+            web.post("/conversations/{id}/priority", pages.set_priority, name="set_priority"),
+            web.post("/conversations/{id}/tags", pages.set_tags, name="set_tags"),
+            web.post("/conversations/{id}/assign", pages.assign, name="assign"),
+            web.get("/attachments/{id}", pages.attachment, name="attachment"),
+            # admin
+            web.get("/admin/staff", admin.staff_page, name="admin_staff"),
+            web.post("/admin/staff", admin.add_staff, name="admin_add_staff"),
+            web.get("/admin/teams", admin.teams_page, name="admin_teams"),
+            web.post("/admin/teams", admin.save_team, name="admin_save_team"),
+            web.get("/admin/canned", admin.canned_page, name="admin_canned"),
+            web.post("/admin/canned", admin.save_canned, name="admin_save_canned"),
+            # REST API
+            web.get("/api/openapi.json", openapi.openapi, name="api_openapi"),
+            web.get("/api/me", api.me, name="api_me"),
+            web.get("/api/conversations", api.list_conversations, name="api_conversations"),
+            web.post("/api/conversations/claim-next", api.claim_next, name="api_claim_next"),
+            web.get("/api/conversations/{id}", api.get_conversation, name="api_conversation"),
+            web.post("/api/conversations/{id}/messages", api.post_message, name="api_reply"),
+            web.post("/api/conversations/{id}/notes", api.post_note, name="api_note"),
+            web.post("/api/conversations/{id}/status", api.post_status, name="api_status"),
+            web.post("/api/conversations/{id}/priority", api.post_priority, name="api_priority"),
+            web.post("/api/conversations/{id}/assign", api.post_assign, name="api_assign"),
+            web.get("/api/canned-responses", api.list_canned, name="api_canned"),
+            web.get(
+                "/api/canned-responses/{id}/render", api.render_canned, name="api_canned_render"
+            ),
+            web.static("/static/", STATIC, name="static", append_version=False),
         ]
     )

@@ -79,7 +79,7 @@ class OutboxSink:
 
     async def release(self, event_id: uuid.UUID, topic: str, payload: dict[str, Any]) -> None:
         if topic.startswith("notify:"):
-            room = room_for_team(payload.get("team_id"))
+            room = payload.get("room") or room_for_team(payload.get("team_id"))
             await self._notifier.emit(topic.removeprefix("notify:"), payload, room)
             return
         if topic not in JOBS:

@@ -22,11 +22,17 @@ class StaffContext:
     display_name: str = ""
     via: str = "staff"
     """"staff" for a signed-in person, "api" for a bearer token acting for them."""
+    must_change_password: bool = False
 
     @classmethod
     def of(cls, staff: StaffUser, via: str = "staff") -> StaffContext:
         return cls(
-            staff.id, staff.role, frozenset(t.id for t in staff.teams), staff.display_name, via
+            staff.id,
+            staff.role,
+            frozenset(t.id for t in staff.teams),
+            staff.display_name,
+            via,
+            staff.must_change_password,
         )
 
     @property

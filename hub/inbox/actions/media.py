@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from hub.crypto import KeyRing
 from hub.db import Database
+from hub.inbox.access import StaffContext
 from hub.inbox.models import Attachment, AttachmentState, Message
 from hub.outbox import add_effect
 
@@ -90,3 +91,25 @@ async def do_fail_attachment(
         att.error_reason = reason
 
     return await _finish(db, attachment_id, apply)
+
+
+async def do_read_attachment(
+    db: Database, ring: KeyRing, ctx: StaffContext, attachment_id: uuid.UUID
+) -> tuple[str, bytes, str]:
+    """(content type, bytes, a safe file name) of a stored attachment the person may see."""
+    from hub.audit import record
+    from hub.inbox.actions.conversations import visible_conversation
+    from hub.inbox.exceptions import NotFound
+
+    async with db.transaction() as session:
+        att = await session.get(Attachment, attachment_id)
+        if att is None or att.state is not AttachmentState.STORED:
+            raise NotFound("no such attachment")
+        message = await session.get(Message, att.message_id)
+        assert message is not None
+        await visible_conversation(session, ctx, message.conversation_id)
+        data = att.unseal_bytes(ring, "data") or b""
+        name = att.unseal(ring, "filename") or f"attachment-{att.id}"
+        await record(session, ctx.actor, "attachment.read", "attachment", att.id)
+    safe = "".join(c for c in name if c.isalnum() or c in "._- ")[:80] or "attachment"
+    return att.content_type, data, safe

@@ -1,0 +1,174 @@
+"""Admin pages: staff, teams (business hours, holidays, after-hours reply), canned responses,
+routing rules and urgent-triage phrases. Admins only; others get the not-found page."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from aiohttp import web
+from sqlalchemy import select
+
+from hub.audit import Actor, record
+from hub.enums import Role
+from hub.errors import HubError
+from hub.inbox.actions import do_add_staff_user
+from hub.inbox.models import CannedResponse, StaffUser, Team
+from hub.inbox.passwords import one_time_password
+from hub.inbox.schemas import NewStaffUser
+from web.auth import current
+from web.keys import DB
+from web.render import redirect_with, render
+
+
+def _admin(request: web.Request) -> Actor:
+    ctx = current(request)
+    if not ctx.is_admin:
+        raise web.HTTPNotFound()
+    return ctx.actor
+
+
+async def staff_page(request: web.Request) -> web.Response:
+    _admin(request)
+    async with request.app[DB].reader() as session:
+        people = (await session.scalars(select(StaffUser).order_by(StaffUser.display_name))).all()
+        teams = (await session.scalars(select(Team).order_by(Team.name))).all()
+    return render(
+        request,
+        "admin_staff.html",
+        nav="admin",
+        people=people,
+        teams=teams,
+        roles=[r.value for r in Role],
+        new_password=None,
+    )
+
+
+async def add_staff(request: web.Request) -> web.StreamResponse:
+    actor = _admin(request)
+    form = await request.post()
+    password = one_time_password()
+    try:
+        await do_add_staff_user(
+            request.app[DB],
+            actor,
+            NewStaffUser(
+                email=str(form.get("email", "")),
+                display_name=str(form.get("name", "")).strip(),
+                password=password,
+                role=Role(str(form.get("role", "agent"))),
+                teams=[str(t) for t in form.getall("team", [])],
+                must_change_password=True,
+            ),
+        )
+    except (HubError, ValueError) as exc:
+        raise redirect_with("/admin/staff", "error", str(exc)) from None
+    raise redirect_with("/admin/staff", "ok", f"Added. One-time password (shown once): {password}")
+
+
+async def teams_page(request: web.Request) -> web.Response:
+    _admin(request)
+    async with request.app[DB].reader() as session:
+        teams = (await session.scalars(select(Team).order_by(Team.name))).all()
+    return render(request, "admin_teams.html", nav="admin", teams=teams, json=json)
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+SPAN_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+def _hours(raw: str) -> dict[str, list[list[str]]]:
+    """'mon-fri 08:00-17:00, sat 09:00-12:00' -> {"mon": [["08:00", "17:00"]], ...}."""
+    hours: dict[str, list[list[str]]] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        days_text, *spans = part.lower().split()
+        if "-" in days_text:
+            first, _, last = days_text.partition("-")
+            if first not in DAYS or last not in DAYS:
+                raise ValueError(f"unknown day range {days_text!r}; use mon..sun")
+            days = DAYS[DAYS.index(first) : DAYS.index(last) + 1]
+        elif days_text in DAYS:
+            days = (days_text,)
+        else:
+            raise ValueError(f"unknown day {days_text!r}; use mon..sun")
+        if not spans:
+            raise ValueError(f"{days_text}: give opening times like 08:00-17:00")
+        for span in spans:
+            if not SPAN_RE.match(span) or span[:5] >= span[6:]:
+                raise ValueError(f"{days_text}: {span!r} is not a time range like 08:00-17:00")
+            for day in days:
+                hours.setdefault(day, []).append([span[:5], span[6:]])
+    return hours
+
+
+async def save_team(request: web.Request) -> web.StreamResponse:
+    actor = _admin(request)
+    form = await request.post()
+    try:
+        name = str(form.get("name", "")).strip()
+        if not name:
+            raise ValueError("a team needs a name")
+        hours = _hours(str(form.get("hours", "")))
+        holidays = sorted(
+            {h.strip() for h in str(form.get("holidays", "")).split(",") if h.strip()}
+        )
+        from datetime import date
+
+        for h in holidays:
+            date.fromisoformat(h)
+        import zoneinfo
+
+        tz = str(form.get("time_zone", "UTC")).strip() or "UTC"
+        zoneinfo.ZoneInfo(tz)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
+        raise redirect_with("/admin/teams", "error", f"Not saved: {exc}") from None
+    team_id = str(form.get("id", ""))
+    async with request.app[DB].transaction() as session:
+        team = await session.get(Team, uuid.UUID(team_id)) if team_id else None
+        if team is None:
+            team = Team(name=name)
+            session.add(team)
+        team.name, team.time_zone, team.business_hours, team.holidays = name, tz, hours, holidays
+        team.after_hours_reply = str(form.get("after_hours_reply", "")).strip() or None
+        if form.get("is_default"):
+            for other in (await session.scalars(select(Team))).all():
+                other.is_default = False
+            team.is_default = True
+        await session.flush()
+        await record(session, actor, "team.save", "team", team.id)
+    raise redirect_with("/admin/teams", "ok", f"Team {name} saved.")
+
+
+async def canned_page(request: web.Request) -> web.Response:
+    _admin(request)
+    async with request.app[DB].reader() as session:
+        rows = (await session.scalars(select(CannedResponse).order_by(CannedResponse.title))).all()
+        teams = (await session.scalars(select(Team).order_by(Team.name))).all()
+    return render(request, "admin_canned.html", nav="admin", rows=rows, teams=teams)
+
+
+async def save_canned(request: web.Request) -> web.StreamResponse:
+    actor = _admin(request)
+    form = await request.post()
+    title, body = str(form.get("title", "")).strip(), str(form.get("body", "")).strip()
+    if not title or not body:
+        raise redirect_with("/admin/canned", "error", "A canned response needs a title and text.")
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    try:
+        SandboxedEnvironment().parse(body)
+    except TemplateSyntaxError as exc:
+        raise redirect_with("/admin/canned", "error", f"Template error: {exc}") from None
+    team = str(form.get("team", ""))
+    async with request.app[DB].transaction() as session:
+        row = CannedResponse(
+            title=title[:120], body=body, team_id=uuid.UUID(team) if team else None
+        )
+        session.add(row)
+        await session.flush()
+        await record(session, actor, "canned.create", "canned_response", row.id)
+    raise redirect_with("/admin/canned", "ok", "Saved.")

@@ -1,0 +1,196 @@
+"""GET /api/openapi.json: the REST API described as OpenAPI 3.1 (kept beside the routes; a
+test checks every /api route appears here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+import hub
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _op(
+    summary: str,
+    *,
+    body: dict[str, Any] | None = None,
+    ok: int = 200,
+    params: list[dict[str, Any]] | None = None,
+    errors: tuple[int, ...] = (401, 404),
+) -> Any:
+    responses: dict[str, Any] = {
+        str(ok): {"description": "Success", "content": {"application/json": {}}}
+    }
+    for status in errors:
+        responses[str(status)] = {
+            "description": "Error",
+            "content": {"application/json": {"schema": ERROR}},
+        }
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+ID = [
+    {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+]
+LIST_PARAMS = [
+    {"name": name, "in": "query", "required": False, "schema": schema}
+    for name, schema in [
+        ("view", {"enum": ["all", "mine", "unassigned"]}),
+        ("team", {"type": "string", "format": "uuid"}),
+        ("status", {"enum": ["active", "any", "open", "pending", "snoozed", "resolved"]}),
+        ("channel", {"enum": ["sms", "email", "voice", "chat"]}),
+        ("priority", {"enum": ["low", "normal", "high", "urgent"]}),
+        ("overdue", {"enum": ["1", "0"]}),
+        ("cursor", {"type": "string"}),
+        ("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+    ]
+]
+
+
+def document() -> dict[str, Any]:
+    text = {
+        "type": "object",
+        "required": ["body"],
+        "properties": {"body": {"type": "string", "minLength": 1, "maxLength": 1600}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Hub API",
+            "version": hub.__version__,
+            "description": "Staff-facing API of the Hub patient communication hub. Every "
+            "call is checked against the caller's teams and audited.",
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `hub token create`.",
+                },
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "hub_session",
+                    "description": "The staff UI's session; writes also need the "
+                    "X-CSRF-Token header.",
+                },
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["status", "message"],
+                            "properties": {
+                                "status": {"type": "integer"},
+                                "message": {"type": "string"},
+                                "code": {"type": "string"},
+                            },
+                        }
+                    },
+                }
+            },
+        },
+        "security": [{"bearer": []}, {"session": []}],
+        "paths": {
+            "/api/me": {"get": _op("Who the caller is", errors=(401,))},
+            "/api/conversations": {
+                "get": _op(
+                    "Inbox list, SLA-first, keyset-paginated", params=LIST_PARAMS, errors=(400, 401)
+                )
+            },
+            "/api/conversations/claim-next": {
+                "post": _op("Take the next waiting conversation of my teams", errors=(401,))
+            },
+            "/api/conversations/{id}": {
+                "get": _op(
+                    "A conversation with its thread, notes and patient card (audited)", params=ID
+                )
+            },
+            "/api/conversations/{id}/messages": {
+                "post": _op(
+                    "Reply to the patient on the conversation's channel",
+                    body=text,
+                    ok=202,
+                    params=ID,
+                    errors=(401, 404, 409, 422),
+                )
+            },
+            "/api/conversations/{id}/notes": {
+                "post": _op(
+                    "Add an internal note; @name mentions notify",
+                    body=text,
+                    ok=201,
+                    params=ID,
+                    errors=(401, 404, 422),
+                )
+            },
+            "/api/conversations/{id}/status": {
+                "post": _op(
+                    "Open, pending, snoozed (with snoozed_until) or resolved",
+                    params=ID,
+                    body={
+                        "type": "object",
+                        "required": ["status"],
+                        "properties": {
+                            "status": {"enum": ["open", "pending", "snoozed", "resolved"]},
+                            "snoozed_until": {"type": "string", "format": "date-time"},
+                        },
+                    },
+                    errors=(401, 404, 422),
+                )
+            },
+            "/api/conversations/{id}/priority": {
+                "post": _op(
+                    "Set the priority",
+                    params=ID,
+                    errors=(401, 404, 422),
+                    body={
+                        "type": "object",
+                        "required": ["priority"],
+                        "properties": {"priority": {"enum": ["low", "normal", "high", "urgent"]}},
+                    },
+                )
+            },
+            "/api/conversations/{id}/assign": {
+                "post": _op(
+                    "Assign to a team member, or unassign with null",
+                    params=ID,
+                    errors=(401, 404, 409, 422),
+                    body={
+                        "type": "object",
+                        "properties": {"staff_id": {"type": ["string", "null"], "format": "uuid"}},
+                    },
+                )
+            },
+            "/api/canned-responses": {"get": _op("Saved replies", errors=(401,))},
+            "/api/canned-responses/{id}/render": {
+                "get": _op(
+                    "A saved reply with the patient's first name and the clinic name filled in",
+                    params=[
+                        *ID,
+                        {
+                            "name": "conversation",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "format": "uuid"},
+                        },
+                    ],
+                    errors=(400, 401, 404, 422),
+                )
+            },
+        },
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())

@@ -1,0 +1,73 @@
+"""Jinja2 pages: autoescaped (a message body of <script> shows as text), one base context."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from hub.inbox.access import StaffContext
+from web.auth import CTX, SESSION
+from web.keys import SETTINGS, TEMPLATES
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+FLASH_COOKIE = "hub_flash"
+
+
+def make_environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=jinja2.select_autoescape(["html"], default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(
+    request: web.Request, template: str, *, status: int = 200, **context: Any
+) -> web.Response:
+    me: StaffContext | None = request.get(CTX)
+    session = request.get(SESSION)
+    flashes: list[list[str]] = []
+    raw = request.cookies.get(FLASH_COOKIE)
+    if raw:
+        try:
+            loaded = json.loads(raw)
+            flashes = [[str(k), str(t)] for k, t in loaded][:5]
+        except (ValueError, TypeError):
+            flashes = []
+    base = {
+        "me": me,
+        "csrf": session.csrf if session else "",
+        "clinic_name": request.app[SETTINGS].clinic_name,
+        "flashes": flashes,
+        "unread": context.pop("unread", 0),
+        "nav": context.pop("nav", ""),
+    }
+    html = request.app[TEMPLATES].get_template(template).render({**base, **context})
+    response = web.Response(text=html, content_type="text/html", status=status)
+    if raw:
+        response.del_cookie(FLASH_COOKIE, path="/")
+    return response
+
+
+def fragment(request: web.Request, template: str, **context: Any) -> str:
+    return request.app[TEMPLATES].get_template(template).render(context)
+
+
+def redirect_with(location: str, kind: str, text: str) -> web.HTTPSeeOther:
+    """Post/redirect/get with a one-shot notice (escaped when shown)."""
+    exc = web.HTTPSeeOther(location)
+    exc.set_cookie(
+        FLASH_COOKIE,
+        json.dumps([[kind, text[:300]]]),
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        max_age=60,
+    )
+    return exc
