@@ -363,3 +363,40 @@ def audit_verify() -> None:
             f"({result.checked} rows before it verified)"
         )
     click.echo(f"audit chain intact: {result.checked} rows verified")
+
+
+@main.group()
+def token() -> None:
+    """API bearer tokens."""
+
+
+@token.command("create")
+@click.argument("email")
+@click.option("--name", required=True, help="What the token is for (shown to admins).")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3650),
+    default=None,
+    help="Expire after this many days (default: never; revoke instead).",
+)
+def token_create(email: str, name: str, days: int | None) -> None:
+    """Create a token that acts with EMAIL's rights; printed once, stored only as a hash."""
+    from hub.audit import Actor
+    from hub.db import Database
+    from hub.inbox.actions.staff import do_create_token
+
+    settings = load_settings()
+    asyncio.run(_check_database(settings, require_migrated=True))
+
+    async def run() -> str:
+        db = Database.connect(settings.database_url)
+        try:
+            return await do_create_token(
+                db, Actor.system("cli:token-create"), email, name, days=days
+            )
+        finally:
+            await db.dispose()
+
+    value = asyncio.run(run())
+    click.echo(value)
+    click.echo("Send it as 'Authorization: Bearer <token>'. It is not shown again.", err=True)

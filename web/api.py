@@ -23,7 +23,7 @@ from hub.inbox.exceptions import NotFound
 from hub.inbox.models import CannedResponse
 from web.auth import current
 from web.keys import DB, PRESENCE, RING, SETTINGS
-from web.tasks import release_soon
+from web.tasks import hand_out_soon, release_soon
 
 _sandbox = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
@@ -172,6 +172,8 @@ async def post_status(request: web.Request) -> web.Response:
     except ValueError as exc:
         return error(422, str(exc))
     release_soon(request.app, effects)
+    if status in (ConversationStatus.RESOLVED, ConversationStatus.SNOOZED):
+        hand_out_soon(request.app, current(request).staff_id)
     return web.json_response({"status": status.value})
 
 

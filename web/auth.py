@@ -32,8 +32,8 @@ PASSWORD_PATHS = frozenset({"/password", "/logout"})
 """All a person with a one-time password may reach until they choose their own."""
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
-CTX = "hub.ctx"
-SESSION = "hub.session"
+CTX = web.RequestKey("ctx", StaffContext)
+SESSION = web.RequestKey("session", Session)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "

@@ -28,7 +28,7 @@ from web.auth import (
 from web.keys import DB, LOGIN_GUARD, PRESENCE, RING, SESSIONS, SETTINGS
 from web.render import fragment, redirect_with, render
 from web.sessions import COOKIE_NAME, LOGIN_CSRF_COOKIE
-from web.tasks import release_soon
+from web.tasks import hand_out_soon, release_soon
 
 
 def _uuid(request: web.Request, name: str) -> uuid.UUID:
@@ -346,6 +346,8 @@ async def set_status(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise redirect_with(_back(request), "error", str(exc)) from None
     release_soon(request.app, effects)
+    if status in (ConversationStatus.RESOLVED, ConversationStatus.SNOOZED):
+        hand_out_soon(request.app, ctx.staff_id)
     raise redirect_with(_back(request), "ok", f"Conversation is now {status.value}.")
 
 

@@ -20,6 +20,7 @@ from hub.inbox.models import Team
 from hub.notify import STAFF_NAMESPACE, UNROUTED_ROOM, room_for_team
 from web.keys import DB, PRESENCE, SESSIONS
 from web.sessions import COOKIE_NAME
+from web.tasks import hand_out_soon
 from worker.effects import SOCKETIO_CHANNEL, ClosableRedisManager
 
 CHAT_NAMESPACE = "/chat"
@@ -77,6 +78,7 @@ class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         for team_id in team_ids:
             await self.enter_room(sid, room_for_team(str(team_id)))
         await self.app[PRESENCE].seen(ctx.staff_id, sid)
+        hand_out_soon(self.app, ctx.staff_id)  # coming online frees nothing but takes backlog
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         saved = await self.get_session(sid)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from typing import Any
 
 from aiohttp import web
 
+from hub.inbox.actions import assignment, conversations
 from hub.outbox import relay_pending, release_events
-from web.keys import BACKGROUND, DB, SINK
+from web.keys import BACKGROUND, DB, PRESENCE, REDIS, SINK
 
 log = logging.getLogger(__name__)
 
+TICK_LOCK = "hub:tick:wake-snoozed"
 RELAY_INTERVAL_S = 2.0
 """How often `hub serve` re-releases effects whose fast path failed (Redis briefly down)."""
 
@@ -23,9 +26,45 @@ def release_soon(app: web.Application, effect_ids: Iterable[uuid.UUID]) -> None:
     ids = list(effect_ids)
     if not ids:
         return
-    task = asyncio.create_task(_release(app, ids))
+    _spawn(app, _release(app, ids))
+
+
+def assign_soon(app: web.Application, conversation_id: uuid.UUID) -> None:
+    """Round-robin a conversation that has a team but no assignee, after the answer is sent."""
+    _spawn(app, _auto_assign(app, conversation_id))
+
+
+def hand_out_soon(app: web.Application, staff_id: uuid.UUID) -> None:
+    """Someone has room again (resolved, snoozed, came online): give them the oldest waiting."""
+    _spawn(app, _hand_out(app, staff_id))
+
+
+def _spawn(app: web.Application, coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(coro)
     app[BACKGROUND].add(task)
     task.add_done_callback(app[BACKGROUND].discard)
+
+
+async def _auto_assign(app: web.Application, conversation_id: uuid.UUID) -> None:
+    try:
+        result = await assignment.do_auto_assign(
+            app[DB], conversation_id, await app[PRESENCE].online()
+        )
+        await release_events(app[DB], app[SINK], result.effect_ids)
+    except Exception:
+        log.exception(
+            "round-robin assignment failed", extra={"conversation_id": str(conversation_id)}
+        )
+
+
+async def _hand_out(app: web.Application, staff_id: uuid.UUID) -> None:
+    try:
+        result = await assignment.do_hand_out_backlog(
+            app[DB], staff_id, await app[PRESENCE].online()
+        )
+        await release_events(app[DB], app[SINK], result.effect_ids)
+    except Exception:
+        log.exception("handing out backlog failed")
 
 
 async def _release(app: web.Application, ids: list[uuid.UUID]) -> None:
@@ -48,6 +87,10 @@ async def relay_loop(app: web.Application) -> AsyncIterator[None]:
                 return
             try:
                 await relay_pending(app[DB], app[SINK])
+                # One process per interval wakes snoozed conversations (SET NX as the lock).
+                if await app[REDIS].set(TICK_LOCK, "1", nx=True, ex=int(RELAY_INTERVAL_S * 5)):
+                    effects = await conversations.do_wake_snoozed(app[DB])
+                    await release_events(app[DB], app[SINK], effects)
             except Exception:
                 log.exception("outbox relay pass failed")
 

@@ -13,7 +13,7 @@ from hub.channels.base import MalformedPayload, UnknownEvent, WebhookRequest
 from hub.channels.twilio_sms.adapter import SIGNATURE_HEADER
 from hub.inbox import actions
 from web.keys import ADAPTERS, DB, METRICS, RING, SETTINGS
-from web.tasks import release_soon
+from web.tasks import assign_soon, release_soon
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ async def twilio_sms(request: web.Request) -> web.Response:
         "twilio_sms", "inbound", "duplicate" if result.duplicate else "new"
     ).inc()
     release_soon(app, result.effect_ids)
+    if result.conversation_id is not None and not result.duplicate:
+        assign_soon(app, result.conversation_id)
     return web.Response(text=str(MessagingResponse()), content_type="text/xml")
 
 
