@@ -29,6 +29,8 @@ from hub.migrations import upgrade_url
 
 T = TypeVar("T")
 
+pytest_plugins = ["tests.stack"]
+
 PG_URL = os.environ.get("HUB_TEST_DATABASE_URL") or None
 REDIS_URL = os.environ.get("HUB_TEST_REDIS_URL") or None
 ON_POSTGRES = PG_URL is not None

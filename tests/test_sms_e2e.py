@@ -4,162 +4,19 @@ come back. Real Redis and RQ; PostgreSQL or SQLite per the run."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import subprocess
-import sys
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import pytest
 import redis
 from sqlalchemy import select
 
-from fakes.twilio import FakeTwilio, start_fake_twilio
-from hub.config import Settings
 from hub.consent.exceptions import ConsentRefused
 from hub.consent.models import ConsentRecord, ConsentSource, ConsentState
-from hub.crypto import KeyRing
-from hub.db import Database
 from hub.enums import Direction, MessageStatus
 from hub.inbox import actions
-from hub.inbox.access import StaffContext
-from hub.inbox.models import Attachment, AttachmentState, Conversation, DeliveryAttempt, Message
-from hub.outbox import release_events
-from tests.conftest import hub_env, make_staff, sync_url
-from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, CLINIC_NUMBER, PATIENT_NUMBER
-from web.app import create_app
-from web.keys import SINK
+from hub.inbox.models import Attachment, AttachmentState, DeliveryAttempt
+from tests.stack import WAIT_S, Stack, eventually
+from tests.twilio_helpers import CLINIC_NUMBER, PATIENT_NUMBER
 
 pytestmark = pytest.mark.slow
-
-WAIT_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], what: str, timeout: float = WAIT_S
-) -> Any:
-    """Poll a condition (database state written by another process) until true or timeout."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    db: Database
-    ring: KeyRing
-    fake: FakeTwilio
-    app: Any
-    staff: StaffContext
-    worker_log: Path
-    hub_url: str
-
-    async def text_from_patient(
-        self, body: str, *, media: tuple[tuple[str, bytes], ...] = (), number: str = PATIENT_NUMBER
-    ) -> None:
-        status, text = await self.fake.send_inbound(
-            f"{self.hub_url}/webhooks/twilio/sms", number, CLINIC_NUMBER, body, media=media
-        )
-        assert status == 200, text
-
-    async def conversation(self) -> Conversation:
-        async with self.db.reader() as session:
-            return (await session.scalars(select(Conversation))).one()
-
-    async def reply(self, body: str) -> uuid.UUID:
-        conversation = await self.conversation()
-        queued = await actions.do_reply(self.db, self.ring, self.staff, conversation.id, body)
-        await release_events(self.db, self.app[SINK], queued.effect_ids)
-        return queued.message_id
-
-    async def message(self, message_id: uuid.UUID) -> Message:
-        async with self.db.reader() as session:
-            found = await session.get(Message, message_id)
-            assert found is not None
-            return found
-
-    async def status_is(self, message_id: uuid.UUID, *statuses: MessageStatus) -> bool:
-        return (await self.message(message_id)).status in statuses
-
-
-@pytest.fixture
-async def stack(
-    fresh_db_url: str, redis_url: str, aiohttp_server: Any, tmp_path: Path
-) -> AsyncIterator[Stack]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()  # no jobs left over from other tests for this worker to pick up
-    client.close()
-    ring = KeyRing.generate("e2e1")
-    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
-    runner, fake_base = await start_fake_twilio(fake)
-    port = _free_port()
-    hub_url = f"http://127.0.0.1:{port}"
-    settings = Settings(
-        database_url=fresh_db_url,
-        redis_url=redis_url,
-        keys=ring,
-        public_url=hub_url,
-        port=port,
-        var_dir=tmp_path / "var",
-        twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN,
-        twilio_api_base=fake_base,
-        twilio_from_number=CLINIC_NUMBER,
-        send_retry_base_s=0.2,
-        log_format="text",
-    )
-    db = Database.connect(fresh_db_url)
-    app = create_app(settings)
-    await aiohttp_server(app, port=port)
-    staff = await make_staff(db)
-    worker_log = tmp_path / "worker.log"
-    env = hub_env(
-        HUB_DATABASE_URL=sync_url(fresh_db_url),
-        HUB_REDIS_URL=redis_url,
-        HUB_KEYS=ring.to_spec(),
-        HUB_PUBLIC_URL=hub_url,
-        HUB_VAR_DIR=str(tmp_path / "var"),
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_API_BASE=fake_base,
-        TWILIO_FROM_NUMBER=CLINIC_NUMBER,
-        HUB_SEND_RETRY_BASE_SECONDS="0.2",
-        HUB_LOG_LEVEL="DEBUG",
-    )
-    with worker_log.open("wb") as log_file:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "hub", "worker"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield Stack(settings, db, ring, fake, app, staff, worker_log, hub_url)
-        finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-            await runner.cleanup()
-            await db.dispose()
 
 
 async def test_reply_is_delivered_and_a_late_sent_does_not_regress_it(stack: Stack) -> None:

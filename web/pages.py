@@ -52,7 +52,10 @@ def _client_address(request: web.Request) -> str:
 
 
 async def login_form(request: web.Request) -> web.Response:
-    token = new_login_csrf()
+    # Keep a token the browser already has: a second tab, or any stray request that lands on
+    # the login page, must not invalidate the form the person is filling in.
+    existing = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    token = existing if 20 <= len(existing) <= 64 else new_login_csrf()
     response = render(
         request,
         "login.html",

@@ -48,6 +48,7 @@
 
   const socket = io("/staff", { transports: ["websocket", "polling"], withCredentials: true });
   socket.on("connect", () => {
+    window.hubSocketConnected = true;
     say("");
     if (page === "conversation") joinConversation();
   });
@@ -55,7 +56,10 @@
     say(err && err.message === "sign in first" ? "Your session ended; sign in again." : "Reconnecting…");
     if (err && err.message === "sign in first") window.location.assign("/login");
   });
-  socket.on("disconnect", () => say("Reconnecting…"));
+  socket.on("disconnect", () => {
+    window.hubSocketConnected = false;
+    say("Reconnecting…");
+  });
   setInterval(() => {
     if (socket.connected) socket.emit("heartbeat", {}, (answer) => {
       if (answer && answer.ok === false) window.location.assign("/login");
