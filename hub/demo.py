@@ -58,6 +58,42 @@ DEMO_MESSAGES = (
 )
 
 
+DEMO_HOURS = {day: [["08:00", "18:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
+DEMO_CANNED = (
+    (
+        "Appointment confirmed",
+        "Thanks {{ first_name }}, your appointment is confirmed. "
+        "Reply here if anything changes. {{ clinic_name }}",
+    ),
+    (
+        "Please call us",
+        "Hi {{ first_name }}, could you call us when you have a moment? {{ clinic_name }}",
+    ),
+)
+
+
+async def _configure_front_desk(db: Database) -> None:
+    """The demo's default team gets business hours, an after-hours reply and saved replies."""
+    from hub.inbox.models import CannedResponse, Conversation, Team
+
+    async with db.transaction() as session:
+        front = (await session.scalars(select(Team).where(Team.name == "Front desk"))).one()
+        if not front.business_hours:
+            front.is_default = True
+            front.business_hours = DEMO_HOURS
+            front.after_hours_reply = (
+                "Thanks for your message. We are closed now and will answer when we open "
+                "(weekdays 8am-6pm). In an emergency call 911."
+            )
+        if not (await session.scalars(select(CannedResponse).limit(1))).first():
+            for title, body in DEMO_CANNED:
+                session.add(CannedResponse(title=title, body=body))
+        for conversation in (
+            await session.scalars(select(Conversation).where(Conversation.team_id.is_(None)))
+        ).all():
+            conversation.team_id = front.id
+
+
 @dataclass(frozen=True)
 class DemoSummary:
     admin_email: str
@@ -69,6 +105,7 @@ async def load_demo_data(db: Database, ring: KeyRing, region: str) -> DemoSummar
     actor = Actor.system("demo")
     for name, tz in DEMO_TEAMS:
         await actions.do_ensure_team(db, actor, name, tz)
+    await _configure_front_desk(db)
 
     password = one_time_password()
     async with db.transaction() as session:
@@ -124,4 +161,5 @@ async def load_demo_data(db: Database, ring: KeyRing, region: str) -> DemoSummar
             )
             await actions.do_record_inbound(db, ring, patient_id, Channel.SMS, body)
             created += 1
+        await _configure_front_desk(db)  # puts the new conversations in the default team
     return DemoSummary(DEMO_ADMIN_EMAIL, password, created)
