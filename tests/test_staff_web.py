@@ -335,3 +335,41 @@ async def test_new_sms_reaches_a_staff_socket_live(
         await sio.disconnect()
     assert set(event) == {"message_id", "conversation_id", "team_id"}
     assert params["Body"] not in str(event) and params["From"] not in str(event)
+
+
+async def test_viewing_and_typing_are_shown_to_colleagues(
+    db: Database, web_settings: Settings, aiohttp_client: Any, ring: Any
+) -> None:
+    await make_staff(db, "alex.agent@demo-clinic.example.org", role="agent", teams=("Team A",))
+    await make_staff(db, "cam.agent@demo-clinic.example.org", role="agent", teams=("Team A",))
+    cid = await conversation_in(db, ring, "Team A")
+    sockets = []
+    seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for email in ("alex.agent@demo-clinic.example.org", "cam.agent@demo-clinic.example.org"):
+        client: TestClient = await aiohttp_client(create_app(web_settings, db=db))
+        await sign_in(client, email)
+        sio = socketio.AsyncClient(reconnection=False)
+        await sio.connect(
+            str(client.make_url("/")),
+            namespaces=["/staff"],
+            headers={"Cookie": f"hub_session={session_cookie(client)}"},
+            transports=["websocket"],
+        )
+        sockets.append(sio)
+    alex, cam = sockets
+    cam.on("presence", seen.put_nowait, namespace="/staff")
+    try:
+        assert await cam.call(
+            "join_conversation", {"conversation_id": str(cid)}, namespace="/staff", timeout=5
+        ) == {"ok": True}
+        assert await alex.call(
+            "join_conversation", {"conversation_id": str(cid)}, namespace="/staff", timeout=5
+        ) == {"ok": True}
+        viewing = await asyncio.wait_for(seen.get(), 5)
+        await alex.emit("typing", {"conversation_id": str(cid)}, namespace="/staff")
+        typing = await asyncio.wait_for(seen.get(), 5)
+    finally:
+        for sio in sockets:
+            await sio.disconnect()
+    assert (viewing["state"], viewing["name"]) == ("viewing", "Alex.Agent")
+    assert typing["state"] == "typing" and typing["conversation_id"] == str(cid)
