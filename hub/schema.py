@@ -4,7 +4,16 @@ from hub import audit, outbox, rotation
 from hub.consent import models as consent_models
 from hub.db import Base
 from hub.inbox import models as inbox_models
+from hub.routing import models as routing_models
 
 metadata = Base.metadata
 
-__all__ = ["audit", "consent_models", "inbox_models", "metadata", "outbox", "rotation"]
+__all__ = [
+    "audit",
+    "consent_models",
+    "inbox_models",
+    "metadata",
+    "outbox",
+    "rotation",
+    "routing_models",
+]

@@ -84,7 +84,9 @@ def parse_holidays(holidays: Iterable[str]) -> frozenset[date]:
         try:
             days.add(date.fromisoformat(value))
         except (TypeError, ValueError):
-            raise HoursInvalid(f"holidays[{i}]: expected a date like 2026-12-25, got {value!r}")
+            raise HoursInvalid(
+                f"holidays[{i}]: expected a date like 2026-12-25, got {value!r}"
+            ) from None
     return frozenset(days)
 
 
@@ -121,14 +123,24 @@ def is_open(
     return _open_on(intervals, not intervals, local)
 
 
+def _first_instant(day: date, minute: int, zone: zoneinfo.ZoneInfo) -> datetime:
+    """The first instant (UTC) whose local wall time is at or after ``day`` ``minute``: the
+    wall time itself, its first occurrence when clocks go back, the gap's end when they jump."""
+    wall = datetime.combine(day, time(minute // 60, minute % 60))
+    instant = min(wall.replace(tzinfo=zone, fold=f).astimezone(UTC) for f in (0, 1))
+    while instant.astimezone(zone).replace(tzinfo=None) < wall:
+        instant += timedelta(minutes=1)  # only inside a gap: at most its length (an hour)
+    return instant
+
+
 def next_open(
     business_hours: Mapping[str, Any], holidays: Iterable[str], time_zone: str, at: datetime
 ) -> datetime | None:
     """The first instant at or after ``at`` when the team is open (in UTC), or None when it
     never opens within NEXT_OPEN_HORIZON_DAYS (no intervals at all, or a year of holidays).
 
-    An opening time that falls in a spring-forward gap (02:30 on the DST day) resolves to the
-    same wall time in the old offset, i.e. just after the gap (03:30 local).
+    An opening time inside a spring-forward gap (02:30 on the day 02:00 jumps to 03:00)
+    resolves to the end of the gap (03:00 local), the first instant ``is_open`` says yes.
     """
     if is_open(business_hours, holidays, time_zone, at):
         return at.astimezone(UTC)
@@ -142,7 +154,7 @@ def next_open(
             continue
         starts = [0] if not intervals else [s for s, _e in intervals.get(day.weekday(), [])]
         for start in starts:
-            candidate = datetime.combine(day, time(start // 60, start % 60), tzinfo=zone)
+            candidate = _first_instant(day, start, zone)
             if candidate > at:
-                return candidate.astimezone(UTC)
+                return candidate
     return None

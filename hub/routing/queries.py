@@ -1,0 +1,55 @@
+"""Routing SQL. Callers own the session and the transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.inbox.models import Team
+from hub.routing.models import HubSetting, RoutingRule, TriagePhrase
+
+
+async def rules_in_order(
+    session: AsyncSession, *, enabled_only: bool = False, for_update: bool = False
+) -> Sequence[RoutingRule]:
+    """Rules in evaluation order; ties (never left by the actions) broken by age, then id."""
+    stmt = select(RoutingRule).order_by(
+        RoutingRule.position, RoutingRule.created_at, RoutingRule.id
+    )
+    if enabled_only:
+        stmt = stmt.where(RoutingRule.enabled.is_(True))
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.scalars(stmt)).all()
+
+
+async def rule_for_update(session: AsyncSession, rule_id: uuid.UUID) -> RoutingRule | None:
+    stmt = select(RoutingRule).where(RoutingRule.id == rule_id).with_for_update()
+    return (await session.scalars(stmt)).first()
+
+
+async def next_position(session: AsyncSession) -> int:
+    highest = await session.scalar(select(func.max(RoutingRule.position)))
+    return 0 if highest is None else highest + 1
+
+
+async def triage_phrases(
+    session: AsyncSession, *, enabled_only: bool = False
+) -> Sequence[TriagePhrase]:
+    stmt = select(TriagePhrase).order_by(TriagePhrase.phrase)
+    if enabled_only:
+        stmt = stmt.where(TriagePhrase.enabled.is_(True))
+    return (await session.scalars(stmt)).all()
+
+
+async def setting(session: AsyncSession, key: str) -> HubSetting | None:
+    return await session.get(HubSetting, key)
+
+
+async def default_team(session: AsyncSession) -> Team | None:
+    """The team flagged default; the oldest one if an admin flagged several."""
+    stmt = select(Team).where(Team.is_default.is_(True)).order_by(Team.created_at, Team.id).limit(1)
+    return (await session.scalars(stmt)).first()
