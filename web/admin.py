@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
@@ -172,3 +173,77 @@ async def save_canned(request: web.Request) -> web.StreamResponse:
         await session.flush()
         await record(session, actor, "canned.create", "canned_response", row.id)
     raise redirect_with("/admin/canned", "ok", "Saved.")
+
+
+async def routing_page(request: web.Request) -> web.Response:
+    from hub.routing import actions as routing
+
+    _admin(request)
+    db = request.app[DB]
+    return render(
+        request,
+        "admin_routing.html",
+        nav="admin",
+        rules=await routing.do_list_rules(db),
+        phrases=await routing.do_list_triage_phrases(db),
+        triage_reply=await routing.do_get_setting(db, "triage.reply") or "",
+        json=json,
+    )
+
+
+def _json_field(form: Any, name: str) -> dict[str, Any]:
+    raw = str(form.get(name, "")).strip() or "{}"
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: must be a JSON object")
+    return value
+
+
+async def save_rule(request: web.Request) -> web.StreamResponse:
+    from hub.routing import actions as routing
+
+    actor = _admin(request)
+    form = await request.post()
+    rule_id = str(form.get("id", ""))
+    try:
+        if form.get("delete"):
+            await routing.do_delete_rule(request.app[DB], actor, uuid.UUID(rule_id))
+            raise redirect_with("/admin/routing", "ok", "Rule deleted.")
+        fields: dict[str, Any] = {
+            "name": str(form.get("name", "")).strip(),
+            "conditions": _json_field(form, "conditions"),
+            "actions": _json_field(form, "actions"),
+            "enabled": bool(form.get("enabled")),
+            "stop_processing": bool(form.get("stop_processing")),
+        }
+        if rule_id:
+            await routing.do_update_rule(request.app[DB], actor, uuid.UUID(rule_id), **fields)
+            position = str(form.get("position", "")).strip()
+            if position.isdigit():
+                await routing.do_move_rule(
+                    request.app[DB], actor, uuid.UUID(rule_id), int(position)
+                )
+        else:
+            await routing.do_create_rule(request.app[DB], actor, **fields)
+    except (HubError, ValueError) as exc:
+        raise redirect_with("/admin/routing", "error", f"Not saved: {exc}") from None
+    raise redirect_with("/admin/routing", "ok", "Rule saved.")
+
+
+async def save_triage(request: web.Request) -> web.StreamResponse:
+    from hub.routing import actions as routing
+
+    actor = _admin(request)
+    form = await request.post()
+    phrases = [p.strip() for p in str(form.get("phrases", "")).splitlines() if p.strip()]
+    reply = str(form.get("reply", "")).strip()
+    try:
+        await routing.do_set_triage_phrases(request.app[DB], actor, phrases)
+        if reply:
+            await routing.do_set_setting(request.app[DB], actor, "triage.reply", reply)
+    except (HubError, ValueError) as exc:
+        raise redirect_with("/admin/routing", "error", f"Not saved: {exc}") from None
+    raise redirect_with("/admin/routing", "ok", "Urgent triage saved.")

@@ -46,6 +46,9 @@ def setup_routes(app: web.Application) -> None:
             web.post("/admin/staff", admin.add_staff, name="admin_add_staff"),
             web.get("/admin/teams", admin.teams_page, name="admin_teams"),
             web.post("/admin/teams", admin.save_team, name="admin_save_team"),
+            web.get("/admin/routing", admin.routing_page, name="admin_routing"),
+            web.post("/admin/routing/rules", admin.save_rule, name="admin_save_rule"),
+            web.post("/admin/routing/triage", admin.save_triage, name="admin_save_triage"),
             web.get("/admin/canned", admin.canned_page, name="admin_canned"),
             web.post("/admin/canned", admin.save_canned, name="admin_save_canned"),
             # REST API

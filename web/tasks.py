@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from hub.audit import Actor
+from hub.errors import HubError
 from hub.inbox.actions import assignment, conversations
 from hub.outbox import relay_pending, release_events
 from web.keys import BACKGROUND, DB, PRESENCE, REDIS, SINK
@@ -29,9 +31,12 @@ def release_soon(app: web.Application, effect_ids: Iterable[uuid.UUID]) -> None:
     _spawn(app, _release(app, ids))
 
 
-def assign_soon(app: web.Application, conversation_id: uuid.UUID) -> None:
-    """Round-robin a conversation that has a team but no assignee, after the answer is sent."""
-    _spawn(app, _auto_assign(app, conversation_id))
+def assign_soon(
+    app: web.Application, conversation_id: uuid.UUID, requested: uuid.UUID | None = None
+) -> None:
+    """After the answer is sent: give the conversation to the person a routing rule asked for,
+    or else round-robin it (a conversation that already has someone keeps them)."""
+    _spawn(app, _auto_assign(app, conversation_id, requested))
 
 
 def hand_out_soon(app: web.Application, staff_id: uuid.UUID) -> None:
@@ -45,7 +50,18 @@ def _spawn(app: web.Application, coro: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(app[BACKGROUND].discard)
 
 
-async def _auto_assign(app: web.Application, conversation_id: uuid.UUID) -> None:
+async def _auto_assign(
+    app: web.Application, conversation_id: uuid.UUID, requested: uuid.UUID | None
+) -> None:
+    if requested is not None:
+        try:
+            manual = await assignment.do_assign(
+                app[DB], Actor.system("routing"), conversation_id, requested
+            )
+            await release_events(app[DB], app[SINK], manual.effect_ids)
+            return
+        except HubError:
+            log.info("routing's requested assignee cannot take it; round-robin instead")
     try:
         result = await assignment.do_auto_assign(
             app[DB], conversation_id, await app[PRESENCE].online()

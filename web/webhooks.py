@@ -71,14 +71,19 @@ async def twilio_sms(request: web.Request) -> web.Response:
         app[METRICS].webhook_rejected.labels("twilio_sms", "inbound", "malformed").inc()
         return _plain(400, str(exc))
     result = await actions.do_receive_inbound(
-        app[DB], app[RING], inbound, hook.params, help_text=app[SETTINGS].help_text
+        app[DB],
+        app[RING],
+        inbound,
+        hook.params,
+        help_text=app[SETTINGS].help_text,
+        clinic_name=app[SETTINGS].clinic_name,
     )
     app[METRICS].webhook_accepted.labels(
         "twilio_sms", "inbound", "duplicate" if result.duplicate else "new"
     ).inc()
     release_soon(app, result.effect_ids)
     if result.conversation_id is not None and not result.duplicate:
-        assign_soon(app, result.conversation_id)
+        assign_soon(app, result.conversation_id, result.assign_to_staff_id)
     return web.Response(text=str(MessagingResponse()), content_type="text/xml")
 
 

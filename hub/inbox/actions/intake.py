@@ -29,6 +29,7 @@ from hub.inbox.models import (
     Patient,
 )
 from hub.outbox import add_effect
+from hub.routing import actions as routing
 
 REOPEN_WINDOW = timedelta(days=7)
 """A message within this time of a resolution reopens that conversation instead of a new one."""
@@ -66,6 +67,9 @@ class IntakeResult:
     duplicate: bool
     keyword: Keyword | None
     effect_ids: tuple[uuid.UUID, ...]
+    urgent: bool = False
+    assign_to_staff_id: uuid.UUID | None = None
+    """A routing rule asked for this person; the caller assigns after commit (or round-robins)."""
 
 
 async def _patient_for(session: AsyncSession, ring: KeyRing, phone: str) -> tuple[Patient, bool]:
@@ -89,6 +93,7 @@ async def do_receive_inbound(
     raw: Mapping[str, str],
     *,
     help_text: str,
+    clinic_name: str = "The clinic",
 ) -> IntakeResult:
     effects: list[uuid.UUID] = []
     async with db.transaction() as session:
@@ -123,7 +128,7 @@ async def do_receive_inbound(
             )
 
         now = utcnow()
-        patient, _new_patient = await _patient_for(session, ring, inbound.from_address)
+        patient, new_patient = await _patient_for(session, ring, inbound.from_address)
 
         conversation = await queries.latest_conversation_of(session, patient.id, inbound.channel)
         if (
@@ -214,6 +219,20 @@ async def do_receive_inbound(
                     )
                     effects.extend(reply_effects)
 
+        # Routing runs before the broadcast so message:new reaches the routed team's room; the
+        # emergency reply to an urgent message is queued in this same transaction.
+        routed = await routing.apply_routing(
+            session,
+            ring,
+            patient=patient,
+            conversation=conversation,
+            message_body=inbound.body,
+            channel=inbound.channel,
+            is_new_patient=new_patient,
+            clinic_name=clinic_name,
+            now=now,
+        )
+        effects.extend(routed.effect_ids)
         effects.append(
             add_effect(
                 session,
@@ -225,4 +244,13 @@ async def do_receive_inbound(
                 },
             ).id
         )
-    return IntakeResult(message.id, conversation.id, patient.id, False, keyword, tuple(effects))
+    return IntakeResult(
+        message.id,
+        conversation.id,
+        patient.id,
+        False,
+        keyword,
+        tuple(effects),
+        urgent=routed.urgent,
+        assign_to_staff_id=routed.assign_to_staff_id,
+    )
