@@ -195,7 +195,7 @@ def _json_field(form: Any, name: str) -> dict[str, Any]:
     raw = str(form.get(name, "")).strip() or "{}"
     try:
         value = json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ValueError(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(value, dict):
         raise ValueError(f"{name}: must be a JSON object")
