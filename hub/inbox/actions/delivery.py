@@ -36,6 +36,9 @@ MAX_REPLY_CHARS = 1600
 MAX_SEND_ATTEMPTS = 4
 """Hand-overs to the provider per message before a transient failure becomes final."""
 RETRY_BACKOFF_FACTOR = 4
+EARLY_RUN_TOLERANCE = timedelta(seconds=1)
+"""RQ's scheduler keeps due times in whole seconds, so a delayed job may start up to a second
+before the retry time the database holds; that counts as on time."""
 """Each retry waits this many times longer than the one before."""
 
 
@@ -181,8 +184,18 @@ async def do_claim_send(
             if message.status is not MessageStatus.QUEUED:
                 return ClaimResult(None, skipped=f"already {message.status.value}")
             now = utcnow()
-            if message.next_attempt_at is not None and message.next_attempt_at > now:
-                return ClaimResult(None, skipped="not due yet")
+            if message.next_attempt_at is not None and (
+                message.next_attempt_at - now > EARLY_RUN_TOLERANCE
+            ):
+                # Ran too early (or a duplicate): put the job back for when it is due, so the
+                # message can never be left queued with nothing left to send it.
+                wait = (message.next_attempt_at - now).total_seconds()
+                retry = add_effect(
+                    session,
+                    "job:send_message",
+                    {"message_id": str(message.id), "queue": "default", "delay_s": wait},
+                )
+                return ClaimResult(None, (retry.id,), skipped="not due yet")
             conversation = await session.get(Conversation, message.conversation_id)
             assert conversation is not None
             patient = await session.get(Patient, conversation.patient_id)
