@@ -373,3 +373,37 @@ async def test_viewing_and_typing_are_shown_to_colleagues(
             await sio.disconnect()
     assert (viewing["state"], viewing["name"]) == ("viewing", "Alex.Agent")
     assert typing["state"] == "typing" and typing["conversation_id"] == str(cid)
+
+
+async def test_events_cross_hub_processes_through_redis(
+    db: Database, web_settings: Settings, aiohttp_client: Any
+) -> None:
+    """A staff socket on one `hub serve` hears about a message another one received."""
+    from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, fixture, sign
+
+    settings = replace(web_settings, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN)
+    receiving: TestClient = await aiohttp_client(create_app(settings, db=db))
+    watching: TestClient = await aiohttp_client(create_app(settings, db=db))
+    await make_staff(db, "ada.admin@demo-clinic.example.org", role="admin")
+    await sign_in(watching, "ada.admin@demo-clinic.example.org")
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sio = socketio.AsyncClient(reconnection=False)
+    sio.on("message:new", received.put_nowait, namespace="/staff")
+    await sio.connect(
+        str(watching.make_url("/")),
+        namespaces=["/staff"],
+        headers={"Cookie": f"hub_session={session_cookie(watching)}"},
+        transports=["websocket"],
+    )
+    try:
+        params = fixture("inbound_sms")["params"]
+        posted = await receiving.post(
+            "/webhooks/twilio/sms",
+            data=params,
+            headers={"X-Twilio-Signature": sign("http://127.0.0.1/webhooks/twilio/sms", params)},
+        )
+        assert posted.status == 200
+        event = await asyncio.wait_for(received.get(), 5)
+    finally:
+        await sio.disconnect()
+    assert event["message_id"]
