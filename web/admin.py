@@ -247,3 +247,25 @@ async def save_triage(request: web.Request) -> web.StreamResponse:
     except (HubError, ValueError) as exc:
         raise redirect_with("/admin/routing", "error", f"Not saved: {exc}") from None
     raise redirect_with("/admin/routing", "ok", "Urgent triage saved.")
+
+
+async def consent_page(request: web.Request) -> web.Response:
+    from hub.consent.actions import do_get_policy
+
+    _admin(request)
+    policy = await do_get_policy(request.app[DB])
+    return render(
+        request, "admin_consent.html", nav="admin", policy=json.dumps(policy.to_data(), indent=2)
+    )
+
+
+async def save_consent_policy(request: web.Request) -> web.StreamResponse:
+    from hub.consent.actions import do_set_policy
+
+    _admin(request)
+    form = await request.post()
+    try:
+        await do_set_policy(request.app[DB], current(request), _json_field(form, "policy"))
+    except (HubError, ValueError) as exc:
+        raise redirect_with("/admin/consent", "error", f"Not saved: {exc}") from None
+    raise redirect_with("/admin/consent", "ok", "Consent policy saved.")

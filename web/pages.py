@@ -250,9 +250,12 @@ async def conversation(request: web.Request) -> web.Response:
         and view.first_response_due_at is not None
         and view.first_response_due_at < now
     )
+    from hub.consent.actions import STAFF_REASONS
+
     return render(
         request,
         "conversation.html",
+        consent_reasons=STAFF_REASONS,
         c=view,
         timeline=timeline,
         canned=canned,
@@ -438,3 +441,33 @@ async def attachment(request: web.Request) -> web.Response:
             "Content-Security-Policy": "sandbox; default-src 'none'",
         },
     )
+
+
+async def record_consent(request: web.Request) -> web.StreamResponse:
+    from hub.consent.actions import do_record_consent
+    from hub.consent.models import RECORDED_PURPOSES, ConsentState, Purpose
+    from hub.enums import Channel
+
+    ctx = current(request)
+    form = await request.post()
+    try:
+        async with request.app[DB].reader() as session:
+            conversation = await conversations.visible_conversation(
+                session, ctx, _uuid(request, "id")
+            )
+        raw = str(form.get("purpose", "all"))
+        purposes = list(RECORDED_PURPOSES) if raw == "all" else [Purpose(raw)]
+        await do_record_consent(
+            request.app[DB],
+            ctx,
+            conversation.patient_id,
+            Channel(str(form.get("channel", ""))),
+            purposes,
+            ConsentState(str(form.get("state", ""))),
+            str(form.get("reason", "")),
+        )
+    except NotFound:
+        raise web.HTTPNotFound() from None
+    except ValueError as exc:
+        raise redirect_with(_back(request), "error", f"Not recorded: {exc}") from None
+    raise redirect_with(_back(request), "ok", "Consent recorded.")

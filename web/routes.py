@@ -40,6 +40,9 @@ def setup_routes(app: web.Application) -> None:
             web.post("/conversations/{id}/priority", pages.set_priority, name="set_priority"),
             web.post("/conversations/{id}/tags", pages.set_tags, name="set_tags"),
             web.post("/conversations/{id}/assign", pages.assign, name="assign"),
+            web.post("/conversations/{id}/consent", pages.record_consent, name="record_consent"),
+            web.get("/admin/consent", admin.consent_page, name="admin_consent"),
+            web.post("/admin/consent", admin.save_consent_policy, name="admin_save_consent"),
             web.get("/attachments/{id}", pages.attachment, name="attachment"),
             # admin
             web.get("/admin/staff", admin.staff_page, name="admin_staff"),

@@ -7,7 +7,7 @@ import logging
 import uuid
 
 from hub.channels.base import FailureClass, NotConfigured, SendFailed
-from hub.channels.registry import resolve_adapter
+from hub.channels.registry import CHANNEL_PROVIDERS, resolve_adapter
 from hub.config import Settings
 from hub.consent.exceptions import ConsentRefused
 from hub.inbox import actions
@@ -28,21 +28,19 @@ def fetch_media(attachment_id: str) -> str:
 
 async def run_send_message(message_id: uuid.UUID, settings: Settings | None = None) -> str:
     async with job_runtime(settings) as rt:
-        adapter = resolve_adapter("twilio_sms", rt.settings)
+        claim = await actions.do_claim_send(
+            rt.db,
+            rt.ring,
+            message_id,
+            provider=CHANNEL_PROVIDERS,
+            public_url=rt.settings.public_url,
+        )
+        await rt.release(claim.effect_ids)
+        if claim.task is None:
+            log.info("send skipped", extra={"message_id": str(message_id), "why": claim.skipped})
+            return claim.skipped or "skipped"
+        adapter = resolve_adapter(claim.task.provider, rt.settings)
         try:
-            claim = await actions.do_claim_send(
-                rt.db,
-                rt.ring,
-                message_id,
-                provider=adapter.name,
-                public_url=rt.settings.public_url,
-            )
-            await rt.release(claim.effect_ids)
-            if claim.task is None:
-                log.info(
-                    "send skipped", extra={"message_id": str(message_id), "why": claim.skipped}
-                )
-                return claim.skipped or "skipped"
             try:
                 receipt = await adapter.send(claim.task.outbound, claim.task.decision)
             except SendFailed as exc:

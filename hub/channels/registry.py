@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from hub.channels.base import ChannelAdapter
 from hub.config import Settings
+from hub.enums import Channel
 from hub.errors import HubError
 
 
@@ -21,6 +22,9 @@ ADAPTERS: dict[str, Callable[[Settings], ChannelAdapter]] = {
 """Adapter name -> factory. Names are stored on messages (``provider``), so never rename."""
 
 ALIASES = {"sms": "twilio_sms", "twilio": "twilio_sms"}
+
+CHANNEL_PROVIDERS: dict[Channel, str] = {Channel.SMS: "twilio_sms"}
+"""Which adapter sends each channel; a channel missing here is not connected on this hub."""
 
 
 class UnknownAdapter(HubError):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,11 +18,49 @@ from hub.consent.models import (
     ConsentState,
     Purpose,
 )
-from hub.consent.policy import decide
-from hub.consent.schemas import Decision
-from hub.db import utcnow
+from hub.consent.policy import CapUsage, decide
+from hub.consent.rules import (
+    POLICY_SETTING_KEY,
+    ConsentPolicy,
+    PolicyInvalid,
+    local_day_start,
+)
+from hub.consent.schemas import ChannelChoice, Decision, Outcome
+from hub.db import Database, utcnow
 from hub.enums import Channel
+from hub.inbox.access import StaffContext
 from hub.inbox.models import Patient
+
+
+async def load_policy(session: AsyncSession) -> ConsentPolicy:
+    """The clinic's policy; a malformed stored policy falls back to the defaults (which are
+    the strict ones) rather than blocking every send."""
+    try:
+        return ConsentPolicy.from_data(await queries.policy_data(session, POLICY_SETTING_KEY))
+    except PolicyInvalid:
+        return ConsentPolicy()
+
+
+async def cap_usage(
+    session: AsyncSession,
+    patient: Patient,
+    policy: ConsentPolicy,
+    at: datetime,
+    exclude_message_id: uuid.UUID | None = None,
+) -> CapUsage:
+    times = await queries.automated_sends(
+        session,
+        patient.id,
+        [p.value for p in policy.automated_purposes],
+        at - timedelta(days=7),
+        exclude_message_id,
+    )
+    day_start = local_day_start(patient.time_zone, at)
+    return CapUsage(
+        today=sum(1 for t in times if t >= day_start),
+        week=len(times),
+        oldest_in_week=times[0] if times else None,
+    )
 
 
 async def may_send(
@@ -29,9 +69,59 @@ async def may_send(
     channel: Channel,
     purpose: Purpose,
     at: datetime | None = None,
+    *,
+    policy: ConsentPolicy | None = None,
+    exclude_message_id: uuid.UUID | None = None,
 ) -> Decision:
+    """The gate: allowed, refused (with the reason), or deferred (with the time it may go).
+    ``exclude_message_id``: the message being checked at send time, not to count it twice."""
+    at = at or utcnow()
+    policy = policy or await load_policy(session)
     latest = await queries.latest_records(session, patient.id, channel)
-    return decide(patient, channel, purpose, at or utcnow(), latest)
+    caps = None
+    if purpose in policy.automated_purposes:
+        caps = await cap_usage(session, patient, policy, at, exclude_message_id)
+    return decide(patient, channel, purpose, at, latest, policy, caps)
+
+
+async def choose_channel(
+    session: AsyncSession,
+    patient: Patient,
+    purpose: Purpose,
+    at: datetime | None = None,
+    *,
+    available: Iterable[Channel] | None = None,
+) -> ChannelChoice:
+    """Walk the patient's channel order; the first channel that is allowed (or only deferred:
+    quiet hours and caps apply to every channel alike) wins, and every channel passed over
+    says why."""
+    at = at or utcnow()
+    policy = await load_policy(session)
+    usable = set(available) if available is not None else set(Channel)
+    passed: list[Decision] = []
+    for name in patient.channel_order:
+        try:
+            channel = Channel(name)
+        except ValueError:
+            continue
+        if channel not in usable:
+            passed.append(
+                Decision(
+                    Outcome.REFUSED,
+                    patient.id,
+                    channel,
+                    purpose,
+                    at,
+                    "channel_unavailable",
+                    f"{channel.value} is not connected on this hub",
+                )
+            )
+            continue
+        decision = await may_send(session, patient, channel, purpose, at, policy=policy)
+        if decision.allowed or decision.deferred:
+            return ChannelChoice(decision, tuple(passed))
+        passed.append(decision)
+    return ChannelChoice(None, tuple(passed))
 
 
 @dataclass(frozen=True)
@@ -101,3 +191,69 @@ async def is_opted_out(session: AsyncSession, patient_id: uuid.UUID, channel: Ch
     latest = await queries.latest_records(session, patient_id, channel)
     care = latest.get(Purpose.CARE)
     return care is not None and care.state is ConsentState.REVOKED
+
+
+STAFF_REASONS = {
+    "phone": "patient asked on the phone",
+    "in_person": "patient asked in person",
+    "written": "signed form received",
+    "correction": "correcting an earlier entry",
+}
+"""Reasons staff pick from when recording consent; a fixed list keeps PHI out of the record."""
+
+
+async def do_record_consent(
+    db: Database,
+    ctx: StaffContext,
+    patient_id: uuid.UUID,
+    channel: Channel,
+    purposes: Iterable[Purpose],
+    state: ConsentState,
+    reason: str,
+) -> None:
+    """A staff member records a patient's wish (granted or revoked), with the reason."""
+    from hub.audit import record
+    from hub.inbox.exceptions import NotFound
+
+    if reason not in STAFF_REASONS:
+        raise ValueError(f"reason must be one of: {', '.join(STAFF_REASONS)}")
+    if state is ConsentState.UNKNOWN:
+        raise ValueError("record granted or revoked")
+    change = ConsentChange(ConsentSource.STAFF, str(ctx.actor), STAFF_REASONS[reason])
+    now = utcnow()
+    async with db.transaction() as session:
+        if await session.get(Patient, patient_id) is None:
+            raise NotFound("no such patient")
+        for purpose in purposes:
+            if purpose is Purpose.SERVICE:
+                continue
+            session.add(change.record(patient_id, channel, purpose, state, now))
+        await session.flush()
+        await record(
+            session,
+            ctx.actor,
+            "consent.record",
+            "patient",
+            patient_id,
+            {"channel": channel.value, "state": state.value},
+        )
+
+
+async def do_get_policy(db: Database) -> ConsentPolicy:
+    async with db.reader() as session:
+        return await load_policy(session)
+
+
+async def do_set_policy(db: Database, ctx: StaffContext, data: dict[str, Any]) -> ConsentPolicy:
+    from hub.audit import record
+    from hub.routing.models import HubSetting
+
+    policy = ConsentPolicy.from_data(data)  # raises PolicyInvalid with the field
+    async with db.transaction() as session:
+        row = await session.get(HubSetting, POLICY_SETTING_KEY)
+        if row is None:
+            session.add(HubSetting(key=POLICY_SETTING_KEY, value=policy.to_data()))
+        else:
+            row.value = policy.to_data()
+        await record(session, ctx.actor, "consent.policy", "setting", POLICY_SETTING_KEY)
+    return policy

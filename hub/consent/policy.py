@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from hub.consent.models import ConsentRecord, ConsentSource, ConsentState, Purpose
+from hub.consent.rules import (
+    ConsentPolicy,
+    in_window,
+    local_day_start,
+    next_window_start,
+    zone,
+)
 from hub.consent.schemas import Decision, Outcome
 from hub.enums import Channel
 from hub.inbox.models import Patient
-
-OPT_IN_REQUIRED = frozenset({Purpose.SURVEYS, Purpose.MARKETING})
-"""Purposes that need an explicit grant; the others need only the absence of a revocation."""
 
 CHANNEL_WORDS = {
     Channel.SMS: "SMS",
@@ -41,15 +47,34 @@ def _address_of(patient: Patient, channel: Channel) -> bytes | None:
     return b"chat"  # chat reaches the patient through their signed link, not an address
 
 
+@dataclass(frozen=True)
+class CapUsage:
+    """Automated messages already queued or sent to this patient."""
+
+    today: int = 0
+    """Since local midnight in the patient's zone."""
+    week: int = 0
+    """In the last 7 days."""
+    oldest_in_week: datetime | None = None
+
+
+def _local(at: datetime, time_zone: str) -> str:
+    return f"{at.astimezone(zone(time_zone)):%Y-%m-%d %H:%M} {time_zone}"
+
+
 def decide(
     patient: Patient,
     channel: Channel,
     purpose: Purpose,
     at: datetime,
     latest: dict[Purpose, ConsentRecord],
+    policy: ConsentPolicy | None = None,
+    caps: CapUsage | None = None,
 ) -> Decision:
-    def result(outcome: Outcome, code: str, reason: str) -> Decision:
-        return Decision(outcome, patient.id, channel, purpose, at, code, reason)
+    policy = policy or ConsentPolicy()
+
+    def result(outcome: Outcome, code: str, reason: str, **extra: Any) -> Decision:
+        return Decision(outcome, patient.id, channel, purpose, at, code, reason, **extra)
 
     words = CHANNEL_WORDS[channel]
     if _address_of(patient, channel) is None:
@@ -70,8 +95,47 @@ def decide(
             "opted_out",
             f"patient opted out of {words} on {record.created_at:%Y-%m-%d} {how}",
         )
-    if purpose in OPT_IN_REQUIRED and (record is None or record.state is not ConsentState.GRANTED):
+    if purpose in policy.opt_in_required and (
+        record is None or record.state is not ConsentState.GRANTED
+    ):
         return result(
             Outcome.REFUSED, "no_opt_in", f"patient has not opted in to {purpose.value} by {words}"
+        )
+
+    tz = patient.time_zone
+    start, end = (t.strftime("%H:%M") for t in policy.send_window)
+    if purpose not in policy.automated_purposes:
+        if in_window(policy, tz, at):
+            return result(Outcome.ALLOWED, "ok", "allowed")
+        return result(
+            Outcome.ALLOWED,
+            "ok",
+            "allowed",
+            warnings=(f"it is {_local(at, tz)} for the patient, outside {start}-{end}",),
+        )
+
+    not_before: datetime | None = None
+    code, why = "", ""
+    if caps is not None and policy.per_day and caps.today >= policy.per_day:
+        not_before = next_window_start(
+            policy, tz, local_day_start(tz, at) + timedelta(days=1) - timedelta(microseconds=1)
+        )
+        code, why = "frequency_cap", f"already {caps.today} automated message(s) today"
+    if caps is not None and policy.per_week and caps.week >= policy.per_week:
+        free = (caps.oldest_in_week or at) + timedelta(days=7)
+        if not_before is None or free > not_before:
+            not_before = free
+            code, why = "frequency_cap", f"already {caps.week} automated messages this week"
+    if not_before is not None and not in_window(policy, tz, not_before):
+        not_before = next_window_start(policy, tz, not_before)
+    if not_before is None and not in_window(policy, tz, at):
+        not_before = next_window_start(policy, tz, at)
+        code, why = "quiet_hours", f"it is {_local(at, tz)} for the patient, outside {start}-{end}"
+    if not_before is not None:
+        return result(
+            Outcome.DEFERRED,
+            code,
+            f"{why}; deferred to {_local(not_before, tz)}",
+            not_before=not_before,
         )
     return result(Outcome.ALLOWED, "ok", "allowed")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,4 +41,40 @@ async def history(
         )
         .order_by(ConsentRecord.created_at, ConsentRecord.id)
     )
+    return list((await session.scalars(stmt)).all())
+
+
+async def policy_data(session: AsyncSession, key: str) -> Any:
+    from hub.routing.models import HubSetting
+
+    row = await session.get(HubSetting, key)
+    return None if row is None else row.value
+
+
+async def automated_sends(
+    session: AsyncSession,
+    patient_id: uuid.UUID,
+    purposes: Iterable[str],
+    since: datetime,
+    exclude_message_id: uuid.UUID | None = None,
+) -> list[datetime]:
+    """Creation times of automated messages to the patient since ``since`` that were or will
+    be delivered (failed ones do not count against the caps)."""
+    from hub.enums import Direction, MessageStatus
+    from hub.inbox.models import Conversation, Message
+
+    stmt = (
+        select(Message.created_at)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Conversation.patient_id == patient_id,
+            Message.direction == Direction.OUTBOUND,
+            Message.purpose.in_(list(purposes)),
+            Message.created_at >= since,
+            Message.status.not_in([MessageStatus.FAILED, MessageStatus.UNDELIVERED]),
+        )
+        .order_by(Message.created_at)
+    )
+    if exclude_message_id is not None:
+        stmt = stmt.where(Message.id != exclude_message_id)
     return list((await session.scalars(stmt)).all())

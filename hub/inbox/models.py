@@ -171,6 +171,9 @@ class Message(Sealed, Base):
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_reason: Mapped[str | None] = mapped_column(Text)
     purpose: Mapped[str] = mapped_column(String(16), default="care")
+    delivery_notes: Mapped[list[str]] = mapped_column(default=list)
+    """Why this channel and time: channels passed over ("sms: refused (opted_out): ...") and
+    deferrals. No PHI: reasons only."""
     send_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -4,9 +4,9 @@ and move delivery status forward only."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +25,7 @@ from hub.consent.models import ConsentSource, Purpose
 from hub.consent.schemas import Decision
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
-from hub.enums import FAILED_STATUSES, Direction, MessageStatus, can_advance
+from hub.enums import FAILED_STATUSES, Channel, Direction, MessageStatus, can_advance
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
 from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
@@ -172,7 +172,13 @@ async def do_reply(
 
 
 async def do_claim_send(
-    db: Database, ring: KeyRing, message_id: uuid.UUID, *, provider: str, public_url: str
+    db: Database,
+    ring: KeyRing,
+    message_id: uuid.UUID,
+    *,
+    provider: str | Mapping[Channel, str],
+    public_url: str,
+    now: datetime | None = None,
 ) -> ClaimResult:
     """Take the next attempt of a queued message. Only one caller can win an attempt: the
     (message, attempt) row is unique, and the message leaves ``queued`` in the same commit."""
@@ -183,7 +189,7 @@ async def do_claim_send(
                 return ClaimResult(None, skipped="not found")
             if message.status is not MessageStatus.QUEUED:
                 return ClaimResult(None, skipped=f"already {message.status.value}")
-            now = utcnow()
+            now = now or utcnow()
             if message.next_attempt_at is not None and (
                 message.next_attempt_at - now > EARLY_RUN_TOLERANCE
             ):
@@ -202,14 +208,40 @@ async def do_claim_send(
             assert patient is not None
             # Consent may have changed since the message was queued (a STOP in between).
             decision = await consent.may_send(
-                session, patient, message.channel, Purpose(message.purpose), now
+                session,
+                patient,
+                message.channel,
+                Purpose(message.purpose),
+                now,
+                exclude_message_id=message.id,
             )
+            if decision.deferred and decision.not_before is not None:
+                # Quiet hours or a frequency cap: the message waits, it is never dropped.
+                message.next_attempt_at = decision.not_before
+                message.error_reason = f"waiting: {decision.reason}"
+                wait = (decision.not_before - now).total_seconds()
+                later = add_effect(
+                    session,
+                    "job:send_message",
+                    {"message_id": str(message.id), "queue": "default", "delay_s": wait},
+                )
+                return ClaimResult(None, (later.id,), skipped=f"deferred: {decision.reason}")
             if not decision.allowed:
                 message.status = MessageStatus.FAILED
                 message.error_code = decision.code
                 message.error_reason = decision.reason
                 effect = _status_effect(session, message, conversation.id)
                 return ClaimResult(None, (effect,), skipped=f"refused: {decision.reason}")
+            if not isinstance(provider, str):
+                if message.channel not in provider:
+                    message.status = MessageStatus.FAILED
+                    message.error_code = "channel_unavailable"
+                    message.error_reason = (
+                        f"the {message.channel.value} channel is not connected on this hub"
+                    )
+                    effect = _status_effect(session, message, conversation.id)
+                    return ClaimResult(None, (effect,), skipped=message.error_reason)
+                provider = provider[message.channel]
             attempt_no = message.send_attempts + 1
             session.add(
                 DeliveryAttempt(
