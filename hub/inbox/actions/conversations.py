@@ -70,11 +70,9 @@ async def channel_options(session: AsyncSession, patient: Patient) -> list[Chann
         if channel not in SENDABLE_CHANNELS:
             options.append(ChannelOption(channel, False, CHANNEL_NOT_CONNECTED[channel]))
         else:
-            options.append(
-                ChannelOption(
-                    channel, decision.allowed, None if decision.allowed else decision.reason
-                )
-            )
+            # Allowed with a warning (outside the patient's send window) shows the warning.
+            reason = "; ".join(decision.warnings) if decision.allowed else decision.reason
+            options.append(ChannelOption(channel, decision.allowed, reason or None))
     return options
 
 
