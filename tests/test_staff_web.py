@@ -407,3 +407,60 @@ async def test_events_cross_hub_processes_through_redis(
     finally:
         await sio.disconnect()
     assert event["message_id"]
+
+
+async def test_staff_records_a_phone_opt_out_and_replies_are_refused(
+    client: TestClient, db: Database, two_teams: dict[str, Any]
+) -> None:
+    await sign_in(client, "alex.agent@demo-clinic.example.org")
+    cid = two_teams["conv_a"]
+    csrf = await csrf_of(client, f"/conversations/{cid}")
+    bad = await client.post(
+        f"/conversations/{cid}/consent",
+        data={
+            "csrf_token": csrf,
+            "channel": "sms",
+            "purpose": "all",
+            "state": "revoked",
+            "reason": "because I said so",
+        },
+    )
+    assert "reason must be one of" in await bad.text()
+    done = await client.post(
+        f"/conversations/{cid}/consent",
+        data={
+            "csrf_token": csrf,
+            "channel": "sms",
+            "purpose": "all",
+            "state": "revoked",
+            "reason": "phone",
+        },
+        allow_redirects=False,
+    )
+    assert done.status == 303
+    refused = await client.post(
+        f"/api/conversations/{cid}/messages", json={"body": "hi"}, headers={"X-CSRF-Token": csrf}
+    )
+    assert refused.status == 409
+    error = (await refused.json())["error"]
+    assert error["code"] == "opted_out"
+    assert "through staff (patient asked on the phone)" in error["message"]
+
+
+async def test_admin_edits_the_consent_policy(client: TestClient, db: Database) -> None:
+    await make_staff(db, "ada.admin@demo-clinic.example.org", role="admin")
+    await sign_in(client, "ada.admin@demo-clinic.example.org")
+    csrf = await csrf_of(client, "/admin/consent")
+    bad = await client.post(
+        "/admin/consent", data={"csrf_token": csrf, "policy": '{"send_window": ["22:00", "07:00"]}'}
+    )
+    assert "send_window" in await bad.text()
+    ok = await client.post(
+        "/admin/consent",
+        data={
+            "csrf_token": csrf,
+            "policy": '{"send_window": ["09:00", "19:30"], "caps": {"per_day": 2, "per_week": 4}}',
+        },
+    )
+    assert "Consent policy saved" in await ok.text()
+    assert "19:30" in await (await client.get("/admin/consent")).text()
