@@ -464,3 +464,33 @@ async def test_admin_edits_the_consent_policy(client: TestClient, db: Database) 
     )
     assert "Consent policy saved" in await ok.text()
     assert "19:30" in await (await client.get("/admin/consent")).text()
+
+
+async def test_fhir_consent_export_through_the_api(
+    client: TestClient, db: Database, two_teams: dict[str, Any]
+) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    await sign_in(client, "alex.agent@demo-clinic.example.org")
+    mine, theirs = two_teams["conv_a"], two_teams["conv_b"]
+    async with db.reader() as session:
+        patient_a = (await session.get(Conversation, mine)).patient_id  # type: ignore[union-attr]
+        patient_b = (await session.get(Conversation, theirs)).patient_id  # type: ignore[union-attr]
+    csrf = await csrf_of(client, f"/conversations/{mine}")
+    await client.post(
+        f"/conversations/{mine}/consent",
+        data={
+            "csrf_token": csrf,
+            "channel": "sms",
+            "purpose": "marketing",
+            "state": "revoked",
+            "reason": "phone",
+        },
+    )
+    response = await client.get(f"/api/patients/{patient_a}/consents.fhir")
+    assert response.status == 200
+    assert response.content_type == "application/fhir+json"
+    bundle = await response.json()
+    Bundle.model_validate(bundle)
+    assert [e["resource"]["provision"]["provision"][0]["type"] for e in bundle["entry"]] == ["deny"]
+    assert (await client.get(f"/api/patients/{patient_b}/consents.fhir")).status == 404

@@ -270,3 +270,20 @@ async def list_canned(request: web.Request) -> web.Response:
             ]
         }
     )
+
+
+async def export_consents(request: web.Request) -> web.Response:
+    """The patient's whole consent history as FHIR R4 Consent resources in a Bundle."""
+    from hub.consent.fhir import do_export_consents
+
+    ctx = current(request)
+    pid = _uuid(request)
+    try:
+        async with request.app[DB].reader() as session:
+            await conversations.visible_patient(session, ctx, pid)
+        bundle = await do_export_consents(
+            request.app[DB], ctx.actor, pid, organization=request.app[SETTINGS].clinic_name
+        )
+    except NotFound:
+        return error(404, "No such patient.")
+    return web.json_response(bundle, content_type="application/fhir+json")

@@ -173,6 +173,13 @@ def document() -> dict[str, Any]:
                 )
             },
             "/api/canned-responses": {"get": _op("Saved replies", errors=(401,))},
+            "/api/patients/{id}/consents.fhir": {
+                "get": _op(
+                    "The patient's consent history as a FHIR R4 Bundle of Consent resources "
+                    "(application/fhir+json; audited)",
+                    params=ID,
+                )
+            },
             "/api/canned-responses/{id}/render": {
                 "get": _op(
                     "A saved reply with the patient's first name and the clinic name filled in",

@@ -65,6 +65,9 @@ def setup_routes(app: web.Application) -> None:
             web.post("/api/conversations/{id}/status", api.post_status, name="api_status"),
             web.post("/api/conversations/{id}/priority", api.post_priority, name="api_priority"),
             web.post("/api/conversations/{id}/assign", api.post_assign, name="api_assign"),
+            web.get(
+                "/api/patients/{id}/consents.fhir", api.export_consents, name="api_consents_fhir"
+            ),
             web.get("/api/canned-responses", api.list_canned, name="api_canned"),
             web.get(
                 "/api/canned-responses/{id}/render", api.render_canned, name="api_canned_render"

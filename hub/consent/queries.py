@@ -78,3 +78,13 @@ async def automated_sends(
     if exclude_message_id is not None:
         stmt = stmt.where(Message.id != exclude_message_id)
     return list((await session.scalars(stmt)).all())
+
+
+async def patient_history(session: AsyncSession, patient_id: uuid.UUID) -> list[ConsentRecord]:
+    """Every consent record of a patient, oldest first (one query, for the FHIR export)."""
+    stmt = (
+        select(ConsentRecord)
+        .where(ConsentRecord.patient_id == patient_id)
+        .order_by(ConsentRecord.created_at, ConsentRecord.id)
+    )
+    return list((await session.scalars(stmt)).all())

@@ -301,3 +301,10 @@ async def unread_count(session: AsyncSession, staff_id: uuid.UUID, where: Sequen
         )
     )
     return int(await session.scalar(stmt) or 0)
+
+
+async def patient_has_conversation_in(
+    session: AsyncSession, patient_id: uuid.UUID, visible: Any
+) -> bool:
+    stmt = select(Conversation.id).where(Conversation.patient_id == patient_id, visible).limit(1)
+    return (await session.scalars(stmt)).first() is not None

@@ -294,3 +294,16 @@ async def do_wake_snoozed(db: Database, now: datetime | None = None) -> tuple[uu
                 ).id
             )
     return tuple(effects)
+
+
+async def visible_patient(
+    session: AsyncSession, ctx: StaffContext, patient_id: uuid.UUID
+) -> Patient:
+    """A patient is visible to whoever can see one of their conversations (admins: anyone)."""
+    patient = await session.get(Patient, patient_id)
+    if patient is None or not (
+        ctx.is_admin
+        or await queries.patient_has_conversation_in(session, patient_id, ctx.visible_filter())
+    ):
+        raise NotFound("no such patient")
+    return patient
