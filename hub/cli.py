@@ -106,6 +106,14 @@ async def _migrate(settings: Settings) -> None:
 
     await _check_database(settings, require_migrated=False)
     await upgrade_url(settings.database_url)
+    from hub.db import Database
+    from hub.templates.actions import do_seed_templates
+
+    db = Database.connect(settings.database_url)
+    try:
+        await do_seed_templates(db)  # adds shipped templates a clinic does not have yet
+    finally:
+        await db.dispose()
 
 
 def _serve(settings: Settings) -> None:

@@ -58,6 +58,7 @@ class Settings:
     twilio_from_number: str | None = None
     twilio_messaging_service_sid: str | None = None
     clinic_name: str = "The clinic"
+    clinic_phone: str | None = None
     sms_help_text: str | None = None
     send_retry_base_s: float = DEFAULT_SEND_RETRY_BASE_S
     session_idle_minutes: float = DEFAULT_SESSION_IDLE_MINUTES
@@ -160,6 +161,7 @@ class Settings:
             twilio_from_number=get("TWILIO_FROM_NUMBER"),
             twilio_messaging_service_sid=get("TWILIO_MESSAGING_SERVICE_SID"),
             clinic_name=get("HUB_CLINIC_NAME") or "The clinic",
+            clinic_phone=get("HUB_CLINIC_PHONE"),
             sms_help_text=get("HUB_SMS_HELP_TEXT"),
             send_retry_base_s=send_retry_base_s,
             session_idle_minutes=idle,
@@ -183,6 +185,12 @@ class Settings:
         if self.keys is not None:
             return self.keys
         return load_dev_key_ring(self.var_dir)
+
+    @property
+    def clinic(self) -> dict[str, str | None]:
+        """The clinic's variables for message templates ({{ clinic.name }}, {{ clinic.phone }})."""
+        # Without HUB_CLINIC_PHONE, the number patients text is the natural one to call back.
+        return {"name": self.clinic_name, "phone": self.clinic_phone or self.twilio_from_number}
 
     @property
     def help_text(self) -> str:

@@ -5,6 +5,7 @@ from hub.consent import models as consent_models
 from hub.db import Base
 from hub.inbox import models as inbox_models
 from hub.routing import models as routing_models
+from hub.templates import models as template_models
 
 metadata = Base.metadata
 
@@ -16,4 +17,5 @@ __all__ = [
     "outbox",
     "rotation",
     "routing_models",
+    "template_models",
 ]

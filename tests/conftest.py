@@ -144,6 +144,8 @@ def settings(database_url: str, redis_url: str, ring: KeyRing, tmp_path: Path) -
         public_url="https://hub.test-clinic.example.org",
         var_dir=tmp_path / "var",
         log_format="text",
+        clinic_name="Demo Clinic",
+        clinic_phone="+15550109999",
     )
 
 

@@ -409,3 +409,55 @@ async def test_caps_count_queued_automated_messages(db: Database, ring: KeyRing)
     )
     assert first.outcome == "queued"
     assert second.outcome == "deferred" and second.not_before == local(tz, 2026, 11, 19, 8)
+
+
+async def test_a_real_template_missing_a_variable_fails_the_send(
+    db: Database, ring: KeyRing
+) -> None:
+    """The shipped reminder needs the appointment's start time: without it nothing is sent."""
+    from hub.inbox.actions.automated import template_renderer
+    from hub.templates.actions import do_seed_templates
+
+    await do_seed_templates(db)
+    pid = await _patient(db, ring)
+    clinic = {"name": "Demo Clinic", "phone": "+15550109999"}
+    at = local("America/New_York", 2026, 11, 18, 12)
+    broken = await do_send_automated(
+        db,
+        ring,
+        pid,
+        purpose=Purpose.REMINDERS,
+        available={Channel.SMS},
+        at=at,
+        render=template_renderer(
+            "appointment_reminder", appointment={"location": "Room 2"}, clinic=clinic
+        ),
+    )
+    assert broken.outcome == "failed"
+    assert "appointment_reminder (sms, en) needs appointment.start" in broken.reason
+    good = await do_send_automated(
+        db,
+        ring,
+        pid,
+        purpose=Purpose.REMINDERS,
+        available={Channel.SMS},
+        at=at + timedelta(days=1),
+        render=template_renderer(
+            "appointment_reminder",
+            clinic=clinic,
+            appointment={
+                "start": local("America/New_York", 2026, 11, 20, 10, 30),
+                "location": "Room 2",
+                "provider": "Dr. Demo",
+            },
+        ),
+    )
+    assert good.outcome == "queued"
+    async with db.reader() as session:
+        failed = await session.get(Message, broken.message_id)
+        sent = await session.get(Message, good.message_id)
+    assert failed is not None and failed.status is MessageStatus.FAILED
+    assert failed.body_enc is None
+    assert sent is not None
+    body = sent.unseal(ring, "body") or ""
+    assert "10:30" in body and "Avery" in body

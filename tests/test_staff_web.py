@@ -494,3 +494,45 @@ async def test_fhir_consent_export_through_the_api(
     Bundle.model_validate(bundle)
     assert [e["resource"]["provision"]["provision"][0]["type"] for e in bundle["entry"]] == ["deny"]
     assert (await client.get(f"/api/patients/{patient_b}/consents.fhir")).status == 404
+
+
+async def test_admin_previews_a_template_with_a_patient_and_it_is_audited(
+    client: TestClient, db: Database, two_teams: dict[str, Any]
+) -> None:
+    from hub.templates.actions import do_seed_templates
+
+    await do_seed_templates(db)
+    await make_staff(db, "ada.admin@demo-clinic.example.org", role="admin")
+    await sign_in(client, "ada.admin@demo-clinic.example.org")
+    page = await client.get("/admin/templates")
+    assert page.status == 200 and "appointment_reminder" in await page.text()
+    async with db.reader() as session:
+        patient_id = (await session.get(Conversation, two_teams["conv_a"])).patient_id  # type: ignore[union-attr]
+    csrf = await csrf_of(client, "/admin/templates")
+    preview = await client.post(
+        "/admin/templates/preview",
+        data={
+            "csrf_token": csrf,
+            "key": "appointment_reminder",
+            "channel": "sms",
+            "patient_id": str(patient_id),
+        },
+    )
+    html = await preview.text()
+    assert "Avery" in html and "segment(s)" in html and "GSM-7" in html
+    async with db.reader() as session:
+        events = (
+            await session.scalars(select(AuditEvent).where(AuditEvent.action == "template.preview"))
+        ).all()
+    assert [e.subject_id for e in events] == [str(patient_id)]
+    saved = await client.post(
+        "/admin/templates",
+        data={
+            "csrf_token": csrf,
+            "key": "appointment_reminder",
+            "channel": "sms",
+            "locale": "en",
+            "body": "Hi {{ patient.first_name }}, about your {{ appointment.reason }} visit",
+        },
+    )
+    assert "not a secure channel" in await saved.text()

@@ -19,7 +19,7 @@ from hub.inbox.models import CannedResponse, StaffUser, Team
 from hub.inbox.passwords import one_time_password
 from hub.inbox.schemas import NewStaffUser
 from web.auth import current
-from web.keys import DB
+from web.keys import DB, RING, SETTINGS
 from web.render import redirect_with, render
 
 
@@ -269,3 +269,102 @@ async def save_consent_policy(request: web.Request) -> web.StreamResponse:
     except (HubError, ValueError) as exc:
         raise redirect_with("/admin/consent", "error", f"Not saved: {exc}") from None
     raise redirect_with("/admin/consent", "ok", "Consent policy saved.")
+
+
+async def templates_page(request: web.Request) -> web.Response:
+    from hub.inbox.actions import listing
+    from hub.templates.actions import do_list_templates
+
+    _admin(request)
+    templates = await do_list_templates(request.app[DB])
+    # Patients to preview with: the newest conversations (a PHI view, audited as a list).
+    page = await listing.do_list_inbox(
+        request.app[DB],
+        request.app[RING],
+        current(request),
+        listing.InboxFilters(status="any"),
+        limit=30,
+    )
+    return render(
+        request,
+        "admin_templates.html",
+        nav="admin",
+        templates=templates,
+        patients=page.rows,
+        preview=None,
+        chosen=None,
+    )
+
+
+async def save_template_variant(request: web.Request) -> web.StreamResponse:
+    from hub.templates.actions import do_save_variant
+
+    actor = _admin(request)
+    form = await request.post()
+    try:
+        saved = await do_save_variant(
+            request.app[DB],
+            actor,
+            str(form.get("key", "")),
+            str(form.get("channel", "")),
+            str(form.get("locale", "")),
+            str(form.get("subject", "")) or None,
+            str(form.get("body", "")),
+            str(form.get("html", "")) or None,
+        )
+    except (HubError, ValueError) as exc:
+        raise redirect_with("/admin/templates", "error", f"Not saved: {exc}") from None
+    note = "Saved." + (" Warnings: " + "; ".join(saved.warnings) if saved.warnings else "")
+    raise redirect_with("/admin/templates", "warn" if saved.warnings else "ok", note)
+
+
+async def preview_template(request: web.Request) -> web.Response:
+    from datetime import UTC, datetime, timedelta
+
+    from hub.inbox.actions import listing
+    from hub.templates.actions import do_list_templates, do_preview
+
+    actor = _admin(request)
+    form = await request.post()
+    settings = request.app[SETTINGS]
+    sample = {
+        "start": datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        + timedelta(days=2, hours=1),
+        "location": "Main clinic, room 2",
+        "provider": "Dr. Example",
+    }
+    preview, error_text = None, None
+    try:
+        preview = await do_preview(
+            request.app[DB],
+            request.app[RING],
+            actor,
+            str(form.get("key", "")),
+            str(form.get("channel", "sms")),
+            uuid.UUID(str(form.get("patient_id", ""))),
+            sample,
+            clinic=settings.clinic,
+        )
+    except (HubError, ValueError) as exc:
+        error_text = str(exc)
+    page = await listing.do_list_inbox(
+        request.app[DB],
+        request.app[RING],
+        current(request),
+        listing.InboxFilters(status="any"),
+        limit=30,
+    )
+    return render(
+        request,
+        "admin_templates.html",
+        nav="admin",
+        templates=await do_list_templates(request.app[DB]),
+        patients=page.rows,
+        preview=preview,
+        preview_error=error_text,
+        chosen={
+            "key": form.get("key"),
+            "channel": form.get("channel"),
+            "patient_id": form.get("patient_id"),
+        },
+    )

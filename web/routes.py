@@ -42,6 +42,11 @@ def setup_routes(app: web.Application) -> None:
             web.post("/conversations/{id}/assign", pages.assign, name="assign"),
             web.post("/conversations/{id}/consent", pages.record_consent, name="record_consent"),
             web.get("/admin/consent", admin.consent_page, name="admin_consent"),
+            web.get("/admin/templates", admin.templates_page, name="admin_templates"),
+            web.post("/admin/templates", admin.save_template_variant, name="admin_save_template"),
+            web.post(
+                "/admin/templates/preview", admin.preview_template, name="admin_preview_template"
+            ),
             web.post("/admin/consent", admin.save_consent_policy, name="admin_save_consent"),
             web.get("/attachments/{id}", pages.attachment, name="attachment"),
             # admin

@@ -5,9 +5,10 @@ recorded on a message: queued, deferred (with the time), or failed with the reas
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +27,25 @@ from hub.outbox import add_effect
 
 Renderer = Callable[[AsyncSession, Channel, PatientView], Awaitable[str]]
 """Renders the text for a channel; raises a HubError (a template error) to fail the send."""
+
+
+def template_renderer(
+    key: str,
+    *,
+    appointment: Mapping[str, Any] | None,
+    clinic: Mapping[str, Any],
+    links: Mapping[str, Any] | None = None,
+) -> Renderer:
+    """Render ``key`` for the chosen channel in the patient's language. A missing variable or
+    variant raises, and the send is stored as failed with that reason (nothing goes out)."""
+    from hub.templates.actions import render_template, template_context
+
+    async def render(session: AsyncSession, channel: Channel, patient: PatientView) -> str:
+        context = template_context(patient, appointment, clinic, links=links)
+        rendered = await render_template(session, key, channel.value, context)
+        return rendered.body
+
+    return render
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,45 @@
+"""Message templates: keys with a purpose, and variants per channel and locale.
+
+``render`` (pure) runs the Jinja2 sandbox and lints; ``segments`` (pure) does SMS segment math;
+``actions`` seeds, edits, renders and previews. The errors below are the package's public
+surface for callers such as the send path.
+"""
+
+from __future__ import annotations
+
+from hub.errors import HubError
+
+
+class TemplateRenderError(HubError):
+    """A template could not be rendered for this send; the message says what and where."""
+
+    def __init__(
+        self,
+        key: str,
+        channel: str,
+        locale: str,
+        problem: str,
+        *,
+        missing: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.key, self.channel, self.locale = key, channel, locale
+        self.missing = missing
+        """The dotted path of the variable the context lacked, when that was the problem."""
+        self.line = line
+        super().__init__(f"template {key} ({channel}, {locale}) {problem}")
+
+
+class TemplateMissing(HubError):
+    """No template with that key, or no variant for the channel in any fallback locale."""
+
+    def __init__(self, key: str, channel: str | None, message: str) -> None:
+        self.key, self.channel = key, channel
+        super().__init__(message)
+
+
+class TemplateInvalid(HubError):
+    """Template text an admin tried to save cannot be used; the message says why."""
+
+
+__all__ = ["TemplateInvalid", "TemplateMissing", "TemplateRenderError"]
