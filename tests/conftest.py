@@ -131,6 +131,16 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def fresh_redis(redis_url: str) -> None:
+    """Sessions, login counters and queues live in Redis; start without the last test's."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
 def ring() -> KeyRing:
     return KeyRing.generate("t1")
 

@@ -27,15 +27,7 @@ from tests.staff_helpers import PASSWORD, csrf_of, session_cookie, sign_in
 from web.app import create_app
 from web.keys import SESSIONS
 
-
-@pytest.fixture(autouse=True)
-def fresh_redis(redis_url: str) -> None:
-    """Sessions and login counters live in Redis; each test starts without the last one's."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
+pytestmark = pytest.mark.usefixtures("fresh_redis")
 
 
 @pytest.fixture

@@ -23,13 +23,7 @@ from web.app import create_app
 PUBLIC = "http://127.0.0.1"
 
 
-@pytest.fixture(autouse=True)
-def fresh_redis(redis_url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
+pytestmark = pytest.mark.usefixtures("fresh_redis")
 
 
 @pytest.fixture

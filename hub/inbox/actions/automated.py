@@ -19,11 +19,11 @@ from hub.db import Database, utcnow
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
 from hub.errors import HubError
 from hub.inbox import queries
+from hub.inbox.actions.delivery import message_new_effect, send_job_effect
 from hub.inbox.actions.patients import view_patient
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Conversation, Message, Patient
 from hub.inbox.schemas import PatientView
-from hub.outbox import add_effect
 
 Renderer = Callable[[AsyncSession, Channel, PatientView], Awaitable[str]]
 """Renders the text for a channel; raises a HubError (a template error) to fail the send."""
@@ -140,24 +140,8 @@ async def do_send_automated(
         await session.flush()
         if message.status is MessageStatus.QUEUED:
             delay = (not_before - now).total_seconds() if not_before else 0
-            effects.append(
-                add_effect(
-                    session,
-                    "job:send_message",
-                    {"message_id": str(message.id), "queue": "bulk", "delay_s": delay},
-                ).id
-            )
-        effects.append(
-            add_effect(
-                session,
-                "notify:message:new",
-                {
-                    "message_id": str(message.id),
-                    "conversation_id": str(conversation.id),
-                    "team_id": str(conversation.team_id) if conversation.team_id else None,
-                },
-            ).id
-        )
+            effects.append(send_job_effect(session, message.id, queue="bulk", delay_s=delay))
+        effects.append(message_new_effect(session, message, conversation))
     return AutomatedSend(
         message.id,
         decision.channel if decision else None,

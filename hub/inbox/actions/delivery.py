@@ -63,6 +63,31 @@ class ClaimResult:
     """Why nothing is to be sent: "already claimed", "refused: ...", "not found"."""
 
 
+def message_new_effect(
+    session: AsyncSession, message: Message, conversation: Conversation
+) -> uuid.UUID:
+    """``message:new`` for the conversation's team room, after commit."""
+    return add_effect(
+        session,
+        "notify:message:new",
+        {
+            "message_id": str(message.id),
+            "conversation_id": str(conversation.id),
+            "team_id": str(conversation.team_id) if conversation.team_id else None,
+        },
+    ).id
+
+
+def send_job_effect(
+    session: AsyncSession, message_id: uuid.UUID, *, queue: str = "default", delay_s: float = 0
+) -> uuid.UUID:
+    """The job that sends ``message_id``, released after commit (delayed when ``delay_s``)."""
+    payload: dict[str, object] = {"message_id": str(message_id), "queue": queue}
+    if delay_s > 0:
+        payload["delay_s"] = delay_s
+    return add_effect(session, "job:send_message", payload).id
+
+
 def _status_effect(
     session: AsyncSession, message: Message, conversation_id: uuid.UUID
 ) -> uuid.UUID:
@@ -106,20 +131,8 @@ async def queue_outbound(
     conversation.last_activity_at = now
     await session.flush()
     effects = [
-        add_effect(
-            session,
-            "job:send_message",
-            {"message_id": str(message.id), "queue": "urgent" if urgent else "default"},
-        ).id,
-        add_effect(
-            session,
-            "notify:message:new",
-            {
-                "message_id": str(message.id),
-                "conversation_id": str(conversation.id),
-                "team_id": str(conversation.team_id) if conversation.team_id else None,
-            },
-        ).id,
+        send_job_effect(session, message.id, queue="urgent" if urgent else "default"),
+        message_new_effect(session, message, conversation),
     ]
     return message, effects
 
@@ -196,12 +209,8 @@ async def do_claim_send(
                 # Ran too early (or a duplicate): put the job back for when it is due, so the
                 # message can never be left queued with nothing left to send it.
                 wait = (message.next_attempt_at - now).total_seconds()
-                retry = add_effect(
-                    session,
-                    "job:send_message",
-                    {"message_id": str(message.id), "queue": "default", "delay_s": wait},
-                )
-                return ClaimResult(None, (retry.id,), skipped="not due yet")
+                retry = send_job_effect(session, message.id, delay_s=wait)
+                return ClaimResult(None, (retry,), skipped="not due yet")
             conversation = await session.get(Conversation, message.conversation_id)
             assert conversation is not None
             patient = await session.get(Patient, conversation.patient_id)
@@ -220,12 +229,8 @@ async def do_claim_send(
                 message.next_attempt_at = decision.not_before
                 message.error_reason = f"waiting: {decision.reason}"
                 wait = (decision.not_before - now).total_seconds()
-                later = add_effect(
-                    session,
-                    "job:send_message",
-                    {"message_id": str(message.id), "queue": "default", "delay_s": wait},
-                )
-                return ClaimResult(None, (later.id,), skipped=f"deferred: {decision.reason}")
+                later = send_job_effect(session, message.id, delay_s=wait)
+                return ClaimResult(None, (later,), skipped=f"deferred: {decision.reason}")
             if not decision.allowed:
                 message.status = MessageStatus.FAILED
                 message.error_code = decision.code
@@ -345,13 +350,7 @@ async def _fail_or_retry(
         message.error_reason = (
             f"attempt {message.send_attempts} failed ({failure.reason}); retrying in {delay:g} s"
         )
-        effects.append(
-            add_effect(
-                session,
-                "job:send_message",
-                {"message_id": str(message.id), "queue": "default", "delay_s": delay},
-            ).id
-        )
+        effects.append(send_job_effect(session, message.id, delay_s=delay))
     else:
         message.status = status
         message.error_reason = failure.reason + (

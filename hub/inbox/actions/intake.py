@@ -18,7 +18,7 @@ from hub.crypto import KeyRing, associated_data
 from hub.db import Database, new_id, utcnow
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
 from hub.inbox import queries
-from hub.inbox.actions.delivery import queue_outbound
+from hub.inbox.actions.delivery import message_new_effect, queue_outbound
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
 from hub.inbox.models import (
     Attachment,
@@ -233,17 +233,7 @@ async def do_receive_inbound(
             now=now,
         )
         effects.extend(routed.effect_ids)
-        effects.append(
-            add_effect(
-                session,
-                "notify:message:new",
-                {
-                    "message_id": str(message.id),
-                    "conversation_id": str(conversation.id),
-                    "team_id": str(conversation.team_id) if conversation.team_id else None,
-                },
-            ).id
-        )
+        effects.append(message_new_effect(session, message, conversation))
     return IntakeResult(
         message.id,
         conversation.id,
