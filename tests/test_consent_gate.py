@@ -461,3 +461,33 @@ async def test_a_real_template_missing_a_variable_fails_the_send(
     assert sent is not None
     body = sent.unseal(ring, "body") or ""
     assert "10:30" in body and "Avery" in body
+
+
+async def test_a_send_whose_job_was_lost_is_requeued(db: Database, ring: KeyRing) -> None:
+    from hub.inbox.actions.delivery import do_requeue_stalled
+
+    pid = await _patient(db, ring)
+    at = local("America/New_York", 2026, 11, 18, 12)
+    sent = await do_send_automated(
+        db,
+        ring,
+        pid,
+        purpose=Purpose.REMINDERS,
+        render=reminder_text(),
+        available={Channel.SMS},
+        at=at,
+    )
+    # Its job never ran (say Redis was flushed). Four minutes on: not yet; six: re-queued once.
+    assert await do_requeue_stalled(db, now=at + timedelta(minutes=4)) == ()
+    first = await do_requeue_stalled(db, now=at + timedelta(minutes=6))
+    assert len(first) == 1
+    assert await do_requeue_stalled(db, now=at + timedelta(minutes=7)) == ()
+    claim = await actions.do_claim_send(
+        db,
+        ring,
+        sent.message_id,
+        provider="twilio_sms",
+        public_url="https://hub.test",
+        now=at + timedelta(minutes=7),
+    )
+    assert claim.task is not None

@@ -12,13 +12,13 @@ from aiohttp import web
 
 from hub.audit import Actor
 from hub.errors import HubError
-from hub.inbox.actions import assignment, conversations
+from hub.inbox.actions import assignment, conversations, delivery
 from hub.outbox import relay_pending, release_events
 from web.keys import BACKGROUND, DB, PRESENCE, REDIS, SINK
 
 log = logging.getLogger(__name__)
 
-TICK_LOCK = "hub:tick:wake-snoozed"
+TICK_LOCK = "hub:tick"
 RELAY_INTERVAL_S = 2.0
 """How often `hub serve` re-releases effects whose fast path failed (Redis briefly down)."""
 
@@ -106,6 +106,7 @@ async def relay_loop(app: web.Application) -> AsyncIterator[None]:
                 # One process per interval wakes snoozed conversations (SET NX as the lock).
                 if await app[REDIS].set(TICK_LOCK, "1", nx=True, ex=int(RELAY_INTERVAL_S * 5)):
                     effects = await conversations.do_wake_snoozed(app[DB])
+                    effects += await delivery.do_requeue_stalled(app[DB])
                     await release_events(app[DB], app[SINK], effects)
             except Exception:
                 log.exception("outbox relay pass failed")

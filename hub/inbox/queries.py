@@ -308,3 +308,29 @@ async def patient_has_conversation_in(
 ) -> bool:
     stmt = select(Conversation.id).where(Conversation.patient_id == patient_id, visible).limit(1)
     return (await session.scalars(stmt)).first() is not None
+
+
+async def stalled_outbound(
+    session: AsyncSession, due_before: datetime, limit: int
+) -> Sequence[Message]:
+    """Queued messages whose send time passed long ago: their job was lost (Redis flushed,
+    a worker killed before RQ recorded it). Sending is idempotent, so they are re-queued."""
+    from sqlalchemy import and_, or_
+
+    from hub.enums import Direction, MessageStatus
+
+    stmt = (
+        select(Message)
+        .where(
+            Message.direction == Direction.OUTBOUND,
+            Message.status == MessageStatus.QUEUED,
+            or_(
+                and_(Message.next_attempt_at.is_(None), Message.created_at < due_before),
+                Message.next_attempt_at < due_before,
+            ),
+        )
+        .order_by(Message.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (await session.scalars(stmt)).all()

@@ -410,3 +410,20 @@ async def do_apply_status(
             message.sent_at = message.sent_at or now
             message.delivered_at = message.delivered_at or now
         return (_status_effect(session, message, message.conversation_id),)
+
+
+STALLED_AFTER = timedelta(minutes=5)
+"""A queued message still waiting this long past its send time has lost its job."""
+
+
+async def do_requeue_stalled(
+    db: Database, *, now: datetime | None = None, limit: int = 500
+) -> tuple[uuid.UUID, ...]:
+    """Give stalled queued messages a new send job (the claim makes duplicates harmless)."""
+    now = now or utcnow()
+    async with db.transaction() as session:
+        stalled = await queries.stalled_outbound(session, now - STALLED_AFTER, limit)
+        for message in stalled:
+            # Move the clock on so the next sweep leaves it alone while this job is pending.
+            message.next_attempt_at = now
+        return tuple(send_job_effect(session, m.id) for m in stalled)
