@@ -4,6 +4,7 @@ from hub import audit, outbox, rotation
 from hub.consent import models as consent_models
 from hub.db import Base
 from hub.inbox import models as inbox_models
+from hub.journeys import models as journey_models
 from hub.routing import models as routing_models
 from hub.templates import models as template_models
 
@@ -13,6 +14,7 @@ __all__ = [
     "audit",
     "consent_models",
     "inbox_models",
+    "journey_models",
     "metadata",
     "outbox",
     "rotation",

@@ -92,56 +92,79 @@ async def do_send_automated(
     available: Iterable[Channel],
     at: datetime | None = None,
 ) -> AutomatedSend:
-    now = at or utcnow()
     async with db.transaction() as session:
         patient = await session.get(Patient, patient_id)
         if patient is None:
             raise NotFound(f"no patient with id {patient_id}")
-        choice = await consent.choose_channel(session, patient, purpose, now, available=available)
-        notes = list(choice.reasons)
-        decision = choice.decision
-        channel = decision.channel if decision else _first_channel(patient)
-        conversation = await _conversation_for(session, patient, channel, now)
-        message = Message(
-            conversation_id=conversation.id,
-            direction=Direction.OUTBOUND,
-            channel=channel,
-            status=MessageStatus.QUEUED,
-            purpose=purpose.value,
-            created_at=now,
+        return await send_automated_in(
+            session,
+            ring,
+            patient,
+            purpose=purpose,
+            render=render,
+            available=available,
+            at=at or utcnow(),
         )
-        effects: list[uuid.UUID] = []
-        outcome, reason, not_before = "queued", "allowed", None
-        if decision is None:
-            outcome, reason = "refused", "no channel in the patient's order may be used"
+
+
+async def send_automated_in(
+    session: AsyncSession,
+    ring: KeyRing,
+    patient: Patient,
+    *,
+    purpose: Purpose,
+    render: Renderer,
+    available: Iterable[Channel],
+    at: datetime,
+) -> AutomatedSend:
+    """``do_send_automated`` inside the caller's transaction (a journey dispatch writes its
+    step run in the same commit, which is what makes the step exactly-once)."""
+    now = at
+    choice = await consent.choose_channel(session, patient, purpose, now, available=available)
+    notes = list(choice.reasons)
+    decision = choice.decision
+    channel = decision.channel if decision else _first_channel(patient)
+    conversation = await _conversation_for(session, patient, channel, now)
+    message = Message(
+        conversation_id=conversation.id,
+        direction=Direction.OUTBOUND,
+        channel=channel,
+        status=MessageStatus.QUEUED,
+        purpose=purpose.value,
+        created_at=now,
+    )
+    effects: list[uuid.UUID] = []
+    outcome, reason, not_before = "queued", "allowed", None
+    if decision is None:
+        outcome, reason = "refused", "no channel in the patient's order may be used"
+        message.status, message.error_code, message.error_reason = (
+            MessageStatus.FAILED,
+            "no_channel",
+            f"{reason}: " + "; ".join(notes),
+        )
+    else:
+        try:
+            body = await render(session, channel, view_patient(ring, patient))
+        except HubError as exc:
+            outcome, reason = "failed", str(exc)
             message.status, message.error_code, message.error_reason = (
                 MessageStatus.FAILED,
-                "no_channel",
-                f"{reason}: " + "; ".join(notes),
+                "template",
+                f"not sent: {exc}",
             )
         else:
-            try:
-                body = await render(session, channel, view_patient(ring, patient))
-            except HubError as exc:
-                outcome, reason = "failed", str(exc)
-                message.status, message.error_code, message.error_reason = (
-                    MessageStatus.FAILED,
-                    "template",
-                    f"not sent: {exc}",
-                )
-            else:
-                message.seal(ring, "body", body)
-                if decision.deferred:
-                    outcome, reason, not_before = "deferred", decision.reason, decision.not_before
-                    message.next_attempt_at = not_before
-                    notes.append(decision.summary())
-        message.delivery_notes = notes
-        session.add(message)
-        await session.flush()
-        if message.status is MessageStatus.QUEUED:
-            delay = (not_before - now).total_seconds() if not_before else 0
-            effects.append(send_job_effect(session, message.id, queue="bulk", delay_s=delay))
-        effects.append(message_new_effect(session, message, conversation))
+            message.seal(ring, "body", body)
+            if decision.deferred:
+                outcome, reason, not_before = "deferred", decision.reason, decision.not_before
+                message.next_attempt_at = not_before
+                notes.append(decision.summary())
+    message.delivery_notes = notes
+    session.add(message)
+    await session.flush()
+    if message.status is MessageStatus.QUEUED:
+        delay = (not_before - now).total_seconds() if not_before else 0
+        effects.append(send_job_effect(session, message.id, queue="bulk", delay_s=delay))
+    effects.append(message_new_effect(session, message, conversation))
     return AutomatedSend(
         message.id,
         decision.channel if decision else None,

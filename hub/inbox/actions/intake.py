@@ -26,6 +26,7 @@ from hub.inbox.models import (
     Conversation,
     InboundEvent,
     Message,
+    Note,
     Patient,
 )
 from hub.outbox import add_effect
@@ -218,6 +219,26 @@ async def do_receive_inbound(
                         urgent=True,
                     )
                     effects.extend(reply_effects)
+
+        if keyword is None:
+            # Journey replies: C / 1 confirms, 2 cancels, a number answers a survey. Imported
+            # here because journeys send through this package (a module-level import would
+            # be circular).
+            from hub.journeys.actions import handle_reply_in
+
+            answered = await handle_reply_in(
+                session, patient.id, inbound.body, inbound.channel, message.id, now
+            )
+            if answered is not None and answered.reply.kind == "cancel":
+                note = Note(conversation_id=conversation.id, author_id=None, mentions=[])
+                note.seal(
+                    ring,
+                    "body",
+                    "The patient cancelled their appointment by reply; "
+                    f"{answered.cancelled_runs} planned message(s) were cancelled.",
+                )
+                session.add(note)
+                conversation.status = ConversationStatus.OPEN
 
         # Routing runs before the broadcast so message:new reaches the routed team's room; the
         # emergency reply to an urgent message is queued in this same transaction.

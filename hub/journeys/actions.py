@@ -1,0 +1,401 @@
+"""Journey actions: install a definition, enroll (idempotent), claim due step runs in batches,
+dispatch a run exactly once, and act on replies."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.audit import Actor, record
+from hub.crypto import KeyRing
+from hub.db import Database, utcnow
+from hub.enums import Channel
+from hub.inbox.actions.automated import send_automated_in, template_renderer
+from hub.inbox.exceptions import NotFound
+from hub.inbox.models import Patient
+from hub.journeys import queries
+from hub.journeys.definitions import JourneyDefinition, StepDefinition, parse_journey, plan
+from hub.journeys.models import (
+    Appointment,
+    AppointmentStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Journey,
+    RunStatus,
+    StepRun,
+    SurveyAnswer,
+)
+from hub.journeys.replies import Reply, classify_reply
+
+CLAIM_LEASE = timedelta(minutes=5)
+"""A batch owns its claimed runs this long; if it dies, another batch takes them after."""
+DEFAULT_BATCH = 200
+"""Step runs claimed per dispatch batch."""
+PENDING = (RunStatus.PLANNED, RunStatus.CLAIMED)
+
+
+@dataclass(frozen=True)
+class NewAppointment:
+    external_id: str
+    start_at: datetime
+    source: str = "api"
+    location: str | None = None
+    provider: str | None = None
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    enrollment_id: uuid.UUID
+    created: bool
+    planned: int
+    skipped: int
+    moved: int = 0
+    cancelled: int = 0
+
+
+def definition_of(journey: Journey) -> JourneyDefinition:
+    return parse_journey(journey.definition, f"journey {journey.key}")
+
+
+async def do_install_journey(db: Database, actor: Actor, text: str, source: str) -> uuid.UUID:
+    """Store (or replace) a journey definition after validating it."""
+    definition = parse_journey(text, source)
+    async with db.transaction() as session:
+        journey = await queries.journey_by_key(session, definition.key)
+        if journey is None:
+            journey = Journey(
+                key=definition.key,
+                name=definition.name,
+                purpose=definition.purpose.value,
+                definition=text,
+            )
+            session.add(journey)
+        else:
+            journey.name, journey.purpose, journey.definition = (
+                definition.name,
+                definition.purpose.value,
+                text,
+            )
+        await session.flush()
+        await record(session, actor, "journey.install", "journey", journey.id)
+        return journey.id
+
+
+def _plan_runs(
+    definition: JourneyDefinition, enrollment: Enrollment, now: datetime, zone: str
+) -> list[StepRun]:
+    runs = []
+    for planned in plan(definition, enrollment.anchor_at, now, zone=zone):
+        runs.append(
+            StepRun(
+                enrollment_id=enrollment.id,
+                step_id=planned.step_id,
+                attempt=1,
+                due_at=planned.due_at,
+                status=RunStatus.SKIPPED if planned.skipped else RunStatus.PLANNED,
+                reason=planned.skip_reason,
+            )
+        )
+    return runs
+
+
+async def do_enroll(
+    db: Database,
+    actor: Actor,
+    journey_key: str,
+    patient_id: uuid.UUID,
+    *,
+    appointment: NewAppointment | None = None,
+    anchor_at: datetime | None = None,
+    now: datetime | None = None,
+) -> EnrollResult:
+    """Enroll a patient. The same patient and appointment again changes nothing, except that
+    a moved appointment moves its pending steps and a cancelled one cancels them."""
+    now = now or utcnow()
+    async with db.transaction() as session:
+        journey = await queries.journey_by_key(session, journey_key)
+        if journey is None:
+            raise NotFound(f"no journey with key {journey_key}")
+        patient = await session.get(Patient, patient_id)
+        if patient is None:
+            raise NotFound(f"no patient with id {patient_id}")
+        definition = definition_of(journey)
+        appt = None
+        if appointment is not None:
+            appt = await _upsert_appointment(session, patient_id, appointment)
+            anchor = appt.start_at
+            key = f"{patient_id}:appointment:{appt.id}"
+        else:
+            anchor = anchor_at or now
+            key = f"{patient_id}:{definition.anchor}:{anchor.isoformat()}"
+        enrollment = await queries.enrollment_by_key(session, journey.id, key)
+        if enrollment is not None:
+            return await _refresh(session, definition, enrollment, appt, patient, now)
+        enrollment = Enrollment(
+            journey_id=journey.id,
+            patient_id=patient_id,
+            appointment_id=appt.id if appt else None,
+            dedupe_key=key,
+            anchor_at=anchor,
+        )
+        session.add(enrollment)
+        await session.flush()
+        runs = _plan_runs(definition, enrollment, now, patient.time_zone)
+        session.add_all(runs)
+        if appt is not None and appt.status is AppointmentStatus.CANCELLED:
+            enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, now
+            for run in runs:
+                run.status, run.reason = RunStatus.CANCELLED, "appointment cancelled"
+        await record(
+            session,
+            actor,
+            "journey.enroll",
+            "patient",
+            patient_id,
+            {"journey": journey.key, "enrollment": str(enrollment.id)},
+        )
+        skipped = sum(r.status is RunStatus.SKIPPED for r in runs)
+        return EnrollResult(enrollment.id, True, len(runs) - skipped, skipped)
+
+
+async def _upsert_appointment(
+    session: AsyncSession, patient_id: uuid.UUID, new: NewAppointment
+) -> Appointment:
+    if new.start_at.utcoffset() is None:
+        raise ValueError("appointment start must be timezone-aware")
+    appt = await queries.appointment_by_external(session, new.source, new.external_id)
+    if appt is None:
+        appt = Appointment(
+            patient_id=patient_id,
+            source=new.source,
+            external_id=new.external_id,
+            start_at=new.start_at,
+        )
+        session.add(appt)
+    elif appt.patient_id != patient_id:
+        raise ValueError(f"appointment {new.external_id} belongs to another patient")
+    appt.start_at, appt.location, appt.provider = new.start_at, new.location, new.provider
+    if new.cancelled:
+        appt.status = AppointmentStatus.CANCELLED
+    await session.flush()
+    return appt
+
+
+async def _refresh(
+    session: AsyncSession,
+    definition: JourneyDefinition,
+    enrollment: Enrollment,
+    appt: Appointment | None,
+    patient: Patient,
+    now: datetime,
+) -> EnrollResult:
+    pending = list(await queries.runs_of(session, enrollment.id, PENDING))
+    moved = cancelled = 0
+    if appt is not None and appt.status is AppointmentStatus.CANCELLED:
+        if enrollment.status is EnrollmentStatus.ACTIVE:
+            enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, now
+        for run in pending:
+            run.status, run.reason = RunStatus.CANCELLED, "appointment cancelled"
+            cancelled += 1
+    elif appt is not None and appt.start_at != enrollment.anchor_at:
+        enrollment.anchor_at = appt.start_at
+        due = {p.step_id: p for p in plan(definition, appt.start_at, now, zone=patient.time_zone)}
+        for run in pending:
+            planned = due.get(run.step_id)
+            if planned is None:
+                continue
+            run.due_at, run.claimed_until = planned.due_at, None
+            run.status = RunStatus.SKIPPED if planned.skipped else RunStatus.PLANNED
+            run.reason = planned.skip_reason
+            moved += 1
+    return EnrollResult(enrollment.id, False, len(pending), 0, moved, cancelled)
+
+
+async def do_claim_due(
+    db: Database, *, now: datetime | None = None, batch: int = DEFAULT_BATCH
+) -> list[uuid.UUID]:
+    """Take a batch of due step runs under a lease; many claimers never take the same run."""
+    now = now or utcnow()
+    async with db.transaction() as session:
+        runs = await queries.claim_due(session, now, batch, db.dialect == "postgresql")
+        for run in runs:
+            run.status, run.claimed_until = RunStatus.CLAIMED, now + CLAIM_LEASE
+        return [r.id for r in runs]
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    run_id: uuid.UUID
+    outcome: str
+    """"sent", "skipped", "failed", or "gone" (already handled by another batch)."""
+    reason: str | None
+    message_id: uuid.UUID | None
+    effect_ids: tuple[uuid.UUID, ...] = ()
+
+
+def _available(step: StepDefinition, connected: Iterable[Channel]) -> set[Channel]:
+    usable = set(connected)
+    if step.channels.channels:
+        usable &= set(step.channels.channels)
+    return usable
+
+
+async def do_dispatch_run(
+    db: Database,
+    ring: KeyRing,
+    run_id: uuid.UUID,
+    *,
+    connected: Iterable[Channel],
+    clinic: Mapping[str, Any],
+    now: datetime | None = None,
+) -> Dispatched:
+    """Send one claimed step run. The message and the run's new status commit together, so a
+    duplicated or retried batch finds the run handled and sends nothing."""
+    now = now or utcnow()
+    async with db.transaction() as session:
+        run = await queries.run_for_update(session, run_id)
+        if run is None or run.status is not RunStatus.CLAIMED:
+            return Dispatched(run_id, "gone", None, None)
+        enrollment = await session.get(Enrollment, run.enrollment_id)
+        assert enrollment is not None
+        journey = await session.get(Journey, enrollment.journey_id)
+        patient = await session.get(Patient, enrollment.patient_id)
+        assert journey is not None and patient is not None
+        definition = definition_of(journey)
+        step = next((s for s in definition.steps if s.id == run.step_id), None)
+        if step is None:
+            run.status, run.reason = RunStatus.SKIPPED, "the journey no longer has this step"
+            return Dispatched(run_id, "skipped", run.reason, None)
+        skip = await _skip_reason(session, step, enrollment)
+        if skip is not None:
+            run.status, run.reason = RunStatus.SKIPPED, skip
+            return Dispatched(run_id, "skipped", skip, None)
+        appt = (
+            await session.get(Appointment, enrollment.appointment_id)
+            if enrollment.appointment_id
+            else None
+        )
+        appointment = (
+            {"start": appt.start_at, "location": appt.location, "provider": appt.provider}
+            if appt
+            else None
+        )
+        sent = await send_automated_in(
+            session,
+            ring,
+            patient,
+            purpose=step.purpose or definition.purpose,
+            render=template_renderer(step.template, appointment=appointment, clinic=clinic),
+            available=_available(step, connected),
+            at=now,
+        )
+        run.message_id, run.channel = (
+            sent.message_id,
+            (sent.channel.value if sent.channel else None),
+        )
+        run.reason = "; ".join(sent.notes) or None
+        if sent.outcome in ("queued", "deferred"):
+            run.status = RunStatus.SENT
+            outcome = "sent"
+        else:
+            run.status, run.reason = (
+                RunStatus.FAILED,
+                sent.reason + (f" ({'; '.join(sent.notes)})" if sent.notes else ""),
+            )
+            outcome = "failed"
+        return Dispatched(run_id, outcome, run.reason, sent.message_id, sent.effect_ids)
+
+
+async def _skip_reason(
+    session: AsyncSession, step: StepDefinition, enrollment: Enrollment
+) -> str | None:
+    for condition in step.conditions:
+        if condition == "skip_if_confirmed" and enrollment.confirmed_at is not None:
+            return "the patient already confirmed"
+        if condition.startswith("only_if_score_below:"):
+            limit = int(condition.split(":", 1)[1])
+            answers = await queries.survey_answers(session, enrollment.id)
+            if not answers or min(a.score for a in answers) >= limit:
+                return f"no survey score below {limit}"
+    return None
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    enrollment_id: uuid.UUID
+    reply: Reply
+    cancelled_runs: int = 0
+
+
+async def handle_reply_in(
+    session: AsyncSession,
+    patient_id: uuid.UUID,
+    text: str,
+    channel: Channel,
+    message_id: uuid.UUID,
+    now: datetime,
+) -> ReplyOutcome | None:
+    """Inside intake's transaction: match a patient's message to the enrollment whose last sent
+    step asks for an answer (the most recent one when several do), and act on it."""
+    best: tuple[datetime, Enrollment, StepDefinition] | None = None
+    for enrollment in await queries.active_enrollments_of(session, patient_id):
+        journey = await session.get(Journey, enrollment.journey_id)
+        assert journey is not None
+        steps = {s.id: s for s in definition_of(journey).steps}
+        for run in await queries.runs_of(session, enrollment.id, [RunStatus.SENT]):
+            step = steps.get(run.step_id)
+            if step is not None and step.asks and (best is None or run.due_at > best[0]):
+                best = (run.due_at, enrollment, step)
+    if best is None:
+        return None
+    _, enrollment, step = best
+    expecting = (
+        "confirmation"
+        if step.asks == "confirmation"
+        else (
+            f"survey:{step.survey.scale}"
+            if step.survey and step.survey.scale != "free_text"
+            else None
+        )
+    )
+    reply = classify_reply(text, expecting, channel=channel)  # type: ignore[arg-type]
+    cancelled = 0
+    if reply.kind == "confirm":
+        enrollment.confirmed_at = now
+        if enrollment.appointment_id:
+            appt = await session.get(Appointment, enrollment.appointment_id)
+            if appt is not None:
+                appt.status = AppointmentStatus.CONFIRMED
+    elif reply.kind == "cancel":
+        enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, now
+        if enrollment.appointment_id:
+            appt = await session.get(Appointment, enrollment.appointment_id)
+            if appt is not None:
+                appt.status = AppointmentStatus.CANCELLED
+        for run in await queries.runs_of(session, enrollment.id, PENDING):
+            run.status, run.reason = RunStatus.CANCELLED, "the patient cancelled"
+            cancelled += 1
+    elif reply.kind == "score" and reply.score is not None:
+        if not await _answered(session, enrollment.id, step.id):
+            session.add(
+                SurveyAnswer(
+                    enrollment_id=enrollment.id,
+                    step_id=step.id,
+                    score=reply.score,
+                    message_id=message_id,
+                )
+            )
+    else:
+        return None
+    await session.flush()
+    return ReplyOutcome(enrollment.id, reply, cancelled)
+
+
+async def _answered(session: AsyncSession, enrollment_id: uuid.UUID, step_id: str) -> bool:
+    return any(a.step_id == step_id for a in await queries.survey_answers(session, enrollment_id))

@@ -1,0 +1,160 @@
+"""Journeys in the database: the source of truth for what is due (Redis only carries jobs).
+
+An enrollment is one patient in one journey for one anchor (an appointment, a discharge, an
+enrollment time); its step runs are planned up front with their due times. A step run is sent
+under a unique dispatch key (enrollment, step, attempt), so a retried or duplicated batch job
+can never send it twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hub.db import Base, new_id, utcnow
+from hub.enums import str_enum
+
+
+class JourneyStatus(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class AppointmentStatus(enum.StrEnum):
+    BOOKED = "booked"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+
+
+class EnrollmentStatus(enum.StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    STOPPED = "stopped"
+
+
+class RunStatus(enum.StrEnum):
+    PLANNED = "planned"
+    CLAIMED = "claimed"
+    """Taken by a dispatch batch; a batch that dies leaves it claimed until the lease ends."""
+    SENT = "sent"
+    """Handed to the messaging layer (queued, deferred by quiet hours, or on its way)."""
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class Journey(Base):
+    __tablename__ = "journey_journey"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    key: Mapped[str] = mapped_column(String(80), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(String(16))
+    definition: Mapped[str] = mapped_column(Text)
+    """The YAML as written (re-parsed on load, so validation rules apply to stored journeys)."""
+    status: Mapped[JourneyStatus] = mapped_column(
+        str_enum(JourneyStatus, "journey_status"), default=JourneyStatus.ACTIVE
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Appointment(Base):
+    """An appointment as the clinic's scheduling system knows it (no PHI beyond ids/times;
+    location and provider are clinic data)."""
+
+    __tablename__ = "journey_appointment"
+    __table_args__ = (UniqueConstraint("source", "external_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    patient_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_patient.id", ondelete="CASCADE"), index=True
+    )
+    source: Mapped[str] = mapped_column(String(40), default="api")
+    external_id: Mapped[str] = mapped_column(String(120))
+    start_at: Mapped[datetime]
+    location: Mapped[str | None] = mapped_column(String(200))
+    provider: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[AppointmentStatus] = mapped_column(
+        str_enum(AppointmentStatus, "appointment_status"), default=AppointmentStatus.BOOKED
+    )
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Enrollment(Base):
+    __tablename__ = "journey_enrollment"
+    __table_args__ = (UniqueConstraint("journey_id", "dedupe_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    journey_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("journey_journey.id", ondelete="CASCADE")
+    )
+    patient_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_patient.id", ondelete="CASCADE"), index=True
+    )
+    appointment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("journey_appointment.id", ondelete="SET NULL"), index=True
+    )
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    """Patient + appointment (or anchor time): enrolling the same again changes nothing."""
+    anchor_at: Mapped[datetime]
+    status: Mapped[EnrollmentStatus] = mapped_column(
+        str_enum(EnrollmentStatus, "enrollment_status"), default=EnrollmentStatus.ACTIVE
+    )
+    confirmed_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StepRun(Base):
+    __tablename__ = "journey_step_run"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id", "attempt"),
+        Index("ix_journey_step_run_due", "status", "due_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    enrollment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("journey_enrollment.id", ondelete="CASCADE"), index=True
+    )
+    step_id: Mapped[str] = mapped_column(String(80))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    due_at: Mapped[datetime]
+    status: Mapped[RunStatus] = mapped_column(
+        str_enum(RunStatus, "run_status"), default=RunStatus.PLANNED
+    )
+    claimed_until: Mapped[datetime | None]
+    """Lease of the batch that claimed it; after it a new batch may take the run again."""
+    message_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("inbox_message.id", ondelete="SET NULL")
+    )
+    channel: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    """Why skipped, failed, or sent on a fallback channel (no PHI)."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def dispatch_key(self) -> str:
+        return f"{self.enrollment_id}:{self.step_id}:{self.attempt}"
+
+
+class SurveyAnswer(Base):
+    __tablename__ = "journey_survey_answer"
+    __table_args__ = (UniqueConstraint("enrollment_id", "step_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    enrollment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("journey_enrollment.id", ondelete="CASCADE")
+    )
+    step_id: Mapped[str] = mapped_column(String(80))
+    score: Mapped[int] = mapped_column(Integer)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("inbox_message.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,104 @@
+"""Journey SQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.journeys.models import (
+    Appointment,
+    Enrollment,
+    EnrollmentStatus,
+    Journey,
+    JourneyStatus,
+    RunStatus,
+    StepRun,
+    SurveyAnswer,
+)
+
+
+async def journey_by_key(session: AsyncSession, key: str) -> Journey | None:
+    return (await session.scalars(select(Journey).where(Journey.key == key))).first()
+
+
+async def appointment_by_external(
+    session: AsyncSession, source: str, external_id: str
+) -> Appointment | None:
+    stmt = select(Appointment).where(
+        Appointment.source == source, Appointment.external_id == external_id
+    )
+    return (await session.scalars(stmt)).first()
+
+
+async def enrollment_by_key(
+    session: AsyncSession, journey_id: uuid.UUID, dedupe_key: str
+) -> Enrollment | None:
+    stmt = select(Enrollment).where(
+        Enrollment.journey_id == journey_id, Enrollment.dedupe_key == dedupe_key
+    )
+    return (await session.scalars(stmt)).first()
+
+
+async def enrollments_of_appointment(
+    session: AsyncSession, appointment_id: uuid.UUID
+) -> Sequence[Enrollment]:
+    stmt = select(Enrollment).where(Enrollment.appointment_id == appointment_id)
+    return (await session.scalars(stmt)).all()
+
+
+async def runs_of(
+    session: AsyncSession, enrollment_id: uuid.UUID, statuses: Sequence[RunStatus] | None = None
+) -> Sequence[StepRun]:
+    stmt = select(StepRun).where(StepRun.enrollment_id == enrollment_id)
+    if statuses is not None:
+        stmt = stmt.where(StepRun.status.in_(statuses))
+    return (await session.scalars(stmt.order_by(StepRun.due_at))).all()
+
+
+async def claim_due(
+    session: AsyncSession, now: datetime, limit: int, postgres: bool
+) -> Sequence[StepRun]:
+    """Due runs of active enrollments in active journeys, and runs whose batch's lease ran
+    out (that batch died). SKIP LOCKED lets many claimers take disjoint batches."""
+    stmt = (
+        select(StepRun)
+        .join(Enrollment, Enrollment.id == StepRun.enrollment_id)
+        .join(Journey, Journey.id == Enrollment.journey_id)
+        .where(
+            StepRun.due_at <= now,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Journey.status == JourneyStatus.ACTIVE,
+            or_(
+                StepRun.status == RunStatus.PLANNED,
+                and_(StepRun.status == RunStatus.CLAIMED, StepRun.claimed_until < now),
+            ),
+        )
+        .order_by(StepRun.due_at)
+        .limit(limit)
+    )
+    if postgres:
+        stmt = stmt.with_for_update(of=StepRun, skip_locked=True)
+    return (await session.scalars(stmt)).all()
+
+
+async def run_for_update(session: AsyncSession, run_id: uuid.UUID) -> StepRun | None:
+    stmt = select(StepRun).where(StepRun.id == run_id).with_for_update()
+    return (await session.scalars(stmt)).first()
+
+
+async def active_enrollments_of(
+    session: AsyncSession, patient_id: uuid.UUID
+) -> Sequence[Enrollment]:
+    stmt = select(Enrollment).where(
+        Enrollment.patient_id == patient_id, Enrollment.status == EnrollmentStatus.ACTIVE
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def survey_answers(session: AsyncSession, enrollment_id: uuid.UUID) -> list[SurveyAnswer]:
+    stmt = select(SurveyAnswer).where(SurveyAnswer.enrollment_id == enrollment_id)
+    return list((await session.scalars(stmt)).all())

@@ -1,0 +1,337 @@
+"""Journeys in the database: idempotent enrollment, planned runs, claims under a lease,
+exactly-once dispatch on the consented channel, and replies that confirm, cancel or score."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from hub.audit import Actor
+from hub.channels.base import InboundMessage
+from hub.consent import actions as consent
+from hub.consent.models import ConsentSource
+from hub.crypto import KeyRing
+from hub.db import Database
+from hub.enums import Channel, MessageStatus
+from hub.inbox import actions
+from hub.inbox.models import Message, Note
+from hub.inbox.schemas import NewPatient
+from hub.journeys import actions as journeys
+from hub.journeys.models import (
+    AppointmentStatus,
+    Enrollment,
+    EnrollmentStatus,
+    RunStatus,
+    StepRun,
+    SurveyAnswer,
+)
+from hub.templates.actions import do_seed_templates
+
+NY = ZoneInfo("America/New_York")
+SYSTEM = Actor.system("test")
+CLINIC = {"name": "Demo Clinic", "phone": "+15550109999"}
+CONNECTED = {Channel.SMS, Channel.EMAIL}
+
+REMINDERS = """\
+key: test_reminders
+name: Test reminders
+purpose: reminders
+anchor: appointment_start
+steps:
+  - id: email_72h
+    offset: -72h
+    template: appointment_reminder
+    channel: email
+    asks: confirmation
+    conditions: [skip_if_confirmed]
+  - id: sms_24h
+    offset: -24h
+    template: appointment_reminder
+    channels: [sms, email]
+    asks: confirmation
+    conditions: [skip_if_confirmed]
+"""
+
+SURVEY = """\
+key: test_survey
+name: Test survey
+purpose: surveys
+anchor: discharge
+steps:
+  - id: nps
+    offset: +1d
+    template: nps_survey
+    channels: [sms]
+    asks: survey
+    survey: {question: nps, scale: 0-10}
+"""
+
+VISIT = datetime(2026, 11, 27, 10, 0, tzinfo=NY)  # a Friday 10:00 in New York
+
+
+@pytest.fixture
+async def setup(db: Database, ring: KeyRing) -> dict[str, Any]:
+    await do_seed_templates(db)
+    await journeys.do_install_journey(db, SYSTEM, REMINDERS, "test_reminders.yaml")
+    await journeys.do_install_journey(db, SYSTEM, SURVEY, "test_survey.yaml")
+    patient_id = await actions.do_create_patient(
+        db,
+        ring,
+        SYSTEM,
+        NewPatient(
+            name="Avery Sample",
+            phone="+15550100101",
+            email="avery@example.org",
+            time_zone="America/New_York",
+            channel_order=["sms", "email"],
+        ),
+        region="US",
+    )
+    return {"patient_id": patient_id}
+
+
+def appointment(start: datetime = VISIT, **kw: Any) -> journeys.NewAppointment:
+    return journeys.NewAppointment("appt-1001", start, location="Room 2", provider="Dr. Demo", **kw)
+
+
+async def runs(db: Database) -> dict[str, StepRun]:
+    async with db.reader() as session:
+        return {r.step_id: r for r in (await session.scalars(select(StepRun))).all()}
+
+
+async def dispatch_due(db: Database, ring: KeyRing, at: datetime) -> list[journeys.Dispatched]:
+    claimed = await journeys.do_claim_due(db, now=at)
+    return [
+        await journeys.do_dispatch_run(db, ring, rid, connected=CONNECTED, clinic=CLINIC, now=at)
+        for rid in claimed
+    ]
+
+
+async def test_enrollment_plans_local_times_and_is_idempotent(
+    db: Database, setup: dict[str, Any]
+) -> None:
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    first = await journeys.do_enroll(
+        db, SYSTEM, "test_reminders", setup["patient_id"], appointment=appointment(), now=now
+    )
+    again = await journeys.do_enroll(
+        db, SYSTEM, "test_reminders", setup["patient_id"], appointment=appointment(), now=now
+    )
+    assert first.created and not again.created and first.enrollment_id == again.enrollment_id
+    planned = await runs(db)
+    assert planned["email_72h"].due_at == datetime(2026, 11, 24, 10, 0, tzinfo=NY)
+    assert planned["sms_24h"].due_at == datetime(2026, 11, 26, 10, 0, tzinfo=NY)
+    assert {r.status for r in planned.values()} == {RunStatus.PLANNED}
+
+
+async def test_moved_appointment_moves_pending_steps_and_cancelled_cancels(
+    db: Database, setup: dict[str, Any]
+) -> None:
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    await journeys.do_enroll(
+        db, SYSTEM, "test_reminders", setup["patient_id"], appointment=appointment(), now=now
+    )
+    moved = await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "test_reminders",
+        setup["patient_id"],
+        appointment=appointment(VISIT + timedelta(days=3)),
+        now=now,
+    )
+    assert moved.moved == 2
+    assert (await runs(db))["sms_24h"].due_at == datetime(2026, 11, 29, 10, 0, tzinfo=NY)
+    cancelled = await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "test_reminders",
+        setup["patient_id"],
+        appointment=appointment(VISIT + timedelta(days=3), cancelled=True),
+        now=now,
+    )
+    assert cancelled.cancelled == 2
+    assert {r.status for r in (await runs(db)).values()} == {RunStatus.CANCELLED}
+
+
+async def test_due_steps_go_out_once_on_their_channel(
+    db: Database, ring: KeyRing, setup: dict[str, Any]
+) -> None:
+    await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "test_reminders",
+        setup["patient_id"],
+        appointment=appointment(),
+        now=datetime(2026, 11, 20, tzinfo=UTC),
+    )
+    assert await journeys.do_claim_due(db, now=datetime(2026, 11, 24, 9, 59, tzinfo=NY)) == []
+    at = datetime(2026, 11, 24, 10, 0, tzinfo=NY)
+    claimed = await journeys.do_claim_due(db, now=at)
+    assert len(claimed) == 1
+    assert await journeys.do_claim_due(db, now=at) == []  # already claimed, lease running
+    first = await journeys.do_dispatch_run(
+        db, ring, claimed[0], connected=CONNECTED, clinic=CLINIC, now=at
+    )
+    again = await journeys.do_dispatch_run(
+        db, ring, claimed[0], connected=CONNECTED, clinic=CLINIC, now=at
+    )
+    assert first.outcome == "sent" and again.outcome == "gone"
+    async with db.reader() as session:
+        messages = (await session.scalars(select(Message))).all()
+    assert [(m.channel, m.status, m.purpose) for m in messages] == [
+        (Channel.EMAIL, MessageStatus.QUEUED, "reminders")
+    ]
+    assert "Friday" in (messages[0].unseal(ring, "body") or "")
+
+
+async def test_a_batch_that_died_is_taken_over_after_its_lease(
+    db: Database, setup: dict[str, Any]
+) -> None:
+    await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "test_reminders",
+        setup["patient_id"],
+        appointment=appointment(),
+        now=datetime(2026, 11, 20, tzinfo=UTC),
+    )
+    at = datetime(2026, 11, 24, 10, 0, tzinfo=NY)
+    claimed = await journeys.do_claim_due(db, now=at)  # ...and this batch never dispatches
+    later = at + journeys.CLAIM_LEASE + timedelta(seconds=1)
+    assert await journeys.do_claim_due(db, now=later) == claimed
+
+
+async def test_sms_revoked_goes_by_email_and_all_revoked_fails_with_reasons(
+    db: Database, ring: KeyRing, setup: dict[str, Any]
+) -> None:
+    pid = setup["patient_id"]
+    async with db.transaction() as session:
+        await consent.revoke_channel(
+            session,
+            pid,
+            Channel.SMS,
+            consent.ConsentChange(ConsentSource.KEYWORD, f"patient:{pid}", "STOP"),
+        )
+    await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "test_reminders",
+        pid,
+        appointment=appointment(),
+        now=datetime(2026, 11, 20, tzinfo=UTC),
+    )
+    [sms_step] = [
+        d
+        for d in await dispatch_due(db, ring, datetime(2026, 11, 26, 10, tzinfo=NY))
+        if d.outcome != "gone"
+    ][-1:]
+    run = (await runs(db))["sms_24h"]
+    assert run.status is RunStatus.SENT and run.channel == "email"
+    assert run.reason and "sms: refused (opted_out)" in run.reason
+
+    async with db.transaction() as session:
+        await consent.revoke_channel(
+            session,
+            pid,
+            Channel.EMAIL,
+            consent.ConsentChange(ConsentSource.UNSUBSCRIBE, f"patient:{pid}", "unsubscribe link"),
+        )
+    await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "test_reminders",
+        pid,
+        appointment=journeys.NewAppointment("appt-2002", VISIT + timedelta(days=7)),
+        now=datetime(2026, 11, 20, tzinfo=UTC),
+    )
+    results = await dispatch_due(db, ring, datetime(2026, 12, 3, 10, tzinfo=NY))
+    failed = [d for d in results if d.outcome == "failed"]
+    assert len(failed) == 2
+    assert all("no channel in the patient's order may be used" in (d.reason or "") for d in failed)
+    assert any("email: refused (opted_out)" in (d.reason or "") for d in failed)
+    del sms_step
+
+
+def inbound(body: str) -> InboundMessage:
+    return InboundMessage(
+        provider="twilio_sms",
+        provider_message_id="SM" + uuid.uuid4().hex,
+        channel=Channel.SMS,
+        from_address="+15550100101",
+        to_address="+15550109999",
+        body=body,
+    )
+
+
+async def test_c_by_sms_confirms_and_skips_the_remaining_asks(
+    db: Database, ring: KeyRing, setup: dict[str, Any]
+) -> None:
+    pid = setup["patient_id"]
+    await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "test_reminders",
+        pid,
+        appointment=appointment(),
+        now=datetime(2026, 11, 20, tzinfo=UTC),
+    )
+    await dispatch_due(db, ring, datetime(2026, 11, 24, 10, tzinfo=NY))  # the email asks
+    await actions.do_receive_inbound(db, ring, inbound("C"), {}, help_text="help")
+    async with db.reader() as session:
+        enrollment = (await session.scalars(select(Enrollment))).one()
+    assert enrollment.confirmed_at is not None
+    await dispatch_due(db, ring, datetime(2026, 11, 26, 10, tzinfo=NY))
+    assert (await runs(db))["sms_24h"].status is RunStatus.SKIPPED
+
+
+async def test_2_by_sms_cancels_and_tells_staff(
+    db: Database, ring: KeyRing, setup: dict[str, Any]
+) -> None:
+    pid = setup["patient_id"]
+    await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "test_reminders",
+        pid,
+        appointment=appointment(),
+        now=datetime(2026, 11, 20, tzinfo=UTC),
+    )
+    await dispatch_due(db, ring, datetime(2026, 11, 24, 10, tzinfo=NY))
+    await actions.do_receive_inbound(db, ring, inbound(" 2 "), {}, help_text="help")
+    async with db.reader() as session:
+        enrollment = (await session.scalars(select(Enrollment))).one()
+        from hub.journeys.models import Appointment
+
+        appt = (await session.scalars(select(Appointment))).one()
+        notes = (await session.scalars(select(Note))).all()
+    assert enrollment.status is EnrollmentStatus.CANCELLED
+    assert appt.status is AppointmentStatus.CANCELLED
+    assert (await runs(db))["sms_24h"].status is RunStatus.CANCELLED
+    assert "cancelled their appointment" in (notes[0].unseal(ring, "body") or "")
+
+
+async def test_survey_score_is_stored_once(
+    db: Database, ring: KeyRing, setup: dict[str, Any]
+) -> None:
+    pid = setup["patient_id"]
+    discharge = datetime(2026, 11, 18, 15, tzinfo=NY)
+    from hub.consent.models import ConsentState, Purpose
+
+    async with db.transaction() as session:  # surveys need an explicit opt-in
+        change = consent.ConsentChange(ConsentSource.STAFF, "staff:x", "asked in person")
+        session.add(
+            change.record(pid, Channel.SMS, Purpose.SURVEYS, ConsentState.GRANTED, discharge)
+        )
+    await journeys.do_enroll(db, SYSTEM, "test_survey", pid, anchor_at=discharge, now=discharge)
+    sent = await dispatch_due(db, ring, datetime(2026, 11, 19, 15, tzinfo=NY))
+    assert [d.outcome for d in sent] == ["sent"], [d.reason for d in sent]
+    await actions.do_receive_inbound(db, ring, inbound("9"), {}, help_text="help")
+    await actions.do_receive_inbound(db, ring, inbound("10"), {}, help_text="help")
+    async with db.reader() as session:
+        answers = (await session.scalars(select(SurveyAnswer))).all()
+    assert [(a.step_id, a.score) for a in answers] == [("nps", 9)]
