@@ -168,3 +168,56 @@ async def test_reply_queued_before_a_stop_is_failed_at_send_time(stack: Stack) -
     assert message.status is MessageStatus.FAILED and message.error_code == "opted_out"
     assert [m for m in stack.fake.messages if m.to == PATIENT_NUMBER] == []
     assert message.direction is Direction.OUTBOUND
+
+
+FOLLOW_UP = """\
+key: e2e_follow_up
+name: Follow-up
+purpose: care
+anchor: enrollment
+steps:
+  - id: thanks
+    offset: +0h
+    template: visit_follow_up
+    channels: [sms]
+"""
+
+
+async def test_a_due_journey_step_goes_out_through_the_tick_and_a_real_worker(
+    stack: Stack,
+) -> None:
+    """serve's tick claims the due step and enqueues a batch; the worker process dispatches it
+    through consent and templates and sends it through the SDK; it arrives once."""
+    from hub.audit import Actor
+    from hub.journeys import actions as journeys
+    from hub.journeys.models import RunStatus, StepRun
+    from hub.templates.actions import do_seed_templates
+
+    await do_seed_templates(stack.db)
+    from hub.inbox.schemas import NewPatient
+
+    patient_id = await actions.do_create_patient(
+        stack.db,
+        stack.ring,
+        Actor.system("test"),
+        NewPatient(name="Avery Sample", phone=PATIENT_NUMBER, verified=True),
+        region="US",
+    )
+    await journeys.do_install_journey(stack.db, Actor.system("test"), FOLLOW_UP, "e2e.yaml")
+    await journeys.do_enroll(stack.db, Actor.system("test"), "e2e_follow_up", patient_id)
+
+    await stack.fake.wait_for(lambda f: len(f.messages) == 1, timeout=WAIT_S)
+    assert "thank you for visiting" in stack.fake.messages[0].body
+
+    async def run_sent() -> bool:
+        async with stack.db.reader() as session:
+            run = (await session.scalars(select(StepRun))).one()
+        return run.status is RunStatus.SENT
+
+    await eventually(run_sent, "the step run to be recorded as sent")
+    from worker.jobs import run_dispatch_batch
+
+    async with stack.db.reader() as session:
+        run_id = (await session.scalars(select(StepRun))).one().id
+    assert await run_dispatch_batch([run_id], stack.settings) == "gone: 1"
+    assert len(stack.fake.messages) == 1

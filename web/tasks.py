@@ -13,6 +13,7 @@ from aiohttp import web
 from hub.audit import Actor
 from hub.errors import HubError
 from hub.inbox.actions import assignment, conversations, delivery
+from hub.journeys import actions as journeys
 from hub.outbox import relay_pending, release_events
 from web.keys import BACKGROUND, DB, PRESENCE, REDIS, SINK
 
@@ -90,6 +91,23 @@ async def _release(app: web.Application, ids: list[uuid.UUID]) -> None:
         log.exception("releasing effects failed; the relay will retry")
 
 
+async def tick(app: web.Application) -> None:
+    """The periodic work one `hub serve` at a time does: wake snoozed conversations, re-queue
+    sends whose job was lost, and claim due journey steps into dispatch batches. A Redis key is
+    the lock (it expires by itself if this process dies mid-tick)."""
+    token = uuid.uuid4().hex
+    if not await app[REDIS].set(TICK_LOCK, token, nx=True, ex=int(RELAY_INTERVAL_S * 30)):
+        return
+    try:
+        effects = await conversations.do_wake_snoozed(app[DB])
+        effects += await delivery.do_requeue_stalled(app[DB])
+        effects += await journeys.do_schedule_due(app[DB])
+        await release_events(app[DB], app[SINK], effects)
+    finally:
+        if await app[REDIS].get(TICK_LOCK) == token.encode():
+            await app[REDIS].delete(TICK_LOCK)
+
+
 async def relay_loop(app: web.Application) -> AsyncIterator[None]:
     stop = asyncio.Event()
 
@@ -103,11 +121,7 @@ async def relay_loop(app: web.Application) -> AsyncIterator[None]:
                 return
             try:
                 await relay_pending(app[DB], app[SINK])
-                # One process per interval wakes snoozed conversations (SET NX as the lock).
-                if await app[REDIS].set(TICK_LOCK, "1", nx=True, ex=int(RELAY_INTERVAL_S * 5)):
-                    effects = await conversations.do_wake_snoozed(app[DB])
-                    effects += await delivery.do_requeue_stalled(app[DB])
-                    await release_events(app[DB], app[SINK], effects)
+                await tick(app)
             except Exception:
                 log.exception("outbox relay pass failed")
 

@@ -26,6 +26,7 @@ QUEUE_NAMES = {"urgent": "hub-urgent", "default": "hub-default", "bulk": "hub-bu
 JOBS = {
     "job:send_message": ("worker.jobs.send_message", "message_id"),
     "job:fetch_media": ("worker.jobs.fetch_media", "attachment_id"),
+    "job:dispatch_batch": ("worker.jobs.dispatch_batch", "run_ids"),
 }
 """Outbox topic -> (RQ job function, the payload id it takes)."""
 

@@ -20,6 +20,46 @@ def send_message(message_id: str) -> str:
     return asyncio.run(run_send_message(uuid.UUID(message_id)))
 
 
+def dispatch_batch(run_ids: str) -> str:
+    return asyncio.run(run_dispatch_batch([uuid.UUID(r) for r in run_ids.split(",") if r]))
+
+
+DISPATCH_CONCURRENCY = 20
+"""Step runs of one batch dispatched at once (each its own short transaction)."""
+
+
+async def run_dispatch_batch(run_ids: list[uuid.UUID], settings: Settings | None = None) -> str:
+    """Dispatch a claimed batch. Runs another batch already handled come back as "gone";
+    a run that fails here stays claimed and is taken again after its lease."""
+    from hub.channels.registry import CHANNEL_PROVIDERS
+    from hub.journeys.actions import do_dispatch_run
+
+    async with job_runtime(settings) as rt:
+        gate = asyncio.Semaphore(DISPATCH_CONCURRENCY)
+        counts: dict[str, int] = {}
+
+        async def one(run_id: uuid.UUID) -> None:
+            async with gate:
+                try:
+                    result = await do_dispatch_run(
+                        rt.db,
+                        rt.ring,
+                        run_id,
+                        connected=set(CHANNEL_PROVIDERS),
+                        clinic=rt.settings.clinic,
+                    )
+                except Exception:
+                    log.exception("dispatch failed", extra={"run_id": str(run_id)})
+                    counts["error"] = counts.get("error", 0) + 1
+                    return
+                await rt.release(result.effect_ids)
+                counts[result.outcome] = counts.get(result.outcome, 0) + 1
+
+        await asyncio.gather(*(one(r) for r in run_ids))
+        log.info("dispatch batch done", extra={"runs": len(run_ids), **counts})
+        return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+
+
 def fetch_media(attachment_id: str) -> str:
     from worker.media import run_fetch_media
 

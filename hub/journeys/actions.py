@@ -229,6 +229,38 @@ async def do_claim_due(
         return [r.id for r in runs]
 
 
+async def do_schedule_due(
+    db: Database,
+    *,
+    now: datetime | None = None,
+    batch: int = DEFAULT_BATCH,
+    max_batches: int = 20,
+) -> tuple[uuid.UUID, ...]:
+    """The scheduler tick: claim due runs in batches and, in the same transaction, write one
+    dispatch job per batch to the outbox (released after commit). A claim whose job is lost is
+    taken again when its lease ends, so a due step is never lost."""
+    from hub.outbox import add_effect
+
+    now = now or utcnow()
+    effects: list[uuid.UUID] = []
+    for _ in range(max_batches):
+        async with db.transaction() as session:
+            runs = await queries.claim_due(session, now, batch, db.dialect == "postgresql")
+            for run in runs:
+                run.status, run.claimed_until = RunStatus.CLAIMED, now + CLAIM_LEASE
+            if runs:
+                effects.append(
+                    add_effect(
+                        session,
+                        "job:dispatch_batch",
+                        {"run_ids": ",".join(str(r.id) for r in runs), "queue": "bulk"},
+                    ).id
+                )
+        if len(runs) < batch:
+            break
+    return tuple(effects)
+
+
 @dataclass(frozen=True)
 class Dispatched:
     run_id: uuid.UUID
