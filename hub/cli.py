@@ -408,3 +408,83 @@ def token_create(email: str, name: str, days: int | None) -> None:
     value = asyncio.run(run())
     click.echo(value)
     click.echo("Send it as 'Authorization: Bearer <token>'. It is not shown again.", err=True)
+
+
+@main.group()
+def journey() -> None:
+    """Journeys (reminders, follow-ups, surveys)."""
+
+
+@journey.command("launch")
+@click.argument("key")
+@click.option(
+    "--cohort",
+    "cohort",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV of patients (phone/email, name, language, time_zone, appointment_*).",
+)
+@click.option(
+    "--definition",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Install or update the journey from this YAML file first.",
+)
+def journey_launch(key: str, cohort: str, definition: str | None) -> None:
+    """Enroll a cohort in journey KEY (shipped examples are installed on first use)."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from hub.audit import Actor
+    from hub.db import Database
+    from hub.journeys import queries as journey_queries
+    from hub.journeys.actions import do_install_journey
+    from hub.journeys.cohort import count_rows, launch
+
+    settings = load_settings()
+    asyncio.run(_check_database(settings, require_migrated=True))
+    ring = settings.key_ring()
+    text = Path(cohort).read_text(encoding="utf-8-sig")
+    definition_text = Path(definition).read_text(encoding="utf-8") if definition else None
+    actor = Actor.system("cli:journey-launch")
+
+    async def run() -> Any:
+        db = Database.connect(settings.database_url)
+        try:
+            if definition is not None and definition_text is not None:
+                await do_install_journey(db, actor, definition_text, definition)
+            async with db.reader() as session:
+                installed = await journey_queries.journey_by_key(session, key)
+            if installed is None:
+                from importlib import resources
+
+                shipped = resources.files("hub.journeys").joinpath("examples", f"{key}.yaml")
+                if not shipped.is_file():
+                    raise HubError(f"no journey {key!r}: pass --definition FILE.yaml")
+                await do_install_journey(
+                    db, actor, shipped.read_text(encoding="utf-8"), f"{key}.yaml"
+                )
+            with Progress(TextColumn("enrolling"), BarColumn(), MofNCompleteColumn()) as bar:
+                task = bar.add_task("enrolling", total=count_rows(text))
+                return await launch(
+                    db,
+                    ring,
+                    actor,
+                    key,
+                    text,
+                    region=settings.default_region,
+                    on_row=lambda: bar.advance(task),
+                )
+        finally:
+            await db.dispose()
+
+    report = asyncio.run(run())
+    click.echo(
+        f"{report.rows} rows: {report.enrolled} enrolled, {report.already} already "
+        f"enrolled, {report.patients_created} new patients, {report.error_count} errors"
+    )
+    for line in report.errors:
+        click.echo(f"  {line}", err=True)
+    if report.error_count:
+        raise SystemExit(1)
