@@ -55,6 +55,11 @@ SHIPPED_KEYS = {
     "after_hours",
     "urgent_reply",
     "sms_help",
+    # Used by the shipped example journeys:
+    "appointment_reminder_today",
+    "survey_could_do_better",
+    "survey_thanks",
+    "screening_recall",
 }
 
 
