@@ -335,3 +335,37 @@ async def test_survey_score_is_stored_once(
     async with db.reader() as session:
         answers = (await session.scalars(select(SurveyAnswer))).all()
     assert [(a.step_id, a.score) for a in answers] == [("nps", 9)]
+
+
+async def test_only_if_no_reply_skips_after_the_patient_wrote(
+    db: Database, ring: KeyRing, setup: dict[str, Any]
+) -> None:
+    recall = """\
+key: test_recall
+name: Recall
+purpose: care
+anchor: enrollment
+steps:
+  - id: first
+    offset: +0h
+    template: screening_recall
+    channels: [sms]
+  - id: nudge
+    offset: +14d
+    template: screening_recall
+    channels: [sms]
+    conditions: [only_if_no_reply]
+"""
+    await journeys.do_install_journey(db, SYSTEM, recall, "recall.yaml")
+    start = datetime.now(UTC).replace(microsecond=0)
+    await journeys.do_enroll(
+        db, SYSTEM, "test_recall", setup["patient_id"], anchor_at=start, now=start
+    )
+    await dispatch_due(db, ring, start)
+    await actions.do_receive_inbound(
+        db, ring, inbound("I'll call you Monday"), {}, help_text="help"
+    )
+    await dispatch_due(db, ring, start + timedelta(days=15))
+    nudge = (await runs(db))["nudge"]
+    assert nudge.status is RunStatus.SKIPPED
+    assert nudge.reason == "the patient has replied since enrolling"

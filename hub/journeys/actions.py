@@ -350,6 +350,10 @@ async def _skip_reason(
     for condition in step.conditions:
         if condition == "skip_if_confirmed" and enrollment.confirmed_at is not None:
             return "the patient already confirmed"
+        if condition == "only_if_no_reply" and await queries.patient_replied_since(
+            session, enrollment.patient_id, enrollment.created_at
+        ):
+            return "the patient has replied since enrolling"
         if condition.startswith("only_if_score_below:"):
             limit = int(condition.split(":", 1)[1])
             answers = await queries.survey_answers(session, enrollment.id)

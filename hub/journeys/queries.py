@@ -102,3 +102,22 @@ async def active_enrollments_of(
 async def survey_answers(session: AsyncSession, enrollment_id: uuid.UUID) -> list[SurveyAnswer]:
     stmt = select(SurveyAnswer).where(SurveyAnswer.enrollment_id == enrollment_id)
     return list((await session.scalars(stmt)).all())
+
+
+async def patient_replied_since(
+    session: AsyncSession, patient_id: uuid.UUID, since: datetime
+) -> bool:
+    from hub.enums import Direction
+    from hub.inbox.models import Conversation, Message
+
+    stmt = (
+        select(Message.id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Conversation.patient_id == patient_id,
+            Message.direction == Direction.INBOUND,
+            Message.created_at >= since,
+        )
+        .limit(1)
+    )
+    return (await session.scalars(stmt)).first() is not None
