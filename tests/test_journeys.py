@@ -369,3 +369,55 @@ steps:
     nudge = (await runs(db))["nudge"]
     assert nudge.status is RunStatus.SKIPPED
     assert nudge.reason == "the patient has replied since enrolling"
+
+
+async def test_coordinators_enroll_by_api_watch_the_funnel_and_stop(
+    db: Database,
+    ring: KeyRing,
+    setup: dict[str, Any],
+    settings: Any,
+    aiohttp_client: Any,
+    fresh_redis: None,
+) -> None:
+    from dataclasses import replace
+
+    from tests.conftest import make_staff
+    from tests.staff_helpers import csrf_of, sign_in
+    from web.app import create_app
+
+    client = await aiohttp_client(
+        create_app(replace(settings, public_url="http://127.0.0.1"), db=db)
+    )
+    await make_staff(db, "cole.coord@demo-clinic.example.org", role="coordinator")
+    await make_staff(db, "alex.agent@demo-clinic.example.org", role="agent")
+    await sign_in(client, "alex.agent@demo-clinic.example.org")
+    assert (await client.get("/journeys")).status == 404  # agents do not run journeys
+    await client.post("/logout", data={"csrf_token": await csrf_of(client)})
+
+    await sign_in(client, "cole.coord@demo-clinic.example.org")
+    csrf = await csrf_of(client, "/journeys")
+    body = {
+        "patient": {"phone": "+1 555 010 0101"},
+        "appointment": {"id": "appt-77", "start": "2026-12-02T09:00:00-05:00"},
+    }
+    first = await client.post(
+        "/api/journeys/test_reminders/enrollments", json=body, headers={"X-CSRF-Token": csrf}
+    )
+    again = await client.post(
+        "/api/journeys/test_reminders/enrollments", json=body, headers={"X-CSRF-Token": csrf}
+    )
+    assert (first.status, again.status) == (201, 200)
+    funnel = await (await client.get("/api/journeys/test_reminders/funnel")).json()
+    assert funnel["enrollments"]["enrolled"] == 1
+    assert [s["runs"] for s in funnel["steps"]] == [{"planned": 1}, {"planned": 1}]
+    page = await (await client.get("/journeys")).text()
+    assert "Test reminders" in page and "1 enrolled" in page
+
+    stopped = await client.post(
+        "/journeys/test_reminders/status", data={"csrf_token": csrf, "status": "stopped"}
+    )
+    assert stopped.status == 200
+    funnel = await (await client.get("/api/journeys/test_reminders/funnel")).json()
+    assert funnel["status"] == "stopped"
+    assert [s["runs"] for s in funnel["steps"]] == [{"cancelled": 1}, {"cancelled": 1}]
+    assert await journeys.do_claim_due(db, now=datetime(2027, 1, 1, tzinfo=UTC)) == []

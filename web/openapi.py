@@ -39,6 +39,7 @@ def _op(
 ID = [
     {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 ]
+KEY = [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}]
 LIST_PARAMS = [
     {"name": name, "in": "query", "required": False, "schema": schema}
     for name, schema in [
@@ -173,6 +174,56 @@ def document() -> dict[str, Any]:
                 )
             },
             "/api/canned-responses": {"get": _op("Saved replies", errors=(401,))},
+            "/api/journeys/{key}/funnel": {
+                "get": _op(
+                    "Counts per step: runs by status and their messages by delivery status",
+                    params=KEY,
+                )
+            },
+            "/api/journeys/{key}/status": {
+                "post": _op(
+                    "Pause, resume or stop a journey (stop cancels pending steps)",
+                    params=KEY,
+                    body={
+                        "type": "object",
+                        "required": ["status"],
+                        "properties": {"status": {"enum": ["active", "paused", "stopped"]}},
+                    },
+                    errors=(401, 404, 422),
+                )
+            },
+            "/api/journeys/{key}/enrollments": {
+                "post": _op(
+                    "Enroll a patient (matched by phone or email, or created), optionally for an "
+                    "appointment; the same patient and appointment again is answered 200",
+                    params=KEY,
+                    ok=201,
+                    errors=(401, 404, 422),
+                    body={
+                        "type": "object",
+                        "required": ["patient"],
+                        "properties": {
+                            "patient": {
+                                "type": "object",
+                                "properties": {
+                                    k: {"type": "string"}
+                                    for k in ("phone", "email", "name", "language", "time_zone")
+                                },
+                            },
+                            "appointment": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "start": {"type": "string", "format": "date-time"},
+                                    "location": {"type": "string"},
+                                    "provider": {"type": "string"},
+                                    "status": {"enum": ["booked", "cancelled"]},
+                                },
+                            },
+                        },
+                    },
+                )
+            },
             "/api/patients/{id}/consents.fhir": {
                 "get": _op(
                     "The patient's consent history as a FHIR R4 Bundle of Consent resources "

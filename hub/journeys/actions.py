@@ -26,6 +26,7 @@ from hub.journeys.models import (
     Enrollment,
     EnrollmentStatus,
     Journey,
+    JourneyStatus,
     RunStatus,
     StepRun,
     SurveyAnswer,
@@ -435,3 +436,61 @@ async def handle_reply_in(
 
 async def _answered(session: AsyncSession, enrollment_id: uuid.UUID, step_id: str) -> bool:
     return any(a.step_id == step_id for a in await queries.survey_answers(session, enrollment_id))
+
+
+@dataclass(frozen=True)
+class StepFunnel:
+    step_id: str
+    runs: dict[str, int]
+    """planned, claimed, sent, skipped, cancelled, failed."""
+    messages: dict[str, int]
+    """Delivery status of the messages sent: queued ... delivered, read, failed."""
+
+
+@dataclass(frozen=True)
+class Funnel:
+    key: str
+    name: str
+    status: str
+    enrollments: dict[str, int]
+    steps: list[StepFunnel]
+
+
+async def do_funnel(db: Database, key: str) -> Funnel:
+    """Counts per step (no PHI): what a coordinator watches while a journey runs."""
+    async with db.reader() as session:
+        journey = await queries.journey_by_key(session, key)
+        if journey is None:
+            raise NotFound(f"no journey with key {key}")
+        runs = await queries.run_counts(session, journey.id)
+        messages = await queries.delivery_counts(session, journey.id)
+        enrollments = await queries.enrollment_counts(session, journey.id)
+    steps = []
+    for step in definition_of(journey).steps:
+        steps.append(
+            StepFunnel(
+                step.id,
+                {status: n for sid, status, n in runs if sid == step.id},
+                {status: n for sid, status, n in messages if sid == step.id},
+            )
+        )
+    return Funnel(journey.key, journey.name, journey.status.value, enrollments, steps)
+
+
+async def do_set_journey_status(db: Database, actor: Actor, key: str, status: str) -> None:
+    """Pause (due steps wait), resume, or stop (pending steps are cancelled)."""
+    new = JourneyStatus(status)
+    async with db.transaction() as session:
+        journey = await queries.journey_by_key(session, key)
+        if journey is None:
+            raise NotFound(f"no journey with key {key}")
+        if journey.status is JourneyStatus.STOPPED and new is not JourneyStatus.STOPPED:
+            raise ValueError("a stopped journey cannot be restarted; install it again")
+        journey.status = new
+        if new is JourneyStatus.STOPPED:
+            for enrollment in await queries.enrollments_of_journey(session, journey.id):
+                if enrollment.status is EnrollmentStatus.ACTIVE:
+                    enrollment.status = EnrollmentStatus.STOPPED
+                for run in await queries.runs_of(session, enrollment.id, PENDING):
+                    run.status, run.reason = RunStatus.CANCELLED, "the journey was stopped"
+        await record(session, actor, f"journey.{new.value}", "journey", journey.id)

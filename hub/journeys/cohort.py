@@ -63,7 +63,7 @@ def count_rows(text: str) -> int:
     return sum(1 for _ in _rows(text))
 
 
-async def _patient_for(
+async def match_or_create_patient(
     db: Database, ring: KeyRing, actor: Actor, row: dict[str, str], region: str
 ) -> tuple[uuid.UUID, bool]:
     phone = normalize_phone(row["phone"], region) if row.get("phone") else None
@@ -119,7 +119,7 @@ async def launch(
     for line, row in _rows(text):
         report.rows += 1
         try:
-            patient_id, created = await _patient_for(db, ring, actor, row, region)
+            patient_id, created = await match_or_create_patient(db, ring, actor, row, region)
             appointment = None
             if row.get("appointment_id"):
                 start = datetime.fromisoformat(row["appointment_start"])

@@ -121,3 +121,62 @@ async def patient_replied_since(
         .limit(1)
     )
     return (await session.scalars(stmt)).first() is not None
+
+
+async def run_counts(session: AsyncSession, journey_id: uuid.UUID) -> list[tuple[str, str, int]]:
+    """(step id, run status, count) for a journey's funnel."""
+    from sqlalchemy import func
+
+    stmt = (
+        select(StepRun.step_id, StepRun.status, func.count())
+        .join(Enrollment, Enrollment.id == StepRun.enrollment_id)
+        .where(Enrollment.journey_id == journey_id)
+        .group_by(StepRun.step_id, StepRun.status)
+    )
+    return [(row[0], row[1].value, int(row[2])) for row in (await session.execute(stmt)).all()]
+
+
+async def delivery_counts(
+    session: AsyncSession, journey_id: uuid.UUID
+) -> list[tuple[str, str, int]]:
+    """(step id, message status, count) of the messages the journey's runs produced."""
+    from sqlalchemy import func
+
+    from hub.inbox.models import Message
+
+    stmt = (
+        select(StepRun.step_id, Message.status, func.count())
+        .join(Enrollment, Enrollment.id == StepRun.enrollment_id)
+        .join(Message, Message.id == StepRun.message_id)
+        .where(Enrollment.journey_id == journey_id)
+        .group_by(StepRun.step_id, Message.status)
+    )
+    return [(row[0], row[1].value, int(row[2])) for row in (await session.execute(stmt)).all()]
+
+
+async def enrollment_counts(session: AsyncSession, journey_id: uuid.UUID) -> dict[str, int]:
+    from sqlalchemy import func
+
+    stmt = (
+        select(Enrollment.status, func.count(), func.count(Enrollment.confirmed_at))
+        .where(Enrollment.journey_id == journey_id)
+        .group_by(Enrollment.status)
+    )
+    counts: dict[str, int] = {"enrolled": 0, "confirmed": 0}
+    for status, n, confirmed in (await session.execute(stmt)).all():
+        counts[status.value] = int(n)
+        counts["enrolled"] += int(n)
+        counts["confirmed"] += int(confirmed)
+    return counts
+
+
+async def all_journeys(session: AsyncSession) -> Sequence[Journey]:
+    return (await session.scalars(select(Journey).order_by(Journey.name))).all()
+
+
+async def enrollments_of_journey(
+    session: AsyncSession, journey_id: uuid.UUID
+) -> Sequence[Enrollment]:
+    return (
+        await session.scalars(select(Enrollment).where(Enrollment.journey_id == journey_id))
+    ).all()
