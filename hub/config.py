@@ -31,6 +31,8 @@ DEFAULT_VAR_DIR = "var"
 DEFAULT_SEND_RETRY_BASE_S = 30.0
 """First retry of a transiently failed send waits this long; each next one four times longer."""
 
+DEFAULT_JOURNEY_LEASE_S = 300.0
+"""How long a dispatch batch owns its claimed journey steps before another may take them."""
 DEFAULT_SESSION_IDLE_MINUTES = 15.0
 """A staff session unused this long is signed out (HIPAA-style automatic logoff)."""
 DEFAULT_SESSION_MAX_HOURS = 12.0
@@ -61,6 +63,7 @@ class Settings:
     clinic_phone: str | None = None
     sms_help_text: str | None = None
     send_retry_base_s: float = DEFAULT_SEND_RETRY_BASE_S
+    journey_lease_s: float = DEFAULT_JOURNEY_LEASE_S
     session_idle_minutes: float = DEFAULT_SESSION_IDLE_MINUTES
     session_max_hours: float = DEFAULT_SESSION_MAX_HOURS
     smtp_url: str | None = None
@@ -142,6 +145,12 @@ class Settings:
             DEFAULT_SESSION_MAX_HOURS,
             24 * 30,
         )
+        lease = _positive(
+            "HUB_JOURNEY_LEASE_SECONDS",
+            get("HUB_JOURNEY_LEASE_SECONDS"),
+            DEFAULT_JOURNEY_LEASE_S,
+            24 * 3600,
+        )
         log_format = (get("HUB_LOG_FORMAT") or "json").lower()
         if log_format not in ("json", "text"):
             raise ConfigError("HUB_LOG_FORMAT", f"unknown format {log_format!r}", "json or text")
@@ -164,6 +173,7 @@ class Settings:
             clinic_phone=get("HUB_CLINIC_PHONE"),
             sms_help_text=get("HUB_SMS_HELP_TEXT"),
             send_retry_base_s=send_retry_base_s,
+            journey_lease_s=lease,
             session_idle_minutes=idle,
             session_max_hours=max_hours,
             smtp_url=smtp_url,

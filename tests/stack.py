@@ -66,6 +66,38 @@ class Stack:
     hub_url: str
 
     patient_number: str = PATIENT_NUMBER
+    worker_env: dict[str, str] | None = None
+    log_file: Any = None
+    worker: subprocess.Popen[bytes] | None = None
+
+    def start_worker(self) -> None:
+        # Its own process group, so a test can SIGKILL the worker and the job it is running.
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "hub", "worker"],
+            env=self.worker_env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill_worker(self) -> None:
+        import os
+        import signal
+
+        assert self.worker is not None
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait()
+        self.worker = None
+
+    def stop_worker(self) -> None:
+        if self.worker is None:
+            return
+        self.worker.terminate()
+        try:
+            self.worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill_worker()
+        self.worker = None
 
     async def add_staff(
         self, email: str, *, role: Role = Role.AGENT, teams: tuple[str, ...] = ()
@@ -124,6 +156,7 @@ async def stack(
         twilio_api_base=fake_base,
         twilio_from_number=CLINIC_NUMBER,
         send_retry_base_s=0.2,
+        journey_lease_s=2.0,
         log_format="text",
     )
     db = Database.connect(fresh_db_url)
@@ -142,23 +175,16 @@ async def stack(
         TWILIO_API_BASE=fake_base,
         TWILIO_FROM_NUMBER=CLINIC_NUMBER,
         HUB_SEND_RETRY_BASE_SECONDS="0.2",
+        HUB_JOURNEY_LEASE_SECONDS="2",
         HUB_LOG_LEVEL="DEBUG",
     )
-    with worker_log.open("wb") as log_file:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "hub", "worker"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    with worker_log.open("ab") as log_file:
+        stack = Stack(settings, db, ring, fake, app, staff, worker_log, hub_url)
+        stack.worker_env, stack.log_file = env, log_file
+        stack.start_worker()
         try:
-            yield Stack(settings, db, ring, fake, app, staff, worker_log, hub_url)
+            yield stack
         finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stack.stop_worker()
             await runner.cleanup()
             await db.dispose()

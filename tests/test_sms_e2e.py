@@ -4,6 +4,8 @@ come back. Real Redis and RQ; PostgreSQL or SQLite per the run."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 from sqlalchemy import select
@@ -221,3 +223,61 @@ async def test_a_due_journey_step_goes_out_through_the_tick_and_a_real_worker(
         run_id = (await session.scalars(select(StepRun))).one().id
     assert await run_dispatch_batch([run_id], stack.settings) == "gone: 1"
     assert len(stack.fake.messages) == 1
+
+
+async def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(stack: Stack) -> None:
+    """SIGKILL the worker (and the job it runs) while it dispatches a batch, start another:
+    every due step reaches its patient exactly once (counted at the fake Twilio API)."""
+    from sqlalchemy import func
+
+    from hub.audit import Actor
+    from hub.inbox.schemas import NewPatient
+    from hub.journeys import actions as journeys
+    from hub.journeys.models import RunStatus, StepRun
+    from hub.templates.actions import do_seed_templates
+
+    patients = 120
+    await do_seed_templates(stack.db)
+    await journeys.do_install_journey(stack.db, Actor.system("test"), FOLLOW_UP, "e2e.yaml")
+    for n in range(patients):
+        pid = await actions.do_create_patient(
+            stack.db,
+            stack.ring,
+            Actor.system("test"),
+            NewPatient(name=f"Synthetic Person {n}", phone=f"+1555020{n:04d}", verified=True),
+            region="US",
+        )
+        await journeys.do_enroll(stack.db, Actor.system("test"), "e2e_follow_up", pid)
+
+    async def sent_runs() -> int:
+        async with stack.db.reader() as session:
+            return int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(StepRun)
+                    .where(StepRun.status == RunStatus.SENT)
+                )
+                or 0
+            )
+
+    # Kill as soon as the batch is under way (some runs sent, not all).
+    await eventually(
+        lambda: _between(sent_runs, 1, patients - 1), "the batch to be under way", timeout=WAIT_S
+    )
+    stack.kill_worker()
+    killed_at = await sent_runs()
+    stack.start_worker()
+
+    await eventually(lambda: _equals(sent_runs, patients), "every run to be sent", timeout=60)
+    await stack.fake.wait_for(lambda f: len(f.messages) >= patients, timeout=60)
+    numbers = [m.to for m in stack.fake.messages]
+    assert len(numbers) == patients == len(set(numbers)), (killed_at, len(numbers))
+
+
+async def _between(count: Any, low: int, high: int) -> bool:
+    n = await count()
+    return bool(low <= n <= high)
+
+
+async def _equals(count: Any, value: int) -> bool:
+    return bool(await count() == value)

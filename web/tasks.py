@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from hub.errors import HubError
 from hub.inbox.actions import assignment, conversations, delivery
 from hub.journeys import actions as journeys
 from hub.outbox import relay_pending, release_events
-from web.keys import BACKGROUND, DB, PRESENCE, REDIS, SINK
+from web.keys import BACKGROUND, DB, PRESENCE, REDIS, SETTINGS, SINK
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,9 @@ async def tick(app: web.Application) -> None:
     try:
         effects = await conversations.do_wake_snoozed(app[DB])
         effects += await delivery.do_requeue_stalled(app[DB])
-        effects += await journeys.do_schedule_due(app[DB])
+        effects += await journeys.do_schedule_due(
+            app[DB], lease=timedelta(seconds=app[SETTINGS].journey_lease_s)
+        )
         await release_events(app[DB], app[SINK], effects)
     finally:
         if await app[REDIS].get(TICK_LOCK) == token.encode():

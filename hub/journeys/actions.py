@@ -236,6 +236,7 @@ async def do_schedule_due(
     now: datetime | None = None,
     batch: int = DEFAULT_BATCH,
     max_batches: int = 20,
+    lease: timedelta = CLAIM_LEASE,
 ) -> tuple[uuid.UUID, ...]:
     """The scheduler tick: claim due runs in batches and, in the same transaction, write one
     dispatch job per batch to the outbox (released after commit). A claim whose job is lost is
@@ -248,7 +249,7 @@ async def do_schedule_due(
         async with db.transaction() as session:
             runs = await queries.claim_due(session, now, batch, db.dialect == "postgresql")
             for run in runs:
-                run.status, run.claimed_until = RunStatus.CLAIMED, now + CLAIM_LEASE
+                run.status, run.claimed_until = RunStatus.CLAIMED, now + lease
             if runs:
                 effects.append(
                     add_effect(
