@@ -421,3 +421,47 @@ async def test_coordinators_enroll_by_api_watch_the_funnel_and_stop(
     assert funnel["status"] == "stopped"
     assert [s["runs"] for s in funnel["steps"]] == [{"cancelled": 1}, {"cancelled": 1}]
     assert await journeys.do_claim_due(db, now=datetime(2027, 1, 1, tzinfo=UTC)) == []
+
+
+async def test_survey_report_and_csv(
+    db: Database,
+    ring: KeyRing,
+    setup: dict[str, Any],
+    settings: Any,
+    aiohttp_client: Any,
+    fresh_redis: None,
+) -> None:
+    from dataclasses import replace
+
+    from hub.consent.models import ConsentState, Purpose
+    from tests.conftest import make_staff
+    from tests.staff_helpers import sign_in
+    from web.app import create_app
+
+    pid = setup["patient_id"]
+    discharge = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1, minutes=5)
+    async with db.transaction() as session:
+        change = consent.ConsentChange(ConsentSource.STAFF, "staff:x", "asked in person")
+        session.add(
+            change.record(pid, Channel.SMS, Purpose.SURVEYS, ConsentState.GRANTED, discharge)
+        )
+    await journeys.do_enroll(db, SYSTEM, "test_survey", pid, anchor_at=discharge, now=discharge)
+    await dispatch_due(db, ring, datetime.now(UTC))
+    await actions.do_receive_inbound(db, ring, inbound("6"), {}, help_text="help")
+
+    client = await aiohttp_client(
+        create_app(replace(settings, public_url="http://127.0.0.1"), db=db)
+    )
+    await make_staff(db, "cole.coord@demo-clinic.example.org", role="coordinator")
+    await sign_in(client, "cole.coord@demo-clinic.example.org")
+    report = await (await client.get("/api/journeys/test_survey/survey")).json()
+    [question] = report["questions"]
+    assert (question["asked"], question["answered"], question["response_rate"]) == (1, 1, 1.0)
+    assert question["distribution"] == {"6": 1} and question["nps"] == -100.0
+    csv_text = await (await client.get("/api/journeys/test_survey/survey.csv")).text()
+    lines = csv_text.strip().splitlines()
+    assert lines[0] == "journey,question,score,answered_at,enrollment_id"
+    assert lines[1].startswith("test_survey,nps,6,")
+    assert "Avery" not in csv_text and "5550100101" not in csv_text
+    bad = await client.get("/api/journeys/test_survey/survey?from=yesterday")
+    assert bad.status == 400

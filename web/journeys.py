@@ -121,3 +121,60 @@ async def api_enroll(request: web.Request) -> web.Response:
     except (ValueError, KeyError, TypeError, HubError) as exc:
         return error(422, f"bad enrollment: {exc}")
     return web.json_response(plain(result), status=201 if result.created else 200)
+
+
+def _period(request: web.Request) -> tuple[datetime, datetime]:
+    """?from=YYYY-MM-DD&to=YYYY-MM-DD (UTC days; `to` inclusive); default the last 30 days."""
+    from datetime import UTC, date, timedelta
+
+    today = datetime.now(UTC).date()
+    start = (
+        date.fromisoformat(request.query["from"])
+        if request.query.get("from")
+        else (today - timedelta(days=30))
+    )
+    end = date.fromisoformat(request.query["to"]) if request.query.get("to") else today
+    return (
+        datetime.combine(start, datetime.min.time(), tzinfo=UTC),
+        datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=UTC),
+    )
+
+
+async def api_survey_csv(request: web.Request) -> web.Response:
+    return await api_survey(request, as_csv=True)
+
+
+async def api_survey(request: web.Request, *, as_csv: bool = False) -> web.Response:
+    """The survey report of a journey for a period (JSON), or its answers as CSV."""
+    import csv
+    import io
+
+    _coordinator(request)
+    try:
+        since, until = _period(request)
+        report = await journeys.do_survey_report(
+            request.app[DB], request.match_info["key"], since, until
+        )
+    except NotFound:
+        return error(404, "No such journey.")
+    except ValueError as exc:
+        return error(400, f"from/to must be dates like 2026-11-01 ({exc})")
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["journey", "question", "score", "answered_at", "enrollment_id"])
+        for step_id, score, at, enrollment_id in report.rows:
+            writer.writerow([report.key, step_id, score, at.isoformat(), enrollment_id])
+        return web.Response(
+            text=out.getvalue(),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{report.key}-survey.csv"'},
+        )
+    return web.json_response(
+        {
+            "journey": report.key,
+            "from": since.isoformat(),
+            "until": until.isoformat(),
+            "questions": [dict(plain(q), response_rate=q.response_rate) for q in report.questions],
+        }
+    )

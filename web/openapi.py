@@ -40,6 +40,10 @@ ID = [
     {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 ]
 KEY = [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}]
+DATE_RANGE = [
+    {"name": n, "in": "query", "required": False, "schema": {"type": "string", "format": "date"}}
+    for n in ("from", "to")
+]
 LIST_PARAMS = [
     {"name": name, "in": "query", "required": False, "schema": schema}
     for name, schema in [
@@ -178,6 +182,22 @@ def document() -> dict[str, Any]:
                 "get": _op(
                     "Counts per step: runs by status and their messages by delivery status",
                     params=KEY,
+                )
+            },
+            "/api/journeys/{key}/survey": {
+                "get": _op(
+                    "Survey report for a period: asked, answered, response rate, score "
+                    "distribution and NPS per question",
+                    params=[*KEY, *DATE_RANGE],
+                    errors=(400, 401, 404),
+                )
+            },
+            "/api/journeys/{key}/survey.csv": {
+                "get": _op(
+                    "The period's survey answers as CSV (journey, question, score, answered_at, "
+                    "enrollment_id: ids only, no patient data)",
+                    params=[*KEY, *DATE_RANGE],
+                    errors=(400, 401, 404),
                 )
             },
             "/api/journeys/{key}/status": {

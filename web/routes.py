@@ -79,6 +79,10 @@ def setup_routes(app: web.Application) -> None:
             web.get("/api/journeys/{key}/funnel", journeys.api_funnel, name="api_funnel"),
             web.post("/api/journeys/{key}/status", journeys.api_status, name="api_journey_status"),
             web.post("/api/journeys/{key}/enrollments", journeys.api_enroll, name="api_enroll"),
+            web.get("/api/journeys/{key}/survey", journeys.api_survey, name="api_survey"),
+            web.get(
+                "/api/journeys/{key}/survey.csv", journeys.api_survey_csv, name="api_survey_csv"
+            ),
             web.get(
                 "/api/canned-responses/{id}/render", api.render_canned, name="api_canned_render"
             ),

@@ -180,3 +180,50 @@ async def enrollments_of_journey(
     return (
         await session.scalars(select(Enrollment).where(Enrollment.journey_id == journey_id))
     ).all()
+
+
+async def survey_rows(
+    session: AsyncSession, journey_id: uuid.UUID, since: datetime, until: datetime
+) -> Sequence[tuple[str, int, datetime, uuid.UUID]]:
+    """(step id, score, answered at, enrollment id) for answers in the period."""
+    stmt = (
+        select(
+            SurveyAnswer.step_id,
+            SurveyAnswer.score,
+            SurveyAnswer.created_at,
+            SurveyAnswer.enrollment_id,
+        )
+        .join(Enrollment, Enrollment.id == SurveyAnswer.enrollment_id)
+        .where(
+            Enrollment.journey_id == journey_id,
+            SurveyAnswer.created_at >= since,
+            SurveyAnswer.created_at < until,
+        )
+        .order_by(SurveyAnswer.created_at)
+    )
+    return [(r[0], int(r[1]), r[2], r[3]) for r in (await session.execute(stmt)).all()]
+
+
+async def survey_asks(
+    session: AsyncSession,
+    journey_id: uuid.UUID,
+    step_ids: Sequence[str],
+    since: datetime,
+    until: datetime,
+) -> dict[str, int]:
+    """Survey questions sent in the period, per step (the response rate's denominator)."""
+    from sqlalchemy import func
+
+    stmt = (
+        select(StepRun.step_id, func.count())
+        .join(Enrollment, Enrollment.id == StepRun.enrollment_id)
+        .where(
+            Enrollment.journey_id == journey_id,
+            StepRun.step_id.in_(list(step_ids)),
+            StepRun.status == RunStatus.SENT,
+            StepRun.due_at >= since,
+            StepRun.due_at < until,
+        )
+        .group_by(StepRun.step_id)
+    )
+    return {r[0]: int(r[1]) for r in (await session.execute(stmt)).all()}
