@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -182,9 +181,6 @@ class KeyRing:
     def decrypt_text(self, blob: bytes, aad: bytes) -> str:
         return self.decrypt(blob, aad).decode("utf-8")
 
-    def needs_rotation(self, blob: bytes) -> bool:
-        return key_id_of(blob) != self.active_id
-
     # -- blind index ------------------------------------------------------------------------
 
     def blind_index(self, kind: BlindIndexKind, normalized: str) -> bytes:
@@ -213,7 +209,3 @@ def key_id_of(blob: bytes) -> str:
     if len(blob) < 2 or blob[0] != FORMAT_VERSION or len(blob) < 2 + blob[1]:
         raise IntegrityCheckFailed("ciphertext has an unknown format version")
     return blob[2 : 2 + blob[1]].decode("ascii", errors="replace")
-
-
-def key_ids_in(blobs: Iterable[bytes | None]) -> set[str]:
-    return {key_id_of(b) for b in blobs if b is not None}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Index, Integer, String, Text, delete, func, select
@@ -100,6 +100,13 @@ async def count_pending(session: AsyncSession) -> int:
     return int(result or 0)
 
 
-async def purge_released(session: AsyncSession, before: datetime) -> None:
-    """Released rows are history only; the scheduler trims them to keep the table small."""
-    await session.execute(delete(OutboxEvent).where(OutboxEvent.released_at < before))
+KEEP_RELEASED = timedelta(days=1)
+"""Released outbox rows are kept this long (to look into a recent delivery), then deleted."""
+
+
+async def purge_released(db: Database, now: datetime) -> None:
+    """Released rows are history only; the tick trims them so the table stays small."""
+    async with db.transaction() as session:
+        await session.execute(
+            delete(OutboxEvent).where(OutboxEvent.released_at < now - KEEP_RELEASED)
+        )

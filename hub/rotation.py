@@ -179,10 +179,3 @@ async def key_usage(db: Database, batch_size: int = 5_000) -> Counter[str]:
             usage.update(key_id_of(blob) for _, blob in rows)
             last_id = rows[-1][0]
     return usage
-
-
-async def reset_progress(db: Database) -> None:
-    """Forget checkpoints so the next run rescans every column from the start."""
-    async with db.transaction() as session:
-        for progress in (await session.scalars(select(RotationProgress))).all():
-            await session.delete(progress)

@@ -34,7 +34,7 @@ from web.keys import SINK
 WAIT_S = 30.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -142,7 +142,7 @@ async def stack(
     ring = KeyRing.generate("e2e1")
     fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
     runner, fake_base = await start_fake_twilio(fake)
-    port = _free_port()
+    port = free_port()
     hub_url = f"http://127.0.0.1:{port}"
     settings = Settings(
         database_url=fresh_db_url,

@@ -8,7 +8,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,14 +30,9 @@ from hub.inbox import actions
 from hub.inbox.models import InboundEvent
 from hub.inbox.passwords import verify_password
 from tests.conftest import hub_env, run_sync
+from tests.stack import free_port
 
 STARTUP_TIMEOUT_S = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _lines(proc: subprocess.Popen[str]) -> tuple[queue.Queue[str], threading.Thread]:
@@ -90,7 +84,7 @@ def demo_dir() -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_demo_runs_serve_and_worker_and_prints_a_working_password(demo_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "hub", "demo"],
         cwd=demo_dir,

@@ -20,7 +20,7 @@ from hub.db import Database
 from hub.enums import Channel
 from hub.inbox import actions, queries
 from hub.inbox.access import StaffContext
-from hub.inbox.models import Conversation, Team
+from hub.inbox.models import Conversation, Message, Team
 from hub.inbox.schemas import NewPatient
 from tests.conftest import make_staff
 from tests.staff_helpers import PASSWORD, csrf_of, session_cookie, sign_in
@@ -528,3 +528,24 @@ async def test_admin_previews_a_template_with_a_patient_and_it_is_audited(
         },
     )
     assert "not a secure channel" in await saved.text()
+
+
+async def test_live_fragments_check_access_and_audit_the_single_message(
+    client: TestClient, db: Database, two_teams: dict[str, Any]
+) -> None:
+    await sign_in(client, "alex.agent@demo-clinic.example.org")
+    mine, theirs = two_teams["conv_a"], two_teams["conv_b"]
+    async with db.reader() as session:
+        ours = (await session.scalars(select(Message).where(Message.conversation_id == mine))).one()
+        other = (
+            await session.scalars(select(Message).where(Message.conversation_id == theirs))
+        ).one()
+    fragment = await client.get(f"/conversations/{mine}/messages/{ours.id}")
+    assert fragment.status == 200 and "hello" in await fragment.text()
+    assert (await client.get(f"/conversations/{theirs}/messages/{other.id}")).status == 404
+    assert (await client.get(f"/conversations/{mine}/messages/{other.id}")).status == 404
+    async with db.reader() as session:
+        reads = (
+            await session.scalars(select(AuditEvent).where(AuditEvent.action == "message.read"))
+        ).all()
+    assert [e.subject_id for e in reads] == [str(ours.id)]

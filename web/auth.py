@@ -49,10 +49,6 @@ def current(request: web.Request) -> StaffContext:
     return ctx
 
 
-def current_session(request: web.Request) -> Session | None:
-    return request.get(SESSION)
-
-
 def _is_api(request: web.Request) -> bool:
     return request.path.startswith("/api/")
 

@@ -18,7 +18,6 @@ from hub.inbox.actions import assignment, conversations, listing, staff
 from hub.inbox.exceptions import NotFound, WeakPassword
 from hub.inbox.models import CannedResponse, StaffUser, Team
 from hub.inbox.passwords import MIN_PASSWORD_LENGTH
-from hub.inbox.schemas import ConversationView
 from web.auth import (
     CSRF_FIELD,
     current,
@@ -267,32 +266,31 @@ async def conversation(request: web.Request) -> web.Response:
 
 
 async def message_fragment(request: web.Request) -> web.Response:
-    view = await _open_quietly(request)
-    mid = _uuid(request, "mid")
-    for m in view.messages:
-        if m.id == mid:
-            return web.Response(
-                text=fragment(request, "_message.html", m=m), content_type="text/html"
-            )
-    raise web.HTTPNotFound()
-
-
-async def note_fragment(request: web.Request) -> web.Response:
-    view = await _open_quietly(request)
-    nid = _uuid(request, "nid")
-    for n in view.notes:
-        if n.id == nid:
-            return web.Response(text=fragment(request, "_note.html", n=n), content_type="text/html")
-    raise web.HTTPNotFound()
-
-
-async def _open_quietly(request: web.Request) -> ConversationView:
     try:
-        return await conversations.do_open_conversation(
-            request.app[DB], request.app[RING], current(request), _uuid(request, "id")
+        m = await conversations.do_view_message(
+            request.app[DB],
+            request.app[RING],
+            current(request),
+            _uuid(request, "id"),
+            _uuid(request, "mid"),
         )
     except NotFound:
         raise web.HTTPNotFound() from None
+    return web.Response(text=fragment(request, "_message.html", m=m), content_type="text/html")
+
+
+async def note_fragment(request: web.Request) -> web.Response:
+    try:
+        n = await conversations.do_view_note(
+            request.app[DB],
+            request.app[RING],
+            current(request),
+            _uuid(request, "id"),
+            _uuid(request, "nid"),
+        )
+    except NotFound:
+        raise web.HTTPNotFound() from None
+    return web.Response(text=fragment(request, "_note.html", n=n), content_type="text/html")
 
 
 def _back(request: web.Request) -> str:

@@ -12,10 +12,11 @@ from typing import Any
 from aiohttp import web
 
 from hub.audit import Actor
+from hub.db import utcnow
 from hub.errors import HubError
 from hub.inbox.actions import assignment, conversations, delivery
 from hub.journeys import actions as journeys
-from hub.outbox import relay_pending, release_events
+from hub.outbox import purge_released, relay_pending, release_events
 from web.keys import BACKGROUND, DB, PRESENCE, REDIS, SETTINGS, SINK
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ async def tick(app: web.Application) -> None:
             app[DB], lease=timedelta(seconds=app[SETTINGS].journey_lease_s)
         )
         await release_events(app[DB], app[SINK], effects)
+        await purge_released(app[DB], utcnow())
     finally:
         if await app[REDIS].get(TICK_LOCK) == token.encode():
             await app[REDIS].delete(TICK_LOCK)

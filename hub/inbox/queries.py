@@ -334,3 +334,11 @@ async def stalled_outbound(
         .with_for_update(skip_locked=True)
     )
     return (await session.scalars(stmt)).all()
+
+
+async def patients_by_id(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, Patient]:
+    """One query for a page's patients (instead of one per row)."""
+    if not ids:
+        return {}
+    found = (await session.scalars(select(Patient).where(Patient.id.in_(ids)))).all()
+    return {p.id: p for p in found}

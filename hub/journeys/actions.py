@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,7 +62,14 @@ class EnrollResult:
 
 
 def definition_of(journey: Journey) -> JourneyDefinition:
-    return parse_journey(journey.definition, f"journey {journey.key}")
+    """The parsed definition. Intake asks on every inbound message and dispatch on every step,
+    so parses are cached by the stored text (a re-installed journey has new text)."""
+    return _parsed(journey.key, journey.definition)
+
+
+@lru_cache(maxsize=256)
+def _parsed(key: str, text: str) -> JourneyDefinition:
+    return parse_journey(text, f"journey {key}")
 
 
 async def do_install_journey(db: Database, actor: Actor, text: str, source: str) -> uuid.UUID:
@@ -218,15 +226,22 @@ async def _refresh(
     return EnrollResult(enrollment.id, False, len(pending), 0, moved, cancelled)
 
 
+async def _claim(
+    session: AsyncSession, now: datetime, batch: int, lease: timedelta, postgres: bool
+) -> list[StepRun]:
+    runs = list(await queries.claim_due(session, now, batch, postgres))
+    for run in runs:
+        run.status, run.claimed_until = RunStatus.CLAIMED, now + lease
+    return runs
+
+
 async def do_claim_due(
     db: Database, *, now: datetime | None = None, batch: int = DEFAULT_BATCH
 ) -> list[uuid.UUID]:
     """Take a batch of due step runs under a lease; many claimers never take the same run."""
     now = now or utcnow()
     async with db.transaction() as session:
-        runs = await queries.claim_due(session, now, batch, db.dialect == "postgresql")
-        for run in runs:
-            run.status, run.claimed_until = RunStatus.CLAIMED, now + CLAIM_LEASE
+        runs = await _claim(session, now, batch, CLAIM_LEASE, db.dialect == "postgresql")
         return [r.id for r in runs]
 
 
@@ -247,9 +262,7 @@ async def do_schedule_due(
     effects: list[uuid.UUID] = []
     for _ in range(max_batches):
         async with db.transaction() as session:
-            runs = await queries.claim_due(session, now, batch, db.dialect == "postgresql")
-            for run in runs:
-                run.status, run.claimed_until = RunStatus.CLAIMED, now + lease
+            runs = await _claim(session, now, batch, lease, db.dialect == "postgresql")
             if runs:
                 effects.append(
                     add_effect(

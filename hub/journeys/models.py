@@ -139,10 +139,6 @@ class StepRun(Base):
     """Why skipped, failed, or sent on a fallback channel (no PHI)."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    @property
-    def dispatch_key(self) -> str:
-        return f"{self.enrollment_id}:{self.step_id}:{self.attempt}"
-
 
 class SurveyAnswer(Base):
     __tablename__ = "journey_survey_answer"

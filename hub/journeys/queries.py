@@ -43,13 +43,6 @@ async def enrollment_by_key(
     return (await session.scalars(stmt)).first()
 
 
-async def enrollments_of_appointment(
-    session: AsyncSession, appointment_id: uuid.UUID
-) -> Sequence[Enrollment]:
-    stmt = select(Enrollment).where(Enrollment.appointment_id == appointment_id)
-    return (await session.scalars(stmt)).all()
-
-
 async def runs_of(
     session: AsyncSession, enrollment_id: uuid.UUID, statuses: Sequence[RunStatus] | None = None
 ) -> Sequence[StepRun]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.inbox.models import Team
@@ -29,11 +29,6 @@ async def rules_in_order(
 async def rule_for_update(session: AsyncSession, rule_id: uuid.UUID) -> RoutingRule | None:
     stmt = select(RoutingRule).where(RoutingRule.id == rule_id).with_for_update()
     return (await session.scalars(stmt)).first()
-
-
-async def next_position(session: AsyncSession) -> int:
-    highest = await session.scalar(select(func.max(RoutingRule.position)))
-    return 0 if highest is None else highest + 1
 
 
 async def triage_phrases(

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.audit import record
+from hub.channels.registry import CHANNEL_PROVIDERS
 from hub.consent import actions as consent
 from hub.consent import queries as consent_queries
 from hub.consent.models import RECORDED_PURPOSES, ConsentState, Purpose
@@ -21,7 +22,7 @@ from hub.enums import Channel, ConversationStatus, Priority
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
 from hub.inbox.exceptions import NotFound
-from hub.inbox.models import Conversation, Note, Patient, ReadMarker, StaffUser
+from hub.inbox.models import Conversation, Message, Note, Patient, ReadMarker, StaffUser
 from hub.inbox.schemas import (
     AttachmentView,
     ChannelOption,
@@ -34,8 +35,6 @@ from hub.outbox import add_effect
 
 MENTION_RE = re.compile(r"(?<![\w.])@([A-Za-z0-9._-]+)")
 """@dana.agent mentions the staff member whose email starts with dana.agent@."""
-SENDABLE_CHANNELS = (Channel.SMS,)
-"""Channels with a working adapter; the picker explains why the others are unavailable."""
 CHANNEL_NOT_CONNECTED = {
     Channel.EMAIL: "the email channel is not connected yet",
     Channel.VOICE: "voice calls are not connected yet",
@@ -65,11 +64,14 @@ def _event(conversation: Conversation, **extra: object) -> dict[str, object]:
 
 async def channel_options(session: AsyncSession, patient: Patient) -> list[ChannelOption]:
     options = []
+    policy = await consent.load_policy(session)
     for channel in Channel:
-        decision = await consent.may_send(session, patient, channel, Purpose.CARE)
-        if channel not in SENDABLE_CHANNELS:
+        if channel not in CHANNEL_PROVIDERS:
             options.append(ChannelOption(channel, False, CHANNEL_NOT_CONNECTED[channel]))
         else:
+            decision = await consent.may_send(
+                session, patient, channel, Purpose.CARE, policy=policy
+            )
             # Allowed with a warning (outside the patient's send window) shows the warning.
             reason = "; ".join(decision.warnings) if decision.allowed else decision.reason
             options.append(ChannelOption(channel, decision.allowed, reason or None))
@@ -307,3 +309,54 @@ async def visible_patient(
     ):
         raise NotFound("no such patient")
     return patient
+
+
+async def do_view_message(
+    db: Database,
+    ring: KeyRing,
+    ctx: StaffContext,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+) -> MessageView:
+    """One message of a conversation the person may see (live updates fetch these): audited
+    as a read of that message, without decrypting the rest of the thread."""
+    async with db.transaction() as session:
+        await visible_conversation(session, ctx, conversation_id)
+        message = await session.get(Message, message_id)
+        if message is None or message.conversation_id != conversation_id:
+            raise NotFound("no such message")
+        attachments = await queries.attachments_of(session, [message.id])
+        authors = await queries.staff_names(session, {message.author_id})
+        view = MessageView.of(
+            ring,
+            message,
+            authors.get(message.author_id),
+            [AttachmentView.of(ring, a) for a in attachments.get(message.id, [])],
+        )
+        await record(
+            session,
+            ctx.actor,
+            "message.read",
+            "message",
+            message_id,
+            {"conversation": str(conversation_id)},
+        )
+    return view
+
+
+async def do_view_note(
+    db: Database, ring: KeyRing, ctx: StaffContext, conversation_id: uuid.UUID, note_id: uuid.UUID
+) -> NoteView:
+    async with db.transaction() as session:
+        await visible_conversation(session, ctx, conversation_id)
+        note = await session.get(Note, note_id)
+        if note is None or note.conversation_id != conversation_id:
+            raise NotFound("no such note")
+        authors = await queries.staff_names(session, {note.author_id})
+        view = NoteView(
+            note.id, note.unseal(ring, "body") or "", authors.get(note.author_id), note.created_at
+        )
+        await record(
+            session, ctx.actor, "note.read", "note", note_id, {"conversation": str(conversation_id)}
+        )
+    return view

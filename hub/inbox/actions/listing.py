@@ -15,7 +15,7 @@ from hub.db import Database, utcnow
 from hub.enums import Channel, ConversationStatus, Priority
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
-from hub.inbox.models import Conversation, Patient
+from hub.inbox.models import Conversation
 from hub.inbox.schemas import ConversationRow
 
 DEFAULT_PAGE = 25
@@ -132,10 +132,10 @@ async def do_list_inbox(
         last = await queries.last_messages(session, ids)
         markers = await queries.read_markers(session, ctx.staff_id, ids)
         names = await queries.staff_names(session, {c.assignee_id for c, _ in page})
+        patients = await queries.patients_by_id(session, {c.patient_id for c, _ in page})
         rows = []
         for conversation, _rank in page:
-            patient = await session.get(Patient, conversation.patient_id)
-            assert patient is not None
+            patient = patients[conversation.patient_id]
             message = last.get(conversation.id)
             body = message.unseal(ring, "body") if message is not None else None
             read_at = markers.get(conversation.id)
