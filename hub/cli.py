@@ -147,14 +147,22 @@ def serve() -> None:
 
 @main.command()
 @click.option("--burst", is_flag=True, help="Work until the queues are empty, then exit.")
-def worker(burst: bool) -> None:
-    """Run an RQ worker (sends, retries, journey dispatch, scheduler)."""
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes to run (each sends one job at a time).",
+)
+def worker(burst: bool, processes: int) -> None:
+    """Run RQ workers (sends, retries, journey dispatch) and the scheduler tick. SIGTERM lets
+    running jobs finish first."""
     settings = load_settings()
     asyncio.run(_check_database(settings, require_migrated=True))
     from worker.main import run_worker
 
     with redis_for(settings) as ready:
-        run_worker(ready, burst=burst)
+        run_worker(ready, processes=processes, burst=burst)
 
 
 @main.command()

@@ -32,6 +32,8 @@ DEFAULT_SEND_RETRY_BASE_S = 30.0
 """First retry of a transiently failed send waits this long; each next one four times longer."""
 
 DEFAULT_JOURNEY_LEASE_S = 300.0
+DEFAULT_SEND_STUCK_S = 120.0
+"""A send without the provider's answer this long after its claim had its sender die."""
 """How long a dispatch batch owns its claimed journey steps before another may take them."""
 DEFAULT_SESSION_IDLE_MINUTES = 15.0
 """A staff session unused this long is signed out (HIPAA-style automatic logoff)."""
@@ -64,6 +66,7 @@ class Settings:
     sms_help_text: str | None = None
     send_retry_base_s: float = DEFAULT_SEND_RETRY_BASE_S
     journey_lease_s: float = DEFAULT_JOURNEY_LEASE_S
+    send_stuck_s: float = DEFAULT_SEND_STUCK_S
     session_idle_minutes: float = DEFAULT_SESSION_IDLE_MINUTES
     session_max_hours: float = DEFAULT_SESSION_MAX_HOURS
     smtp_url: str | None = None
@@ -151,6 +154,9 @@ class Settings:
             DEFAULT_JOURNEY_LEASE_S,
             24 * 3600,
         )
+        stuck = _positive(
+            "HUB_SEND_STUCK_SECONDS", get("HUB_SEND_STUCK_SECONDS"), DEFAULT_SEND_STUCK_S, 24 * 3600
+        )
         log_format = (get("HUB_LOG_FORMAT") or "json").lower()
         if log_format not in ("json", "text"):
             raise ConfigError("HUB_LOG_FORMAT", f"unknown format {log_format!r}", "json or text")
@@ -174,6 +180,7 @@ class Settings:
             sms_help_text=get("HUB_SMS_HELP_TEXT"),
             send_retry_base_s=send_retry_base_s,
             journey_lease_s=lease,
+            send_stuck_s=stuck,
             session_idle_minutes=idle,
             session_max_hours=max_hours,
             smtp_url=smtp_url,

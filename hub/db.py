@@ -29,6 +29,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 from uuid6 import uuid7
 
+from hub import clock
 from hub.crypto import KeyRing, associated_data
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -53,7 +54,7 @@ def new_id() -> uuid.UUID:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return clock.utcnow()
 
 
 class UTCDateTime(TypeDecorator[datetime]):

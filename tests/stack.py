@@ -4,6 +4,7 @@ the local fake Twilio, a real Redis, and a committed database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import sys
@@ -81,11 +82,17 @@ class Stack:
         )
 
     def kill_worker(self) -> None:
-        import os
-        import signal
+        """SIGKILL the worker and everything under it. RQ runs each job in a work horse with
+        a process group of its own, so the worker's group alone would miss the running job."""
+        import psutil
 
         assert self.worker is not None
-        os.killpg(self.worker.pid, signal.SIGKILL)
+        root = psutil.Process(self.worker.pid)
+        tree = [root, *root.children(recursive=True)]
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(tree, timeout=10)
         self.worker.wait()
         self.worker = None
 
@@ -157,6 +164,7 @@ async def stack(
         twilio_from_number=CLINIC_NUMBER,
         send_retry_base_s=0.2,
         journey_lease_s=2.0,
+        send_stuck_s=2.0,
         log_format="text",
     )
     db = Database.connect(fresh_db_url)
@@ -176,6 +184,7 @@ async def stack(
         TWILIO_FROM_NUMBER=CLINIC_NUMBER,
         HUB_SEND_RETRY_BASE_SECONDS="0.2",
         HUB_JOURNEY_LEASE_SECONDS="2",
+        HUB_SEND_STUCK_SECONDS="2",
         HUB_LOG_LEVEL="DEBUG",
     )
     with worker_log.open("ab") as log_file:

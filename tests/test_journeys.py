@@ -22,6 +22,7 @@ from hub.inbox import actions
 from hub.inbox.models import Message, Note
 from hub.inbox.schemas import NewPatient
 from hub.journeys import actions as journeys
+from hub.journeys.dispatch import Dispatched, PreparedBatch, do_prepare_batch, providers_for
 from hub.journeys.models import (
     AppointmentStatus,
     Enrollment,
@@ -104,12 +105,23 @@ async def runs(db: Database) -> dict[str, StepRun]:
         return {r.step_id: r for r in (await session.scalars(select(StepRun))).all()}
 
 
-async def dispatch_due(db: Database, ring: KeyRing, at: datetime) -> list[journeys.Dispatched]:
+async def prepare(
+    db: Database, ring: KeyRing, run_ids: list[uuid.UUID], at: datetime
+) -> PreparedBatch:
+    return await do_prepare_batch(
+        db,
+        ring,
+        run_ids,
+        providers=providers_for(CONNECTED, {}),
+        clinic=CLINIC,
+        public_url="https://hub.example.org",
+        now=at,
+    )
+
+
+async def dispatch_due(db: Database, ring: KeyRing, at: datetime) -> list[Dispatched]:
     claimed = await journeys.do_claim_due(db, now=at)
-    return [
-        await journeys.do_dispatch_run(db, ring, rid, connected=CONNECTED, clinic=CLINIC, now=at)
-        for rid in claimed
-    ]
+    return list((await prepare(db, ring, claimed, at)).results)
 
 
 async def test_enrollment_plans_local_times_and_is_idempotent(
@@ -174,19 +186,21 @@ async def test_due_steps_go_out_once_on_their_channel(
     claimed = await journeys.do_claim_due(db, now=at)
     assert len(claimed) == 1
     assert await journeys.do_claim_due(db, now=at) == []  # already claimed, lease running
-    first = await journeys.do_dispatch_run(
-        db, ring, claimed[0], connected=CONNECTED, clinic=CLINIC, now=at
-    )
-    again = await journeys.do_dispatch_run(
-        db, ring, claimed[0], connected=CONNECTED, clinic=CLINIC, now=at
-    )
-    assert first.outcome == "sent" and again.outcome == "gone"
+    first = await prepare(db, ring, claimed, at)
+    again = await prepare(db, ring, claimed, at)
+    assert [r.outcome for r in first.results] == ["sending"]
+    assert [r.outcome for r in again.results] == ["gone"] and again.tasks == ()
     async with db.reader() as session:
         messages = (await session.scalars(select(Message))).all()
-    assert [(m.channel, m.status, m.purpose) for m in messages] == [
-        (Channel.EMAIL, MessageStatus.QUEUED, "reminders")
+    # The batch claimed the message's first attempt in the same commit: it sends it next.
+    assert [(m.channel, m.status, m.purpose, m.send_attempts) for m in messages] == [
+        (Channel.EMAIL, MessageStatus.SENDING, "reminders", 1)
     ]
-    assert "Friday" in (messages[0].unseal(ring, "body") or "")
+    [task] = first.tasks
+    assert task.outbound.message_id == messages[0].id and task.outbound.to_address == (
+        "avery@example.org"
+    )
+    assert "Friday" in task.outbound.body == (messages[0].unseal(ring, "body") or "")
 
 
 async def test_a_batch_that_died_is_taken_over_after_its_lease(
@@ -324,7 +338,7 @@ async def test_survey_score_is_stored_once(
         )
     await journeys.do_enroll(db, SYSTEM, "test_survey", pid, anchor_at=discharge, now=discharge)
     sent = await dispatch_due(db, ring, datetime(2026, 11, 19, 15, tzinfo=NY))
-    assert [d.outcome for d in sent] == ["sent"], [d.reason for d in sent]
+    assert [d.outcome for d in sent] == ["sending"], [d.reason for d in sent]
     await actions.do_receive_inbound(db, ring, inbound("9"), {}, help_text="help")
     await actions.do_receive_inbound(db, ring, inbound("10"), {}, help_text="help")
     async with db.reader() as session:

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hub.consent.exceptions import ConsentRefused
 from hub.consent.models import ConsentRecord, ConsentSource, ConsentState
 from hub.enums import Direction, MessageStatus
 from hub.inbox import actions
-from hub.inbox.models import Attachment, AttachmentState, DeliveryAttempt
+from hub.inbox.models import Attachment, AttachmentState, DeliveryAttempt, Message
 from tests.stack import WAIT_S, Stack, eventually
 from tests.twilio_helpers import CLINIC_NUMBER, PATIENT_NUMBER
 
@@ -226,19 +226,20 @@ async def test_a_due_journey_step_goes_out_through_the_tick_and_a_real_worker(
 
 
 async def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(stack: Stack) -> None:
-    """SIGKILL the worker (and the job it runs) while it dispatches a batch, start another:
-    every due step reaches its patient exactly once (counted at the fake Twilio API)."""
-    from sqlalchemy import func
-
+    """SIGKILL the worker (and the batch it runs) while the batch's messages are on their way
+    to Twilio, start another: every due step reaches its patient exactly once (counted at the
+    fake Twilio API). The batch had claimed every message; the ones Twilio got are found there
+    and recorded, the others are sent again."""
     from hub.audit import Actor
     from hub.inbox.schemas import NewPatient
     from hub.journeys import actions as journeys
-    from hub.journeys.models import RunStatus, StepRun
     from hub.templates.actions import do_seed_templates
 
-    patients = 120
+    patients = 150
     await do_seed_templates(stack.db)
     await journeys.do_install_journey(stack.db, Actor.system("test"), FOLLOW_UP, "e2e.yaml")
+    # Paused while enrolling, so one tick claims every step into one batch.
+    await journeys.do_set_journey_status(stack.db, Actor.system("test"), "e2e_follow_up", "paused")
     for n in range(patients):
         pid = await actions.do_create_patient(
             stack.db,
@@ -248,30 +249,34 @@ async def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(stack: Sta
             region="US",
         )
         await journeys.do_enroll(stack.db, Actor.system("test"), "e2e_follow_up", pid)
+    stack.fake.api_latency = 0.2  # a slow provider: the batch is mid-send for a while
+    await journeys.do_set_journey_status(stack.db, Actor.system("test"), "e2e_follow_up", "active")
 
-    async def sent_runs() -> int:
-        async with stack.db.reader() as session:
-            return int(
-                await session.scalar(
-                    select(func.count())
-                    .select_from(StepRun)
-                    .where(StepRun.status == RunStatus.SENT)
-                )
-                or 0
-            )
-
-    # Kill as soon as the batch is under way (some runs sent, not all).
-    await eventually(
-        lambda: _between(sent_runs, 1, patients - 1), "the batch to be under way", timeout=WAIT_S
-    )
+    await stack.fake.wait_for(lambda f: 0 < len(f.messages) < patients, timeout=WAIT_S)
     stack.kill_worker()
-    killed_at = await sent_runs()
+    at_kill = len(stack.fake.messages)
+    stack.fake.api_latency = 0.0
+    async with stack.db.reader() as session:
+        statuses = (await session.scalars(select(Message.status))).all()
+    # The batch claimed every message's first attempt before sending any: none is queued.
+    assert len(statuses) == patients and MessageStatus.QUEUED not in statuses
     stack.start_worker()
 
-    await eventually(lambda: _equals(sent_runs, patients), "every run to be sent", timeout=60)
-    await stack.fake.wait_for(lambda f: len(f.messages) >= patients, timeout=60)
+    async def settled() -> bool:
+        async with stack.db.reader() as session:
+            waiting = await session.scalar(
+                select(func.count())
+                .select_from(Message)
+                .where(Message.provider_message_id.is_(None))
+            )
+        return waiting == 0
+
+    await eventually(settled, "every message to have Twilio's id recorded", timeout=60)
     numbers = [m.to for m in stack.fake.messages]
-    assert len(numbers) == patients == len(set(numbers)), (killed_at, len(numbers))
+    assert len(numbers) == patients == len(set(numbers)), (at_kill, len(numbers))
+    async with stack.db.reader() as session:
+        sids = set((await session.scalars(select(Message.provider_message_id))).all())
+    assert sids == {m.sid for m in stack.fake.messages}
 
 
 async def _between(count: Any, low: int, high: int) -> bool:

@@ -6,22 +6,18 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterable
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from hub.audit import Actor
-from hub.db import utcnow
 from hub.errors import HubError
-from hub.inbox.actions import assignment, conversations, delivery
-from hub.journeys import actions as journeys
-from hub.outbox import purge_released, relay_pending, release_events
-from web.keys import BACKGROUND, DB, PRESENCE, REDIS, SETTINGS, SINK
+from hub.inbox.actions import assignment
+from hub.outbox import relay_pending, release_events
+from web.keys import BACKGROUND, DB, PRESENCE, SINK
 
 log = logging.getLogger(__name__)
 
-TICK_LOCK = "hub:tick"
 RELAY_INTERVAL_S = 2.0
 """How often `hub serve` re-releases effects whose fast path failed (Redis briefly down)."""
 
@@ -93,26 +89,6 @@ async def _release(app: web.Application, ids: list[uuid.UUID]) -> None:
         log.exception("releasing effects failed; the relay will retry")
 
 
-async def tick(app: web.Application) -> None:
-    """The periodic work one `hub serve` at a time does: wake snoozed conversations, re-queue
-    sends whose job was lost, and claim due journey steps into dispatch batches. A Redis key is
-    the lock (it expires by itself if this process dies mid-tick)."""
-    token = uuid.uuid4().hex
-    if not await app[REDIS].set(TICK_LOCK, token, nx=True, ex=int(RELAY_INTERVAL_S * 30)):
-        return
-    try:
-        effects = await conversations.do_wake_snoozed(app[DB])
-        effects += await delivery.do_requeue_stalled(app[DB])
-        effects += await journeys.do_schedule_due(
-            app[DB], lease=timedelta(seconds=app[SETTINGS].journey_lease_s)
-        )
-        await release_events(app[DB], app[SINK], effects)
-        await purge_released(app[DB], utcnow())
-    finally:
-        if await app[REDIS].get(TICK_LOCK) == token.encode():
-            await app[REDIS].delete(TICK_LOCK)
-
-
 async def relay_loop(app: web.Application) -> AsyncIterator[None]:
     stop = asyncio.Event()
 
@@ -125,8 +101,8 @@ async def relay_loop(app: web.Application) -> AsyncIterator[None]:
             else:
                 return
             try:
+                # The periodic work (journey ticks, sweeps) runs in `hub worker`'s scheduler.
                 await relay_pending(app[DB], app[SINK])
-                await tick(app)
             except Exception:
                 log.exception("outbox relay pass failed")
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
+from datetime import timedelta
 
-from hub.channels.base import FailureClass, NotConfigured, SendFailed
+from hub.channels.base import ChannelAdapter, FailureClass, NotConfigured, SendFailed
 from hub.channels.registry import CHANNEL_PROVIDERS, resolve_adapter
 from hub.config import Settings
 from hub.consent.exceptions import ConsentRefused
+from hub.errors import HubError
 from hub.inbox import actions
-from worker.runtime import job_runtime
+from hub.inbox.actions.delivery import SendOutcome, SendTask
+from worker.runtime import JobRuntime, job_runtime
 
 log = logging.getLogger(__name__)
 
@@ -20,44 +24,78 @@ def send_message(message_id: str) -> str:
     return asyncio.run(run_send_message(uuid.UUID(message_id)))
 
 
+def tick() -> str:
+    from worker.tick import run_tick
+
+    return asyncio.run(run_tick())
+
+
+def resolve_stuck_sends() -> str:
+    return asyncio.run(run_resolve_stuck_sends())
+
+
 def dispatch_batch(run_ids: str) -> str:
     return asyncio.run(run_dispatch_batch([uuid.UUID(r) for r in run_ids.split(",") if r]))
 
 
-DISPATCH_CONCURRENCY = 20
-"""Step runs of one batch dispatched at once (each its own short transaction)."""
+SEND_CONCURRENCY = 64
+"""Provider calls of one batch in flight at once (Twilio's API allows far more per account;
+this bounds one worker's sockets and memory)."""
 
 
 async def run_dispatch_batch(run_ids: list[uuid.UUID], settings: Settings | None = None) -> str:
-    """Dispatch a claimed batch. Runs another batch already handled come back as "gone";
-    a run that fails here stays claimed and is taken again after its lease."""
-    from hub.channels.registry import CHANNEL_PROVIDERS
-    from hub.journeys.actions import do_dispatch_run
+    """Prepare a claimed batch in one transaction, send its messages concurrently, record the
+    answers in one more. Runs another batch already handled come back as "gone"."""
+    from hub.journeys.dispatch import do_prepare_batch
 
     async with job_runtime(settings) as rt:
-        gate = asyncio.Semaphore(DISPATCH_CONCURRENCY)
-        counts: dict[str, int] = {}
-
-        async def one(run_id: uuid.UUID) -> None:
-            async with gate:
-                try:
-                    result = await do_dispatch_run(
-                        rt.db,
-                        rt.ring,
-                        run_id,
-                        connected=set(CHANNEL_PROVIDERS),
-                        clinic=rt.settings.clinic,
-                    )
-                except Exception:
-                    log.exception("dispatch failed", extra={"run_id": str(run_id)})
-                    counts["error"] = counts.get("error", 0) + 1
-                    return
-                await rt.release(result.effect_ids)
-                counts[result.outcome] = counts.get(result.outcome, 0) + 1
-
-        await asyncio.gather(*(one(r) for r in run_ids))
+        batch = await do_prepare_batch(
+            rt.db,
+            rt.ring,
+            run_ids,
+            providers=CHANNEL_PROVIDERS,
+            clinic=rt.settings.clinic,
+            public_url=rt.settings.public_url,
+        )
+        await rt.release(batch.effect_ids)
+        outcomes = await send_all(rt.settings, batch.tasks)
+        await rt.release(
+            await actions.do_record_outcomes(
+                rt.db, outcomes, retry_base_s=rt.settings.send_retry_base_s
+            )
+        )
+        counts = batch.counts()
+        failed = sum(o.failure is not None for o in outcomes)
+        if failed:
+            counts["send failed"] = failed
         log.info("dispatch batch done", extra={"runs": len(run_ids), **counts})
         return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+
+
+async def send_all(settings: Settings, tasks: Sequence[SendTask]) -> list[SendOutcome]:
+    """Hand each task to its channel's adapter, ``SEND_CONCURRENCY`` at a time. Never raises
+    for one message: its failure is classified and recorded like any other."""
+    adapters: dict[str, ChannelAdapter] = {}
+    gate = asyncio.Semaphore(SEND_CONCURRENCY)
+
+    async def one(task: SendTask) -> SendOutcome:
+        async with gate:
+            try:
+                adapter = adapters.get(task.provider)
+                if adapter is None:
+                    adapter = adapters[task.provider] = resolve_adapter(task.provider, settings)
+                receipt = await adapter.send(task.outbound, task.decision)
+            except SendFailed as exc:
+                return SendOutcome(task, failure=exc.failure)
+            except (HubError, ConsentRefused) as exc:
+                return SendOutcome(task, failure=FailureClass("config", str(exc), transient=False))
+            return SendOutcome(task, receipt=receipt)
+
+    try:
+        return list(await asyncio.gather(*(one(t) for t in tasks)))
+    finally:
+        for adapter in adapters.values():
+            await adapter.close()
 
 
 def fetch_media(attachment_id: str) -> str:
@@ -111,3 +149,66 @@ async def run_send_message(message_id: uuid.UUID, settings: Settings | None = No
             return f"failed: {failure.code}"
         finally:
             await adapter.close()
+
+
+STUCK_LOOKUP_CONCURRENCY = 16
+"""Questions to the provider about stuck sends in flight at once."""
+
+
+async def run_resolve_stuck_sends(settings: Settings | None = None) -> str:
+    async with job_runtime(settings) as rt:
+        return await resolve_stuck_sends_with(rt)
+
+
+async def resolve_stuck_sends_with(rt: JobRuntime) -> str:
+    """Ask the provider about sends whose sender died mid-call: record the ones it has, send
+    the rest again. Either way each message reaches the patient once."""
+    stuck = await actions.do_find_stuck_sends(
+        rt.db, rt.ring, after=timedelta(seconds=rt.settings.send_stuck_s)
+    )
+    if not stuck:
+        return "stuck: 0"
+    adapters: dict[str, ChannelAdapter] = {}
+    gate = asyncio.Semaphore(STUCK_LOOKUP_CONCURRENCY)
+    answers: list[bool] = []
+    again: list[SendTask] = []
+
+    async def one(item: actions.StuckSend) -> None:
+        async with gate:
+            adapter = adapters.get(item.task.provider)
+            if adapter is None:
+                adapter = adapters[item.task.provider] = resolve_adapter(
+                    item.task.provider, rt.settings
+                )
+            try:
+                receipt = await adapter.find_sent(item.task.outbound, item.claimed_at)
+            except SendFailed:
+                return  # cannot ask now; it stays stuck and the next sweep asks again
+            await rt.release(await actions.do_resolve_stuck_send(rt.db, item, receipt))
+            answers.append(receipt is not None)
+            if receipt is None:
+                claim = await actions.do_claim_send(
+                    rt.db,
+                    rt.ring,
+                    item.task.outbound.message_id,
+                    provider=CHANNEL_PROVIDERS,
+                    public_url=rt.settings.public_url,
+                )
+                await rt.release(claim.effect_ids)
+                if claim.task is not None:
+                    again.append(claim.task)
+
+    try:
+        await asyncio.gather(*(one(item) for item in stuck))
+    finally:
+        for adapter in adapters.values():
+            await adapter.close()
+    outcomes = await send_all(rt.settings, again)
+    await rt.release(
+        await actions.do_record_outcomes(
+            rt.db, outcomes, retry_base_s=rt.settings.send_retry_base_s
+        )
+    )
+    found, resent = sum(answers), len(answers) - sum(answers)
+    log.info("stuck sends resolved", extra={"found": found, "resent": resent})
+    return f"stuck: {len(stuck)}, found at provider: {found}, sent again: {resent}"

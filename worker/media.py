@@ -8,6 +8,7 @@ import logging
 import uuid
 
 import aiohttp
+from yarl import URL
 
 from hub.config import Settings
 from hub.inbox import actions
@@ -42,7 +43,7 @@ async def download(url: str, authorization: str | None) -> tuple[str, bytes]:
             location = first.headers.get("Location")
             if first.status not in REDIRECTS or not location:
                 return await _read(first)
-            target = first.url.join(aiohttp.client.URL(location))
+            target = first.url.join(URL(location))
             same_host = (target.scheme, target.host, target.port) == (
                 first.url.scheme,
                 first.url.host,

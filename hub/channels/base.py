@@ -6,6 +6,7 @@ import enum
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from hub.consent.schemas import Decision
@@ -132,6 +133,11 @@ class ChannelAdapter(Protocol):
     async def send(self, outbound: Outbound, decision: Decision) -> SendReceipt:
         """Hand one message to the provider. ``decision`` must allow this patient and channel:
         there is no way to call a provider without one."""
+        ...
+
+    async def find_sent(self, outbound: Outbound, since: datetime) -> SendReceipt | None:
+        """Ask the provider whether it accepted ``outbound`` at or after ``since`` (its sender
+        died before recording the answer). None means it did not: sending again is safe."""
         ...
 
     async def close(self) -> None: ...

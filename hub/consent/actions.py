@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,7 +55,12 @@ async def cap_usage(
         at - timedelta(days=7),
         exclude_message_id,
     )
-    day_start = local_day_start(patient.time_zone, at)
+    return caps_from(times, patient.time_zone, at)
+
+
+def caps_from(times: list[datetime], time_zone: str, at: datetime) -> CapUsage:
+    """Cap usage from the creation times of the week's automated sends, oldest first."""
+    day_start = local_day_start(time_zone, at)
     return CapUsage(
         today=sum(1 for t in times if t >= day_start),
         week=len(times),
@@ -99,29 +104,78 @@ async def choose_channel(
     policy = await load_policy(session)
     usable = set(available) if available is not None else set(Channel)
     passed: list[Decision] = []
-    for name in patient.channel_order:
-        try:
-            channel = Channel(name)
-        except ValueError:
-            continue
+    for channel in _ordered(patient):
         if channel not in usable:
-            passed.append(
-                Decision(
-                    Outcome.REFUSED,
-                    patient.id,
-                    channel,
-                    purpose,
-                    at,
-                    "channel_unavailable",
-                    f"{channel.value} is not connected on this hub",
-                )
-            )
+            passed.append(_unavailable(patient, channel, purpose, at))
             continue
         decision = await may_send(session, patient, channel, purpose, at, policy=policy)
         if decision.allowed or decision.deferred:
             return ChannelChoice(decision, tuple(passed))
         passed.append(decision)
     return ChannelChoice(None, tuple(passed))
+
+
+def choose_from(
+    patient: Patient,
+    purpose: Purpose,
+    at: datetime,
+    *,
+    policy: ConsentPolicy,
+    available: Iterable[Channel],
+    latest: Mapping[Channel, dict[Purpose, ConsentRecord]],
+    caps: CapUsage | None,
+) -> ChannelChoice:
+    """``choose_channel`` over records and cap usage the caller loaded for many patients at
+    once (a dispatch batch); the same walk and the same decisions."""
+    usable = set(available)
+    passed: list[Decision] = []
+    for channel in _ordered(patient):
+        if channel not in usable:
+            passed.append(_unavailable(patient, channel, purpose, at, "this send"))
+            continue
+        automated = purpose in policy.automated_purposes
+        decision = decide(
+            patient,
+            channel,
+            purpose,
+            at,
+            latest.get(channel, {}),
+            policy,
+            caps if automated else None,
+        )
+        if decision.allowed or decision.deferred:
+            return ChannelChoice(decision, tuple(passed))
+        passed.append(decision)
+    return ChannelChoice(None, tuple(passed))
+
+
+def _ordered(patient: Patient) -> list[Channel]:
+    channels = []
+    for name in patient.channel_order:
+        try:
+            channels.append(Channel(name))
+        except ValueError:
+            continue
+    return channels
+
+
+def _unavailable(
+    patient: Patient, channel: Channel, purpose: Purpose, at: datetime, scope: str = "this hub"
+) -> Decision:
+    why = (
+        "is not connected on this hub"
+        if scope == "this hub"
+        else "is not one of this step's channels or is not connected on this hub"
+    )
+    return Decision(
+        Outcome.REFUSED,
+        patient.id,
+        channel,
+        purpose,
+        at,
+        "channel_unavailable",
+        f"{channel.value} {why}",
+    )
 
 
 @dataclass(frozen=True)

@@ -88,3 +88,52 @@ async def patient_history(session: AsyncSession, patient_id: uuid.UUID) -> list[
         .order_by(ConsentRecord.created_at, ConsentRecord.id)
     )
     return list((await session.scalars(stmt)).all())
+
+
+async def latest_records_of(
+    session: AsyncSession, patient_ids: Iterable[uuid.UUID]
+) -> dict[tuple[uuid.UUID, Channel], dict[Purpose, ConsentRecord]]:
+    """``latest_records`` for many patients and every channel in one query (a dispatch batch)."""
+    ids = list(set(patient_ids))
+    latest: dict[tuple[uuid.UUID, Channel], dict[Purpose, ConsentRecord]] = {}
+    if not ids:
+        return latest
+    stmt = (
+        select(ConsentRecord)
+        .where(ConsentRecord.patient_id.in_(ids))
+        .order_by(ConsentRecord.created_at, ConsentRecord.id)
+    )
+    for record in (await session.scalars(stmt)).all():
+        latest.setdefault((record.patient_id, record.channel), {})[record.purpose] = record
+    return latest
+
+
+async def automated_sends_of(
+    session: AsyncSession,
+    patient_ids: Iterable[uuid.UUID],
+    purposes: Iterable[str],
+    since: datetime,
+) -> dict[uuid.UUID, list[datetime]]:
+    """``automated_sends`` for many patients in one query, oldest first per patient."""
+    from hub.enums import Direction, MessageStatus
+    from hub.inbox.models import Conversation, Message
+
+    ids = list(set(patient_ids))
+    times: dict[uuid.UUID, list[datetime]] = {pid: [] for pid in ids}
+    if not ids:
+        return times
+    stmt = (
+        select(Conversation.patient_id, Message.created_at)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Conversation.patient_id.in_(ids),
+            Message.direction == Direction.OUTBOUND,
+            Message.purpose.in_(list(purposes)),
+            Message.created_at >= since,
+            Message.status.not_in([MessageStatus.FAILED, MessageStatus.UNDELIVERED]),
+        )
+        .order_by(Message.created_at)
+    )
+    for patient_id, created_at in (await session.execute(stmt)).all():
+        times[patient_id].append(created_at)
+    return times

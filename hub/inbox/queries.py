@@ -342,3 +342,56 @@ async def patients_by_id(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uui
         return {}
     found = (await session.scalars(select(Patient).where(Patient.id.in_(ids)))).all()
     return {p.id: p for p in found}
+
+
+async def messages_for_update(
+    session: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Message]:
+    stmt = (
+        select(Message)
+        .where(Message.id.in_(list(message_ids)))
+        .order_by(Message.id)
+        .with_for_update()
+    )
+    return {m.id: m for m in (await session.scalars(stmt)).all()}
+
+
+async def attempts_for_update(
+    session: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> dict[tuple[uuid.UUID, int], DeliveryAttempt]:
+    stmt = (
+        select(DeliveryAttempt)
+        .where(DeliveryAttempt.message_id.in_(list(message_ids)))
+        .order_by(DeliveryAttempt.message_id, DeliveryAttempt.attempt)
+        .with_for_update()
+    )
+    return {(a.message_id, a.attempt): a for a in (await session.scalars(stmt)).all()}
+
+
+async def stuck_sending(
+    session: AsyncSession, claimed_before: datetime, limit: int
+) -> Sequence[tuple[Message, DeliveryAttempt]]:
+    """Messages handed to a sender that never reported back: the attempt was claimed long
+    ago and has no provider id. Either the provider has them (the sender died after the call)
+    or not (it died before); only the provider can say which."""
+    from hub.enums import Direction, MessageStatus
+
+    stmt = (
+        select(Message, DeliveryAttempt)
+        .join(
+            DeliveryAttempt,
+            (DeliveryAttempt.message_id == Message.id)
+            & (DeliveryAttempt.attempt == Message.send_attempts),
+        )
+        .where(
+            Message.direction == Direction.OUTBOUND,
+            Message.status == MessageStatus.SENDING,
+            Message.provider_message_id.is_(None),
+            DeliveryAttempt.provider_message_id.is_(None),
+            DeliveryAttempt.created_at < claimed_before,
+        )
+        .order_by(DeliveryAttempt.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # both rows; skipping busy ones never waits
+    )
+    return [(m, a) for m, a in (await session.execute(stmt)).all()]

@@ -4,19 +4,15 @@ dispatch a run exactly once, and act on replies."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.audit import Actor, record
-from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel
-from hub.inbox.actions.automated import send_automated_in, template_renderer
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Patient
 from hub.journeys import queries
@@ -274,107 +270,6 @@ async def do_schedule_due(
         if len(runs) < batch:
             break
     return tuple(effects)
-
-
-@dataclass(frozen=True)
-class Dispatched:
-    run_id: uuid.UUID
-    outcome: str
-    """"sent", "skipped", "failed", or "gone" (already handled by another batch)."""
-    reason: str | None
-    message_id: uuid.UUID | None
-    effect_ids: tuple[uuid.UUID, ...] = ()
-
-
-def _available(step: StepDefinition, connected: Iterable[Channel]) -> set[Channel]:
-    usable = set(connected)
-    if step.channels.channels:
-        usable &= set(step.channels.channels)
-    return usable
-
-
-async def do_dispatch_run(
-    db: Database,
-    ring: KeyRing,
-    run_id: uuid.UUID,
-    *,
-    connected: Iterable[Channel],
-    clinic: Mapping[str, Any],
-    now: datetime | None = None,
-) -> Dispatched:
-    """Send one claimed step run. The message and the run's new status commit together, so a
-    duplicated or retried batch finds the run handled and sends nothing."""
-    now = now or utcnow()
-    async with db.transaction() as session:
-        run = await queries.run_for_update(session, run_id)
-        if run is None or run.status is not RunStatus.CLAIMED:
-            return Dispatched(run_id, "gone", None, None)
-        enrollment = await session.get(Enrollment, run.enrollment_id)
-        assert enrollment is not None
-        journey = await session.get(Journey, enrollment.journey_id)
-        patient = await session.get(Patient, enrollment.patient_id)
-        assert journey is not None and patient is not None
-        definition = definition_of(journey)
-        step = next((s for s in definition.steps if s.id == run.step_id), None)
-        if step is None:
-            run.status, run.reason = RunStatus.SKIPPED, "the journey no longer has this step"
-            return Dispatched(run_id, "skipped", run.reason, None)
-        skip = await _skip_reason(session, step, enrollment)
-        if skip is not None:
-            run.status, run.reason = RunStatus.SKIPPED, skip
-            return Dispatched(run_id, "skipped", skip, None)
-        appt = (
-            await session.get(Appointment, enrollment.appointment_id)
-            if enrollment.appointment_id
-            else None
-        )
-        appointment = (
-            {"start": appt.start_at, "location": appt.location, "provider": appt.provider}
-            if appt
-            else None
-        )
-        sent = await send_automated_in(
-            session,
-            ring,
-            patient,
-            purpose=step.purpose or definition.purpose,
-            render=template_renderer(step.template, appointment=appointment, clinic=clinic),
-            available=_available(step, connected),
-            at=now,
-        )
-        run.message_id, run.channel = (
-            sent.message_id,
-            (sent.channel.value if sent.channel else None),
-        )
-        run.reason = "; ".join(sent.notes) or None
-        if sent.outcome in ("queued", "deferred"):
-            run.status = RunStatus.SENT
-            outcome = "sent"
-        else:
-            run.status, run.reason = (
-                RunStatus.FAILED,
-                sent.reason + (f" ({'; '.join(sent.notes)})" if sent.notes else ""),
-            )
-            outcome = "failed"
-        return Dispatched(run_id, outcome, run.reason, sent.message_id, sent.effect_ids)
-
-
-async def _skip_reason(
-    session: AsyncSession, step: StepDefinition, enrollment: Enrollment
-) -> str | None:
-    for condition in step.conditions:
-        if condition == "skip_if_confirmed" and enrollment.confirmed_at is not None:
-            return "the patient already confirmed"
-        if condition == "only_if_no_reply" and await queries.patient_replied_since(
-            session, enrollment.patient_id, enrollment.created_at
-        ):
-            return "the patient has replied since enrolling"
-        if condition.startswith("only_if_score_below:"):
-            limit = int(condition.split(":", 1)[1])
-            answers = await queries.survey_answers(session, enrollment.id)
-            if not answers or min(a.score for a in answers) >= limit:
-                return f"no survey score below {limit}"
-    return None
 
 
 @dataclass(frozen=True)

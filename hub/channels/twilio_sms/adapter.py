@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from twilio.base.exceptions import TwilioRestException
@@ -38,6 +39,9 @@ MAX_MEDIA = 10
 """Twilio delivers at most 10 media items per MMS."""
 API_TIMEOUT_S = 15.0
 """Per request to Twilio's API; a slower answer is treated as a transient failure."""
+
+CLOCK_SKEW = timedelta(minutes=1)
+"""Allowed difference between our clock and Twilio's when matching a message's creation time."""
 
 SID_RE = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 
@@ -233,6 +237,34 @@ class TwilioSmsAdapter:
         return SendReceipt(
             PROVIDER, message.sid, STATUS_MAP.get(message.status or "", MessageStatus.SENDING)
         )
+
+    async def find_sent(self, outbound: Outbound, since: datetime) -> SendReceipt | None:
+        # Twilio has no idempotency key; the newest messages to the number (newest first)
+        # with the same body, created since the claim, are the ones our dead sender made.
+        try:
+            recent = await self._sdk().messages.list_async(to=outbound.to_address, limit=20)
+        except TwilioRestException as exc:
+            raise SendFailed(classify(exc.code, exc.msg)) from None
+        except NotConfigured:
+            raise
+        except Exception as exc:
+            raise SendFailed(
+                FailureClass(
+                    UNREACHABLE_API.code,
+                    f"{UNREACHABLE_API.reason} ({type(exc).__name__})",
+                    transient=True,
+                )
+            ) from None
+        earliest = since - CLOCK_SKEW
+        for message in recent:
+            created = message.date_created
+            if message.body == outbound.body and (created is None or created >= earliest):
+                return SendReceipt(
+                    PROVIDER,
+                    message.sid,
+                    STATUS_MAP.get(message.status or "", MessageStatus.SENDING),
+                )
+        return None
 
     async def close(self) -> None:
         if self._client is not None:

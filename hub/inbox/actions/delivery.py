@@ -4,7 +4,7 @@ and move delivery status forward only."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,7 +22,7 @@ from hub.channels.base import (
 from hub.consent import actions as consent
 from hub.consent.exceptions import ConsentRefused
 from hub.consent.models import ConsentSource, Purpose
-from hub.consent.schemas import Decision
+from hub.consent.schemas import Decision, Outcome
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.enums import FAILED_STATUSES, Channel, Direction, MessageStatus, can_advance
@@ -283,21 +283,55 @@ async def do_claim_send(
 async def do_record_sent(
     db: Database, task: SendTask, receipt: SendReceipt
 ) -> tuple[uuid.UUID, ...]:
-    async with db.transaction() as session:
-        attempt = await queries.attempt_of(session, task.outbound.message_id, task.outbound.attempt)
-        message = await queries.message_for_update(session, task.outbound.message_id)
-        assert attempt is not None and message is not None
-        attempt.provider_message_id = receipt.provider_message_id
-        if can_advance(attempt.status, receipt.status):
-            attempt.status = receipt.status
-        if message.send_attempts == attempt.attempt:
-            message.provider = receipt.provider
-            message.provider_message_id = receipt.provider_message_id
-            if message.status is MessageStatus.SENDING:
-                # A previous attempt's failure note no longer applies; but if a callback got
-                # here first (delivered, or failed and rescheduled), its outcome stands.
-                message.error_code = message.error_reason = None
+    return await do_record_outcomes(db, [SendOutcome(task, receipt=receipt)], retry_base_s=0)
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What the provider said to one send: a receipt, or a classified failure."""
+
+    task: SendTask
+    receipt: SendReceipt | None = None
+    failure: FailureClass | None = None
+
+
+async def do_record_outcomes(
+    db: Database, outcomes: Sequence[SendOutcome], *, retry_base_s: float
+) -> tuple[uuid.UUID, ...]:
+    """Record the answers to many sends in one transaction (a dispatch batch)."""
+    if not outcomes:
         return ()
+    ids = [o.task.outbound.message_id for o in outcomes]
+    effects: list[uuid.UUID] = []
+    async with db.transaction() as session:
+        # Attempts before messages, each in id order: the order status callbacks lock in, so
+        # a callback and a batch never wait on each other in a cycle.
+        attempts = await queries.attempts_for_update(session, ids)
+        messages = await queries.messages_for_update(session, ids)
+        for outcome in outcomes:
+            out = outcome.task.outbound
+            message, attempt = messages[out.message_id], attempts[(out.message_id, out.attempt)]
+            if outcome.receipt is not None:
+                _apply_receipt(message, attempt, outcome.receipt)
+            else:
+                assert outcome.failure is not None
+                effects += await _fail_or_retry(
+                    session, message, attempt, outcome.failure, MessageStatus.FAILED, retry_base_s
+                )
+    return tuple(effects)
+
+
+def _apply_receipt(message: Message, attempt: DeliveryAttempt, receipt: SendReceipt) -> None:
+    attempt.provider_message_id = receipt.provider_message_id
+    if can_advance(attempt.status, receipt.status):
+        attempt.status = receipt.status
+    if message.send_attempts == attempt.attempt:
+        message.provider = receipt.provider
+        message.provider_message_id = receipt.provider_message_id
+        if message.status is MessageStatus.SENDING:
+            # A previous attempt's failure note no longer applies; but if a callback got
+            # here first (delivered, or failed and rescheduled), its outcome stands.
+            message.error_code = message.error_reason = None
 
 
 async def do_record_send_failure(
@@ -427,3 +461,83 @@ async def do_requeue_stalled(
             # Move the clock on so the next sweep leaves it alone while this job is pending.
             message.next_attempt_at = now
         return tuple(send_job_effect(session, m.id) for m in stalled)
+
+
+STUCK_SENDING_AFTER = timedelta(minutes=2)
+"""A send claimed this long ago without the provider's answer recorded: its sender died.
+Longer than the provider call's own timeout, so a live sender has always answered by then."""
+
+
+@dataclass(frozen=True)
+class StuckSend:
+    """A send whose sender died between the claim and recording the provider's answer."""
+
+    task: SendTask
+    claimed_at: datetime
+
+
+async def do_find_stuck_sends(
+    db: Database,
+    ring: KeyRing,
+    *,
+    now: datetime | None = None,
+    after: timedelta = STUCK_SENDING_AFTER,
+    limit: int = 200,
+) -> list[StuckSend]:
+    """Sends to ask the provider about (see ``do_resolve_stuck_send``). Their claim time is
+    moved on so the next sweep leaves them alone while this one asks."""
+    now = now or utcnow()
+    found: list[StuckSend] = []
+    async with db.transaction() as session:
+        for message, attempt in await queries.stuck_sending(session, now - after, limit):
+            conversation = await session.get(Conversation, message.conversation_id)
+            assert conversation is not None
+            patient = await session.get(Patient, conversation.patient_id)
+            assert patient is not None
+            address = patient.unseal(ring, "email" if message.channel is Channel.EMAIL else "phone")
+            if address is None:
+                continue
+            claimed_at = attempt.created_at
+            attempt.created_at = now
+            outbound = Outbound(
+                message_id=message.id,
+                attempt=attempt.attempt,
+                channel=message.channel,
+                to_address=address,
+                body=message.unseal(ring, "body") or "",
+                from_address=conversation.channel_address,
+            )
+            decision = Decision(
+                Outcome.ALLOWED,
+                patient.id,
+                message.channel,
+                Purpose(message.purpose),
+                now,
+                "ok",
+                "re-checked at send time",
+            )
+            found.append(StuckSend(SendTask(outbound, decision, attempt.provider), claimed_at))
+    return found
+
+
+async def do_resolve_stuck_send(
+    db: Database, stuck: StuckSend, receipt: SendReceipt | None
+) -> tuple[uuid.UUID, ...]:
+    """The provider's answer about a stuck send: it has the message (record it as sent, never
+    send again), or it does not (back to ``queued``, due now: the caller sends it again
+    through ``do_claim_send`` and the gate; if the caller dies too, the stalled-send sweep
+    gives it a job)."""
+    if receipt is not None:
+        return await do_record_sent(db, stuck.task, receipt)
+    async with db.transaction() as session:
+        out = stuck.task.outbound
+        message = await queries.message_for_update(session, out.message_id)
+        attempt = await queries.attempt_of(session, out.message_id, out.attempt)
+        if message is None or attempt is None or message.status is not MessageStatus.SENDING:
+            return ()
+        if attempt.provider_message_id is not None:
+            return ()  # a status callback told us meanwhile
+        attempt.status = MessageStatus.FAILED
+        attempt.error_code, attempt.error_reason = "lost", "the sender stopped before the call"
+        message.status, message.next_attempt_at = MessageStatus.QUEUED, utcnow()
+        return ()

@@ -1,0 +1,426 @@
+"""Dispatch a claimed batch of step runs. One transaction prepares the whole batch (consent,
+channel, template, message, first delivery attempt, run status) with a handful of queries for
+all its runs; the caller then sends the prepared messages concurrently and records the answers
+in one more transaction (hub.inbox.actions.delivery.do_record_outcomes).
+
+Exactly once: a run leaves ``claimed`` in the same commit that creates its message and claims
+the message's first attempt, so a duplicated or retried batch finds it handled ("gone"). A batch
+that dies before that commit leaves its runs claimed, and they are taken again after the lease;
+one that dies after it leaves messages ``sending``, which the stalled-send sweep asks the
+provider about before sending again."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.channels.base import Outbound
+from hub.consent import actions as consent
+from hub.consent import queries as consent_queries
+from hub.consent.models import Purpose
+from hub.crypto import KeyRing
+from hub.db import Database, new_id, utcnow
+from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
+from hub.errors import HubError
+from hub.inbox.actions.delivery import SendTask, message_new_effect, send_job_effect
+from hub.inbox.actions.patients import view_patient
+from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
+from hub.journeys import dispatch_queries as dq
+from hub.journeys.actions import definition_of
+from hub.journeys.definitions import JourneyDefinition, StepDefinition
+from hub.journeys.models import (
+    Appointment,
+    Enrollment,
+    Journey,
+    JourneyStatus,
+    RunStatus,
+    StepRun,
+    SurveyAnswer,
+)
+from hub.outbox import add_effect
+from hub.templates.actions import find_variant, template_context
+from hub.templates.render import VariantText, render_variant
+
+PROGRESS_ROOM = "journeys"
+"""socket.io room of the coordinators' journey pages."""
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    run_id: uuid.UUID
+    outcome: str
+    """"sending", "deferred", "skipped", "failed", "released" (journey paused) or "gone"
+    (already handled by another batch)."""
+    reason: str | None
+    message_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    results: tuple[Dispatched, ...]
+    tasks: tuple[SendTask, ...]
+    """Messages claimed for their first attempt: send them now, then record the outcomes."""
+    effect_ids: tuple[uuid.UUID, ...]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for result in self.results:
+            counts[result.outcome] = counts.get(result.outcome, 0) + 1
+        return counts
+
+
+@dataclass
+class _Batch:
+    """What a batch loaded once for all its runs."""
+
+    session: AsyncSession
+    ring: KeyRing
+    now: datetime
+    providers: Mapping[Channel, str]
+    clinic: Mapping[str, Any]
+    public_url: str
+    policy: Any
+    enrollments: dict[uuid.UUID, Enrollment]
+    journeys: dict[uuid.UUID, Journey]
+    patients: dict[uuid.UUID, Patient]
+    appointments: dict[uuid.UUID, Appointment]
+    consent: dict[tuple[uuid.UUID, Channel], dict[Purpose, Any]]
+    sends: dict[uuid.UUID, list[datetime]]
+    conversations: dict[tuple[uuid.UUID, Channel], Conversation]
+    replied: dict[uuid.UUID, datetime]
+    answers: dict[uuid.UUID, list[SurveyAnswer]]
+    variants: dict[tuple[str, str, str], VariantText | HubError] = field(default_factory=dict)
+    tasks: list[SendTask] = field(default_factory=list)
+    effects: list[uuid.UUID] = field(default_factory=list)
+    new_rows: list[Any] = field(default_factory=list)
+    messages: list[tuple[Message, Conversation]] = field(default_factory=list)
+    links: list[tuple[StepRun, Message]] = field(default_factory=list)
+
+
+async def do_prepare_batch(
+    db: Database,
+    ring: KeyRing,
+    run_ids: Iterable[uuid.UUID],
+    *,
+    providers: Mapping[Channel, str],
+    clinic: Mapping[str, Any],
+    public_url: str,
+    now: datetime | None = None,
+) -> PreparedBatch:
+    """Prepare a claimed batch. ``providers``: the connected channels and their adapters."""
+    now = now or utcnow()
+    ids = list(dict.fromkeys(run_ids))
+    async with db.transaction() as session:
+        runs = await dq.claimed_runs(session, ids, db.dialect == "postgresql")
+        held = {r.id for r in runs}
+        results = [Dispatched(rid, "gone", None, None) for rid in ids if rid not in held]
+        if not runs:
+            return PreparedBatch(tuple(results), (), ())
+        batch = await _load(session, ring, runs, now, providers, clinic, public_url)
+        keys: set[str] = set()
+        # New rows are added at the end, in one flush; a query on the way (a template lookup)
+        # must not flush runs that point at messages not added yet.
+        with session.no_autoflush:
+            for run in runs:
+                enrollment = batch.enrollments[run.enrollment_id]
+                journey = batch.journeys[enrollment.journey_id]
+                results.append(await _dispatch_one(batch, run, enrollment, journey))
+                keys.add(journey.key)
+        # Without ORM relationships the flush does not order inserts by foreign key, so parents
+        # go first: conversations, then messages, then their attempts.
+        for kind in (Conversation, Message, DeliveryAttempt):
+            session.add_all([row for row in batch.new_rows if isinstance(row, kind)])
+            await session.flush()
+        for run, message in batch.links:
+            run.message_id = message.id
+        # Staff watching an open conversation see the reminder appear; resolved ones (most
+        # reminders) are on no one's screen, and 20,000 events per launch would cost more
+        # than the sends.
+        for message, conversation in batch.messages:
+            if conversation.status is not ConversationStatus.RESOLVED:
+                batch.effects.append(message_new_effect(session, message, conversation))
+        for key in sorted(keys):
+            batch.effects.append(
+                add_effect(
+                    session, "notify:journey:progress", {"room": PROGRESS_ROOM, "journey": key}
+                ).id
+            )
+        return PreparedBatch(tuple(results), tuple(batch.tasks), tuple(batch.effects))
+
+
+async def _load(
+    session: AsyncSession,
+    ring: KeyRing,
+    runs: list[StepRun],
+    now: datetime,
+    providers: Mapping[Channel, str],
+    clinic: Mapping[str, Any],
+    public_url: str,
+) -> _Batch:
+    enrollments = await dq.by_ids(session, Enrollment, [r.enrollment_id for r in runs])
+    journeys = await dq.by_ids(session, Journey, [e.journey_id for e in enrollments.values()])
+    patient_ids = {e.patient_id for e in enrollments.values()}
+    patients = await dq.by_ids(session, Patient, patient_ids)
+    appointments = await dq.by_ids(
+        session, Appointment, [e.appointment_id for e in enrollments.values() if e.appointment_id]
+    )
+    conditions: set[str] = set()
+    for run in runs:
+        journey = journeys[enrollments[run.enrollment_id].journey_id]
+        step = _step(definition_of(journey), run.step_id)
+        if step is not None:
+            conditions.update(c.split(":", 1)[0] for c in step.conditions)
+    policy = await consent.load_policy(session)
+    return _Batch(
+        session=session,
+        ring=ring,
+        now=now,
+        providers=providers,
+        clinic=clinic,
+        public_url=public_url,
+        policy=policy,
+        enrollments=enrollments,
+        journeys=journeys,
+        patients=patients,
+        appointments=appointments,
+        consent=await consent_queries.latest_records_of(session, patient_ids),
+        sends=await consent_queries.automated_sends_of(
+            session,
+            patient_ids,
+            [p.value for p in policy.automated_purposes],
+            now - timedelta(days=7),
+        ),
+        conversations=await dq.latest_conversations(session, patient_ids),
+        replied=(
+            await dq.last_inbound_at(session, patient_ids)
+            if "only_if_no_reply" in conditions
+            else {}
+        ),
+        answers=(
+            await dq.answers_of(session, enrollments) if "only_if_score_below" in conditions else {}
+        ),
+    )
+
+
+def _step(definition: JourneyDefinition, step_id: str) -> StepDefinition | None:
+    return next((s for s in definition.steps if s.id == step_id), None)
+
+
+async def _dispatch_one(
+    batch: _Batch, run: StepRun, enrollment: Enrollment, journey: Journey
+) -> Dispatched:
+    if journey.status is JourneyStatus.PAUSED:
+        # Paused after the claim: hand the run back; it goes when the journey resumes.
+        run.status, run.claimed_until = RunStatus.PLANNED, None
+        return Dispatched(run.id, "released", "the journey is paused", None)
+    definition = definition_of(journey)
+    step = _step(definition, run.step_id)
+    if step is None:
+        run.status, run.reason = RunStatus.SKIPPED, "the journey no longer has this step"
+        return Dispatched(run.id, "skipped", run.reason, None)
+    skip = _skip_reason(batch, step, enrollment)
+    if skip is not None:
+        run.status, run.reason = RunStatus.SKIPPED, skip
+        return Dispatched(run.id, "skipped", skip, None)
+    patient = batch.patients[enrollment.patient_id]
+    purpose = step.purpose or definition.purpose
+    usable = set(batch.providers)
+    if step.channels.channels:
+        usable &= set(step.channels.channels)
+    choice = consent.choose_from(
+        patient,
+        purpose,
+        batch.now,
+        policy=batch.policy,
+        available=usable,
+        latest={ch: batch.consent.get((patient.id, ch), {}) for ch in Channel},
+        caps=consent.caps_from(
+            batch.sends.setdefault(patient.id, []), patient.time_zone, batch.now
+        ),
+    )
+    notes = choice.reasons
+    decision = choice.decision
+    channel = decision.channel if decision else _first_channel(patient)
+    conversation = _conversation_for(batch, patient, channel)
+    message = Message(
+        id=new_id(),
+        conversation_id=conversation.id,
+        direction=Direction.OUTBOUND,
+        channel=channel,
+        status=MessageStatus.QUEUED,
+        purpose=purpose.value,
+        created_at=batch.now,
+        send_attempts=0,
+    )
+    batch.new_rows.append(message)
+    batch.messages.append((message, conversation))
+    batch.links.append((run, message))
+    run.channel = channel.value
+    outcome, reason = "sending", None
+    if decision is None:
+        reason = "no channel in the patient's order may be used: " + "; ".join(notes)
+        message.status, message.error_code, message.error_reason = (
+            MessageStatus.FAILED,
+            "no_channel",
+            reason,
+        )
+        run.channel = None
+        outcome = "failed"
+    else:
+        try:
+            body = await _render(batch, step, enrollment, patient, channel)
+        except HubError as exc:
+            reason = f"not sent: {exc}"
+            message.status, message.error_code, message.error_reason = (
+                MessageStatus.FAILED,
+                "template",
+                reason,
+            )
+            outcome = "failed"
+        else:
+            message.seal(batch.ring, "body", body)
+            batch.sends[patient.id].append(batch.now)  # caps count within the batch too
+            if decision.deferred and decision.not_before is not None:
+                outcome = "deferred"
+                message.next_attempt_at = decision.not_before
+                notes.append(decision.summary())
+                wait = (decision.not_before - batch.now).total_seconds()
+                batch.effects.append(
+                    send_job_effect(batch.session, message.id, queue="bulk", delay_s=wait)
+                )
+            else:
+                _claim_first_attempt(batch, message, conversation, patient, body, decision)
+    message.delivery_notes = notes
+    if outcome == "failed":
+        run.status = RunStatus.FAILED
+        run.reason = reason
+    else:
+        run.status = RunStatus.SENT
+        run.reason = "; ".join(notes) or None
+    return Dispatched(run.id, outcome, run.reason, message.id)
+
+
+def _claim_first_attempt(
+    batch: _Batch,
+    message: Message,
+    conversation: Conversation,
+    patient: Patient,
+    body: str,
+    decision: Any,
+) -> None:
+    provider = batch.providers[message.channel]
+    message.status, message.send_attempts = MessageStatus.SENDING, 1
+    batch.new_rows.append(
+        DeliveryAttempt(
+            message_id=message.id,
+            attempt=1,
+            provider=provider,
+            status=MessageStatus.SENDING,
+            created_at=batch.now,
+        )
+    )
+    address = patient.unseal(batch.ring, "email" if message.channel is Channel.EMAIL else "phone")
+    assert address is not None  # the gate refuses a channel the patient has no address for
+    callback = None
+    if message.channel in (Channel.SMS, Channel.VOICE):
+        callback = f"{batch.public_url}/webhooks/twilio/status?m={message.id}&a=1"
+    batch.tasks.append(
+        SendTask(
+            Outbound(
+                message_id=message.id,
+                attempt=1,
+                channel=message.channel,
+                to_address=address,
+                body=body,
+                from_address=conversation.channel_address,
+                status_callback_url=callback,
+            ),
+            decision,
+            provider,
+        )
+    )
+
+
+def _skip_reason(batch: _Batch, step: StepDefinition, enrollment: Enrollment) -> str | None:
+    for condition in step.conditions:
+        if condition == "skip_if_confirmed" and enrollment.confirmed_at is not None:
+            return "the patient already confirmed"
+        if condition == "only_if_no_reply":
+            last = batch.replied.get(enrollment.patient_id)
+            if last is not None and last >= enrollment.created_at:
+                return "the patient has replied since enrolling"
+        if condition.startswith("only_if_score_below:"):
+            limit = int(condition.split(":", 1)[1])
+            scores = [a.score for a in batch.answers.get(enrollment.id, []) if a.score is not None]
+            if not scores or min(scores) >= limit:
+                return f"no survey score below {limit}"
+    return None
+
+
+async def _render(
+    batch: _Batch,
+    step: StepDefinition,
+    enrollment: Enrollment,
+    patient: Patient,
+    channel: Channel,
+) -> str:
+    key = (step.template, channel.value, patient.language or "")
+    if key not in batch.variants:
+        try:
+            batch.variants[key] = await find_variant(
+                batch.session, step.template, channel.value, patient.language
+            )
+        except HubError as exc:
+            batch.variants[key] = exc
+    variant = batch.variants[key]
+    if isinstance(variant, HubError):
+        raise variant
+    appt = batch.appointments.get(enrollment.appointment_id) if enrollment.appointment_id else None
+    appointment = (
+        {"start": appt.start_at, "location": appt.location, "provider": appt.provider}
+        if appt
+        else None
+    )
+    context = template_context(view_patient(batch.ring, patient), appointment, batch.clinic)
+    return render_variant(variant, context).body
+
+
+def _conversation_for(batch: _Batch, patient: Patient, channel: Channel) -> Conversation:
+    found = batch.conversations.get((patient.id, channel))
+    if found is not None:
+        return found
+    # A clinic-initiated message needs no one's attention until the patient answers, and an
+    # answer within the reopen window brings the conversation back to the inbox.
+    conversation = Conversation(
+        id=new_id(),
+        patient_id=patient.id,
+        channel=channel,
+        status=ConversationStatus.RESOLVED,
+        priority=Priority.NORMAL,
+        created_at=batch.now,
+        last_activity_at=batch.now,
+        resolved_at=batch.now,
+    )
+    batch.new_rows.append(conversation)
+    batch.conversations[(patient.id, channel)] = conversation
+    return conversation
+
+
+def _first_channel(patient: Patient) -> Channel:
+    for name in patient.channel_order:
+        try:
+            return Channel(name)
+        except ValueError:
+            continue
+    return Channel.SMS
+
+
+def providers_for(connected: Iterable[Channel], known: Mapping[Channel, str]) -> dict[Channel, str]:
+    """Connected channels and the adapter name each uses (tests connect channels whose adapter
+    is not built; their sends fail at the adapter with a reason)."""
+    return {ch: known.get(ch, ch.value) for ch in connected}

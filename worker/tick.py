@@ -1,0 +1,70 @@
+"""The scheduler tick: RQ's cron scheduler (started by `hub worker`) enqueues it every second on
+the urgent queue. It claims due journey steps into dispatch batches, re-queues sends whose job
+was lost, asks the provider about sends whose sender died, wakes snoozed conversations, and
+re-releases outbox effects whose first release failed. Every `hub worker` runs a scheduler;
+a Redis lock lets one tick at a time do the work."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from redis import Redis
+from rq import Queue
+
+from hub.config import Settings
+from hub.db import utcnow
+from hub.inbox.actions import conversations, delivery
+from hub.journeys import actions as journeys
+from hub.outbox import purge_released, relay_pending
+from worker.effects import QUEUE_NAMES
+from worker.jobs import resolve_stuck_sends_with
+from worker.runtime import job_runtime
+
+log = logging.getLogger(__name__)
+
+TICK_LOCK = "hub:tick"
+TICK_INTERVAL_S = 1
+"""Seconds between ticks (RQ's cron scheduler counts in whole seconds)."""
+TICK_LOCK_TTL_S = 120
+"""A tick that died holding the lock frees it after this long."""
+QUEUED_BATCHES_TARGET = 16
+"""Dispatch batches kept waiting in the bulk queue. Claiming far ahead of what workers can
+send would let leases run out on batches still in the queue; fewer would leave workers idle
+between ticks."""
+
+
+async def run_tick(settings: Settings | None = None) -> str:
+    async with job_runtime(settings) as rt:
+        assert rt.settings.redis_url is not None
+        redis = Redis.from_url(rt.settings.redis_url)
+        token = uuid.uuid4().hex
+        try:
+            if not redis.set(TICK_LOCK, token, nx=True, ex=TICK_LOCK_TTL_S):
+                return "another tick is running"
+            try:
+                effects = await conversations.do_wake_snoozed(rt.db)
+                effects += await delivery.do_requeue_stalled(rt.db)
+                room = QUEUED_BATCHES_TARGET - Queue(QUEUE_NAMES["bulk"], connection=redis).count
+                batches: tuple[uuid.UUID, ...] = ()
+                if room > 0:
+                    batches = await journeys.do_schedule_due(
+                        rt.db,
+                        lease=timedelta(seconds=rt.settings.journey_lease_s),
+                        max_batches=room,
+                    )
+                await rt.release([*effects, *batches])
+                await relay_pending(rt.db, rt.sink)
+                await purge_released(rt.db, utcnow())
+                stuck = await resolve_stuck_sends_with(rt)
+            finally:
+                # Only our own lock: a tick slower than the TTL must not free the next one's.
+                if redis.get(TICK_LOCK) == token.encode():
+                    redis.delete(TICK_LOCK)
+        finally:
+            redis.close()
+    summary = f"batches: {len(batches)}, effects: {len(effects)}; {stuck}"
+    if batches or effects:
+        log.info("tick", extra={"batches": len(batches), "effects": len(effects)})
+    return summary
