@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ import redis
 from sqlalchemy import select
 
 from fakes.twilio import FakeTwilio, start_fake_twilio
+from hub.clock import CLOCK_FILE_ENV, advance
 from hub.config import Settings
 from hub.crypto import KeyRing
-from hub.db import Database
+from hub.db import Database, utcnow
 from hub.enums import MessageStatus, Role
 from hub.inbox import actions
 from hub.inbox.access import StaffContext
@@ -31,6 +33,7 @@ from tests.conftest import hub_env, make_staff, sync_url
 from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, CLINIC_NUMBER, PATIENT_NUMBER
 from web.app import create_app
 from web.keys import SINK
+from worker.tick import TICK_DONE_KEY
 
 WAIT_S = 30.0
 
@@ -66,6 +69,7 @@ class Stack:
     worker_log: Path
     hub_url: str
 
+    clock_file: Path | None = None
     patient_number: str = PATIENT_NUMBER
     worker_env: dict[str, str] | None = None
     log_file: Any = None
@@ -106,6 +110,26 @@ class Stack:
             self.kill_worker()
         self.worker = None
 
+    def advance_clock(self, delta: timedelta) -> datetime:
+        """Move every process's clock (this one's and the worker's) forward; returns the new
+        now."""
+        assert self.clock_file is not None
+        advance(self.clock_file, delta)
+        return utcnow()
+
+    async def ticked_at(self, at: datetime) -> None:
+        """Wait until a scheduler tick has done its work with a clock at or past ``at``."""
+        client = redis.Redis.from_url(self.settings.redis_url or "")
+
+        async def done() -> bool:
+            raw = client.get(TICK_DONE_KEY)
+            return raw is not None and datetime.fromisoformat(raw.decode()) >= at
+
+        try:
+            await eventually(done, f"a tick at {at.isoformat()}")
+        finally:
+            client.close()
+
     async def add_staff(
         self, email: str, *, role: Role = Role.AGENT, teams: tuple[str, ...] = ()
     ) -> StaffContext:
@@ -141,7 +165,11 @@ class Stack:
 
 @pytest.fixture
 async def stack(
-    fresh_db_url: str, redis_url: str, aiohttp_server: Any, tmp_path: Path
+    fresh_db_url: str,
+    redis_url: str,
+    aiohttp_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Stack]:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()  # no jobs left over from other tests for this worker to pick up
@@ -164,7 +192,7 @@ async def stack(
         twilio_from_number=CLINIC_NUMBER,
         send_retry_base_s=0.2,
         journey_lease_s=2.0,
-        send_stuck_s=2.0,
+        send_stuck_s=5.0,
         log_format="text",
     )
     db = Database.connect(fresh_db_url)
@@ -172,6 +200,9 @@ async def stack(
     await aiohttp_server(app, port=port)
     staff = await make_staff(db)
     worker_log = tmp_path / "worker.log"
+    clock_file = tmp_path / "clock"
+    clock_file.write_text("0")
+    monkeypatch.setenv(CLOCK_FILE_ENV, str(clock_file))
     env = hub_env(
         HUB_DATABASE_URL=sync_url(fresh_db_url),
         HUB_REDIS_URL=redis_url,
@@ -184,11 +215,12 @@ async def stack(
         TWILIO_FROM_NUMBER=CLINIC_NUMBER,
         HUB_SEND_RETRY_BASE_SECONDS="0.2",
         HUB_JOURNEY_LEASE_SECONDS="2",
-        HUB_SEND_STUCK_SECONDS="2",
+        HUB_SEND_STUCK_SECONDS="5",
         HUB_LOG_LEVEL="DEBUG",
+        HUB_CLOCK_FILE=str(clock_file),
     )
     with worker_log.open("ab") as log_file:
-        stack = Stack(settings, db, ring, fake, app, staff, worker_log, hub_url)
+        stack = Stack(settings, db, ring, fake, app, staff, worker_log, hub_url, clock_file)
         stack.worker_env, stack.log_file = env, log_file
         stack.start_worker()
         try:

@@ -294,8 +294,10 @@ async def test_c_by_sms_confirms_and_skips_the_remaining_asks(
     async with db.reader() as session:
         enrollment = (await session.scalars(select(Enrollment))).one()
     assert enrollment.confirmed_at is not None
-    await dispatch_due(db, ring, datetime(2026, 11, 26, 10, tzinfo=NY))
-    assert (await runs(db))["sms_24h"].status is RunStatus.SKIPPED
+    # The remaining ask is cancelled at once (and says why), not merely skipped when due.
+    sms = (await runs(db))["sms_24h"]
+    assert (sms.status, sms.reason) == (RunStatus.CANCELLED, "the patient confirmed")
+    assert await dispatch_due(db, ring, datetime(2026, 11, 26, 10, tzinfo=NY)) == []
 
 
 async def test_2_by_sms_cancels_and_tells_staff(

@@ -77,6 +77,7 @@ async def twilio_sms(request: web.Request) -> web.Response:
         hook.params,
         help_text=app[SETTINGS].help_text,
         clinic_name=app[SETTINGS].clinic_name,
+        clinic=app[SETTINGS].clinic,
     )
     app[METRICS].webhook_accepted.labels(
         "twilio_sms", "inbound", "duplicate" if result.duplicate else "new"

@@ -25,6 +25,8 @@ from worker.runtime import job_runtime
 log = logging.getLogger(__name__)
 
 TICK_LOCK = "hub:tick"
+TICK_DONE_KEY = "hub:tick:done"
+"""The clock time (ISO 8601) the last completed tick worked at: for health checks and tests."""
 TICK_INTERVAL_S = 1
 """Seconds between ticks (RQ's cron scheduler counts in whole seconds)."""
 TICK_LOCK_TTL_S = 120
@@ -40,6 +42,7 @@ async def run_tick(settings: Settings | None = None) -> str:
         assert rt.settings.redis_url is not None
         redis = Redis.from_url(rt.settings.redis_url)
         token = uuid.uuid4().hex
+        started = utcnow()
         try:
             if not redis.set(TICK_LOCK, token, nx=True, ex=TICK_LOCK_TTL_S):
                 return "another tick is running"
@@ -58,6 +61,7 @@ async def run_tick(settings: Settings | None = None) -> str:
                 await relay_pending(rt.db, rt.sink)
                 await purge_released(rt.db, utcnow())
                 stuck = await resolve_stuck_sends_with(rt)
+                redis.set(TICK_DONE_KEY, started.isoformat())
             finally:
                 # Only our own lock: a tick slower than the TTL must not free the next one's.
                 if redis.get(TICK_LOCK) == token.encode():

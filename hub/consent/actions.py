@@ -124,14 +124,16 @@ def choose_from(
     available: Iterable[Channel],
     latest: Mapping[Channel, dict[Purpose, ConsentRecord]],
     caps: CapUsage | None,
+    order: Iterable[Channel] | None = None,
 ) -> ChannelChoice:
     """``choose_channel`` over records and cap usage the caller loaded for many patients at
-    once (a dispatch batch); the same walk and the same decisions."""
+    once (a dispatch batch); the same decisions. ``order``: the channels to walk (a journey
+    step's own preference), else the patient's order."""
     usable = set(available)
     passed: list[Decision] = []
-    for channel in _ordered(patient):
+    for channel in _ordered(patient) if order is None else order:
         if channel not in usable:
-            passed.append(_unavailable(patient, channel, purpose, at, "this send"))
+            passed.append(_unavailable(patient, channel, purpose, at))
             continue
         automated = purpose in policy.automated_purposes
         decision = decide(
@@ -159,14 +161,7 @@ def _ordered(patient: Patient) -> list[Channel]:
     return channels
 
 
-def _unavailable(
-    patient: Patient, channel: Channel, purpose: Purpose, at: datetime, scope: str = "this hub"
-) -> Decision:
-    why = (
-        "is not connected on this hub"
-        if scope == "this hub"
-        else "is not one of this step's channels or is not connected on this hub"
-    )
+def _unavailable(patient: Patient, channel: Channel, purpose: Purpose, at: datetime) -> Decision:
     return Decision(
         Outcome.REFUSED,
         patient.id,
@@ -174,7 +169,7 @@ def _unavailable(
         purpose,
         at,
         "channel_unavailable",
-        f"{channel.value} {why}",
+        f"{channel.value} is not connected on this hub",
     )
 
 

@@ -12,11 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.audit import Actor, record
 from hub.db import Database, utcnow
-from hub.enums import Channel
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Patient
 from hub.journeys import queries
-from hub.journeys.definitions import JourneyDefinition, StepDefinition, parse_journey, plan
+from hub.journeys.definitions import JourneyDefinition, parse_journey, plan
 from hub.journeys.models import (
     Appointment,
     AppointmentStatus,
@@ -26,9 +25,7 @@ from hub.journeys.models import (
     JourneyStatus,
     RunStatus,
     StepRun,
-    SurveyAnswer,
 )
-from hub.journeys.replies import Reply, classify_reply
 
 CLAIM_LEASE = timedelta(minutes=5)
 """A batch owns its claimed runs this long; if it dies, another batch takes them after."""
@@ -270,81 +267,6 @@ async def do_schedule_due(
         if len(runs) < batch:
             break
     return tuple(effects)
-
-
-@dataclass(frozen=True)
-class ReplyOutcome:
-    enrollment_id: uuid.UUID
-    reply: Reply
-    cancelled_runs: int = 0
-
-
-async def handle_reply_in(
-    session: AsyncSession,
-    patient_id: uuid.UUID,
-    text: str,
-    channel: Channel,
-    message_id: uuid.UUID,
-    now: datetime,
-) -> ReplyOutcome | None:
-    """Inside intake's transaction: match a patient's message to the enrollment whose last sent
-    step asks for an answer (the most recent one when several do), and act on it."""
-    best: tuple[datetime, Enrollment, StepDefinition] | None = None
-    for enrollment in await queries.active_enrollments_of(session, patient_id):
-        journey = await session.get(Journey, enrollment.journey_id)
-        assert journey is not None
-        steps = {s.id: s for s in definition_of(journey).steps}
-        for run in await queries.runs_of(session, enrollment.id, [RunStatus.SENT]):
-            step = steps.get(run.step_id)
-            if step is not None and step.asks and (best is None or run.due_at > best[0]):
-                best = (run.due_at, enrollment, step)
-    if best is None:
-        return None
-    _, enrollment, step = best
-    expecting = (
-        "confirmation"
-        if step.asks == "confirmation"
-        else (
-            f"survey:{step.survey.scale}"
-            if step.survey and step.survey.scale != "free_text"
-            else None
-        )
-    )
-    reply = classify_reply(text, expecting, channel=channel)  # type: ignore[arg-type]
-    cancelled = 0
-    if reply.kind == "confirm":
-        enrollment.confirmed_at = now
-        if enrollment.appointment_id:
-            appt = await session.get(Appointment, enrollment.appointment_id)
-            if appt is not None:
-                appt.status = AppointmentStatus.CONFIRMED
-    elif reply.kind == "cancel":
-        enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, now
-        if enrollment.appointment_id:
-            appt = await session.get(Appointment, enrollment.appointment_id)
-            if appt is not None:
-                appt.status = AppointmentStatus.CANCELLED
-        for run in await queries.runs_of(session, enrollment.id, PENDING):
-            run.status, run.reason = RunStatus.CANCELLED, "the patient cancelled"
-            cancelled += 1
-    elif reply.kind == "score" and reply.score is not None:
-        if not await _answered(session, enrollment.id, step.id):
-            session.add(
-                SurveyAnswer(
-                    enrollment_id=enrollment.id,
-                    step_id=step.id,
-                    score=reply.score,
-                    message_id=message_id,
-                )
-            )
-    else:
-        return None
-    await session.flush()
-    return ReplyOutcome(enrollment.id, reply, cancelled)
-
-
-async def _answered(session: AsyncSession, enrollment_id: uuid.UUID, step_id: str) -> bool:
-    return any(a.step_id == step_id for a in await queries.survey_answers(session, enrollment_id))
 
 
 @dataclass(frozen=True)

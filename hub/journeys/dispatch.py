@@ -94,6 +94,7 @@ class _Batch:
     conversations: dict[tuple[uuid.UUID, Channel], Conversation]
     replied: dict[uuid.UUID, datetime]
     answers: dict[uuid.UUID, list[SurveyAnswer]]
+    failed: dict[tuple[uuid.UUID, str], set[str]]
     variants: dict[tuple[str, str, str], VariantText | HubError] = field(default_factory=dict)
     tasks: list[SendTask] = field(default_factory=list)
     effects: list[uuid.UUID] = field(default_factory=list)
@@ -204,6 +205,9 @@ async def _load(
         answers=(
             await dq.answers_of(session, enrollments) if "only_if_score_below" in conditions else {}
         ),
+        failed=await dq.tried_channels(
+            session, [(r.enrollment_id, r.step_id) for r in runs if r.attempt > 1]
+        ),
     )
 
 
@@ -229,15 +233,13 @@ async def _dispatch_one(
         return Dispatched(run.id, "skipped", skip, None)
     patient = batch.patients[enrollment.patient_id]
     purpose = step.purpose or definition.purpose
-    usable = set(batch.providers)
-    if step.channels.channels:
-        usable &= set(step.channels.channels)
     choice = consent.choose_from(
         patient,
         purpose,
         batch.now,
         policy=batch.policy,
-        available=usable,
+        available=set(batch.providers) - _failed_channels(batch, run),
+        order=step.channel_order(_patient_order(patient)),
         latest={ch: batch.consent.get((patient.id, ch), {}) for ch in Channel},
         caps=consent.caps_from(
             batch.sends.setdefault(patient.id, []), patient.time_zone, batch.now
@@ -409,6 +411,21 @@ def _conversation_for(batch: _Batch, patient: Patient, channel: Channel) -> Conv
     batch.new_rows.append(conversation)
     batch.conversations[(patient.id, channel)] = conversation
     return conversation
+
+
+def _patient_order(patient: Patient) -> list[Channel]:
+    order = []
+    for name in patient.channel_order:
+        try:
+            order.append(Channel(name))
+        except ValueError:
+            continue
+    return order
+
+
+def _failed_channels(batch: _Batch, run: StepRun) -> set[Channel]:
+    """Channels an earlier attempt of this step already failed on (a fallback attempt)."""
+    return {Channel(c) for c in batch.failed.get((run.enrollment_id, run.step_id), ())}
 
 
 def _first_channel(patient: Patient) -> Channel:

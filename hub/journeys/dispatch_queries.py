@@ -84,3 +84,20 @@ async def answers_of(
     for answer in (await session.scalars(stmt)).all():
         answers[answer.enrollment_id].append(answer)
     return answers
+
+
+async def tried_channels(
+    session: AsyncSession, keys: Iterable[tuple[uuid.UUID, str]]
+) -> dict[tuple[uuid.UUID, str], set[str]]:
+    """Channels earlier attempts of these (enrollment, step) pairs went out on."""
+    wanted = set(keys)
+    found: dict[tuple[uuid.UUID, str], set[str]] = {}
+    if not wanted:
+        return found
+    stmt = select(StepRun.enrollment_id, StepRun.step_id, StepRun.channel).where(
+        StepRun.enrollment_id.in_({e for e, _ in wanted}), StepRun.channel.is_not(None)
+    )
+    for enrollment_id, step_id, channel in (await session.execute(stmt)).all():
+        if channel and (enrollment_id, step_id) in wanted:
+            found.setdefault((enrollment_id, step_id), set()).add(channel)
+    return found

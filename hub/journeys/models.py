@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hub.db import Base, new_id, utcnow
+from hub.db import Base, Sealed, encrypted_column, new_id, utcnow
 from hub.enums import str_enum
 
 
@@ -140,7 +140,10 @@ class StepRun(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class SurveyAnswer(Base):
+class SurveyAnswer(Sealed, Base):
+    """A survey answer: a score, or (for a free-text question) the patient's words, encrypted
+    like every message body."""
+
     __tablename__ = "journey_survey_answer"
     __table_args__ = (UniqueConstraint("enrollment_id", "step_id"),)
 
@@ -149,7 +152,8 @@ class SurveyAnswer(Base):
         ForeignKey("journey_enrollment.id", ondelete="CASCADE")
     )
     step_id: Mapped[str] = mapped_column(String(80))
-    score: Mapped[int] = mapped_column(Integer)
+    score: Mapped[int | None] = mapped_column(Integer)
+    text_enc: Mapped[bytes | None] = encrypted_column()
     message_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("inbox_message.id", ondelete="SET NULL")
     )

@@ -178,7 +178,7 @@ async def enrollments_of_journey(
 async def survey_rows(
     session: AsyncSession, journey_id: uuid.UUID, since: datetime, until: datetime
 ) -> Sequence[tuple[str, int, datetime, uuid.UUID]]:
-    """(step id, score, answered at, enrollment id) for answers in the period."""
+    """(step id, score, answered at, enrollment id) for scored answers in the period."""
     stmt = (
         select(
             SurveyAnswer.step_id,
@@ -189,12 +189,17 @@ async def survey_rows(
         .join(Enrollment, Enrollment.id == SurveyAnswer.enrollment_id)
         .where(
             Enrollment.journey_id == journey_id,
+            SurveyAnswer.score.is_not(None),
             SurveyAnswer.created_at >= since,
             SurveyAnswer.created_at < until,
         )
         .order_by(SurveyAnswer.created_at)
     )
-    return [(r[0], int(r[1]), r[2], r[3]) for r in (await session.execute(stmt)).all()]
+    return [
+        (step, score, at, enrollment)
+        for step, score, at, enrollment in (await session.execute(stmt)).all()
+        if score is not None
+    ]
 
 
 async def survey_asks(

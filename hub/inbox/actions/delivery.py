@@ -390,6 +390,12 @@ async def _fail_or_retry(
         message.error_reason = failure.reason + (
             f" (after {message.send_attempts} attempts)" if failure.transient else ""
         )
+        if message.purpose != Purpose.CARE.value and message.author_id is None:
+            # A journey step's message: its step may go on by the next channel. Imported here
+            # because journeys send through this package.
+            from hub.journeys.fallback import fall_back_in
+
+            await fall_back_in(session, message.id, message.channel, failure.reason, utcnow())
     effects.append(_status_effect(session, message, conversation.id))
     return effects
 

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +27,6 @@ from hub.inbox.models import (
     Conversation,
     InboundEvent,
     Message,
-    Note,
     Patient,
 )
 from hub.outbox import add_effect
@@ -95,6 +95,7 @@ async def do_receive_inbound(
     *,
     help_text: str,
     clinic_name: str = "The clinic",
+    clinic: Mapping[str, Any] | None = None,
 ) -> IntakeResult:
     effects: list[uuid.UUID] = []
     async with db.transaction() as session:
@@ -224,21 +225,21 @@ async def do_receive_inbound(
             # Journey replies: C / 1 confirms, 2 cancels, a number answers a survey. Imported
             # here because journeys send through this package (a module-level import would
             # be circular).
-            from hub.journeys.actions import handle_reply_in
+            from hub.journeys.answers import handle_reply_in
 
             answered = await handle_reply_in(
-                session, patient.id, inbound.body, inbound.channel, message.id, now
+                session,
+                ring,
+                patient,
+                conversation,
+                inbound.body,
+                inbound.channel,
+                message.id,
+                now,
+                clinic=clinic or {"name": clinic_name},
             )
-            if answered is not None and answered.reply.kind == "cancel":
-                note = Note(conversation_id=conversation.id, author_id=None, mentions=[])
-                note.seal(
-                    ring,
-                    "body",
-                    "The patient cancelled their appointment by reply; "
-                    f"{answered.cancelled_runs} planned message(s) were cancelled.",
-                )
-                session.add(note)
-                conversation.status = ConversationStatus.OPEN
+            if answered is not None:
+                effects.extend(answered.effect_ids)
 
         # Routing runs before the broadcast so message:new reaches the routed team's room; the
         # emergency reply to an urgent message is queued in this same transaction.

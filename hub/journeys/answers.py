@@ -1,0 +1,245 @@
+"""What a patient's reply does to their journeys, inside intake's transaction.
+
+The reply goes to the open question it answers: of the patient's active enrollments, the step
+sent most recently that asks for something and is not answered yet (a confirmation not given,
+a survey question without an answer), and sent less than ``ASK_OPEN_FOR`` ago. So a patient
+with two appointments confirms the newer reminder first, then the other. The step's
+``on_reply`` handler says what the reply does (its actions) and which template answers it on
+the channel it came on. Every reply also stays in the inbox as a message, whatever it did."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.consent import actions as consent
+from hub.consent.models import Purpose
+from hub.crypto import KeyRing
+from hub.db import new_id
+from hub.enums import Channel, ConversationStatus
+from hub.errors import HubError
+from hub.inbox.models import Conversation, Note, Patient
+from hub.journeys import queries
+from hub.journeys.actions import PENDING, definition_of
+from hub.journeys.definitions import DEFAULT_HANDLERS, StepDefinition
+from hub.journeys.models import (
+    Appointment,
+    AppointmentStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Journey,
+    RunStatus,
+    SurveyAnswer,
+)
+from hub.journeys.replies import Reply, classify_reply
+
+ASK_OPEN_FOR = timedelta(days=7)
+"""A question stays answerable this long after it was sent; later, a reply is just a message."""
+MAX_ANSWER_CHARS = 2000
+"""A free-text survey answer is stored up to this length (the whole message stays in the
+inbox)."""
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    enrollment_id: uuid.UUID
+    step_id: str
+    reply: Reply
+    actions: tuple[str, ...]
+    cancelled_runs: int = 0
+    effect_ids: tuple[uuid.UUID, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Ask:
+    sent_at: datetime
+    enrollment: Enrollment
+    journey: Journey
+    step: StepDefinition
+
+
+async def handle_reply_in(
+    session: AsyncSession,
+    ring: KeyRing,
+    patient: Patient,
+    conversation: Conversation,
+    text: str,
+    channel: Channel,
+    message_id: uuid.UUID,
+    now: datetime,
+    *,
+    clinic: Mapping[str, Any],
+) -> ReplyOutcome | None:
+    """Act on a reply that answers an open question; None when it answers none (then it is
+    an ordinary message for staff)."""
+    ask = await _open_ask(session, patient.id, now)
+    if ask is None:
+        return None
+    step, enrollment = ask.step, ask.enrollment
+    if step.survey is not None and step.survey.scale == "free_text":
+        reply = Reply("text") if text.strip() else None
+    else:
+        reply = classify_reply(text, step.expecting, channel=channel)
+        if reply.kind == "text":
+            reply = None  # not an answer: a person reads it in the inbox
+    if reply is None:
+        return None
+    handler = step.handler(reply.kind)
+    actions = handler.actions if handler else DEFAULT_HANDLERS.get(reply.kind, ())
+    appt = (
+        await session.get(Appointment, enrollment.appointment_id)
+        if enrollment.appointment_id
+        else None
+    )
+    cancelled = 0
+    for action in actions:
+        if action == "confirm_appointment":
+            enrollment.confirmed_at = enrollment.confirmed_at or now
+            if appt is not None and appt.status is not AppointmentStatus.CANCELLED:
+                appt.status = AppointmentStatus.CONFIRMED
+        elif action == "cancel_remaining_asks":
+            cancelled += await _cancel_pending(
+                session, ask, "the patient confirmed", only_asks=True
+            )
+        elif action == "cancel_appointment":
+            enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, now
+            if appt is not None:
+                appt.status = AppointmentStatus.CANCELLED
+        elif action == "cancel_remaining_steps":
+            why = "the patient cancelled" if reply.kind == "cancel" else "the patient answered"
+            cancelled += await _cancel_pending(session, ask, why, only_asks=False)
+        elif action in ("record_score", "record_answer"):
+            await _record_answer(session, ring, ask, reply, text, message_id)
+    if "notify_staff" in actions:
+        _note_for_staff(ring, session, conversation, ask, reply, cancelled)
+    effects: tuple[uuid.UUID, ...] = ()
+    if handler is not None and handler.reply_template:
+        effects = await _answer_back(
+            session, ring, patient, conversation, handler.reply_template, appt, clinic
+        )
+    await session.flush()
+    return ReplyOutcome(enrollment.id, step.id, reply, tuple(actions), cancelled, effects)
+
+
+async def _open_ask(session: AsyncSession, patient_id: uuid.UUID, now: datetime) -> _Ask | None:
+    best: _Ask | None = None
+    for enrollment in await queries.active_enrollments_of(session, patient_id):
+        journey = await session.get(Journey, enrollment.journey_id)
+        assert journey is not None
+        steps = {s.id: s for s in definition_of(journey).steps}
+        answered = {a.step_id for a in await queries.survey_answers(session, enrollment.id)}
+        for run in await queries.runs_of(session, enrollment.id, [RunStatus.SENT]):
+            step = steps.get(run.step_id)
+            if step is None or not step.asks or now - run.due_at > ASK_OPEN_FOR:
+                continue
+            if step.asks == "confirmation" and enrollment.confirmed_at is not None:
+                continue
+            if step.survey is not None and step.id in answered:
+                continue
+            if best is None or run.due_at > best.sent_at:
+                best = _Ask(run.due_at, enrollment, journey, step)
+    return best
+
+
+async def _cancel_pending(session: AsyncSession, ask: _Ask, why: str, *, only_asks: bool) -> int:
+    steps = {s.id: s for s in definition_of(ask.journey).steps}
+    count = 0
+    for run in await queries.runs_of(session, ask.enrollment.id, PENDING):
+        step = steps.get(run.step_id)
+        if only_asks and (step is None or step.asks != "confirmation"):
+            continue
+        run.status, run.reason = RunStatus.CANCELLED, why
+        count += 1
+    return count
+
+
+def _note_for_staff(
+    ring: KeyRing,
+    session: AsyncSession,
+    conversation: Conversation,
+    ask: _Ask,
+    reply: Reply,
+    cancelled: int,
+) -> None:
+    if reply.kind == "cancel":
+        text = (
+            "The patient cancelled their appointment by reply; "
+            f"{cancelled} planned message(s) were cancelled."
+        )
+    elif reply.kind == "confirm":
+        text = "The patient confirmed their appointment by reply."
+    elif reply.kind == "score":
+        text = f"Survey answer ({ask.journey.name}, {ask.step.id}): {reply.score}."
+    else:
+        text = f"Survey answer ({ask.journey.name}, {ask.step.id}) in the patient's message."
+    note = Note(conversation_id=conversation.id, author_id=None, mentions=[])
+    note.seal(ring, "body", text)
+    session.add(note)
+    # Someone has to read it: the conversation comes back to the inbox.
+    conversation.status = ConversationStatus.OPEN
+
+
+async def _answer_back(
+    session: AsyncSession,
+    ring: KeyRing,
+    patient: Patient,
+    conversation: Conversation,
+    template: str,
+    appt: Appointment | None,
+    clinic: Mapping[str, Any],
+) -> tuple[uuid.UUID, ...]:
+    """The handler's reply template, on the channel the patient wrote on. It answers the
+    patient's own message, so it is care, not another reminder counted against the caps."""
+    from hub.inbox.actions.delivery import queue_outbound
+    from hub.inbox.actions.patients import view_patient
+    from hub.templates.actions import render_template, template_context
+
+    decision = await consent.may_send(session, patient, conversation.channel, Purpose.CARE)
+    if not decision.allowed:
+        return ()
+    appointment = (
+        {"start": appt.start_at, "location": appt.location, "provider": appt.provider}
+        if appt
+        else None
+    )
+    context = template_context(view_patient(ring, patient), appointment, clinic)
+    try:
+        rendered = await render_template(session, template, conversation.channel.value, context)
+    except HubError:
+        return ()  # no variant for this channel or language: staff see the reply and answer
+    _message, effects = await queue_outbound(
+        session, ring, conversation, rendered.body, decision, author_id=None, purpose=Purpose.CARE
+    )
+    return tuple(effects)
+
+
+async def _record_answer(
+    session: AsyncSession,
+    ring: KeyRing,
+    ask: _Ask,
+    reply: Reply,
+    text: str,
+    message_id: uuid.UUID,
+) -> None:
+    """One answer per question: a second reply to an answered question is only a message."""
+    if await _answered(session, ask.enrollment.id, ask.step.id):
+        return
+    answer = SurveyAnswer(
+        id=new_id(), enrollment_id=ask.enrollment.id, step_id=ask.step.id, message_id=message_id
+    )
+    if reply.kind == "score" and reply.score is not None:
+        answer.score = reply.score
+    elif reply.kind == "text":
+        answer.seal(ring, "text", text.strip()[:MAX_ANSWER_CHARS])
+    else:
+        return
+    session.add(answer)
+
+
+async def _answered(session: AsyncSession, enrollment_id: uuid.UUID, step_id: str) -> bool:
+    return any(a.step_id == step_id for a in await queries.survey_answers(session, enrollment_id))
