@@ -14,7 +14,8 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -222,3 +223,18 @@ async def make_staff(
         staff = await session.get(StaffUser, staff_id)
         assert staff is not None
         return StaffContext.of(staff)
+
+
+@pytest.fixture
+def set_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime], None]:
+    """Set this process's clock (hub.db.utcnow) to a given instant; it runs on from there. Tests
+    whose data has fixed dates use it so they mean the same thing whatever day they run."""
+    from hub.clock import CLOCK_FILE_ENV
+
+    path = tmp_path / "clock"
+    monkeypatch.setenv(CLOCK_FILE_ENV, str(path))
+
+    def set_to(at: datetime) -> None:
+        path.write_text(repr((at - datetime.now(UTC)).total_seconds()))
+
+    return set_to

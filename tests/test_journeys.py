@@ -75,6 +75,12 @@ steps:
 VISIT = datetime(2026, 11, 27, 10, 0, tzinfo=NY)  # a Friday 10:00 in New York
 
 
+@pytest.fixture(autouse=True)
+def fixed_today(set_clock: Any) -> None:
+    """The dates below are fixed; "now" (an inbound reply's time) is the Friday before them."""
+    set_clock(datetime(2026, 11, 20, 12, tzinfo=UTC))
+
+
 @pytest.fixture
 async def setup(db: Database, ring: KeyRing) -> dict[str, Any]:
     await do_seed_templates(db)

@@ -125,13 +125,19 @@ def choose_from(
     latest: Mapping[Channel, dict[Purpose, ConsentRecord]],
     caps: CapUsage | None,
     order: Iterable[Channel] | None = None,
+    excluded: Mapping[Channel, str] | None = None,
 ) -> ChannelChoice:
     """``choose_channel`` over records and cap usage the caller loaded for many patients at
     once (a dispatch batch); the same decisions. ``order``: the channels to walk (a journey
-    step's own preference), else the patient's order."""
+    step's own preference), else the patient's order. ``excluded``: channels the caller rules
+    out, with the reason (an earlier attempt failed there)."""
     usable = set(available)
     passed: list[Decision] = []
     for channel in _ordered(patient) if order is None else order:
+        if excluded and channel in excluded:
+            why = excluded[channel]
+            passed.append(Decision(Outcome.REFUSED, patient.id, channel, purpose, at, "tried", why))
+            continue
         if channel not in usable:
             passed.append(_unavailable(patient, channel, purpose, at))
             continue

@@ -21,9 +21,9 @@ from hub.consent import actions as consent
 from hub.consent.models import Purpose
 from hub.crypto import KeyRing
 from hub.db import new_id
-from hub.enums import Channel, ConversationStatus
+from hub.enums import Channel, ConversationStatus, MessageStatus
 from hub.errors import HubError
-from hub.inbox.models import Conversation, Note, Patient
+from hub.inbox.models import Conversation, Message, Note, Patient
 from hub.journeys import queries
 from hub.journeys.actions import PENDING, definition_of
 from hub.journeys.definitions import DEFAULT_HANDLERS, StepDefinition
@@ -137,6 +137,8 @@ async def _open_ask(session: AsyncSession, patient_id: uuid.UUID, now: datetime)
             step = steps.get(run.step_id)
             if step is None or not step.asks or now - run.due_at > ASK_OPEN_FOR:
                 continue
+            if not await _went_out(session, run.message_id):
+                continue  # deferred (quiet hours, caps) or failed: nothing was asked yet
             if step.asks == "confirmation" and enrollment.confirmed_at is not None:
                 continue
             if step.survey is not None and step.id in answered:
@@ -239,6 +241,15 @@ async def _record_answer(
     else:
         return
     session.add(answer)
+
+
+async def _went_out(session: AsyncSession, message_id: uuid.UUID | None) -> bool:
+    message = await session.get(Message, message_id) if message_id else None
+    return message is not None and message.status not in (
+        MessageStatus.QUEUED,
+        MessageStatus.FAILED,
+        MessageStatus.UNDELIVERED,
+    )
 
 
 async def _answered(session: AsyncSession, enrollment_id: uuid.UUID, step_id: str) -> bool:

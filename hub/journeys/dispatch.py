@@ -238,8 +238,11 @@ async def _dispatch_one(
         purpose,
         batch.now,
         policy=batch.policy,
-        available=set(batch.providers) - _failed_channels(batch, run),
+        available=set(batch.providers),
         order=step.channel_order(_patient_order(patient)),
+        excluded={
+            c: "an earlier attempt of this step failed on it" for c in _failed_channels(batch, run)
+        },
         latest={ch: batch.consent.get((patient.id, ch), {}) for ch in Channel},
         caps=consent.caps_from(
             batch.sends.setdefault(patient.id, []), patient.time_zone, batch.now
