@@ -261,3 +261,30 @@ async def test_a_step_message_that_failed_for_good_falls_back_to_the_next_channe
     # Email fails too: no channel is left, so no third attempt.
     await do_record_outcomes(db, [SendOutcome(fallback, failure=landline)], retry_base_s=1)
     assert (await dispatch(db, ring, at + timedelta(minutes=2))).tasks == ()
+
+
+async def test_the_patient_card_lists_the_patients_journeys(
+    db: Database, ring: KeyRing, patient_id: uuid.UUID
+) -> None:
+    from hub.inbox.actions.conversations import do_open_conversation
+    from tests.conftest import make_staff
+
+    start = datetime(2026, 11, 25, 10, tzinfo=NY)
+    await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "test_asks",
+        patient_id,
+        appointment=journeys.NewAppointment("visit-a", start),
+        now=datetime(2026, 11, 20, tzinfo=UTC),
+    )
+    await dispatch(db, ring, start - timedelta(hours=24))
+    await reply(db, ring, "C")
+    async with db.reader() as session:
+        conversation = (await session.scalars(select(Message))).first()
+    assert conversation is not None
+    staff = await make_staff(db)
+    view = await do_open_conversation(db, ring, staff, conversation.conversation_id)
+    [line] = view.patient.journeys
+    assert (line.journey, line.status, line.confirmed) == ("Asks", "active", True)
+    assert line.appointment_at == start and line.next_step_at is None

@@ -108,6 +108,17 @@ class ChannelOption:
 
 
 @dataclass(frozen=True)
+class JourneyLine:
+    """One enrollment on the patient card."""
+
+    journey: str
+    status: str
+    appointment_at: datetime | None
+    confirmed: bool
+    next_step_at: datetime | None
+
+
+@dataclass(frozen=True)
 class PatientCard:
     id: uuid.UUID
     name: str | None
@@ -122,6 +133,7 @@ class PatientCard:
     consent: dict[str, dict[str, str]]
     """channel -> purpose -> granted | revoked | unknown."""
     channels: list[ChannelOption]
+    journeys: list[JourneyLine] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"PatientCard(id={self.id})"

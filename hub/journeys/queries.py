@@ -225,3 +225,35 @@ async def survey_asks(
         .group_by(StepRun.step_id)
     )
     return {r[0]: int(r[1]) for r in (await session.execute(stmt)).all()}
+
+
+async def patient_enrollments(
+    session: AsyncSession, patient_id: uuid.UUID, limit: int = 10
+) -> list[tuple[str, str, datetime | None, datetime | None, datetime | None]]:
+    """(journey name, enrollment status, appointment start, confirmed at, next planned step)
+    for the patient card, newest enrollment first."""
+    from sqlalchemy import func
+
+    next_due = (
+        select(func.min(StepRun.due_at))
+        .where(StepRun.enrollment_id == Enrollment.id, StepRun.status == RunStatus.PLANNED)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(
+            Journey.name,
+            Enrollment.status,
+            Appointment.start_at,
+            Enrollment.confirmed_at,
+            next_due,
+        )
+        .join(Journey, Journey.id == Enrollment.journey_id)
+        .outerjoin(Appointment, Appointment.id == Enrollment.appointment_id)
+        .where(Enrollment.patient_id == patient_id)
+        .order_by(Enrollment.created_at.desc())
+        .limit(limit)
+    )
+    return [
+        (name, status.value, start, confirmed, due)
+        for name, status, start, confirmed, due in (await session.execute(stmt)).all()
+    ]

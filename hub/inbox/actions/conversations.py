@@ -27,6 +27,7 @@ from hub.inbox.schemas import (
     AttachmentView,
     ChannelOption,
     ConversationView,
+    JourneyLine,
     MessageView,
     NoteView,
     PatientCard,
@@ -99,7 +100,18 @@ async def patient_card(session: AsyncSession, ring: KeyRing, patient: Patient) -
         unreachable=dict(patient.unreachable),
         consent=consent_states,
         channels=await channel_options(session, patient),
+        journeys=await _journey_lines(session, patient.id),
     )
+
+
+async def _journey_lines(session: AsyncSession, patient_id: uuid.UUID) -> list[JourneyLine]:
+    # Imported here: journeys send through the inbox package, so it cannot import them first.
+    from hub.journeys.queries import patient_enrollments
+
+    return [
+        JourneyLine(name, status, start, confirmed is not None, due)
+        for name, status, start, confirmed, due in await patient_enrollments(session, patient_id)
+    ]
 
 
 async def do_open_conversation(
