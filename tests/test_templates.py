@@ -465,3 +465,37 @@ async def test_a_preview_that_cannot_render_says_why_and_audits_nothing(
             select(func.count()).select_from(AuditEvent).where(AuditEvent.actor == str(staff))
         )
     assert count == 0
+
+
+async def test_every_shipped_template_renders_for_a_patient_without_a_name() -> None:
+    """A patient who texted in from an unknown number has no name yet; greetings drop it
+    instead of failing the send."""
+    import json
+    from importlib import resources
+    from zoneinfo import ZoneInfo
+
+    from hub.templates.render import VariantText, render_variant
+
+    context = {
+        "patient": {},
+        "appointment": {
+            "start": datetime(2026, 11, 27, 10, tzinfo=ZoneInfo("America/New_York")),
+            "location": "Room 2",
+            "provider": "Dr. Demo",
+        },
+        "clinic": {"name": "Demo Clinic", "phone": "+15550109999"},
+        "links": {"chat": "https://hub.example.org/c/x", "reschedule": "https://x"},
+        "tz": "America/New_York",
+        "locale": "en",
+    }
+    rendered = 0
+    for path in resources.files("hub.templates").joinpath("seed").iterdir():
+        seed = json.loads(path.read_text())
+        for v in seed["variants"]:
+            parts = [v.get(p) for p in ("body", "subject", "html")]
+            body, subject, html = ("\n".join(p) if isinstance(p, list) else p for p in parts)
+            variant = VariantText(seed["key"], v["channel"], v["locale"], body, subject, html)
+            body = render_variant(variant, context).body
+            assert "None" not in body and " ," not in body, (seed["key"], v["channel"], body)
+            rendered += 1
+    assert rendered > 40
