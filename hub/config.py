@@ -32,9 +32,11 @@ DEFAULT_SEND_RETRY_BASE_S = 30.0
 """First retry of a transiently failed send waits this long; each next one four times longer."""
 
 DEFAULT_JOURNEY_LEASE_S = 300.0
+"""How long a dispatch batch owns its claimed journey steps before another may take them."""
 DEFAULT_SEND_STUCK_S = 120.0
 """A send without the provider's answer this long after its claim had its sender die."""
-"""How long a dispatch batch owns its claimed journey steps before another may take them."""
+DEFAULT_EMAIL_MAX_BYTES = 25 * 1024 * 1024
+"""Largest inbound email (SMTP receiver and webhook) accepted, attachments included."""
 DEFAULT_SESSION_IDLE_MINUTES = 15.0
 """A staff session unused this long is signed out (HIPAA-style automatic logoff)."""
 DEFAULT_SESSION_MAX_HOURS = 12.0
@@ -73,6 +75,12 @@ class Settings:
     email_from: str | None = None
     reply_domain: str | None = None
     inbound_smtp_port: int = DEFAULT_INBOUND_SMTP_PORT
+    clinic_emails: tuple[str, ...] = ()
+    """Addresses besides reply+token@HUB_REPLY_DOMAIN the SMTP receiver accepts mail for."""
+    email_webhook_secret: str | None = None
+    dkim_selector: str | None = None
+    dkim_key_file: Path | None = None
+    email_max_bytes: int = DEFAULT_EMAIL_MAX_BYTES
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -154,6 +162,8 @@ class Settings:
             DEFAULT_JOURNEY_LEASE_S,
             24 * 3600,
         )
+        email_from = get("HUB_EMAIL_FROM")
+        dkim_selector, dkim_key_file = _dkim(get("HUB_DKIM_SELECTOR"), get("HUB_DKIM_KEY_FILE"))
         stuck = _positive(
             "HUB_SEND_STUCK_SECONDS", get("HUB_SEND_STUCK_SECONDS"), DEFAULT_SEND_STUCK_S, 24 * 3600
         )
@@ -184,14 +194,23 @@ class Settings:
             session_idle_minutes=idle,
             session_max_hours=max_hours,
             smtp_url=smtp_url,
-            email_from=get("HUB_EMAIL_FROM"),
+            email_from=email_from,
             reply_domain=get("HUB_REPLY_DOMAIN"),
             inbound_smtp_port=_port(
                 "HUB_INBOUND_SMTP_PORT", get("HUB_INBOUND_SMTP_PORT"), DEFAULT_INBOUND_SMTP_PORT
             ),
+            clinic_emails=_addresses("HUB_CLINIC_EMAILS", get("HUB_CLINIC_EMAILS"), email_from),
+            email_webhook_secret=get("HUB_EMAIL_WEBHOOK_SECRET"),
+            dkim_selector=dkim_selector,
+            dkim_key_file=dkim_key_file,
             log_level=(get("HUB_LOG_LEVEL") or "INFO").upper(),
             log_format=log_format,
         )
+
+    @property
+    def email_connected(self) -> bool:
+        """Outbound email needs an SMTP server and a sender address."""
+        return bool(self.smtp_url and self.email_from)
 
     @property
     def is_sqlite(self) -> bool:
@@ -292,6 +311,36 @@ def _port(name: str, raw: str | None, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(name, f"{raw!r} is not a port number", "an integer from 1 to 65535")
     return int(raw)
+
+
+def _addresses(name: str, raw: str | None, email_from: str | None) -> tuple[str, ...]:
+    from email.utils import parseaddr
+
+    values = [v.strip() for v in (raw or "").split(",") if v.strip()]
+    if not values and email_from:
+        values = [email_from]
+    found = []
+    for value in values:
+        address = parseaddr(value)[1].lower()
+        if "@" not in address:
+            raise ConfigError(name, f"{value!r} is not an email address", "a@b.org, c@b.org")
+        found.append(address)
+    return tuple(found)
+
+
+def _dkim(selector: str | None, key_file: str | None) -> tuple[str | None, Path | None]:
+    if not selector and not key_file:
+        return None, None
+    if not (selector and key_file):
+        raise ConfigError(
+            "HUB_DKIM_SELECTOR" if not selector else "HUB_DKIM_KEY_FILE",
+            "DKIM needs both a selector and a key file",
+            "set HUB_DKIM_SELECTOR and HUB_DKIM_KEY_FILE together, or neither",
+        )
+    path = Path(key_file)
+    if not path.is_file():
+        raise ConfigError("HUB_DKIM_KEY_FILE", f"{key_file!r} is not a readable file", "a PEM file")
+    return selector, path
 
 
 def _positive(name: str, raw: str | None, default: float, maximum: float) -> float:

@@ -188,6 +188,13 @@ class KeyRing:
         msg = kind.encode() + b"\x00" + normalized.encode("utf-8")
         return hmac.new(self.index_key, msg, hashlib.sha256).digest()
 
+    def link_key(self, purpose: str) -> bytes:
+        """A key for signing links and addresses (reply tokens, unsubscribe links), derived
+        from the index key and separated by purpose from it and from each other."""
+        return hmac.new(
+            self.index_key, b"hub-link-key/v1\x00" + purpose.encode(), hashlib.sha256
+        ).digest()
+
 
 def _split(blob: bytes) -> tuple[str, bytes, bytes]:
     if len(blob) < 2 or blob[0] != FORMAT_VERSION:

@@ -171,8 +171,8 @@ async def test_a_redis_restart_that_loses_every_job_loses_no_due_step(
     await journeys.do_set_journey_status(stack.db, SYSTEM, "lifecycle", "active")
     server.start()
     try:
-        await stack.fake.wait_for(lambda f: len(f.messages) == 40, timeout=60)
-        await eventually(lambda: _equals(recorded(stack), 40), "every send recorded", timeout=60)
+        await stack.fake.wait_for(lambda f: len(f.messages) == 40, timeout=120)
+        await eventually(lambda: _equals(recorded(stack), 40), "every send recorded", timeout=120)
         assert len({m.to for m in stack.fake.messages}) == 40
         assert stack.worker is not None and stack.worker.poll() is None  # still running
     finally:

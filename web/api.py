@@ -14,8 +14,9 @@ from aiohttp import web
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import select
 
+from hub.channels.registry import connected_providers
 from hub.consent.exceptions import ConsentRefused
-from hub.enums import ConversationStatus, Priority
+from hub.enums import Channel, ConversationStatus, Priority
 from hub.errors import HubError
 from hub.inbox import actions
 from hub.inbox.actions import assignment, conversations, listing
@@ -108,11 +109,27 @@ async def list_conversations(request: web.Request) -> web.Response:
 async def get_conversation(request: web.Request) -> web.Response:
     try:
         view = await conversations.do_open_conversation(
-            request.app[DB], request.app[RING], current(request), _uuid(request)
+            request.app[DB],
+            request.app[RING],
+            current(request),
+            _uuid(request),
+            connected=connected_providers(request.app[SETTINGS]),
         )
     except NotFound:
         return error(404, "No such conversation.")
     return web.json_response(plain(view))
+
+
+def _channel_of(request: web.Request, value: object) -> Channel | None:
+    if value is None:
+        return None
+    try:
+        channel = Channel(str(value))
+    except ValueError:
+        raise ValueError(f"channel must be one of {', '.join(c.value for c in Channel)}") from None
+    if channel not in connected_providers(request.app[SETTINGS]):
+        raise ValueError(f"{channel.value} is not set up on this hub")
+    return channel
 
 
 async def post_message(request: web.Request) -> web.Response:
@@ -124,6 +141,7 @@ async def post_message(request: web.Request) -> web.Response:
             current(request),
             _uuid(request),
             str(data.get("body", "")),
+            channel=_channel_of(request, data.get("channel")),
         )
     except NotFound:
         return error(404, "No such conversation.")
@@ -241,7 +259,11 @@ async def render_canned(request: web.Request) -> web.Response:
             return error(404, "No such canned response.")
     try:
         view = await conversations.do_open_conversation(
-            request.app[DB], request.app[RING], ctx, cid
+            request.app[DB],
+            request.app[RING],
+            ctx,
+            cid,
+            connected=connected_providers(request.app[SETTINGS]),
         )
     except NotFound:
         return error(404, "No such conversation.")

@@ -12,6 +12,7 @@ from hub.channels.registry import resolve_adapter
 from hub.config import Settings
 from hub.db import Database
 from web.auth import auth_middleware, security_headers
+from web.email import smtp_receiver
 from web.keys import (
     ADAPTERS,
     BACKGROUND,
@@ -91,6 +92,6 @@ def create_app(settings: Settings, *, db: Database | None = None) -> web.Applica
         for adapter in app[ADAPTERS].values():
             await adapter.close()
 
-    app.cleanup_ctx.extend([database, redis_clients, adapters, relay_loop])
+    app.cleanup_ctx.extend([database, redis_clients, adapters, relay_loop, smtp_receiver])
     setup_routes(app)
     return app

@@ -9,9 +9,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 from sqlalchemy import select
 
+from hub.channels.registry import connected_providers
 from hub.consent.exceptions import ConsentRefused
 from hub.consent.models import RECORDED_PURPOSES
-from hub.enums import ConversationStatus, Priority
+from hub.enums import Channel, ConversationStatus, Priority
 from hub.errors import HubError
 from hub.inbox import actions
 from hub.inbox.actions import assignment, conversations, listing, staff
@@ -219,7 +220,11 @@ async def conversation(request: web.Request) -> web.Response:
     cid = _uuid(request, "id")
     try:
         view = await conversations.do_open_conversation(
-            request.app[DB], request.app[RING], ctx, cid
+            request.app[DB],
+            request.app[RING],
+            ctx,
+            cid,
+            connected=connected_providers(request.app[SETTINGS]),
         )
     except NotFound:
         return render(request, "not_found.html", status=404)
@@ -306,6 +311,7 @@ async def reply(request: web.Request) -> web.StreamResponse:
             current(request),
             _uuid(request, "id"),
             str(form.get("body", "")),
+            channel=_reply_channel(request, form.get("channel")),
         )
     except NotFound:
         raise web.HTTPNotFound() from None
@@ -313,6 +319,17 @@ async def reply(request: web.Request) -> web.StreamResponse:
         raise redirect_with(_back(request), "error", f"Not sent: {exc}") from None
     release_soon(request.app, queued.effect_ids)
     raise redirect_with(_back(request), "ok", "Reply queued.")
+
+
+def _reply_channel(request: web.Request, value: object) -> Channel | None:
+    """The channel picked in the reply box, if it is one this hub can send on."""
+    try:
+        channel = Channel(str(value))
+    except ValueError:
+        return None
+    if channel not in connected_providers(request.app[SETTINGS]):
+        raise ValueError(f"{channel.value} is not set up on this hub")
+    return channel
 
 
 async def add_note(request: web.Request) -> web.StreamResponse:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from web import admin, api, health, journeys, openapi, pages, webhooks
+from web import admin, api, email, health, journeys, openapi, pages, webhooks
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -18,6 +18,9 @@ def setup_routes(app: web.Application) -> None:
             web.get("/metrics", health.metrics, name="metrics"),
             web.post("/webhooks/twilio/sms", webhooks.twilio_sms, name="twilio_sms"),
             web.post("/webhooks/twilio/status", webhooks.twilio_status, name="twilio_status"),
+            web.post("/webhooks/email/inbound", email.inbound_webhook, name="email_inbound"),
+            web.get("/unsubscribe/{token}", email.unsubscribe_page, name="unsubscribe_page"),
+            web.post("/unsubscribe/{token}", email.unsubscribe, name="unsubscribe"),
             # staff UI
             web.get("/login", pages.login_form, name="login_form"),
             web.post("/login", pages.login, name="login"),

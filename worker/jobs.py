@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from hub.channels.base import ChannelAdapter, FailureClass, NotConfigured, SendFailed
-from hub.channels.registry import CHANNEL_PROVIDERS, resolve_adapter
+from hub.channels.registry import connected_providers, resolve_adapter
 from hub.config import Settings
 from hub.consent.exceptions import ConsentRefused
 from hub.errors import HubError
@@ -53,9 +53,10 @@ async def run_dispatch_batch(run_ids: list[uuid.UUID], settings: Settings | None
             rt.db,
             rt.ring,
             run_ids,
-            providers=CHANNEL_PROVIDERS,
+            providers=connected_providers(rt.settings),
             clinic=rt.settings.clinic,
             public_url=rt.settings.public_url,
+            reply_domain=rt.settings.reply_domain,
         )
         await rt.release(batch.effect_ids)
         outcomes = await send_all(rt.settings, batch.tasks)
@@ -110,8 +111,9 @@ async def run_send_message(message_id: uuid.UUID, settings: Settings | None = No
             rt.db,
             rt.ring,
             message_id,
-            provider=CHANNEL_PROVIDERS,
+            provider=connected_providers(rt.settings),
             public_url=rt.settings.public_url,
+            reply_domain=rt.settings.reply_domain,
         )
         await rt.release(claim.effect_ids)
         if claim.task is None:
@@ -191,8 +193,9 @@ async def resolve_stuck_sends_with(rt: JobRuntime) -> str:
                     rt.db,
                     rt.ring,
                     item.task.outbound.message_id,
-                    provider=CHANNEL_PROVIDERS,
+                    provider=connected_providers(rt.settings),
                     public_url=rt.settings.public_url,
+                    reply_domain=rt.settings.reply_domain,
                 )
                 await rt.release(claim.effect_ids)
                 if claim.task is not None:

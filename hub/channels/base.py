@@ -58,6 +58,17 @@ class Outbound:
     from_address: str | None = None
     status_callback_url: str | None = None
     media_urls: tuple[str, ...] = ()
+    # Email only (other channels ignore them):
+    subject: str | None = None
+    html: str | None = None
+    reply_to: str | None = None
+    """``reply+<token>@HUB_REPLY_DOMAIN``: answers thread back by the signed token."""
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    automated: bool = False
+    """Clinic-initiated (a journey step, an auto-reply): marked Auto-Submitted."""
+    unsubscribe_url: str | None = None
+    """RFC 8058 one-click link, for journey and survey mail."""
 
     def __repr__(self) -> str:
         return f"Outbound({self.message_id}, attempt={self.attempt})"

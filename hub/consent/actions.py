@@ -26,6 +26,7 @@ from hub.consent.rules import (
     local_day_start,
 )
 from hub.consent.schemas import ChannelChoice, Decision, Outcome
+from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel
 from hub.inbox.access import StaffContext
@@ -312,3 +313,39 @@ async def do_set_policy(db: Database, ctx: StaffContext, data: dict[str, Any]) -
             row.value = policy.to_data()
         await record(session, ctx.actor, "consent.policy", "setting", POLICY_SETTING_KEY)
     return policy
+
+
+@dataclass(frozen=True)
+class Unsubscribed:
+    purpose: Purpose
+    changed: bool
+    """False when the patient had already unsubscribed (the link clicked twice)."""
+
+
+async def do_unsubscribe(db: Database, ring: KeyRing, token: str) -> Unsubscribed | None:
+    """An email unsubscribe link (RFC 8058 one-click or the confirmation page): revoke that
+    purpose for email, with the mail it came in as evidence. None for a token we did not make."""
+    from hub.links import read_unsubscribe_token
+
+    what = read_unsubscribe_token(ring, token)
+    if what is None:
+        return None
+    purpose = Purpose(what.purpose)
+    async with db.transaction() as session:
+        if await session.get(Patient, what.patient_id) is None:
+            return None
+        latest = await queries.latest_records(session, what.patient_id, Channel.EMAIL)
+        current = latest.get(purpose)
+        if current is not None and current.state is ConsentState.REVOKED:
+            return Unsubscribed(purpose, False)
+        change = ConsentChange(
+            ConsentSource.UNSUBSCRIBE,
+            f"patient:{what.patient_id}",
+            "unsubscribe link in an email",
+            evidence_message_id=what.message_id,
+        )
+        session.add(
+            change.record(what.patient_id, Channel.EMAIL, purpose, ConsentState.REVOKED, utcnow())
+        )
+        await session.flush()
+    return Unsubscribed(purpose, True)

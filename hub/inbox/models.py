@@ -162,6 +162,10 @@ class Message(Sealed, Base):
     direction: Mapped[Direction] = mapped_column(str_enum(Direction, "direction"))
     channel: Mapped[Channel] = mapped_column(str_enum(Channel, "channel"))
     body_enc: Mapped[bytes | None] = encrypted_column()
+    subject_enc: Mapped[bytes | None] = encrypted_column()
+    """Email only: the subject line."""
+    html_enc: Mapped[bytes | None] = encrypted_column()
+    """Email only: the HTML part (sanitized, for inbound mail)."""
     author_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("inbox_staff_user.id", ondelete="SET NULL")
     )

@@ -395,3 +395,55 @@ async def stuck_sending(
         .with_for_update(skip_locked=True)  # both rows; skipping busy ones never waits
     )
     return [(m, a) for m, a in (await session.execute(stmt)).all()]
+
+
+async def email_thread(
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    before: datetime,
+    limit: int,
+) -> list[Message]:
+    """The conversation's email messages up to ``before`` (``message_id`` excluded), oldest
+    first: the chain an outbound email's In-Reply-To and References come from."""
+    from hub.enums import Channel
+
+    stmt = (
+        select(Message)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.channel == Channel.EMAIL,
+            Message.id != message_id,
+            Message.created_at <= before,
+        )
+        .order_by(Message.created_at.desc())
+        .limit(limit)
+    )
+    return list(reversed((await session.scalars(stmt)).all()))
+
+
+async def message_by_email_ids(
+    session: AsyncSession,
+    hub_ids: Sequence[uuid.UUID],
+    email_ids: Sequence[str],
+    providers: Sequence[str],
+    *,
+    lock: bool = False,
+) -> Message | None:
+    """The newest message that is one of ours by id (a Message-ID we made from it) or whose
+    Message-ID is one of ``email_ids`` (mail we sent or received)."""
+    from sqlalchemy import or_
+
+    conditions: list[Any] = []
+    if hub_ids:
+        conditions.append(Message.id.in_(list(hub_ids)))
+    if email_ids:
+        conditions.append(
+            Message.provider.in_(list(providers)) & Message.provider_message_id.in_(list(email_ids))
+        )
+    if not conditions:
+        return None
+    stmt = select(Message).where(or_(*conditions)).order_by(Message.created_at.desc()).limit(1)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.scalars(stmt)).first()

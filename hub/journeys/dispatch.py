@@ -3,6 +3,10 @@ channel, template, message, first delivery attempt, run status) with a handful o
 all its runs; the caller then sends the prepared messages concurrently and records the answers
 in one more transaction (hub.inbox.actions.delivery.do_record_outcomes).
 
+The batch's rows are written in bulk (one multi-row INSERT per table, one UPDATE statement
+for the runs by primary key) rather than through the session's unit of work, whose per-object
+bookkeeping cost more than deciding and rendering a message.
+
 Exactly once: a run leaves ``claimed`` in the same commit that creates its message and claims
 the message's first attempt, so a duplicated or retried batch finds it handled ("gone"). A batch
 that dies before that commit leaves its runs claimed, and they are taken again after the lease;
@@ -23,11 +27,12 @@ from hub.channels.base import Outbound
 from hub.consent import actions as consent
 from hub.consent import queries as consent_queries
 from hub.consent.models import Purpose
-from hub.crypto import KeyRing
+from hub.crypto import KeyRing, associated_data
 from hub.db import Database, new_id, utcnow
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
 from hub.errors import HubError
 from hub.inbox.actions.delivery import SendTask, message_new_effect, send_job_effect
+from hub.inbox.actions.email_out import build_extras
 from hub.inbox.actions.patients import view_patient
 from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
 from hub.journeys import dispatch_queries as dq
@@ -44,7 +49,7 @@ from hub.journeys.models import (
 )
 from hub.outbox import add_effect
 from hub.templates.actions import find_variant, template_context
-from hub.templates.render import VariantText, render_variant
+from hub.templates.render import Rendered, VariantText, render_variant
 
 PROGRESS_ROOM = "journeys"
 """socket.io room of the coordinators' journey pages."""
@@ -84,6 +89,7 @@ class _Batch:
     providers: Mapping[Channel, str]
     clinic: Mapping[str, Any]
     public_url: str
+    reply_domain: str | None
     policy: Any
     enrollments: dict[uuid.UUID, Enrollment]
     journeys: dict[uuid.UUID, Journey]
@@ -98,9 +104,12 @@ class _Batch:
     variants: dict[tuple[str, str, str], VariantText | HubError] = field(default_factory=dict)
     tasks: list[SendTask] = field(default_factory=list)
     effects: list[uuid.UUID] = field(default_factory=list)
-    new_rows: list[Any] = field(default_factory=list)
-    messages: list[tuple[Message, Conversation]] = field(default_factory=list)
-    links: list[tuple[StepRun, Message]] = field(default_factory=list)
+    new_conversations: list[dict[str, Any]] = field(default_factory=list)
+    new_messages: list[dict[str, Any]] = field(default_factory=list)
+    new_attempts: list[dict[str, Any]] = field(default_factory=list)
+    run_changes: list[dict[str, Any]] = field(default_factory=list)
+    watched: list[tuple[dict[str, Any], Conversation]] = field(default_factory=list)
+    """New messages in conversations someone may have open (not resolved)."""
 
 
 async def do_prepare_batch(
@@ -111,6 +120,7 @@ async def do_prepare_batch(
     providers: Mapping[Channel, str],
     clinic: Mapping[str, Any],
     public_url: str,
+    reply_domain: str | None = None,
     now: datetime | None = None,
 ) -> PreparedBatch:
     """Prepare a claimed batch. ``providers``: the connected channels and their adapters."""
@@ -122,29 +132,24 @@ async def do_prepare_batch(
         results = [Dispatched(rid, "gone", None, None) for rid in ids if rid not in held]
         if not runs:
             return PreparedBatch(tuple(results), (), ())
-        batch = await _load(session, ring, runs, now, providers, clinic, public_url)
+        batch = await _load(session, ring, runs, now, providers, clinic, public_url, reply_domain)
         keys: set[str] = set()
-        # New rows are added at the end, in one flush; a query on the way (a template lookup)
-        # must not flush runs that point at messages not added yet.
-        with session.no_autoflush:
-            for run in runs:
-                enrollment = batch.enrollments[run.enrollment_id]
-                journey = batch.journeys[enrollment.journey_id]
-                results.append(await _dispatch_one(batch, run, enrollment, journey))
-                keys.add(journey.key)
-        # Without ORM relationships the flush does not order inserts by foreign key, so parents
-        # go first: conversations, then messages, then their attempts.
-        for kind in (Conversation, Message, DeliveryAttempt):
-            session.add_all([row for row in batch.new_rows if isinstance(row, kind)])
-            await session.flush()
-        for run, message in batch.links:
-            run.message_id = message.id
+        for run in runs:
+            enrollment = batch.enrollments[run.enrollment_id]
+            journey = batch.journeys[enrollment.journey_id]
+            results.append(await _dispatch_one(batch, run, enrollment, journey))
+            keys.add(journey.key)
+        # Parents first (foreign keys): conversations, messages, their attempts, then the runs
+        # that point at the messages.
+        await dq.insert_rows(session, Conversation, batch.new_conversations)
+        await dq.insert_rows(session, Message, batch.new_messages)
+        await dq.insert_rows(session, DeliveryAttempt, batch.new_attempts)
+        await dq.update_runs(session, batch.run_changes)
         # Staff watching an open conversation see the reminder appear; resolved ones (most
         # reminders) are on no one's screen, and 20,000 events per launch would cost more
         # than the sends.
-        for message, conversation in batch.messages:
-            if conversation.status is not ConversationStatus.RESOLVED:
-                batch.effects.append(message_new_effect(session, message, conversation))
+        for row, conversation in batch.watched:
+            batch.effects.append(message_new_effect(session, Message(**row), conversation))
         for key in sorted(keys):
             batch.effects.append(
                 add_effect(
@@ -162,6 +167,7 @@ async def _load(
     providers: Mapping[Channel, str],
     clinic: Mapping[str, Any],
     public_url: str,
+    reply_domain: str | None,
 ) -> _Batch:
     enrollments = await dq.by_ids(session, Enrollment, [r.enrollment_id for r in runs])
     journeys = await dq.by_ids(session, Journey, [e.journey_id for e in enrollments.values()])
@@ -184,6 +190,7 @@ async def _load(
         providers=providers,
         clinic=clinic,
         public_url=public_url,
+        reply_domain=reply_domain,
         policy=policy,
         enrollments=enrollments,
         journeys=journeys,
@@ -218,18 +225,20 @@ def _step(definition: JourneyDefinition, step_id: str) -> StepDefinition | None:
 async def _dispatch_one(
     batch: _Batch, run: StepRun, enrollment: Enrollment, journey: Journey
 ) -> Dispatched:
+    reason: str | None
     if journey.status is JourneyStatus.PAUSED:
         # Paused after the claim: hand the run back; it goes when the journey resumes.
-        run.status, run.claimed_until = RunStatus.PLANNED, None
+        _change_run(batch, run, RunStatus.PLANNED, claimed_until=None)
         return Dispatched(run.id, "released", "the journey is paused", None)
     definition = definition_of(journey)
     step = _step(definition, run.step_id)
     if step is None:
-        run.status, run.reason = RunStatus.SKIPPED, "the journey no longer has this step"
-        return Dispatched(run.id, "skipped", run.reason, None)
+        gone = "the journey no longer has this step"
+        _change_run(batch, run, RunStatus.SKIPPED, reason=gone)
+        return Dispatched(run.id, "skipped", gone, None)
     skip = _skip_reason(batch, step, enrollment)
     if skip is not None:
-        run.status, run.reason = RunStatus.SKIPPED, skip
+        _change_run(batch, run, RunStatus.SKIPPED, reason=skip)
         return Dispatched(run.id, "skipped", skip, None)
     patient = batch.patients[enrollment.patient_id]
     purpose = step.purpose or definition.purpose
@@ -252,98 +261,152 @@ async def _dispatch_one(
     decision = choice.decision
     channel = decision.channel if decision else _first_channel(patient)
     conversation = _conversation_for(batch, patient, channel)
-    message = Message(
-        id=new_id(),
-        conversation_id=conversation.id,
-        direction=Direction.OUTBOUND,
-        channel=channel,
-        status=MessageStatus.QUEUED,
-        purpose=purpose.value,
-        created_at=batch.now,
-        send_attempts=0,
-    )
-    batch.new_rows.append(message)
-    batch.messages.append((message, conversation))
-    batch.links.append((run, message))
-    run.channel = channel.value
+    message_id = new_id()
+    message: dict[str, Any] = {
+        "id": message_id,
+        "conversation_id": conversation.id,
+        "direction": Direction.OUTBOUND,
+        "channel": channel,
+        "status": MessageStatus.QUEUED,
+        "purpose": purpose.value,
+        "created_at": batch.now,
+        "send_attempts": 0,
+        "error_code": None,
+        "error_reason": None,
+        "body_enc": None,
+        "subject_enc": None,
+        "html_enc": None,
+        "next_attempt_at": None,
+        "delivery_notes": notes,
+    }
+    batch.new_messages.append(message)
+    if conversation.status is not ConversationStatus.RESOLVED:
+        batch.watched.append((message, conversation))
+    run_channel: str | None = channel.value
     outcome, reason = "sending", None
     if decision is None:
         reason = "no channel in the patient's order may be used: " + "; ".join(notes)
-        message.status, message.error_code, message.error_reason = (
-            MessageStatus.FAILED,
-            "no_channel",
-            reason,
-        )
-        run.channel = None
+        message.update(status=MessageStatus.FAILED, error_code="no_channel", error_reason=reason)
+        run_channel = None
         outcome = "failed"
     else:
         try:
-            body = await _render(batch, step, enrollment, patient, channel)
+            rendered = await _render(batch, step, enrollment, patient, channel)
         except HubError as exc:
             reason = f"not sent: {exc}"
-            message.status, message.error_code, message.error_reason = (
-                MessageStatus.FAILED,
-                "template",
-                reason,
-            )
+            message.update(status=MessageStatus.FAILED, error_code="template", error_reason=reason)
             outcome = "failed"
         else:
-            message.seal(batch.ring, "body", body)
+            message["body_enc"] = _seal(batch.ring, "body_enc", message_id, rendered.body)
+            if channel is Channel.EMAIL:
+                message["subject_enc"] = _seal(
+                    batch.ring, "subject_enc", message_id, rendered.subject
+                )
+                message["html_enc"] = _seal(batch.ring, "html_enc", message_id, rendered.html)
             batch.sends[patient.id].append(batch.now)  # caps count within the batch too
             if decision.deferred and decision.not_before is not None:
                 outcome = "deferred"
-                message.next_attempt_at = decision.not_before
+                message["next_attempt_at"] = decision.not_before
                 notes.append(decision.summary())
                 wait = (decision.not_before - batch.now).total_seconds()
                 batch.effects.append(
-                    send_job_effect(batch.session, message.id, queue="bulk", delay_s=wait)
+                    send_job_effect(batch.session, message_id, queue="bulk", delay_s=wait)
                 )
             else:
-                _claim_first_attempt(batch, message, conversation, patient, body, decision)
-    message.delivery_notes = notes
+                _claim_first_attempt(batch, message, conversation, patient, rendered, decision)
     if outcome == "failed":
-        run.status = RunStatus.FAILED
-        run.reason = reason
+        status = RunStatus.FAILED
     else:
-        run.status = RunStatus.SENT
-        run.reason = "; ".join(notes) or None
-    return Dispatched(run.id, outcome, run.reason, message.id)
+        status, reason = RunStatus.SENT, "; ".join(notes) or None
+    _change_run(batch, run, status, reason=reason, channel=run_channel, message_id=message_id)
+    return Dispatched(run.id, outcome, reason, message_id)
+
+
+_UNCHANGED: Any = object()
+
+
+def _change_run(
+    batch: _Batch,
+    run: StepRun,
+    status: RunStatus,
+    *,
+    claimed_until: datetime | None = _UNCHANGED,
+    reason: str | None = _UNCHANGED,
+    channel: str | None = _UNCHANGED,
+    message_id: uuid.UUID | None = _UNCHANGED,
+) -> None:
+    """The run's new values, for one UPDATE of the whole batch; every row names the same
+    columns (one statement), the ones a case does not change keep their loaded values (the
+    row is locked, so they are current)."""
+    batch.run_changes.append(
+        {
+            "id": run.id,
+            "status": status,
+            "claimed_until": run.claimed_until if claimed_until is _UNCHANGED else claimed_until,
+            "reason": run.reason if reason is _UNCHANGED else reason,
+            "channel": run.channel if channel is _UNCHANGED else channel,
+            "message_id": run.message_id if message_id is _UNCHANGED else message_id,
+        }
+    )
+
+
+def _seal(ring: KeyRing, column: str, message_id: uuid.UUID, value: str | None) -> bytes | None:
+    """What ``Message.seal`` stores, for a row written without a Message object."""
+    if value is None:
+        return None
+    aad = associated_data(Message.__tablename__, column, message_id)
+    return ring.encrypt(value.encode("utf-8"), aad)
 
 
 def _claim_first_attempt(
     batch: _Batch,
-    message: Message,
+    message: dict[str, Any],
     conversation: Conversation,
     patient: Patient,
-    body: str,
+    rendered: Rendered,
     decision: Any,
 ) -> None:
-    provider = batch.providers[message.channel]
-    message.status, message.send_attempts = MessageStatus.SENDING, 1
-    batch.new_rows.append(
-        DeliveryAttempt(
-            message_id=message.id,
-            attempt=1,
-            provider=provider,
-            status=MessageStatus.SENDING,
-            created_at=batch.now,
-        )
+    channel: Channel = message["channel"]
+    provider = batch.providers[channel]
+    message.update(status=MessageStatus.SENDING, send_attempts=1)
+    batch.new_attempts.append(
+        {
+            "id": new_id(),
+            "message_id": message["id"],
+            "attempt": 1,
+            "provider": provider,
+            "status": MessageStatus.SENDING,
+            "created_at": batch.now,
+        }
     )
-    address = patient.unseal(batch.ring, "email" if message.channel is Channel.EMAIL else "phone")
+    address = patient.unseal(batch.ring, "email" if channel is Channel.EMAIL else "phone")
     assert address is not None  # the gate refuses a channel the patient has no address for
     callback = None
-    if message.channel in (Channel.SMS, Channel.VOICE):
-        callback = f"{batch.public_url}/webhooks/twilio/status?m={message.id}&a=1"
+    if channel in (Channel.SMS, Channel.VOICE):
+        callback = f"{batch.public_url}/webhooks/twilio/status?m={message['id']}&a=1"
+    extras: dict[str, Any] = {}
+    if channel is Channel.EMAIL:  # other channels ignore them (as email_extras says)
+        extras = build_extras(
+            batch.ring,
+            Message(**message),
+            conversation,
+            subject=rendered.subject,
+            html=rendered.html,
+            reply_domain=batch.reply_domain,
+            public_url=batch.public_url,
+            now=batch.now,
+        )
     batch.tasks.append(
         SendTask(
             Outbound(
-                message_id=message.id,
+                message_id=message["id"],
                 attempt=1,
-                channel=message.channel,
+                channel=channel,
                 to_address=address,
-                body=body,
+                body=rendered.body,
                 from_address=conversation.channel_address,
                 status_callback_url=callback,
+                **extras,
             ),
             decision,
             provider,
@@ -373,7 +436,7 @@ async def _render(
     enrollment: Enrollment,
     patient: Patient,
     channel: Channel,
-) -> str:
+) -> Rendered:
     key = (step.template, channel.value, patient.language or "")
     if key not in batch.variants:
         try:
@@ -392,7 +455,7 @@ async def _render(
         else None
     )
     context = template_context(view_patient(batch.ring, patient), appointment, batch.clinic)
-    return render_variant(variant, context).body
+    return render_variant(variant, context)
 
 
 def _conversation_for(batch: _Batch, patient: Patient, channel: Channel) -> Conversation:
@@ -401,17 +464,19 @@ def _conversation_for(batch: _Batch, patient: Patient, channel: Channel) -> Conv
         return found
     # A clinic-initiated message needs no one's attention until the patient answers, and an
     # answer within the reopen window brings the conversation back to the inbox.
-    conversation = Conversation(
-        id=new_id(),
-        patient_id=patient.id,
-        channel=channel,
-        status=ConversationStatus.RESOLVED,
-        priority=Priority.NORMAL,
-        created_at=batch.now,
-        last_activity_at=batch.now,
-        resolved_at=batch.now,
-    )
-    batch.new_rows.append(conversation)
+    row = {
+        "id": new_id(),
+        "patient_id": patient.id,
+        "channel": channel,
+        "status": ConversationStatus.RESOLVED,
+        "priority": Priority.NORMAL,
+        "created_at": batch.now,
+        "last_activity_at": batch.now,
+        "resolved_at": batch.now,
+    }
+    batch.new_conversations.append(row)
+    # Not added to the session: the row above is inserted; this object only answers reads.
+    conversation = Conversation(**row)
     batch.conversations[(patient.id, channel)] = conversation
     return conversation
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,7 +13,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.audit import record
-from hub.channels.registry import CHANNEL_PROVIDERS
 from hub.consent import actions as consent
 from hub.consent import queries as consent_queries
 from hub.consent.models import RECORDED_PURPOSES, ConsentState, Purpose
@@ -36,8 +36,10 @@ from hub.outbox import add_effect
 
 MENTION_RE = re.compile(r"(?<![\w.])@([A-Za-z0-9._-]+)")
 """@dana.agent mentions the staff member whose email starts with dana.agent@."""
+DEFAULT_CONNECTED = frozenset({Channel.SMS})
+"""Channels offered when the caller does not say (the web app passes what is configured)."""
 CHANNEL_NOT_CONNECTED = {
-    Channel.EMAIL: "the email channel is not connected yet",
+    Channel.EMAIL: "email is not set up on this hub (HUB_SMTP_URL, HUB_EMAIL_FROM)",
     Channel.VOICE: "voice calls are not connected yet",
     Channel.CHAT: "web chat is not connected yet",
 }
@@ -63,11 +65,13 @@ def _event(conversation: Conversation, **extra: object) -> dict[str, object]:
     }
 
 
-async def channel_options(session: AsyncSession, patient: Patient) -> list[ChannelOption]:
+async def channel_options(
+    session: AsyncSession, patient: Patient, connected: Collection[Channel]
+) -> list[ChannelOption]:
     options = []
     policy = await consent.load_policy(session)
     for channel in Channel:
-        if channel not in CHANNEL_PROVIDERS:
+        if channel not in connected:
             options.append(ChannelOption(channel, False, CHANNEL_NOT_CONNECTED[channel]))
         else:
             decision = await consent.may_send(
@@ -79,7 +83,12 @@ async def channel_options(session: AsyncSession, patient: Patient) -> list[Chann
     return options
 
 
-async def patient_card(session: AsyncSession, ring: KeyRing, patient: Patient) -> PatientCard:
+async def patient_card(
+    session: AsyncSession,
+    ring: KeyRing,
+    patient: Patient,
+    connected: Collection[Channel] = DEFAULT_CONNECTED,
+) -> PatientCard:
     consent_states: dict[str, dict[str, str]] = {}
     for channel in Channel:
         latest = await consent_queries.latest_records(session, patient.id, channel)
@@ -99,7 +108,7 @@ async def patient_card(session: AsyncSession, ring: KeyRing, patient: Patient) -
         verified=patient.verified,
         unreachable=dict(patient.unreachable),
         consent=consent_states,
-        channels=await channel_options(session, patient),
+        channels=await channel_options(session, patient, connected),
         journeys=await _journey_lines(session, patient.id),
     )
 
@@ -115,7 +124,11 @@ async def _journey_lines(session: AsyncSession, patient_id: uuid.UUID) -> list[J
 
 
 async def do_open_conversation(
-    db: Database, ring: KeyRing, ctx: StaffContext, conversation_id: uuid.UUID
+    db: Database,
+    ring: KeyRing,
+    ctx: StaffContext,
+    conversation_id: uuid.UUID,
+    connected: Collection[Channel] = DEFAULT_CONNECTED,
 ) -> ConversationView:
     """The whole thread, notes and patient card; audited, and marks it read for this person."""
     async with db.transaction() as session:
@@ -154,7 +167,7 @@ async def do_open_conversation(
                 NoteView(n.id, n.unseal(ring, "body") or "", authors.get(n.author_id), n.created_at)
                 for n in notes
             ],
-            patient=await patient_card(session, ring, patient),
+            patient=await patient_card(session, ring, patient, connected),
         )
         marker = await session.get(ReadMarker, (ctx.staff_id, conversation_id))
         if marker is None:

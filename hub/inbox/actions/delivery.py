@@ -28,6 +28,7 @@ from hub.db import Database, utcnow
 from hub.enums import FAILED_STATUSES, Channel, Direction, MessageStatus, can_advance
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
+from hub.inbox.actions.email_out import email_extras
 from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
 from hub.outbox import add_effect
 
@@ -112,15 +113,19 @@ async def queue_outbound(
     author_id: uuid.UUID | None,
     purpose: Purpose,
     urgent: bool = False,
+    channel: Channel | None = None,
 ) -> tuple[Message, list[uuid.UUID]]:
-    """Write a queued outbound message and its send job, inside the caller's transaction."""
-    if not decision.covers(conversation.patient_id, conversation.channel):
+    """Write a queued outbound message and its send job, inside the caller's transaction.
+    ``channel``: another channel than the conversation's (staff answer an SMS thread by email);
+    the answer comes back into this conversation by the email's reply token."""
+    channel = channel or conversation.channel
+    if not decision.covers(conversation.patient_id, channel):
         raise ConsentRefused(decision.reason, code=decision.code)
     now = utcnow()
     message = Message(
         conversation_id=conversation.id,
         direction=Direction.OUTBOUND,
-        channel=conversation.channel,
+        channel=channel,
         author_id=author_id,
         status=MessageStatus.QUEUED,
         purpose=purpose.value,
@@ -145,8 +150,10 @@ async def do_reply(
     body: str,
     *,
     purpose: Purpose = Purpose.CARE,
+    channel: Channel | None = None,
 ) -> QueuedMessage:
-    """A staff reply on the conversation's channel. Refused, with the reason, without consent."""
+    """A staff reply, on the conversation's channel unless ``channel`` says another. Refused,
+    with the reason, without consent."""
     from hub.inbox.actions.conversations import visible_conversation
 
     body = body.strip()
@@ -158,7 +165,8 @@ async def do_reply(
         conversation = await visible_conversation(session, ctx, conversation_id, lock=True)
         patient = await session.get(Patient, conversation.patient_id)
         assert patient is not None
-        decision = await consent.may_send(session, patient, conversation.channel, purpose)
+        channel = channel or conversation.channel
+        decision = await consent.may_send(session, patient, channel, purpose)
         if not decision.allowed:
             raise ConsentRefused(decision.reason, code=decision.code)
         message, effects = await queue_outbound(
@@ -170,6 +178,7 @@ async def do_reply(
             author_id=ctx.staff_id,
             purpose=purpose,
             urgent=True,
+            channel=channel,
         )
         if conversation.first_responded_at is None:
             conversation.first_responded_at = message.created_at
@@ -191,6 +200,7 @@ async def do_claim_send(
     *,
     provider: str | Mapping[Channel, str],
     public_url: str,
+    reply_domain: str | None = None,
     now: datetime | None = None,
 ) -> ClaimResult:
     """Take the next attempt of a queued message. Only one caller can win an attempt: the
@@ -261,8 +271,19 @@ async def do_claim_send(
             message.status = MessageStatus.SENDING
             message.next_attempt_at = None
             await session.flush()
-            to_address = patient.unseal(ring, "phone")
-            assert to_address is not None
+            to_address = patient.unseal(
+                ring, "email" if message.channel is Channel.EMAIL else "phone"
+            )
+            assert to_address is not None  # the gate refused a channel without an address
+            extras = await email_extras(
+                session,
+                ring,
+                message,
+                conversation,
+                reply_domain=reply_domain,
+                public_url=public_url,
+                now=now,
+            )
             outbound = Outbound(
                 message_id=message.id,
                 attempt=attempt_no,
@@ -272,7 +293,10 @@ async def do_claim_send(
                 from_address=conversation.channel_address,
                 status_callback_url=(
                     f"{public_url}/webhooks/twilio/status?m={message.id}&a={attempt_no}"
+                    if message.channel is not Channel.EMAIL
+                    else None
                 ),
+                **extras,
             )
             effect = _status_effect(session, message, conversation.id)
     except IntegrityError:
@@ -315,7 +339,7 @@ async def do_record_outcomes(
                 _apply_receipt(message, attempt, outcome.receipt)
             else:
                 assert outcome.failure is not None
-                effects += await _fail_or_retry(
+                effects += await fail_or_retry_in(
                     session, message, attempt, outcome.failure, MessageStatus.FAILED, retry_base_s
                 )
     return tuple(effects)
@@ -342,13 +366,13 @@ async def do_record_send_failure(
         message = await queries.message_for_update(session, task.outbound.message_id)
         assert attempt is not None and message is not None
         return tuple(
-            await _fail_or_retry(
+            await fail_or_retry_in(
                 session, message, attempt, failure, MessageStatus.FAILED, retry_base_s
             )
         )
 
 
-async def _fail_or_retry(
+async def fail_or_retry_in(
     session: AsyncSession,
     message: Message,
     attempt: DeliveryAttempt,
@@ -430,7 +454,7 @@ async def do_apply_status(
             message.provider_message_id = attempt.provider_message_id
         if update.status in FAILED_STATUSES:
             return tuple(
-                await _fail_or_retry(
+                await fail_or_retry_in(
                     session,
                     message,
                     attempt,

@@ -1,0 +1,363 @@
+"""Inbound email, from the built-in SMTP receiver or the inbound-mail webhook.
+
+Idempotent on Message-ID (a provider's retry or a second delivery changes nothing). Threads in
+this order: the signed reply token in a recipient address; then In-Reply-To and References
+against Message-IDs we know; then the sender's open conversation; else a new one. A forged or
+expired token names no conversation, so such mail is threaded by the later rules. The text
+shown is the reply without its quoted history; the original MIME is kept encrypted beside it.
+
+Mail that no person wrote (out-of-office, lists, mailer-daemon) never gets an automatic answer
+and never opens a conversation; a delivery status notification marks our message failed and,
+when permanent, the address unreachable, instead of becoming a ticket."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.channels.base import FailureClass, FailureEffect
+from hub.channels.email_smtp.compose import hub_message_id_of
+from hub.channels.email_smtp.parse import ParsedEmail, parse_email, reply_token_of
+from hub.contact import InvalidContact, normalize_email
+from hub.crypto import KeyRing, associated_data
+from hub.db import Database, new_id, utcnow
+from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
+from hub.inbox import queries
+from hub.inbox.actions.delivery import fail_or_retry_in, message_new_effect
+from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
+from hub.inbox.models import (
+    Attachment,
+    AttachmentState,
+    Conversation,
+    InboundEvent,
+    Message,
+    Patient,
+)
+from hub.links import read_reply_token
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "email"
+"""Inbound email's provider name on messages and events (outbound is "email_smtp")."""
+OUTBOUND_PROVIDER = "email_smtp"
+ORIGINAL_NAME = "original.eml"
+
+
+@dataclass(frozen=True)
+class EmailIntakeResult:
+    outcome: str
+    """"message" (stored in a conversation), "duplicate", "bounce", "ignored" (automatic mail
+    for no conversation of ours)."""
+    message_id: uuid.UUID | None = None
+    conversation_id: uuid.UUID | None = None
+    threaded_by: str | None = None
+    """"token", "references", "sender" or "new"."""
+    effect_ids: tuple[uuid.UUID, ...] = ()
+    urgent: bool = False
+    assign_to_staff_id: uuid.UUID | None = None
+
+
+async def do_receive_email(
+    db: Database,
+    ring: KeyRing,
+    raw: bytes,
+    *,
+    recipients: Iterable[str] = (),
+    reply_domain: str | None,
+    clinic: Mapping[str, Any],
+    retry_base_s: float = 30.0,
+) -> EmailIntakeResult:
+    """Store one inbound email. ``recipients``: the SMTP envelope's RCPT TO addresses (the
+    webhook passes none and the headers are used). Raises MalformedEmail for input that is
+    not an email (the caller answers 4xx / SMTP 550 and stores nothing)."""
+    # Parsing is CPU work (MIME walk, HTML sanitizing, quote detection): off the event loop.
+    parsed = await asyncio.to_thread(parse_email, raw)
+    key = parsed.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+    now = utcnow()
+    async with db.transaction() as session:
+        event_id = new_id()
+        inserted = await queries.insert_inbound_event(
+            session,
+            {
+                "id": event_id,
+                "provider": PROVIDER,
+                "provider_event_id": key[:255],
+                "payload_enc": ring.encrypt(
+                    raw, associated_data(InboundEvent.__tablename__, "payload_enc", event_id)
+                ),
+                "received_at": now,
+            },
+        )
+        if not inserted:
+            existing = await queries.inbound_event(session, PROVIDER, key[:255])
+            message = (
+                await session.get(Message, existing.message_id)
+                if existing is not None and existing.message_id is not None
+                else None
+            )
+            return EmailIntakeResult(
+                "duplicate",
+                message.id if message else None,
+                message.conversation_id if message else None,
+            )
+        if parsed.bounce is not None:
+            failed = await _bounce(session, parsed, reply_domain, now, retry_base_s)
+            return EmailIntakeResult("bounce", effect_ids=tuple(failed))
+
+        addresses = [*recipients, *parsed.to, *parsed.cc, *parsed.delivered_to]
+        conversation, threaded_by = await _thread(
+            session, ring, parsed, addresses, reply_domain, now
+        )
+        patient: Patient | None = None
+        new_patient = False
+        if conversation is None:
+            patient, new_patient, conversation = await _by_sender(session, ring, parsed, now)
+            threaded_by = "sender" if conversation is not None else "new"
+        if parsed.auto_submitted and conversation is None:
+            log.info(
+                "automatic mail for no conversation ignored", extra={"why": parsed.auto_reason}
+            )
+            return EmailIntakeResult("ignored")
+        if patient is None:
+            patient = (
+                await session.get(Patient, conversation.patient_id)
+                if conversation is not None
+                else None
+            )
+        if patient is None:
+            patient, new_patient = await _new_patient(session, ring, parsed)
+        if conversation is None:
+            conversation = Conversation(
+                patient_id=patient.id,
+                channel=Channel.EMAIL,
+                status=ConversationStatus.OPEN,
+                priority=Priority.NORMAL,
+                created_at=now,
+                first_response_due_at=now + FIRST_RESPONSE_TARGETS[Priority.NORMAL],
+            )
+            session.add(conversation)
+        elif not parsed.auto_submitted and conversation.status is not ConversationStatus.OPEN:
+            # An out-of-office answer to a reminder must not put a resolved thread back in
+            # front of staff; a person writing does.
+            conversation.status = ConversationStatus.OPEN
+            conversation.snoozed_until = None
+            conversation.resolved_at = None
+        conversation.last_activity_at = now
+        if not parsed.auto_submitted:
+            conversation.last_inbound_at = now
+        await session.flush()
+
+        message = Message(
+            id=new_id(),
+            conversation_id=conversation.id,
+            direction=Direction.INBOUND,
+            channel=Channel.EMAIL,
+            provider=PROVIDER,
+            provider_message_id=parsed.message_id,
+            status=MessageStatus.RECEIVED,
+            created_at=now,
+            delivery_notes=_notes(parsed),
+        )
+        message.seal(ring, "body", parsed.visible_text)
+        message.seal(ring, "subject", parsed.subject or None)
+        message.seal(ring, "html", parsed.html)
+        session.add(message)
+        await session.flush()
+        _attach(session, ring, message, parsed, raw, now)
+        event = await session.get(InboundEvent, event_id)
+        assert event is not None
+        event.message_id = message.id
+
+        effects: list[uuid.UUID] = []
+        urgent, assign_to = False, None
+        if not parsed.auto_submitted:
+            from hub.journeys.answers import handle_reply_in
+            from hub.routing import actions as routing
+
+            answered = await handle_reply_in(
+                session,
+                ring,
+                patient,
+                conversation,
+                parsed.visible_text,
+                Channel.EMAIL,
+                message.id,
+                now,
+                clinic=clinic,
+            )
+            if answered is not None:
+                effects.extend(answered.effect_ids)
+            routed = await routing.apply_routing(
+                session,
+                ring,
+                patient=patient,
+                conversation=conversation,
+                message_body=f"{parsed.subject}\n{parsed.visible_text}",
+                channel=Channel.EMAIL,
+                is_new_patient=new_patient,
+                clinic_name=str(clinic.get("name") or "The clinic"),
+                now=now,
+            )
+            effects.extend(routed.effect_ids)
+            urgent, assign_to = routed.urgent, routed.assign_to_staff_id
+        effects.append(message_new_effect(session, message, conversation))
+        return EmailIntakeResult(
+            "message",
+            message.id,
+            conversation.id,
+            threaded_by,
+            tuple(effects),
+            urgent,
+            assign_to,
+        )
+
+
+async def _thread(
+    session: AsyncSession,
+    ring: KeyRing,
+    parsed: ParsedEmail,
+    addresses: list[str],
+    reply_domain: str | None,
+    now: datetime,
+) -> tuple[Conversation | None, str | None]:
+    if reply_domain:
+        token = reply_token_of(addresses, reply_domain)
+        conversation_id = read_reply_token(ring, token, now) if token else None
+        if conversation_id is not None:
+            found = await session.get(Conversation, conversation_id)
+            if found is not None:
+                return found, "token"
+        if token is not None and conversation_id is None:
+            log.warning("email with a reply token that is forged or expired; threading by headers")
+    ids = [i for i in (parsed.in_reply_to, *reversed(parsed.references)) if i]
+    if ids:
+        ours = [
+            hub_id
+            for hub_id in (hub_message_id_of(f"<{i}>", reply_domain or "") for i in ids)
+            if hub_id is not None
+        ]
+        found_message = await queries.message_by_email_ids(
+            session, ours, ids, (PROVIDER, OUTBOUND_PROVIDER)
+        )
+        if found_message is not None:
+            return await session.get(Conversation, found_message.conversation_id), "references"
+    return None, None
+
+
+async def _by_sender(
+    session: AsyncSession, ring: KeyRing, parsed: ParsedEmail, now: datetime
+) -> tuple[Patient | None, bool, Conversation | None]:
+    """The sender's patient record and open email conversation, if any."""
+    address = _address(parsed)
+    if address is None:
+        return None, False, None
+    matches = await queries.patients_by_email_index(session, ring.blind_index("email", address))
+    if not matches:
+        return None, False, None
+    patient = matches[0]
+    conversation = await queries.latest_conversation_of(session, patient.id, Channel.EMAIL)
+    if conversation is not None and conversation.status is ConversationStatus.RESOLVED:
+        conversation = None
+    return patient, False, conversation
+
+
+async def _new_patient(
+    session: AsyncSession, ring: KeyRing, parsed: ParsedEmail
+) -> tuple[Patient, bool]:
+    address = _address(parsed)
+    patient = Patient(verified=False, tags=[], channel_order=["email", "sms", "voice"])
+    patient.id = new_id()
+    if address is not None:
+        patient.seal(ring, "email", address)
+        patient.email_bidx = ring.blind_index("email", address)
+    if parsed.from_name:
+        patient.seal(ring, "name", parsed.from_name)
+    session.add(patient)
+    await session.flush()
+    return patient, True
+
+
+def _address(parsed: ParsedEmail) -> str | None:
+    try:
+        return normalize_email(parsed.from_address) if parsed.from_address else None
+    except InvalidContact:
+        return None
+
+
+def _notes(parsed: ParsedEmail) -> list[str]:
+    notes = list(parsed.dropped)
+    if parsed.auto_submitted:
+        notes.append(f"automatic mail ({parsed.auto_reason}): no automatic answer was sent")
+    return notes
+
+
+def _attach(
+    session: AsyncSession,
+    ring: KeyRing,
+    message: Message,
+    parsed: ParsedEmail,
+    raw: bytes,
+    now: datetime,
+) -> None:
+    items = [(a.filename, a.content_type, a.data) for a in parsed.attachments]
+    # The whole original, for the record and for anyone who needs the quoted history.
+    items.append((ORIGINAL_NAME, "message/rfc822", raw))
+    for filename, content_type, data in items:
+        attachment = Attachment(
+            id=new_id(),
+            message_id=message.id,
+            state=AttachmentState.STORED,
+            content_type=content_type[:128],
+            size_bytes=len(data),
+            created_at=now,
+        )
+        attachment.seal(ring, "filename", filename)
+        attachment.seal_bytes(ring, "data", data)
+        session.add(attachment)
+
+
+async def _bounce(
+    session: AsyncSession,
+    parsed: ParsedEmail,
+    reply_domain: str | None,
+    now: datetime,
+    retry_base_s: float,
+) -> list[uuid.UUID]:
+    bounce = parsed.bounce
+    assert bounce is not None
+    original = bounce.original_message_id
+    if not original:
+        log.info("bounce without the original's Message-ID ignored")
+        return []
+    hub_id = hub_message_id_of(f"<{original}>", reply_domain or "")
+    message = await queries.message_by_email_ids(
+        session, [hub_id] if hub_id else [], [original], (OUTBOUND_PROVIDER,), lock=True
+    )
+    if message is None or message.direction is not Direction.OUTBOUND:
+        log.info("bounce for a message we did not send ignored")
+        return []
+    what = f"{bounce.status or 'unknown status'}: {(bounce.diagnostic or '').strip()[:200]}"
+    if not bounce.permanent:
+        message.delivery_notes = [*message.delivery_notes, f"delivery delayed ({what})"]
+        return []
+    attempt = await queries.attempt_of(session, message.id, message.send_attempts)
+    if attempt is None:
+        return []
+    failure = FailureClass(
+        f"bounce_{bounce.status or 'failed'}"[:32],
+        f"the recipient's mail server returned it ({what})",
+        transient=False,
+        effect=FailureEffect.UNREACHABLE,
+        unreachable_reason="hard_bounce",
+    )
+    return await fail_or_retry_in(
+        session, message, attempt, failure, MessageStatus.FAILED, retry_base_s
+    )
