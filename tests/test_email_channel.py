@@ -496,3 +496,69 @@ async def test_staff_answer_an_sms_thread_by_email_and_the_answer_comes_back(hub
     sent = hub.relay.messages[0].message
     answer = await stored(hub, await patient_writes(hub, "Done, sent.", to=sent["Reply-To"]))
     assert answer.conversation_id == sms_id and answer.channel is Channel.EMAIL
+
+
+BY_TEXT = """\
+key: text_reminders
+name: Text reminders
+purpose: reminders
+anchor: appointment_start
+steps:
+  - id: sms_24h
+    offset: -24h
+    template: appointment_reminder
+    channels: [sms, email]
+"""
+
+
+async def test_sms_revoked_goes_by_email_and_all_revoked_goes_nowhere_with_reasons(
+    hub: Hub,
+) -> None:
+    from hub.consent import actions as consent
+
+    async with hub.db.transaction() as session:
+        patient = await session.get(Patient, hub.patient_id)
+        assert patient is not None
+        patient.channel_order = ["sms", "email"]
+        patient.seal(hub.ring, "phone", "+15550100199")
+        await consent.revoke_channel(
+            session,
+            hub.patient_id,
+            Channel.SMS,
+            consent.ConsentChange(ConsentSource.KEYWORD, "patient", "STOP"),
+        )
+    await journeys.do_install_journey(hub.db, SYSTEM, BY_TEXT, "text.yaml")
+
+    async def remind(visit: str) -> StepRun:
+        start = utcnow() + timedelta(days=1)
+        await journeys.do_enroll(
+            hub.db,
+            SYSTEM,
+            "text_reminders",
+            hub.patient_id,
+            appointment=journeys.NewAppointment(visit, start),
+            now=utcnow() - timedelta(days=2),
+        )
+        run_ids = await journeys.do_claim_due(hub.db, now=utcnow())
+        await run_dispatch_batch(run_ids, hub.settings)
+        async with hub.db.reader() as session:
+            return (await session.scalars(select(StepRun).where(StepRun.id == run_ids[0]))).one()
+
+    run = await remind("visit-a")
+    await hub.relay.wait_for(lambda f: len(f.messages) == 1)
+    assert hub.relay.messages[0].rcpt_tos == [PATIENT]
+    assert run.channel == "email" and run.reason is not None
+    assert "sms: refused (opted_out): patient opted out of SMS" in run.reason
+
+    async with hub.db.transaction() as session:
+        await consent.revoke_channel(
+            session,
+            hub.patient_id,
+            Channel.EMAIL,
+            consent.ConsentChange(ConsentSource.UNSUBSCRIBE, "patient", "unsubscribe link"),
+        )
+    nothing = await remind("visit-b")
+    assert nothing.status.value == "failed" and nothing.reason is not None
+    assert "sms: refused (opted_out)" in nothing.reason
+    assert "email: refused (opted_out)" in nothing.reason
+    assert len(hub.relay.messages) == 1
