@@ -62,11 +62,22 @@ def _phone_sub(match: re.Match[str]) -> str:
     return "[phone]" if sum(c.isdigit() for c in text) >= 7 else text
 
 
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+"""Ids (ours, RQ's) are not PHI and are what an operator greps for: their digit groups must not
+read as phone numbers."""
+
+
 def scrub(text: str) -> str:
     """Remove email addresses, phone-like digit runs and URL query strings."""
     text = _EMAIL_RE.sub("[email]", text)
     text = _QUERY_RE.sub("?[query]", text)
-    return _PHONE_RE.sub(_phone_sub, text)
+    parts, last = [], 0
+    for match in _UUID_RE.finditer(text):
+        parts.append(_PHONE_RE.sub(_phone_sub, text[last : match.start()]))
+        parts.append(match.group(0))
+        last = match.end()
+    parts.append(_PHONE_RE.sub(_phone_sub, text[last:]))
+    return "".join(parts)
 
 
 def _scrub_value(value: Any) -> Any:

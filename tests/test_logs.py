@@ -92,3 +92,11 @@ def test_configured_root_logger_covers_third_party_loggers(
         assert "15551234567" not in err
     finally:
         root.handlers, root.level = saved[0], saved[1]
+
+
+def test_ids_are_not_mistaken_for_phone_numbers() -> None:
+    from hub.logs import scrub
+
+    job = "job outbox-01a200b7-9778-7027-a479-87b3cf66de21 done; call 555-010-0101 back"
+    assert scrub(job) == "job outbox-01a200b7-9778-7027-a479-87b3cf66de21 done; call [phone] back"
+    assert scrub("a9b7d50c-1234-5678-b722-000000000000") == "a9b7d50c-1234-5678-b722-000000000000"

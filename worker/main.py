@@ -34,6 +34,8 @@ TICK_QUEUE = QUEUE_NAMES["urgent"]
 TICK_TTL_S = 10
 """A tick not started this long after it was enqueued is dropped: a later one does its work,
 and ticks must not pile up behind long jobs."""
+TICK_TIMEOUT_S = 120
+"""A tick running longer is stopped; its claims come back after their lease."""
 SCHEDULER_RESTART_DELAY_S = 2.0
 """Pause before starting a scheduler that died (Redis down): no tight restart loop."""
 
@@ -45,7 +47,13 @@ def run_scheduler(redis_url: str, logging_level: str) -> None:
     connection = Redis.from_url(redis_url)
     scheduler = CronScheduler(connection=connection, logging_level=logging_level)
     scheduler.register(
-        tick, TICK_QUEUE, interval=TICK_INTERVAL_S, ttl=TICK_TTL_S, result_ttl=0, failure_ttl=3600
+        tick,
+        TICK_QUEUE,
+        interval=TICK_INTERVAL_S,
+        ttl=TICK_TTL_S,
+        result_ttl=0,
+        failure_ttl=3600,
+        job_timeout=TICK_TIMEOUT_S,
     )
     scheduler.start()  # type: ignore[no-untyped-call]
 
@@ -103,6 +111,11 @@ class HubWorkerPool(WorkerPool):
 def run_worker(settings: Settings, *, processes: int = 1, burst: bool = False) -> bool:
     """Run until stopped (or, with ``burst``, until the queues are empty)."""
     assert settings.redis_url is not None
+    # Each job runs in a work horse forked from its worker; importing the job code here, once,
+    # saves every job (and every one-second tick) about half a second of imports.
+    import worker.jobs
+    import worker.tick  # noqa: F401
+
     # Jobs run in forked work horses that read settings from the environment; an embedded
     # Redis URL or dev key ring resolved by this process must reach them.
     os.environ["HUB_REDIS_URL"] = settings.redis_url

@@ -51,13 +51,18 @@ async def run_tick(settings: Settings | None = None) -> str:
                 effects += await delivery.do_requeue_stalled(rt.db)
                 room = QUEUED_BATCHES_TARGET - Queue(QUEUE_NAMES["bulk"], connection=redis).count
                 batches: tuple[uuid.UUID, ...] = ()
+                await rt.release(effects)
                 if room > 0:
+
+                    async def start(effect: uuid.UUID) -> None:
+                        await rt.release([effect])
+
                     batches = await journeys.do_schedule_due(
                         rt.db,
                         lease=timedelta(seconds=rt.settings.journey_lease_s),
                         max_batches=room,
+                        on_batch=start,
                     )
-                await rt.release([*effects, *batches])
                 await relay_pending(rt.db, rt.sink)
                 await purge_released(rt.db, utcnow())
                 stuck = await resolve_stuck_sends_with(rt)

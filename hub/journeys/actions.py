@@ -4,6 +4,7 @@ dispatch a run exactly once, and act on replies."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -245,10 +246,12 @@ async def do_schedule_due(
     batch: int = DEFAULT_BATCH,
     max_batches: int = 20,
     lease: timedelta = CLAIM_LEASE,
+    on_batch: Callable[[uuid.UUID], Awaitable[None]] | None = None,
 ) -> tuple[uuid.UUID, ...]:
     """The scheduler tick: claim due runs in batches and, in the same transaction, write one
     dispatch job per batch to the outbox (released after commit). A claim whose job is lost is
-    taken again when its lease ends, so a due step is never lost."""
+    taken again when its lease ends, so a due step is never lost. ``on_batch`` releases each
+    batch's job as soon as its claim commits, so workers start while the tick claims more."""
     from hub.outbox import add_effect
 
     now = now or utcnow()
@@ -256,14 +259,16 @@ async def do_schedule_due(
     for _ in range(max_batches):
         async with db.transaction() as session:
             runs = await _claim(session, now, batch, lease, db.dialect == "postgresql")
+            effect = None
             if runs:
-                effects.append(
-                    add_effect(
-                        session,
-                        "job:dispatch_batch",
-                        {"run_ids": ",".join(str(r.id) for r in runs), "queue": "bulk"},
-                    ).id
-                )
+                effect = add_effect(
+                    session,
+                    "job:dispatch_batch",
+                    {"run_ids": ",".join(str(r.id) for r in runs), "queue": "bulk"},
+                ).id
+                effects.append(effect)
+        if effect is not None and on_batch is not None:
+            await on_batch(effect)
         if len(runs) < batch:
             break
     return tuple(effects)
