@@ -52,5 +52,11 @@ serve: install
 worker: install
 	$(BIN)/hub worker
 
+## Every benchmark in bench/, then bench/RESULTS.md. Needs PostgreSQL and Redis: the local
+## ones by default, else HUB_BENCH_DATABASE_URL / HUB_BENCH_REDIS_URL. Options to bench.run go
+## in BENCH_ARGS (e.g. BENCH_ARGS=dispatch, or --report-only).
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules web/static/vendor

@@ -16,8 +16,17 @@ What it serves (all paths need HTTP Basic auth AccountSid:AuthToken, else 401 co
   21211 (To not E.164), 21603 (neither From nor MessagingServiceSid), 21602 (no Body, MediaUrl
   or ContentSid). Answers 201 with the Message resource: status ``queued``, or ``accepted`` when
   sent through a Messaging Service, as Twilio does. Sids start with MM when media is attached.
+- ``GET .../Messages.json``: the list, newest first, shaped like Twilio's (``messages``,
+  ``next_page_uri``, ...). Filters ``To``, ``From``, ``DateSent`` (that day),
+  ``DateSent<`` (on or before), ``DateSent>`` (on or after), as the SDK's
+  ``messages.list(to=..., date_sent_after=...)`` sends them; a message not yet ``sent`` has no
+  date_sent and no date filter matches it. ``PageSize`` (50, at most 1000) pages through
+  ``PageToken``, so messages created meanwhile never shift a page.
 - ``GET .../Messages/{Sid}.json``: the message as it is now.
 - ``GET .../Messages/{MessageSid}/Media/{MediaSid}``: bytes registered with :meth:`add_media`.
+- ``GET /_fake/stats`` (no auth, no latency, not recorded): counts for a benchmark to poll.
+
+``api_latency`` seconds pass (``asyncio.sleep``, so concurrent calls overlap) before each answer.
 
 After a create the message walks through an outcome in the background, one status per step,
 ``callback_delay`` seconds apart, each POSTed to its StatusCallback (if any) with the form
@@ -41,24 +50,36 @@ rejected ones too), :attr:`callbacks` and :attr:`inbound` (:class:`Webhook`: eac
 hub, with its answer). :meth:`wait_for` waits on any of it without sleeping.
 :meth:`send_inbound` plays a patient texting the hub (``await fake.aclose()`` afterwards if the
 server was never started, to close the HTTP session).
+
+Standalone, for other processes (a benchmark): ``python -m fakes.twilio --port 0
+--latency-ms 20 [--no-callbacks]`` prints its base URL on stdout and serves until SIGTERM.
+Credentials come from ``TWILIO_ACCOUNT_SID`` / ``TWILIO_AUTH_TOKEN`` or the flags. Recording
+is O(1) per message and nothing is notified while no one waits, so thousands of calls a second
+cost little.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import bisect
 import hmac
 import math
+import operator
+import os
 import re
 import secrets
+import signal
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.utils import format_datetime
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
@@ -71,7 +92,12 @@ _STATUSES = ("queued", "sending", "sent", "delivered", "undelivered", "failed", 
 _RANK = {"accepted": 0, "queued": 1, "sending": 2, "sent": 3, "read": 5}
 _RANK |= dict.fromkeys(("delivered", "undelivered", "failed"), 4)
 _CODE_HTTP = {20003: 401, 20404: 404, 20429: 429, 20500: 500, 20503: 503}
+DEFAULT_PAGE_SIZE = 50
+"""Messages per list page when PageSize is not given (Twilio's default)."""
+MAX_PAGE_SIZE = 1000
+"""Twilio answers at most this many per page whatever PageSize asks."""
 ERROR_MESSAGES = {
+    20001: "Invalid parameter",
     20003: "Authenticate",
     20404: "The requested resource was not found",
     21211: "Invalid 'To' Phone Number",
@@ -89,6 +115,8 @@ _GSM7 = set(
 )
 _GSM7_EXT = set("^{}\\[~]|€\f")  # each costs two septets
 _GEO_KEYS = ("Country", "State", "City", "Zip")
+FORM = web.RequestKey("form", dict[str, list[str]])
+"""The posted form, parsed once by the middleware for the handler."""
 
 
 def new_sid(prefix: str) -> str:
@@ -135,6 +163,7 @@ class FakeMessage:
     date_updated: datetime = field(default_factory=lambda: datetime.now(UTC))
     date_sent: datetime | None = None
     error_code: int | None = None
+    seq: int = 0  # creation order: list pages are cut by it
 
     def resource(self, account_sid: str) -> dict[str, Any]:
         """The JSON Twilio returns for this Message resource."""
@@ -205,11 +234,13 @@ class FakeTwilio:
         api_latency: float = 0.0,
         callback_delay: float = 0.0,
         service_sender: str = "+15550109999",
+        post_callbacks: bool = True,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.api_latency = api_latency  # seconds before each REST answer
         self.callback_delay = callback_delay  # seconds before each status step
+        self.post_callbacks = post_callbacks  # False: statuses still move, nothing is POSTed
         self.service_sender = service_sender  # what a Messaging Service picks when From is unset
         self.base_url: str | None = None  # set by start_fake_twilio; needed for media URLs
         self.messages: list[FakeMessage] = []
@@ -217,6 +248,10 @@ class FakeTwilio:
         self.callbacks: list[Webhook] = []
         self.inbound: list[Webhook] = []
         self._by_sid: dict[str, FakeMessage] = {}
+        self._by_to: dict[str, list[FakeMessage]] = {}
+        self._bodies: set[str] = set()
+        self._errors = 0
+        self._waiters = 0
         self._media: dict[tuple[str, str], tuple[str, bytes]] = {}
         self._api_script: dict[str, deque[int]] = {}
         self._outcome_script: dict[str, deque[tuple[tuple[str, int | None], ...]]] = {}
@@ -224,6 +259,8 @@ class FakeTwilio:
         self._session: aiohttp.ClientSession | None = None
         self._changed_cond = asyncio.Condition()
         self._validator = RequestValidator(auth_token)
+        credentials = base64.b64encode(f"{account_sid}:{auth_token}".encode())
+        self._expected_auth = b"Basic " + credentials
 
     # -- scripting and waiting -----------------------------------------------------------
 
@@ -260,11 +297,14 @@ class FakeTwilio:
     ) -> Any:
         """Wait until ``predicate(fake)`` is truthy and return its value; re-checked on every
         state change, so no polling. Raises TimeoutError describing the state."""
+        self._waiters += 1
         try:
             async with asyncio.timeout(timeout), self._changed_cond:
                 return await self._changed_cond.wait_for(lambda: predicate(self))
         except TimeoutError:
             raise TimeoutError(f"condition not met within {timeout}s; {self.describe()}") from None
+        finally:
+            self._waiters -= 1
 
     def describe(self) -> str:
         messages = [(m.sid, m.to, m.status) for m in self.messages]
@@ -277,6 +317,8 @@ class FakeTwilio:
         )
 
     async def _changed(self) -> None:
+        if not self._waiters:  # the lock costs, three times per message at benchmark rates
+            return
         async with self._changed_cond:
             self._changed_cond.notify_all()
 
@@ -296,15 +338,16 @@ class FakeTwilio:
     # -- HTTP server -------------------------------------------------------------------------
 
     def _authorized(self, request: web.Request) -> bool:
-        credentials = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode())
         given = request.headers.get("Authorization", "").encode()
         account = request.match_info.get("account_sid", self.account_sid)
-        return hmac.compare_digest(given, b"Basic " + credentials) and account == self.account_sid
+        return hmac.compare_digest(given, self._expected_auth) and account == self.account_sid
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/_fake/"):  # the fake's own controls, not Twilio's API
+            return await handler(request)  # type: ignore[no-any-return]
         # Auth, latency and recording live here so rejected requests are handled like the rest.
-        form = _fields(await request.post())
+        form = request[FORM] = _fields(await request.post())
         if self.api_latency:
             await asyncio.sleep(self.api_latency)
         if not self._authorized(request):
@@ -313,11 +356,12 @@ class FakeTwilio:
         else:
             response = await handler(request)
         self.requests.append(ApiRequest(request.method, request.path, form, response.status))
+        self._errors += response.status >= 400
         await self._changed()
         return response
 
     async def _create(self, request: web.Request) -> web.Response:
-        form = _fields(await request.post())
+        form = request[FORM]
         one = {key: values[0] for key, values in form.items()}  # first value of each field
         to, from_, body = one.get("To", ""), one.get("From"), one.get("Body", "")
         service, media = one.get("MessagingServiceSid"), form.get("MediaUrl", [])
@@ -347,14 +391,99 @@ class FakeTwilio:
             form=form,
             status="accepted" if service else "queued",
             sender=from_ or self.service_sender,
+            seq=len(self.messages),
         )
         self.messages.append(message)
         self._by_sid[message.sid] = message
+        self._by_to.setdefault(to, []).append(message)
+        self._bodies.add(body)
         queued = self._outcome_script.get(to)
         default = ("queued", "sent", "delivered") if service else ("sent", "delivered")
         steps = queued.popleft() if queued else tuple((s, None) for s in default)
-        self._spawn(self._walk(message, steps))
-        return web.json_response(message.resource(self.account_sid), status=201)
+        response = web.json_response(message.resource(self.account_sid), status=201)
+        if self.callback_delay or (message.status_callback and self.post_callbacks):
+            self._spawn(self._walk(message, steps))
+        else:  # nothing to wait for or post: a task per message would only cost
+            for status, code in steps:
+                self._advance(message, status, code)
+        return response
+
+    async def _list(self, request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            size = min(int(query.get("PageSize", DEFAULT_PAGE_SIZE)), MAX_PAGE_SIZE)
+            page = int(query.get("Page", 0))
+            if size < 1 or page < 0:
+                raise ValueError("PageSize and Page must be positive whole numbers")
+            dated = _date_test(query)
+            pool = self._by_to.get(query["To"], []) if "To" in query else self.messages
+            older, candidates = self._page_order(pool, query.get("PageToken", ""))
+        except ValueError as exc:
+            return twilio_error(400, 20001, str(exc))
+        sender = query.get("From")
+        items: list[FakeMessage] = []
+        for message in candidates:  # one more than a page tells whether a next page exists
+            if sender in (None, message.from_ or message.sender) and (
+                dated is None or dated(message)
+            ):
+                items.append(message)
+                if len(items) > size:
+                    break
+        more = len(items) > size or not older  # a previous-page token came from an older page
+        items = items[:size] if older else items[:size][::-1]
+        base = {
+            k: query[k] for k in ("To", "From", "DateSent", "DateSent<", "DateSent>") if k in query
+        }
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json?"
+
+        def page_uri(number: int, token: str | None = None) -> str:
+            params = base | {"PageSize": size, "Page": number}
+            return uri + urlencode(params | ({"PageToken": token} if token else {}))
+
+        start = page * size
+        body = {
+            "first_page_uri": page_uri(0),
+            "end": start + max(len(items) - 1, 0),
+            "previous_page_uri": page_uri(page - 1, "PB" + items[0].sid)
+            if page and items
+            else None,
+            "messages": [m.resource(self.account_sid) for m in items],
+            "uri": page_uri(page, query.get("PageToken")),
+            "page_size": size,
+            "start": start,
+            "next_page_uri": page_uri(page + 1, "PA" + items[-1].sid) if more and items else None,
+            "page": page,
+        }
+        return web.json_response(body)
+
+    def _page_order(
+        self, pool: list[FakeMessage], token: str
+    ) -> tuple[bool, Iterator[FakeMessage]]:
+        """(newest first?, the messages of ``pool`` from where ``token`` left off): PA<sid> goes
+        on with those older than sid, PB<sid> back with those newer."""
+        if not token:
+            return True, reversed(pool)
+        anchor = self._by_sid.get(token[2:])
+        if token[:2] not in ("PA", "PB") or anchor is None:
+            raise ValueError(f"PageToken {token!r} was not given out by this API")
+        if token[:2] == "PA":
+            at = bisect.bisect_left(pool, anchor.seq, key=operator.attrgetter("seq"))
+            return True, (pool[i] for i in range(at - 1, -1, -1))
+        at = bisect.bisect_right(pool, anchor.seq, key=operator.attrgetter("seq"))
+        return False, iter(pool[at:])
+
+    async def _stats(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    def stats(self) -> dict[str, int]:
+        """Counts only, so a benchmark can poll thousands of messages cheaply."""
+        return {
+            "messages": len(self.messages),
+            "distinct_to": len(self._by_to),
+            "distinct_body": len(self._bodies),
+            "requests": len(self.requests),
+            "errors": self._errors,
+        }
 
     async def _fetch(self, request: web.Request) -> web.Response:
         message = self._by_sid.get(request.match_info["sid"])
@@ -385,19 +514,23 @@ class FakeTwilio:
             self._session = aiohttp.ClientSession()
         return self._session
 
+    @staticmethod
+    def _advance(message: FakeMessage, status: str, code: int | None) -> None:
+        if _RANK[status] >= _RANK[message.status]:
+            message.status = status
+            message.date_updated = datetime.now(UTC)
+            message.error_code = code or message.error_code
+            if status == "sent":
+                message.date_sent = message.date_updated
+
     async def _walk(self, message: FakeMessage, steps: Sequence[tuple[str, int | None]]) -> None:
         for status, code in steps:
             if self.callback_delay:
                 await asyncio.sleep(self.callback_delay)
             # Update the resource first, so a hub that fetches the message while handling the
             # callback sees the state the callback announces.
-            if _RANK[status] >= _RANK[message.status]:
-                message.status = status
-                message.date_updated = datetime.now(UTC)
-                message.error_code = code or message.error_code
-                if status == "sent":
-                    message.date_sent = message.date_updated
-            if message.status_callback:
+            self._advance(message, status, code)
+            if message.status_callback and self.post_callbacks:
                 params = self._status_params(message, status, code)
                 record = await self._post(message.status_callback, params)
                 record.message_sid = message.sid
@@ -472,6 +605,8 @@ def create_app(fake: FakeTwilio) -> web.Application:
     app = web.Application(middlewares=[fake._middleware])
     messages = f"/{API_VERSION}/Accounts/{{account_sid}}/Messages"
     app.router.add_post(f"{messages}.json", fake._create)
+    app.router.add_get(f"{messages}.json", fake._list)
+    app.router.add_get("/_fake/stats", fake._stats)
     app.router.add_get(f"{messages}/{{sid:(?:SM|MM)[0-9a-f]{{32}}}}.json", fake._fetch)
     media = f"{messages}/{{message_sid}}/Media/{{media_sid:ME[0-9a-f]{{32}}}}"
     app.router.add_get(media, fake._get_media)
@@ -485,9 +620,81 @@ async def start_fake_twilio(
 ) -> tuple[web.AppRunner, str]:
     """Serve the fake on host:port (0 = any free port); sets and returns ``fake.base_url``.
     ``await runner.cleanup()`` stops it and cancels pending callbacks."""
-    runner = web.AppRunner(create_app(fake))
+    runner = web.AppRunner(create_app(fake), access_log=None)  # requests are recorded anyway
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     fake.base_url = f"http://{host}:{runner.addresses[0][1]}"
     return runner, fake.base_url
+
+
+def _sent_bound(raw: str) -> date | datetime:
+    try:
+        if len(raw) == len("YYYY-MM-DD"):
+            return date.fromisoformat(raw)
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"DateSent {raw!r} is not YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).replace(microsecond=0)
+
+
+def _date_test(query: Mapping[str, str]) -> Callable[[FakeMessage], bool] | None:
+    """Twilio's DateSent filters: DateSent by day; DateSent< and DateSent> (both inclusive) by
+    day when given a date, by the second when given a time."""
+    ops = {"DateSent": operator.eq, "DateSent<": operator.le, "DateSent>": operator.ge}
+    bounds = [(ops[key], _sent_bound(query[key])) for key in ops if key in query]
+    # The SDK sends a date as that day's midnight; "sent on" means the day, whatever the time.
+    bounds = [
+        (op, b.date() if op is operator.eq and isinstance(b, datetime) else b) for op, b in bounds
+    ]
+    if not bounds:
+        return None
+
+    def test(message: FakeMessage) -> bool:
+        sent = message.date_sent
+        if sent is None:
+            return False
+        return all(
+            op(sent.replace(microsecond=0) if isinstance(b, datetime) else sent.date(), b)
+            for op, b in bounds
+        )
+
+    return test
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    fake = FakeTwilio(
+        args.account_sid,
+        args.auth_token,
+        api_latency=args.latency_ms / 1000,
+        callback_delay=args.callback_delay_ms / 1000,
+        post_callbacks=not args.no_callbacks,
+    )
+    runner, base_url = await start_fake_twilio(fake, args.host, args.port)
+    print(base_url, flush=True)  # the one line a parent process reads
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m fakes.twilio", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="before each API answer")
+    parser.add_argument("--callback-delay-ms", type=float, default=0.0)
+    parser.add_argument("--no-callbacks", action="store_true", help="never POST status callbacks")
+    parser.add_argument("--account-sid", default=os.environ.get("TWILIO_ACCOUNT_SID"))
+    parser.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"))
+    args = parser.parse_args(argv)
+    if not (args.account_sid and args.auth_token):
+        parser.error("set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or --account-sid/--auth-token)")
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from fakes.twilio import FakeTwilio, start_fake_twilio
 ACCOUNT = "AC" + "a" * 32
 TOKEN = "f" * 32
 PATIENT = "+15550100101"
+OTHER = "+15550100102"
 CLINIC = "+15550109999"
 SERVICE = "MG" + "b" * 32
 FIXTURES = Path(__file__).parent.parent / "hub" / "channels" / "twilio_sms" / "fixtures"
@@ -314,7 +318,7 @@ async def test_cleanup_cancels_pending_callbacks(receiver: Receiver) -> None:
 
 
 @sdk_basic_auth
-async def test_api_latency_delays_answers() -> None:
+async def test_api_latency_delays_answers_but_calls_overlap() -> None:
     fake = FakeTwilio(ACCOUNT, TOKEN, api_latency=0.2)
     runner, base_url = await start_fake_twilio(fake)
     loop = asyncio.get_running_loop()
@@ -322,14 +326,111 @@ async def test_api_latency_delays_answers() -> None:
         client = Client(ACCOUNT, TOKEN, http_client=http)
         client.api.base_url = base_url
         started = loop.time()
-        await client.messages.create_async(to=PATIENT, from_=CLINIC, body="x")
-        assert loop.time() - started >= 0.2
+        await asyncio.gather(
+            *(client.messages.create_async(to=PATIENT, from_=CLINIC, body="x") for _ in range(10))
+        )
+        assert 0.2 <= loop.time() - started < 1.0  # ten calls, not ten times the latency
     await runner.cleanup()
 
 
 async def test_wait_for_timeout_describes_state(fake: FakeTwilio) -> None:
     with pytest.raises(TimeoutError, match=r"messages=\[\].*pending_tasks=0"):
         await fake.wait_for(lambda f: f.messages, timeout=0.01)
+
+
+# -- listing (what the hub asks to learn whether a send reached Twilio) -------------------
+
+
+@sdk_basic_auth
+async def test_list_filters_newest_first(fake: FakeTwilio, client: Client) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    fake.service_sender = "+15550109998"  # the Messaging Service's pool number, not CLINIC
+    for n in range(3):
+        await client.messages.create_async(to=PATIENT, from_=CLINIC, body=f"to patient {n}")
+    await client.messages.create_async(to=OTHER, from_=CLINIC, body="to someone else")
+    await client.messages.create_async(to=PATIENT, messaging_service_sid=SERVICE, body="pool")
+
+    mine = await client.messages.list_async(to=PATIENT, from_=CLINIC)
+    assert [m.body for m in mine] == ["to patient 2", "to patient 1", "to patient 0"]
+    assert mine[0].sid == fake.messages[2].sid and mine[0].status == "delivered"
+    assert len(await client.messages.list_async()) == 5
+    assert len(await client.messages.list_async(to=PATIENT, date_sent_after=before)) == 4
+    assert await client.messages.list_async(date_sent_before=before) == []
+    today = await client.messages.list_async(date_sent=datetime.now(UTC).date())
+    assert len(today) == 5
+
+
+@sdk_basic_auth
+async def test_list_pages_by_token_while_messages_arrive(fake: FakeTwilio, client: Client) -> None:
+    for n in range(5):
+        await client.messages.create_async(to=PATIENT, from_=CLINIC, body=f"n{n}")
+    first = await client.messages.page_async(to=PATIENT, page_size=2)
+    await client.messages.create_async(to=PATIENT, from_=CLINIC, body="arrived meanwhile")
+    second = await first.next_page_async()
+    third = await second.next_page_async()
+    assert [[m.body for m in p] for p in (first, second, third)] == [
+        ["n4", "n3"],
+        ["n2", "n1"],
+        ["n0"],
+    ]
+    assert third.next_page_url is None and first.previous_page_url is None
+    assert [m.body for m in await third.previous_page_async()] == ["n2", "n1"]
+    assert len(await client.messages.list_async(to=PATIENT, page_size=2)) == 6
+
+
+async def test_list_answers_in_twilios_shape(fake: FakeTwilio) -> None:
+    fake.callback_delay = 60  # stays queued: no date_sent yet
+    list_url = f"{fake.base_url}/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+    async with aiohttp.ClientSession(headers=basic(ACCOUNT, TOKEN)) as http:
+        async with http.post(list_url, data={"To": PATIENT, "From": CLINIC, "Body": "x"}) as r:
+            assert r.status == 201
+        async with http.get(list_url, params={"To": PATIENT, "PageSize": "1"}) as response:
+            page = await response.json()
+        assert set(page) == {
+            "first_page_uri", "end", "previous_page_uri", "messages", "uri", "page_size",
+            "start", "next_page_uri", "page",
+        }  # fmt: skip
+        assert (page["page"], page["page_size"], page["start"], page["end"]) == (0, 1, 0, 0)
+        assert page["messages"][0]["status"] == "queued" and page["next_page_uri"] is None
+        today = f"{datetime.now(UTC):%Y-%m-%d}"
+        for dated in (f"DateSent={today}", "DateSent>=2020-01-01"):
+            async with http.get(f"{list_url}?{dated}") as response:
+                assert (await response.json())["messages"] == []  # not sent: no date_sent
+        for bad in ({"DateSent>": "yesterday"}, {"PageToken": "PAnope"}, {"PageSize": "0"}):
+            async with http.get(list_url, params=bad) as response:
+                assert (response.status, (await response.json())["code"]) == (400, 20001)
+
+
+@sdk_basic_auth
+async def test_stats_count_cheaply_without_auth(fake: FakeTwilio, client: Client) -> None:
+    for to in (PATIENT, PATIENT, OTHER):
+        await client.messages.create_async(to=to, from_=CLINIC, body=f"for {to}")
+    async with aiohttp.ClientSession() as http, http.get(f"{fake.base_url}/_fake/stats") as r:
+        stats = await r.json()
+    assert stats == {
+        "messages": 3, "distinct_to": 2, "distinct_body": 2, "requests": 3, "errors": 0,
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+@sdk_basic_auth
+async def test_runs_as_a_process_printing_its_url() -> None:
+    env = {**os.environ, "TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fakes.twilio", "--port", "0", "--latency-ms", "5",
+        env=env, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        base_url = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().strip()
+        async with AsyncTwilioHttpClient() as http:
+            client = Client(ACCOUNT, TOKEN, http_client=http)
+            client.api.base_url = base_url
+            await client.messages.create_async(to=PATIENT, from_=CLINIC, body="x")
+            assert [m.to for m in await client.messages.list_async()] == [PATIENT]
+    finally:
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 10) == 0
 
 
 # -- media and inbound ------------------------------------------------------------------------
