@@ -105,7 +105,7 @@ async def choose_channel(
     policy = await load_policy(session)
     usable = set(available) if available is not None else set(Channel)
     passed: list[Decision] = []
-    for channel in _ordered(patient):
+    for channel in patient.channels():
         if channel not in usable:
             passed.append(_unavailable(patient, channel, purpose, at))
             continue
@@ -134,7 +134,7 @@ def choose_from(
     out, with the reason (an earlier attempt failed there)."""
     usable = set(available)
     passed: list[Decision] = []
-    for channel in _ordered(patient) if order is None else order:
+    for channel in patient.channels() if order is None else order:
         if excluded and channel in excluded:
             why = excluded[channel]
             passed.append(Decision(Outcome.REFUSED, patient.id, channel, purpose, at, "tried", why))
@@ -156,16 +156,6 @@ def choose_from(
             return ChannelChoice(decision, tuple(passed))
         passed.append(decision)
     return ChannelChoice(None, tuple(passed))
-
-
-def _ordered(patient: Patient) -> list[Channel]:
-    channels = []
-    for name in patient.channel_order:
-        try:
-            channels.append(Channel(name))
-        except ValueError:
-            continue
-    return channels
 
 
 def _unavailable(patient: Patient, channel: Channel, purpose: Purpose, at: datetime) -> Decision:

@@ -107,6 +107,11 @@ class Patient(Sealed, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    def channels(self) -> list[Channel]:
+        """The patient's channel order, names this hub does not know skipped."""
+        known = {c.value: c for c in Channel}
+        return [known[name] for name in self.channel_order if name in known]
+
 
 class Conversation(Base):
     __tablename__ = "inbox_conversation"

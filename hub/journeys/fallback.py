@@ -8,11 +8,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.enums import Channel
 from hub.inbox.models import Patient
+from hub.journeys import queries
 from hub.journeys.actions import definition_of
 from hub.journeys.models import Enrollment, EnrollmentStatus, Journey, RunStatus, StepRun
 
@@ -25,7 +25,7 @@ async def fall_back_in(
 ) -> StepRun | None:
     """Inside the transaction that marks ``message_id`` failed: plan the step's next attempt
     when its channel policy has a channel not tried yet. Returns the new run, if any."""
-    run = (await session.scalars(select(StepRun).where(StepRun.message_id == message_id))).first()
+    run = await queries.run_of_message(session, message_id)
     if run is None or run.attempt >= MAX_ATTEMPTS:
         return None
     enrollment = await session.get(Enrollment, run.enrollment_id)
@@ -37,34 +37,12 @@ async def fall_back_in(
     step = next((s for s in definition_of(journey).steps if s.id == run.step_id), None)
     if step is None:
         return None
-    tried = {
-        c
-        for c in (
-            await session.scalars(
-                select(StepRun.channel).where(
-                    StepRun.enrollment_id == run.enrollment_id, StepRun.step_id == run.step_id
-                )
-            )
-        ).all()
-        if c
-    }
-    order = []
-    for name in patient.channel_order:
-        try:
-            order.append(Channel(name))
-        except ValueError:
-            continue
-    if not [c for c in step.channel_order(order) if c.value not in tried | {channel.value}]:
-        return None
-    later = await session.scalar(
-        select(StepRun.id).where(
-            StepRun.enrollment_id == run.enrollment_id,
-            StepRun.step_id == run.step_id,
-            StepRun.attempt > run.attempt,
-        )
-    )
-    if later is not None:
+    attempts = await queries.attempts_of_step(session, run.enrollment_id, run.step_id)
+    if any(a.attempt > run.attempt for a in attempts):
         return None  # a fallback exists already (a repeated failure callback)
+    tried = {a.channel for a in attempts if a.channel} | {channel.value}
+    if all(c.value in tried for c in step.channel_order(patient.channels())):
+        return None
     fallback = StepRun(
         enrollment_id=run.enrollment_id,
         step_id=run.step_id,

@@ -257,3 +257,14 @@ async def patient_enrollments(
         (name, status.value, start, confirmed, due)
         for name, status, start, confirmed, due in (await session.execute(stmt)).all()
     ]
+
+
+async def run_of_message(session: AsyncSession, message_id: uuid.UUID) -> StepRun | None:
+    return (await session.scalars(select(StepRun).where(StepRun.message_id == message_id))).first()
+
+
+async def attempts_of_step(
+    session: AsyncSession, enrollment_id: uuid.UUID, step_id: str
+) -> list[StepRun]:
+    stmt = select(StepRun).where(StepRun.enrollment_id == enrollment_id, StepRun.step_id == step_id)
+    return list((await session.scalars(stmt.order_by(StepRun.attempt))).all())

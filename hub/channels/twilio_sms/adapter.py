@@ -220,20 +220,10 @@ class TwilioSmsAdapter:
             kwargs["media_url"] = list(outbound.media_urls)
         try:
             message = await self._sdk().messages.create_async(**kwargs)
-        except TwilioRestException as exc:
-            if exc.status >= 500:
-                raise SendFailed(TRANSIENT_HTTP) from None
-            raise SendFailed(classify(exc.code, exc.msg)) from None
         except NotConfigured:
             raise
-        except Exception as exc:  # timeouts and connection errors from the SDK's transport
-            raise SendFailed(
-                FailureClass(
-                    UNREACHABLE_API.code,
-                    f"{UNREACHABLE_API.reason} ({type(exc).__name__})",
-                    transient=True,
-                )
-            ) from None
+        except Exception as exc:
+            raise SendFailed(_api_failure(exc)) from None
         return SendReceipt(
             PROVIDER, message.sid, STATUS_MAP.get(message.status or "", MessageStatus.SENDING)
         )
@@ -243,18 +233,10 @@ class TwilioSmsAdapter:
         # with the same body, created since the claim, are the ones our dead sender made.
         try:
             recent = await self._sdk().messages.list_async(to=outbound.to_address, limit=20)
-        except TwilioRestException as exc:
-            raise SendFailed(classify(exc.code, exc.msg)) from None
         except NotConfigured:
             raise
         except Exception as exc:
-            raise SendFailed(
-                FailureClass(
-                    UNREACHABLE_API.code,
-                    f"{UNREACHABLE_API.reason} ({type(exc).__name__})",
-                    transient=True,
-                )
-            ) from None
+            raise SendFailed(_api_failure(exc)) from None
         earliest = since - CLOCK_SKEW
         for message in recent:
             created = message.date_created
@@ -273,3 +255,13 @@ class TwilioSmsAdapter:
             if session is not None:
                 await session.close()
             self._client = None
+
+
+def _api_failure(exc: Exception) -> FailureClass:
+    """What a failed call to Twilio's REST API means for the send."""
+    if isinstance(exc, TwilioRestException):
+        return TRANSIENT_HTTP if exc.status >= 500 else classify(exc.code, exc.msg)
+    # Timeouts and connection errors from the SDK's transport.
+    return FailureClass(
+        UNREACHABLE_API.code, f"{UNREACHABLE_API.reason} ({type(exc).__name__})", transient=True
+    )

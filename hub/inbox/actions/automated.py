@@ -177,9 +177,4 @@ async def send_automated_in(
 
 
 def _first_channel(patient: Patient) -> Channel:
-    for name in patient.channel_order:
-        try:
-            return Channel(name)
-        except ValueError:
-            continue
-    return Channel.SMS
+    return next(iter(patient.channels()), Channel.SMS)
