@@ -1,4 +1,4 @@
-"""The Twilio fake, driven by the real twilio SDK, and the Twilio SMS webhook fixtures."""
+"""The Twilio fake, driven by the real twilio SDK."""
 
 from __future__ import annotations
 
@@ -489,69 +489,3 @@ async def test_send_inbound_to_unreachable_hub_is_recorded(fake: FakeTwilio) -> 
         port = sock.getsockname()[1]
     status, _ = await fake.send_inbound(f"http://127.0.0.1:{port}/sms", PATIENT, CLINIC, "x")
     assert status is None and fake.inbound[0].error
-
-
-# -- fixtures ---------------------------------------------------------------------------------
-
-INBOUND_FIELDS = {
-    "ToCountry", "ToState", "SmsMessageSid", "NumMedia", "ToCity", "FromZip", "SmsSid",
-    "FromState", "SmsStatus", "FromCity", "Body", "FromCountry", "To", "ToZip", "NumSegments",
-    "MessageSid", "AccountSid", "From", "ApiVersion",
-}  # fmt: skip
-STATUS_FIELDS = {
-    "SmsSid", "SmsStatus", "MessageStatus", "To", "From", "MessageSid", "AccountSid", "ApiVersion",
-}  # fmt: skip
-FIXTURE_NAMES = [
-    "inbound_sms", "inbound_sms_messaging_service", "inbound_mms", "status_queued", "status_sent",
-    "status_delivered", "status_undelivered_30003", "status_failed_21610", "status_failed_30006",
-    "status_read",
-]  # fmt: skip
-
-
-def test_fixture_set_is_complete() -> None:
-    assert sorted(p.stem for p in FIXTURES.glob("*.json")) == sorted(FIXTURE_NAMES)
-
-
-@pytest.mark.parametrize("name", FIXTURE_NAMES)
-def test_fixture_shape(name: str) -> None:
-    data = fixture(name)
-    assert set(data) == {"description", "path", "params"} and data["description"]
-    params: dict[str, str] = data["params"]
-    assert all(isinstance(value, str) for value in params.values())
-    assert re.fullmatch(r"AC[0-9a-f]{32}", params["AccountSid"])
-    assert MESSAGE_SID.fullmatch(params["MessageSid"])
-    assert params["ApiVersion"] == "2010-04-01"
-    if "MessagingServiceSid" in params:
-        assert re.fullmatch(r"MG[0-9a-f]{32}", params["MessagingServiceSid"])
-    # Synthetic numbers only: every phone-number-looking value is in +1555010xxxx.
-    for value in params.values():
-        for number in re.findall(r"\+\d{7,}", value):
-            assert re.fullmatch(r"\+1555010\d{4}", number), number
-
-    if name.startswith("inbound"):
-        assert data["path"] == "/webhooks/twilio/sms"
-        assert set(params) >= INBOUND_FIELDS
-        assert params["SmsSid"] == params["SmsMessageSid"] == params["MessageSid"]
-        assert (params["From"], params["To"], params["SmsStatus"]) == (PATIENT, CLINIC, "received")
-        assert ("MessagingServiceSid" in params) == (name == "inbound_sms_messaging_service")
-        count = int(params["NumMedia"])
-        assert params["MessageSid"].startswith("MM" if count else "SM")
-        for i in range(count):
-            assert params[f"MediaContentType{i}"]
-            media = (
-                rf"https://api\.twilio\.com/2010-04-01/Accounts/{params['AccountSid']}"
-                rf"/Messages/{params['MessageSid']}/Media/ME[0-9a-f]{{32}}"
-            )
-            assert re.fullmatch(media, params[f"MediaUrl{i}"])
-        assert f"MediaUrl{count}" not in params
-    else:
-        assert data["path"] == "/webhooks/twilio/status"
-        assert set(params) >= STATUS_FIELDS
-        status = name.split("_")[1]
-        assert params["SmsStatus"] == params["MessageStatus"] == status
-        assert params["SmsSid"] == params["MessageSid"]
-        assert (params["From"], params["To"]) == (CLINIC, PATIENT)
-        code = name.split("_")[2] if status in ("undelivered", "failed") else None
-        assert params.get("ErrorCode") == code
-        if status == "delivered":
-            assert re.fullmatch(r"\d{10}", params["RawDlrDoneDate"])

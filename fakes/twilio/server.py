@@ -1,223 +1,40 @@
-"""A local stand-in for Twilio's Programmable Messaging REST API and its webhooks.
-
-It speaks the real wire protocol, so the real ``twilio`` SDK runs against it unchanged::
-
-    fake = FakeTwilio("AC" + "a" * 32, "token")
-    runner, base_url = await start_fake_twilio(fake)
-    client = Client(fake.account_sid, fake.auth_token, http_client=AsyncTwilioHttpClient())
-    client.api.base_url = base_url
-    msg = await client.messages.create_async(to=..., from_=..., body=..., status_callback=url)
-    await fake.wait_for(lambda f: len(f.callbacks) == 2)
-    await runner.cleanup()  # cancels pending callbacks, closes the callback session
-
-What it serves (all paths need HTTP Basic auth AccountSid:AuthToken, else 401 code 20003):
-
-- ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json``: create. 400 with 21604 (no To),
-  21211 (To not E.164), 21603 (neither From nor MessagingServiceSid), 21602 (no Body, MediaUrl
-  or ContentSid). Answers 201 with the Message resource: status ``queued``, or ``accepted`` when
-  sent through a Messaging Service, as Twilio does. Sids start with MM when media is attached.
-- ``GET .../Messages.json``: the list, newest first, shaped like Twilio's (``messages``,
-  ``next_page_uri``, ...). Filters ``To``, ``From``, ``DateSent`` (that day),
-  ``DateSent<`` (on or before), ``DateSent>`` (on or after), as the SDK's
-  ``messages.list(to=..., date_sent_after=...)`` sends them; a message not yet ``sent`` has no
-  date_sent and no date filter matches it. ``PageSize`` (50, at most 1000) pages through
-  ``PageToken``, so messages created meanwhile never shift a page.
-- ``GET .../Messages/{Sid}.json``: the message as it is now.
-- ``GET .../Messages/{MessageSid}/Media/{MediaSid}``: bytes registered with :meth:`add_media`.
-- ``GET /_fake/stats`` (no auth, no latency, not recorded): counts for a benchmark to poll.
-
-``api_latency`` seconds pass (``asyncio.sleep``, so concurrent calls overlap) before each answer.
-
-After a create the message walks through an outcome in the background, one status per step,
-``callback_delay`` seconds apart, each POSTed to its StatusCallback (if any) with the form
-fields of a real status callback and a valid ``X-Twilio-Signature``. Defaults: ``sent``,
-``delivered``; through a Messaging Service ``queued``, ``sent``, ``delivered``.
-
-Scripting, per recipient number (To), each queue consumed front first:
-
-- ``fake.script(to, api_errors=[21610])`` / ``fake.script(to, api_statuses=[500, 201])``: one
-  entry per create request to ``to`` that passes validation. Both names feed the same queue
-  (api_errors first). An entry is an HTTP status (201 = create normally, 4xx/5xx = answer that
-  status with Twilio's error JSON, code 20000+status) or a Twilio error code (answered as 400,
-  or 401/404/429/5xx for 20003/20404/20429/205xx). An empty queue means "create normally".
-- ``fake.script(to, outcomes=[["sent", "undelivered:30003"], ["sent", "delivered"]])``: one
-  entry per message created to ``to``. A step is ``status`` or ``status:ErrorCode``. Steps are
-  posted in the order given, so ``[["delivered", "sent"]]`` simulates a late ``sent``. The
-  resource's own status never moves backwards, as on Twilio.
-
-Recorded: :attr:`messages` (:class:`FakeMessage`), :attr:`requests` (every REST request,
-rejected ones too), :attr:`callbacks` and :attr:`inbound` (:class:`Webhook`: each POST to the
-hub, with its answer). :meth:`wait_for` waits on any of it without sleeping.
-:meth:`send_inbound` plays a patient texting the hub (``await fake.aclose()`` afterwards if the
-server was never started, to close the HTTP session).
-
-Standalone, for other processes (a benchmark): ``python -m fakes.twilio --port 0
---latency-ms 20 [--no-callbacks]`` prints its base URL on stdout and serves until SIGTERM.
-Credentials come from ``TWILIO_ACCOUNT_SID`` / ``TWILIO_AUTH_TOKEN`` or the flags. Recording
-is O(1) per message and nothing is notified while no one waits, so thousands of calls a second
-cost little.
-"""
+"""The fake Twilio's state, its HTTP app (auth, latency, create, fetch, media) and its webhooks."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
-import bisect
 import hmac
-import math
-import operator
-import os
-import re
 import secrets
-import signal
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from email.utils import format_datetime
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-API_VERSION = "2010-04-01"
-_E164 = re.compile(r"\+[1-9]\d{1,14}")
-_STATUSES = ("queued", "sending", "sent", "delivered", "undelivered", "failed", "read")
-# Twilio never moves a message's status backwards; a late "sent" callback leaves it delivered.
-_RANK = {"accepted": 0, "queued": 1, "sending": 2, "sent": 3, "read": 5}
-_RANK |= dict.fromkeys(("delivered", "undelivered", "failed"), 4)
-_CODE_HTTP = {20003: 401, 20404: 404, 20429: 429, 20500: 500, 20503: 503}
-DEFAULT_PAGE_SIZE = 50
-"""Messages per list page when PageSize is not given (Twilio's default)."""
-MAX_PAGE_SIZE = 1000
-"""Twilio answers at most this many per page whatever PageSize asks."""
-ERROR_MESSAGES = {
-    20001: "Invalid parameter",
-    20003: "Authenticate",
-    20404: "The requested resource was not found",
-    21211: "Invalid 'To' Phone Number",
-    21602: "Message body is required.",
-    21603: "A 'From' phone number is required.",
-    21604: "A 'To' phone number is required.",
-    21610: "Attempt to send to unsubscribed recipient",
-    30003: "Unreachable destination handset",
-    30006: "Landline or unreachable carrier",
-    30007: "Message filtered",
-}
-_GSM7 = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+from fakes.twilio.listing import list_messages
+from fakes.twilio.resources import (
+    _CODE_HTTP,
+    _E164,
+    _RANK,
+    _STATUSES,
+    API_VERSION,
+    ApiRequest,
+    FakeMessage,
+    Webhook,
+    _geo,
+    new_sid,
+    num_segments,
+    twilio_error,
 )
-_GSM7_EXT = set("^{}\\[~]|€\f")  # each costs two septets
-_GEO_KEYS = ("Country", "State", "City", "Zip")
+
 FORM = web.RequestKey("form", dict[str, list[str]])
 """The posted form, parsed once by the middleware for the handler."""
-
-
-def new_sid(prefix: str) -> str:
-    return prefix + secrets.token_hex(16)
-
-
-def num_segments(body: str) -> int:
-    """Segments Twilio bills for ``body``: GSM-7 160/153 septets, else UCS-2 70/67 units."""
-    if all(c in _GSM7 or c in _GSM7_EXT for c in body):
-        size, single, multi = len(body) + sum(c in _GSM7_EXT for c in body), 160, 153
-    else:
-        size, single, multi = len(body.encode("utf-16-le")) // 2, 70, 67
-    return 1 if size <= single else math.ceil(size / multi)
-
-
-def twilio_error(status: int, code: int, message: str | None = None) -> web.Response:
-    """An error in Twilio's (legacy, non RFC 9457) shape, which the SDK turns into
-    TwilioRestException with ``.code``."""
-    text = message or ERROR_MESSAGES.get(code) or HTTPStatus(status).phrase
-    more_info = f"https://www.twilio.com/docs/errors/{code}"
-    body = {"code": code, "message": text, "more_info": more_info, "status": status}
-    return web.json_response(body, status=status)
-
-
-def _rfc2822(when: datetime | None) -> str | None:
-    return format_datetime(when) if when else None
-
-
-@dataclass
-class FakeMessage:
-    """A message created through the REST API, with every posted field in ``form``."""
-
-    sid: str
-    to: str
-    from_: str | None
-    body: str
-    media_urls: list[str]
-    messaging_service_sid: str | None
-    status_callback: str | None
-    form: dict[str, list[str]]
-    status: str
-    sender: str  # the number callbacks come from: From, or the service's pool number
-    date_created: datetime = field(default_factory=lambda: datetime.now(UTC))
-    date_updated: datetime = field(default_factory=lambda: datetime.now(UTC))
-    date_sent: datetime | None = None
-    error_code: int | None = None
-    seq: int = 0  # creation order: list pages are cut by it
-
-    def resource(self, account_sid: str) -> dict[str, Any]:
-        """The JSON Twilio returns for this Message resource."""
-        uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{self.sid}"
-        return {
-            "account_sid": account_sid,
-            "api_version": API_VERSION,
-            "body": self.body,
-            "date_created": _rfc2822(self.date_created),
-            "date_sent": _rfc2822(self.date_sent),
-            "date_updated": _rfc2822(self.date_updated),
-            "direction": "outbound-api",
-            "error_code": self.error_code,
-            "error_message": ERROR_MESSAGES.get(self.error_code) if self.error_code else None,
-            # A Messaging Service picks the sender after "accepted"; until then from is null.
-            "from": self.from_ or (None if self.status == "accepted" else self.sender),
-            "messaging_service_sid": self.messaging_service_sid,
-            "num_media": str(len(self.media_urls)),  # Twilio sends both counts as strings
-            "num_segments": str(num_segments(self.body)),
-            "price": None,
-            "price_unit": "USD",
-            "sid": self.sid,
-            "status": self.status,
-            "subresource_uris": {"media": f"{uri}/Media.json", "feedback": f"{uri}/Feedback.json"},
-            "to": self.to,
-            "uri": f"{uri}.json",
-        }
-
-
-@dataclass
-class ApiRequest:
-    method: str
-    path: str
-    form: dict[str, list[str]]
-    status: int
-
-
-@dataclass
-class Webhook:
-    """A request the fake POSTed to the hub: a status callback or an inbound message."""
-
-    url: str
-    params: dict[str, str]
-    signature: str
-    status: int | None  # the hub's HTTP answer; None when the connection failed
-    text: str = ""
-    error: str | None = None
-    message_sid: str = ""
-
-
-def _geo(prefix: str, number: str) -> dict[str, str]:
-    # Twilio geolocates numbers by area code; all synthetic +1 numbers land in one place.
-    place = ("US", "IL", "SPRINGFIELD", "62701") if number.startswith("+1") else ("",) * 4
-    return {prefix + key: value for key, value in zip(_GEO_KEYS, place, strict=True)}
 
 
 def _fields(form: Any) -> dict[str, list[str]]:
@@ -409,68 +226,9 @@ class FakeTwilio:
         return response
 
     async def _list(self, request: web.Request) -> web.Response:
-        query = request.query
-        try:
-            size = min(int(query.get("PageSize", DEFAULT_PAGE_SIZE)), MAX_PAGE_SIZE)
-            page = int(query.get("Page", 0))
-            if size < 1 or page < 0:
-                raise ValueError("PageSize and Page must be positive whole numbers")
-            dated = _date_test(query)
-            pool = self._by_to.get(query["To"], []) if "To" in query else self.messages
-            older, candidates = self._page_order(pool, query.get("PageToken", ""))
-        except ValueError as exc:
-            return twilio_error(400, 20001, str(exc))
-        sender = query.get("From")
-        items: list[FakeMessage] = []
-        for message in candidates:  # one more than a page tells whether a next page exists
-            if sender in (None, message.from_ or message.sender) and (
-                dated is None or dated(message)
-            ):
-                items.append(message)
-                if len(items) > size:
-                    break
-        more = len(items) > size or not older  # a previous-page token came from an older page
-        items = items[:size] if older else items[:size][::-1]
-        base = {
-            k: query[k] for k in ("To", "From", "DateSent", "DateSent<", "DateSent>") if k in query
-        }
-        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json?"
-
-        def page_uri(number: int, token: str | None = None) -> str:
-            params = base | {"PageSize": size, "Page": number}
-            return uri + urlencode(params | ({"PageToken": token} if token else {}))
-
-        start = page * size
-        body = {
-            "first_page_uri": page_uri(0),
-            "end": start + max(len(items) - 1, 0),
-            "previous_page_uri": page_uri(page - 1, "PB" + items[0].sid)
-            if page and items
-            else None,
-            "messages": [m.resource(self.account_sid) for m in items],
-            "uri": page_uri(page, query.get("PageToken")),
-            "page_size": size,
-            "start": start,
-            "next_page_uri": page_uri(page + 1, "PA" + items[-1].sid) if more and items else None,
-            "page": page,
-        }
-        return web.json_response(body)
-
-    def _page_order(
-        self, pool: list[FakeMessage], token: str
-    ) -> tuple[bool, Iterator[FakeMessage]]:
-        """(newest first?, the messages of ``pool`` from where ``token`` left off): PA<sid> goes
-        on with those older than sid, PB<sid> back with those newer."""
-        if not token:
-            return True, reversed(pool)
-        anchor = self._by_sid.get(token[2:])
-        if token[:2] not in ("PA", "PB") or anchor is None:
-            raise ValueError(f"PageToken {token!r} was not given out by this API")
-        if token[:2] == "PA":
-            at = bisect.bisect_left(pool, anchor.seq, key=operator.attrgetter("seq"))
-            return True, (pool[i] for i in range(at - 1, -1, -1))
-        at = bisect.bisect_right(pool, anchor.seq, key=operator.attrgetter("seq"))
-        return False, iter(pool[at:])
+        return list_messages(
+            request.query, self.account_sid, self.messages, self._by_to, self._by_sid
+        )
 
     async def _stats(self, _request: web.Request) -> web.Response:
         return web.json_response(self.stats())
@@ -626,75 +384,3 @@ async def start_fake_twilio(
     await site.start()
     fake.base_url = f"http://{host}:{runner.addresses[0][1]}"
     return runner, fake.base_url
-
-
-def _sent_bound(raw: str) -> date | datetime:
-    try:
-        if len(raw) == len("YYYY-MM-DD"):
-            return date.fromisoformat(raw)
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ValueError(f"DateSent {raw!r} is not YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ") from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).replace(microsecond=0)
-
-
-def _date_test(query: Mapping[str, str]) -> Callable[[FakeMessage], bool] | None:
-    """Twilio's DateSent filters: DateSent by day; DateSent< and DateSent> (both inclusive) by
-    day when given a date, by the second when given a time."""
-    ops = {"DateSent": operator.eq, "DateSent<": operator.le, "DateSent>": operator.ge}
-    bounds = [(ops[key], _sent_bound(query[key])) for key in ops if key in query]
-    # The SDK sends a date as that day's midnight; "sent on" means the day, whatever the time.
-    bounds = [
-        (op, b.date() if op is operator.eq and isinstance(b, datetime) else b) for op, b in bounds
-    ]
-    if not bounds:
-        return None
-
-    def test(message: FakeMessage) -> bool:
-        sent = message.date_sent
-        if sent is None:
-            return False
-        return all(
-            op(sent.replace(microsecond=0) if isinstance(b, datetime) else sent.date(), b)
-            for op, b in bounds
-        )
-
-    return test
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeTwilio(
-        args.account_sid,
-        args.auth_token,
-        api_latency=args.latency_ms / 1000,
-        callback_delay=args.callback_delay_ms / 1000,
-        post_callbacks=not args.no_callbacks,
-    )
-    runner, base_url = await start_fake_twilio(fake, args.host, args.port)
-    print(base_url, flush=True)  # the one line a parent process reads
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await runner.cleanup()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m fakes.twilio", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="before each API answer")
-    parser.add_argument("--callback-delay-ms", type=float, default=0.0)
-    parser.add_argument("--no-callbacks", action="store_true", help="never POST status callbacks")
-    parser.add_argument("--account-sid", default=os.environ.get("TWILIO_ACCOUNT_SID"))
-    parser.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"))
-    args = parser.parse_args(argv)
-    if not (args.account_sid and args.auth_token):
-        parser.error("set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or --account-sid/--auth-token)")
-    asyncio.run(_serve(args))
-
-
-if __name__ == "__main__":
-    main()
