@@ -16,12 +16,14 @@ from tests.conftest import hub_env, run_sync, sync_url
 
 pytestmark = pytest.mark.slow
 
+# Saved by a spreadsheet: a UTF-8 byte order mark before the first header, which must not
+# hide the phone column.
 COHORT = """\
-name,phone,email,time_zone,appointment_id,appointment_start,location
-Avery Sample,+1 (555) 010-0101,a@example.org,America/New_York,A-1,2026-12-02T09:00:00-05:00,Room 2
-Blake Placeholder,555-010-0102,,America/Chicago,A-2,2026-12-03T14:30:00-06:00,Room 1
-Casey Fictional,not a number,,UTC,A-3,2026-12-04T10:00:00+00:00,Room 3
-Devon Testperson,+15550100104,,UTC,A-4,2026-12-04 10:00,Room 3
+\ufeffphone,name,email,time_zone,appointment_id,appointment_start,location
++1 (555) 010-0101,Avery Sample,a@example.org,America/New_York,A-1,2026-12-02T09:00:00-05:00,Room 2
+555-010-0102,Blake Placeholder,,America/Chicago,A-2,2026-12-03T14:30:00-06:00,Room 1
+not a number,Casey Fictional,,UTC,A-3,2026-12-04T10:00:00+00:00,Room 3
++15550100104,Devon Testperson,,UTC,A-4,2026-12-04 10:00,Room 3
 """
 
 
@@ -29,7 +31,7 @@ def test_launch_enrolls_reports_bad_rows_and_is_idempotent(
     fresh_db_url: str, tmp_path: Path
 ) -> None:
     cohort = tmp_path / "cohort.csv"
-    cohort.write_text(COHORT)
+    cohort.write_text(COHORT, encoding="utf-8")
     env = hub_env(
         HUB_DATABASE_URL=sync_url(fresh_db_url),
         HUB_KEYS=KeyRing.generate().to_spec(),
@@ -49,6 +51,7 @@ def test_launch_enrolls_reports_bad_rows_and_is_idempotent(
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 1  # two bad rows
     assert "4 rows: 2 enrolled, 0 already enrolled, 2 new patients, 2 errors" in first.stdout
+    assert "4/4" in first.stdout  # the progress bar reached its total
     assert "line 4: not a phone number" in first.stderr
     assert "line 5: appointment_start needs a UTC offset" in first.stderr
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)

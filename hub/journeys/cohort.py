@@ -4,31 +4,48 @@ Columns (a header row is required; order does not matter, extra columns are igno
 ``phone`` and/or ``email`` (at least one), ``name``, ``language``, ``time_zone``, and for
 appointment-anchored journeys ``appointment_id`` and ``appointment_start`` (ISO 8601 with an
 offset, e.g. 2026-11-27T10:00:00-05:00), optionally ``location``, ``provider``, ``status``
-(booked or cancelled). Rows are enrolled one by one; a bad row is reported with its line number
-and the rest go on.
+(booked or cancelled). The file is read as a stream and enrolled in chunks, one transaction
+each (``hub.journeys.bulk``); a bad row is reported with its line number and the rest go on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
-import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from hub.audit import Actor
 from hub.contact import InvalidContact, normalize_email, normalize_phone
 from hub.crypto import KeyRing
-from hub.db import Database
+from hub.db import Database, utcnow
 from hub.errors import HubError
 from hub.inbox import queries as inbox_queries
 from hub.inbox.actions.patients import build_patient
+from hub.inbox.models import Patient
 from hub.inbox.schemas import NewPatient
-from hub.journeys.actions import NewAppointment, do_enroll
+from hub.journeys import bulk_queries
+from hub.journeys.actions import NewAppointment
+from hub.journeys.bulk import (
+    COHORT_SOURCE,
+    DEFAULT_CHUNK_ROWS,
+    ROW_ERRORS,
+    EnrollRow,
+    ParsedChunk,
+    describe,
+    do_enroll_chunk,
+    load_journey,
+)
+from hub.journeys.models import Appointment
 
 MAX_ROW_ERRORS_KEPT = 100
 """Row errors listed in the report (the count covers all of them)."""
+PARSE_SLICE = 100
+"""Rows parsed between yields to the event loop (about a millisecond and a half)."""
 
 
 class CohortInvalid(HubError):
@@ -45,22 +62,113 @@ class LaunchReport:
     error_count: int = 0
 
 
-def _rows(text: str) -> Iterator[tuple[int, dict[str, str]]]:
-    reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None:
-        raise CohortInvalid("the file is empty; expected a header row")
-    headers = {h.strip().lower() for h in reader.fieldnames if h}
-    if not headers & {"phone", "email"}:
-        raise CohortInvalid("the header needs a phone or an email column")
-    for row in reader:
-        yield (
-            reader.line_num,
-            {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()},
+def _rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    reader = csv.reader(lines)
+    with _csv_errors(reader):
+        header = next(reader, None)
+        if header is None:
+            raise CohortInvalid("the file is empty; expected a header row")
+        keys = [name.strip().lower() for name in header]
+        if not set(keys) & {"phone", "email"}:
+            raise CohortInvalid("the header needs a phone or an email column")
+        for values in reader:
+            if not values:
+                continue  # a blank line
+            if len(values) < len(keys):
+                values += [""] * (len(keys) - len(values))
+            # zip drops values beyond the header's columns: ignored like any extra column.
+            yield reader.line_num, dict(zip(keys, (v.strip() for v in values), strict=False))
+
+
+def count_rows(lines: Iterable[str]) -> int:
+    """Data rows of a cohort (the progress bar's total); reads ``lines`` to the end."""
+    reader = csv.reader(lines)
+    with _csv_errors(reader):
+        if next(reader, None) is None:
+            return 0
+        return sum(1 for row in reader if row)  # as _rows, without blank lines
+
+
+@contextlib.contextmanager
+def _csv_errors(reader: Any) -> Iterator[None]:
+    """A file the csv module cannot read (a field over its size limit, say) stops the launch
+    at the line ``reader`` reached. The chunks before it stay enrolled; launching again picks
+    up the rest."""
+    try:
+        yield
+    except csv.Error as exc:
+        raise CohortInvalid(f"line {reader.line_num}: not valid CSV ({exc})") from None
+
+
+def _max_length(model: type[Any], column: str) -> int:
+    length = getattr(model.__table__.c[column].type, "length", None)
+    assert isinstance(length, int)
+    return length
+
+
+_LIMITS = {
+    "appointment_id": _max_length(Appointment, "external_id"),
+    "location": _max_length(Appointment, "location"),
+    "provider": _max_length(Appointment, "provider"),
+    "language": _max_length(Patient, "language"),
+}
+"""Column widths: a longer value is the row's error, not the whole chunk's."""
+
+
+def parse_row(ring: KeyRing, region: str, line: int, raw: Mapping[str, str]) -> EnrollRow:
+    """A row's contacts normalized and blind-indexed and its appointment read; raises one of
+    ROW_ERRORS saying what is wrong."""
+    phone = normalize_phone(raw["phone"], region) if raw.get("phone") else None
+    email = normalize_email(raw["email"]) if raw.get("email") else None
+    if phone is None and email is None:
+        # The row-by-row path created a patient nobody can reach, again on every launch.
+        raise InvalidContact("needs a phone or an email")
+    for column, limit in _LIMITS.items():
+        if len(raw.get(column) or "") > limit:
+            raise ValueError(f"{column} is longer than {limit} characters")
+    appointment = None
+    if raw.get("appointment_id"):
+        start = datetime.fromisoformat(raw["appointment_start"])
+        if start.utcoffset() is None:
+            raise ValueError("appointment_start needs a UTC offset, e.g. -05:00")
+        appointment = NewAppointment(
+            raw["appointment_id"],
+            start,
+            source=COHORT_SOURCE,
+            location=raw.get("location") or None,
+            provider=raw.get("provider") or None,
+            cancelled=raw.get("status", "").lower() == "cancelled",
         )
+    return EnrollRow(
+        line,
+        raw.get("name") or None,
+        phone,
+        email,
+        ring.blind_index("phone", phone) if phone else None,
+        ring.blind_index("email", email) if email else None,
+        raw.get("language") or "en",
+        raw.get("time_zone") or "UTC",
+        appointment,
+    )
 
 
-def count_rows(text: str) -> int:
-    return sum(1 for _ in _rows(text))
+async def parse_chunk(
+    ring: KeyRing, region: str, raw_rows: Sequence[tuple[int, Mapping[str, str]]]
+) -> ParsedChunk:
+    """``parse_row`` over a chunk, yielding to the event loop every PARSE_SLICE rows so that it
+    can run while the previous chunk waits on the database (parsing is a third of a launch's
+    client time)."""
+    parsed: list[EnrollRow] = []
+    errors: list[tuple[int, str]] = []
+    for n, (line, raw) in enumerate(raw_rows, start=1):
+        try:
+            parsed.append(parse_row(ring, region, line, raw))
+        except ROW_ERRORS as exc:
+            errors.append((line, describe(exc)))
+        if n % PARSE_SLICE == 0:
+            await asyncio.sleep(0)
+    lines = (raw_rows[0][0], raw_rows[-1][0]) if raw_rows else (0, 0)
+    return ParsedChunk(len(raw_rows), lines, parsed, errors)
 
 
 async def match_or_create_patient(
@@ -105,45 +213,91 @@ async def match_or_create_patient(
         return patient.id, True
 
 
+ANALYZE_AFTER = 5_000
+"""Enrollments in one launch after which the planner's statistics are refreshed at once."""
+
+
 async def launch(
     db: Database,
     ring: KeyRing,
     actor: Actor,
     journey_key: str,
-    text: str,
+    lines: Iterable[str],
     *,
     region: str,
-    on_row: Callable[[], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    now: datetime | None = None,
 ) -> LaunchReport:
+    """Enroll the cohort read from ``lines`` (an open text file, opened with ``newline=""``).
+
+    Holds one chunk of rows at a time; each chunk is committed before the next is read, and
+    ``on_progress`` hears how many rows it held. ``now`` is the enrollment time of the whole
+    launch, so a patient listed twice in one file is enrolled once.
+    """
+    journey = await load_journey(db, journey_key)
+    now = now or utcnow()
     report = LaunchReport()
-    for line, row in _rows(text):
-        report.rows += 1
-        try:
-            patient_id, created = await match_or_create_patient(db, ring, actor, row, region)
-            appointment = None
-            if row.get("appointment_id"):
-                start = datetime.fromisoformat(row["appointment_start"])
-                if start.utcoffset() is None:
-                    raise ValueError("appointment_start needs a UTC offset, e.g. -05:00")
-                appointment = NewAppointment(
-                    row["appointment_id"],
-                    start,
-                    source="cohort",
-                    location=row.get("location") or None,
-                    provider=row.get("provider") or None,
-                    cancelled=row.get("status", "").lower() == "cancelled",
-                )
-            result = await do_enroll(db, actor, journey_key, patient_id, appointment=appointment)
-            report.patients_created += created
-            if result.created:
-                report.enrolled += 1
-            else:
-                report.already += 1
-        except (InvalidContact, ValueError, KeyError, HubError) as exc:
-            report.error_count += 1
-            if len(report.errors) < MAX_ROW_ERRORS_KEPT:
-                what = f"missing column {exc}" if isinstance(exc, KeyError) else str(exc)
-                report.errors.append(f"line {line}: {what}")
-        if on_row:
-            on_row()
+    ahead = _ParseAhead(_chunks(_rows(lines), chunk_rows), ring, region)
+    try:
+        while (chunk := await ahead.next()) is not None:
+            result = await do_enroll_chunk(
+                db, ring, actor, journey, chunk, now=now, while_writing=ahead.start
+            )
+            report.rows += result.rows
+            report.enrolled += result.enrolled
+            report.already += result.already
+            report.patients_created += result.patients_created
+            report.error_count += len(result.errors)
+            room = MAX_ROW_ERRORS_KEPT - len(report.errors)
+            report.errors += [f"line {line}: {what}" for line, what in result.errors[:room]]
+            if on_progress:
+                on_progress(result.rows)
+    finally:
+        ahead.cancel()
+    if report.enrolled >= ANALYZE_AFTER and db.dialect == "postgresql":
+        async with db.transaction() as session:
+            await bulk_queries.analyze_journey_tables(session)
     return report
+
+
+class _ParseAhead:
+    """Chunks, parsed one ahead: the next chunk is parsed as a task while the database stores
+    the current one's enrollments and step runs (its longest wait), instead of after it."""
+
+    def __init__(
+        self, chunks: Iterator[list[tuple[int, dict[str, str]]]], ring: KeyRing, region: str
+    ) -> None:
+        self.chunks, self.ring, self.region = chunks, ring, region
+        self.task: asyncio.Future[ParsedChunk | None] | None = None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._parse())
+
+    async def next(self) -> ParsedChunk | None:
+        self.start()
+        assert self.task is not None
+        task, self.task = self.task, None
+        return await task
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _parse(self) -> ParsedChunk | None:
+        raw = next(self.chunks, None)
+        return None if raw is None else await parse_chunk(self.ring, self.region, raw)
+
+
+def _chunks(
+    rows: Iterator[tuple[int, dict[str, str]]], size: int
+) -> Iterator[list[tuple[int, dict[str, str]]]]:
+    chunk: list[tuple[int, dict[str, str]]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
