@@ -1,47 +1,105 @@
-"""Coordinators' journey pages and API: the funnel per step, pause/resume/stop, enrollment."""
+"""Coordinators' journey page and API: the live funnel per step with its drill-down, cohort
+upload, FHIR enrollment, the survey report, pause/resume/stop."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+import codecs
+import csv
+import io
+import json
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from tempfile import SpooledTemporaryFile
+from typing import IO, Any
+from weakref import WeakKeyDictionary
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
+from hub.contact import InvalidContact
 from hub.enums import Role
 from hub.errors import HubError
+from hub.inbox.access import StaffContext
 from hub.inbox.exceptions import NotFound
 from hub.journeys import actions as journeys
-from hub.journeys import queries
-from hub.journeys.cohort import match_or_create_patient
+from hub.journeys import fhir, reporting
+from hub.journeys.cohort import CohortInvalid, launch, match_or_create_patient
 from web.api import error, plain
 from web.auth import current
 from web.keys import DB, RING, SETTINGS
 from web.render import redirect_with, render
+from web.tasks import release_soon
 
-RUN_ORDER = ("planned", "claimed", "sent", "skipped", "cancelled", "failed")
-DELIVERY_ORDER = ("queued", "sending", "sent", "delivered", "read", "undelivered", "failed")
+MAX_COHORT_BYTES = 20 * 1024 * 1024
+"""Largest cohort file accepted from the page (about 150,000 rows)."""
+MULTIPART_SLACK = 64 * 1024
+"""Room for the form's other fields and part headers around the file."""
+FIRST_ERRORS_SHOWN = 20
+"""Row errors listed after an upload (the count covers all of them)."""
+SPOOL_BYTES = 1024 * 1024
+"""An upload is kept in memory up to this size, then in a temporary file."""
 
 
-def _coordinator(request: web.Request) -> Any:
+class UploadRefused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _coordinator(request: web.Request) -> StaffContext:
     ctx = current(request)
     if ctx.role not in (Role.COORDINATOR, Role.ADMIN):
         raise web.HTTPNotFound()
     return ctx
 
 
-async def journeys_page(request: web.Request) -> web.Response:
-    _coordinator(request)
-    async with request.app[DB].reader() as session:
-        keys = [j.key for j in await queries.all_journeys(session)]
-    funnels = [await journeys.do_funnel(request.app[DB], key) for key in keys]
+def _period(query: Mapping[str, str]) -> tuple[datetime, datetime]:
+    """?from=YYYY-MM-DD&to=YYYY-MM-DD (UTC days; `to` inclusive); default the last 30 days."""
+    today = datetime.now(UTC).date()
+    start = date.fromisoformat(query["from"]) if query.get("from") else today - timedelta(30)
+    end = date.fromisoformat(query["to"]) if query.get("to") else today
+    if end < start:
+        raise ValueError("`to` is before `from`")
+    return (
+        datetime.combine(start, datetime.min.time(), tzinfo=UTC),
+        datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=UTC),
+    )
+
+
+async def _page(
+    request: web.Request, launched: dict[str, Any] | None = None, status: int = 200
+) -> web.Response:
+    period_error = None
+    try:
+        since, until = _period(request.query)
+    except ValueError as exc:
+        period_error = f"The period was not understood ({exc}); showing the last 30 days."
+        since, until = _period({})
+    db = request.app[DB]
+    keys = list(await reporting.journey_names(db))
+    surveys = {key: await reporting.do_survey_report(db, key, since, until) for key in keys}
     return render(
         request,
         "journeys.html",
+        status=status,
         nav="journeys",
-        funnels=funnels,
-        run_order=RUN_ORDER,
-        delivery_order=DELIVERY_ORDER,
+        funnels=[await reporting.do_funnel(db, key) for key in keys],
+        surveys={k: s for k, s in surveys.items() if s.questions},
+        columns=reporting.FUNNEL_COLUMNS,
+        labels={c.key: c.label for c in reporting.FUNNEL_COLUMNS},
+        chart_columns=reporting.CHART_COLUMNS,
+        period={
+            "from": since.date().isoformat(),
+            "to": (until - timedelta(days=1)).date().isoformat(),
+            "error": period_error,
+        },
+        launched=launched,
+        max_cohort_mb=MAX_COHORT_BYTES // (1024 * 1024),
     )
+
+
+async def journeys_page(request: web.Request) -> web.Response:
+    _coordinator(request)
+    return await _page(request)
 
 
 async def set_status_form(request: web.Request) -> web.StreamResponse:
@@ -57,13 +115,61 @@ async def set_status_form(request: web.Request) -> web.StreamResponse:
     raise redirect_with("/journeys", "ok", f"Journey is now {status}.")
 
 
+_FUNNELS: WeakKeyDictionary[web.Application, reporting.FunnelCache] = WeakKeyDictionary()
+
+
+def _funnels(app: web.Application) -> reporting.FunnelCache:
+    """The live re-fetches' shared counts, one cache per app (each has its own database)."""
+    if app not in _FUNNELS:
+        _FUNNELS[app] = reporting.FunnelCache(app[DB])
+    return _FUNNELS[app]
+
+
 async def api_funnel(request: web.Request) -> web.Response:
     _coordinator(request)
+    key = request.match_info["key"]
     try:
-        funnel = await journeys.do_funnel(request.app[DB], request.match_info["key"])
+        if request.query.get("live") == "1":  # the page's re-fetch after a progress event
+            funnel = await _funnels(request.app).get(key)
+        else:
+            funnel = await reporting.do_funnel(request.app[DB], key)
     except NotFound:
         return error(404, "No such journey.")
-    return web.json_response(plain(funnel))
+    columns = [plain(c) for c in reporting.FUNNEL_COLUMNS]
+    return web.json_response({**plain(funnel), "columns": columns})
+
+
+async def _drilldown(request: web.Request) -> reporting.Drilldown:
+    ctx = _coordinator(request)
+    try:
+        page = int(request.query.get("page") or 1)
+    except ValueError:
+        page = 1
+    return await reporting.do_drilldown(
+        request.app[DB],
+        request.app[RING],
+        ctx,
+        request.match_info["key"],
+        request.match_info["step"],
+        request.match_info["column"],
+        page=page,
+    )
+
+
+async def drilldown_page(request: web.Request) -> web.Response:
+    try:
+        drilldown = await _drilldown(request)
+    except NotFound:
+        raise web.HTTPNotFound() from None
+    return render(request, "journey_patients.html", nav="journeys", d=drilldown)
+
+
+async def api_drilldown(request: web.Request) -> web.Response:
+    try:
+        d = await _drilldown(request)
+    except NotFound as exc:
+        return error(404, str(exc))
+    return web.json_response({**plain(d), "pages": d.pages})
 
 
 async def api_status(request: web.Request) -> web.Response:
@@ -123,21 +229,210 @@ async def api_enroll(request: web.Request) -> web.Response:
     return web.json_response(plain(result), status=201 if result.created else 200)
 
 
-def _period(request: web.Request) -> tuple[datetime, datetime]:
-    """?from=YYYY-MM-DD&to=YYYY-MM-DD (UTC days; `to` inclusive); default the last 30 days."""
-    from datetime import UTC, date, timedelta
+async def _enroll_appointment(
+    request: web.Request, ctx: StaffContext, key: str, appt: fhir.FhirAppointment, zone: str
+) -> dict[str, Any]:
+    """One appointment of a bundle: its outcome, or its error while the others go on."""
+    entry: dict[str, Any] = {"entry": appt.entry, "appointment": appt.external_id}
+    if appt.problem is not None or appt.patient is None or appt.external_id is None:
+        return {**entry, "outcome": "error", "message": appt.problem}
+    if appt.action == "wait":
+        return {**entry, "outcome": "skipped", "message": f"{appt.status}: not booked yet"}
+    db = request.app[DB]
+    start = appt.start or await reporting.known_appointment_start(db, "fhir", appt.external_id)
+    if start is None:
+        return {**entry, "outcome": "skipped", "message": f"{appt.status} and never enrolled"}
+    try:
+        patient_id, created = await match_or_create_patient(
+            db,
+            request.app[RING],
+            ctx.actor,
+            appt.patient.contact_row(appt.time_zone or zone),
+            request.app[SETTINGS].default_region,
+        )
+        result = await journeys.do_enroll(
+            db,
+            ctx.actor,
+            key,
+            patient_id,
+            appointment=journeys.NewAppointment(
+                appt.external_id,
+                start,
+                source="fhir",
+                location=appt.location,
+                provider=appt.provider,
+                cancelled=appt.action == "cancel",
+            ),
+        )
+    except (InvalidContact, ValueError, HubError) as exc:
+        return {**entry, "outcome": "error", "message": str(exc)}
+    if appt.action == "cancel":
+        outcome = "cancelled" if result.created or result.cancelled else "already"
+    else:
+        outcome = "enrolled" if result.created else "moved" if result.moved else "already"
+    return {
+        **entry,
+        "outcome": outcome,
+        "enrollment_id": str(result.enrollment_id),
+        "patient_created": created,
+    }
 
-    today = datetime.now(UTC).date()
-    start = (
-        date.fromisoformat(request.query["from"])
-        if request.query.get("from")
-        else (today - timedelta(days=30))
+
+async def api_enroll_fhir(request: web.Request) -> web.Response:
+    """A FHIR R4 Bundle of Appointments and their Patients: each appointment is enrolled
+    (idempotent), moved or cancelled; a bundle that is not valid FHIR is refused whole."""
+    ctx = _coordinator(request)
+    key = request.match_info["key"]
+    try:
+        data = json.loads(await request.text())
+    except ValueError:
+        return error(400, "The body is not JSON; send a FHIR R4 Bundle.", "invalid_json")
+    try:
+        bundle = fhir.parse_bundle(data)
+    except fhir.BundleInvalid as exc:
+        problem = {"status": 400, "code": "invalid_bundle", "field": exc.field}
+        problem["message"] = f"Not a valid FHIR R4 Bundle: {exc}"
+        return web.json_response({"error": problem}, status=400)
+    db = request.app[DB]
+    if key not in await reporting.journey_names(db):
+        return error(404, "No such journey.")
+    if not bundle.appointments:
+        return error(422, "The bundle has no Appointment entries.", "no_appointments")
+    zone = request.query.get("time_zone") or "UTC"
+    entries = [await _enroll_appointment(request, ctx, key, a, zone) for a in bundle.appointments]
+    totals = {
+        outcome: sum(1 for e in entries if e["outcome"] == outcome)
+        for outcome in ("enrolled", "already", "moved", "cancelled", "skipped", "error")
+    }
+    if totals["enrolled"] or totals["moved"] or totals["cancelled"]:
+        release_soon(request.app, [await reporting.do_announce_progress(db, key)])
+    body = {
+        "journey": key,
+        "appointments": len(entries),
+        **totals,
+        "patients_created": sum(1 for e in entries if e.get("patient_created")),
+        "entries": entries,
+    }
+    return web.json_response(body, status=422 if totals["error"] == len(entries) else 200)
+
+
+def _wants_json(request: web.Request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _too_large() -> UploadRefused:
+    return UploadRefused(
+        413,
+        f"The file is larger than {MAX_COHORT_BYTES // (1024 * 1024)} MB; split it into "
+        "smaller files (enrolling a patient twice changes nothing).",
     )
-    end = date.fromisoformat(request.query["to"]) if request.query.get("to") else today
-    return (
-        datetime.combine(start, datetime.min.time(), tzinfo=UTC),
-        datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=UTC),
-    )
+
+
+async def _read_upload(request: web.Request) -> IO[bytes]:
+    """The `cohort` file of the multipart form, its size and encoding checked."""
+    if (request.content_length or 0) > MAX_COHORT_BYTES + MULTIPART_SLACK:
+        raise _too_large()
+    # A plain form post sends the CSRF token as a field, so the CSRF check has read the
+    # whole form already; the page's script sends it as a header and the file is streamed.
+    parsed = request.content.at_eof()
+    if parsed:
+        field = (await request.post()).get("cohort")
+        if not isinstance(field, web.FileField):
+            raise UploadRefused(400, "Choose a CSV file to upload.")
+        spool = field.file
+    else:
+        spool = SpooledTemporaryFile(SPOOL_BYTES)  # noqa: SIM115 - handed to the caller open
+    try:
+        if not parsed:
+            await _stream_part(request, spool)
+        size = spool.seek(0, io.SEEK_END)
+        if size > MAX_COHORT_BYTES:
+            raise _too_large()
+        if size == 0:
+            raise UploadRefused(400, "The file is empty.")
+        _check_text(spool)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+async def _stream_part(request: web.Request, spool: IO[bytes]) -> None:
+    """Copy the `cohort` part to ``spool``, refusing it as soon as it is too large."""
+    reader = await request.multipart()
+    size = 0
+    async for part in reader:
+        if not isinstance(part, BodyPartReader) or part.name != "cohort":
+            continue
+        while chunk := await part.read_chunk(64 * 1024):
+            size += len(chunk)
+            if size > MAX_COHORT_BYTES:
+                raise _too_large()
+            spool.write(chunk)
+        return
+    raise UploadRefused(400, "Choose a CSV file to upload.")
+
+
+def _check_text(spool: IO[bytes]) -> None:
+    """Whole file first: a binary or mis-encoded file is refused before any row enrolls."""
+    spool.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    try:
+        while chunk := spool.read(256 * 1024):
+            if b"\x00" in chunk:
+                raise UnicodeDecodeError("utf-8", chunk, 0, 1, "NUL byte")
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise UploadRefused(
+            400,
+            "This is not a CSV text file. Save the spreadsheet as “CSV UTF-8” and upload that.",
+        ) from None
+    spool.seek(0)
+
+
+async def upload_cohort(request: web.Request) -> web.StreamResponse:
+    """The page's cohort upload: enroll every row, then show the report (counts, first
+    errors). Answers JSON to the page's script, and a page to a plain form post."""
+    ctx = _coordinator(request)
+    key = request.match_info["key"]
+    db = request.app[DB]
+    if key not in await reporting.journey_names(db):
+        raise web.HTTPNotFound()
+    try:
+        upload = await _read_upload(request)
+        stream = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")
+        try:
+            report = await launch(
+                db,
+                request.app[RING],
+                ctx.actor,
+                key,
+                stream,
+                region=request.app[SETTINGS].default_region,
+            )
+        except CohortInvalid as exc:
+            raise UploadRefused(400, f"The file was not enrolled: {exc}.") from None
+        finally:
+            stream.close()
+    except UploadRefused as exc:
+        if _wants_json(request):
+            return error(exc.status, exc.message)
+        return await _page(request, {"journey": key, "error": exc.message}, status=exc.status)
+    if report.enrolled:
+        release_soon(request.app, [await reporting.do_announce_progress(db, key)])
+    result = {
+        "journey": key,
+        "rows": report.rows,
+        "enrolled": report.enrolled,
+        "already": report.already,
+        "patients_created": report.patients_created,
+        "error_count": report.error_count,
+        "errors": report.errors[:FIRST_ERRORS_SHOWN],
+    }
+    if _wants_json(request):
+        return web.json_response(result)
+    return await _page(request, result)
 
 
 async def api_survey_csv(request: web.Request) -> web.Response:
@@ -146,13 +441,10 @@ async def api_survey_csv(request: web.Request) -> web.Response:
 
 async def api_survey(request: web.Request, *, as_csv: bool = False) -> web.Response:
     """The survey report of a journey for a period (JSON), or its answers as CSV."""
-    import csv
-    import io
-
     _coordinator(request)
     try:
-        since, until = _period(request)
-        report = await journeys.do_survey_report(
+        since, until = _period(request.query)
+        report = await reporting.do_survey_report(
             request.app[DB], request.match_info["key"], since, until
         )
     except NotFound:
@@ -178,3 +470,24 @@ async def api_survey(request: web.Request, *, as_csv: bool = False) -> web.Respo
             "questions": [dict(plain(q), response_rate=q.response_rate) for q in report.questions],
         }
     )
+
+
+def routes() -> list[web.RouteDef]:
+    """Every journey route, for web/routes.py's table."""
+    return [
+        web.get("/journeys", journeys_page, name="journeys"),
+        web.post("/journeys/{key}/status", set_status_form, name="journey_status"),
+        web.post("/journeys/{key}/cohort", upload_cohort, name="journey_cohort"),
+        web.get("/journeys/{key}/steps/{step}/{column}", drilldown_page, name="journey_drilldown"),
+        web.get("/api/journeys/{key}/funnel", api_funnel, name="api_funnel"),
+        web.get(
+            "/api/journeys/{key}/steps/{step}/{column}",
+            api_drilldown,
+            name="api_journey_drilldown",
+        ),
+        web.post("/api/journeys/{key}/status", api_status, name="api_journey_status"),
+        web.post("/api/journeys/{key}/enrollments", api_enroll, name="api_enroll"),
+        web.post("/api/journeys/{key}/enrollments/fhir", api_enroll_fhir, name="api_enroll_fhir"),
+        web.get("/api/journeys/{key}/survey", api_survey, name="api_survey"),
+        web.get("/api/journeys/{key}/survey.csv", api_survey_csv, name="api_survey_csv"),
+    ]

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 import hub
+from hub.journeys.reporting import COLUMNS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -44,6 +45,20 @@ DATE_RANGE = [
     {"name": n, "in": "query", "required": False, "schema": {"type": "string", "format": "date"}}
     for n in ("from", "to")
 ]
+STRING = {"type": "string"}
+FHIR_BUNDLE = {
+    "type": "object",
+    "required": ["resourceType", "type"],
+    "description": "FHIR R4 Bundle; entries are Appointment (id or identifier, status, start "
+    "with offset, participant.actor referring to a Patient entry by fullUrl or Patient/id) and "
+    "Patient (telecom phone/email, name, communication.language, identifier, optional "
+    "http://hl7.org/fhir/StructureDefinition/timezone extension).",
+    "properties": {
+        "resourceType": {"const": "Bundle"},
+        "type": {"type": "string"},
+        "entry": {"type": "array", "items": {"type": "object"}},
+    },
+}
 LIST_PARAMS = [
     {"name": name, "in": "query", "required": False, "schema": schema}
     for name, schema in [
@@ -180,9 +195,78 @@ def document() -> dict[str, Any]:
             "/api/canned-responses": {"get": _op("Saved replies", errors=(401,))},
             "/api/journeys/{key}/funnel": {
                 "get": _op(
-                    "Counts per step: runs by status and their messages by delivery status",
-                    params=KEY,
+                    "Patients per step and funnel column (enrolled, waiting, skipped, stopped, "
+                    "sent, delivered, replied, confirmed, cancelled, opted_out, failed; "
+                    "`columns` defines each), failure reasons, runs by status and messages by "
+                    "delivery status. Counts only, no patient data",
+                    params=[
+                        *KEY,
+                        {
+                            "name": "live",
+                            "in": "query",
+                            "required": False,
+                            "description": "1: accept counts up to a second old, shared with "
+                            "every screen watching (what the journeys page uses)",
+                            "schema": {"enum": ["1"]},
+                        },
+                    ],
                 )
+            },
+            "/api/journeys/{key}/steps/{step}/{column}": {
+                "get": _op(
+                    "The patients behind one funnel cell, 50 a page: name, masked contact, "
+                    "statuses, reason, conversation id when the caller may open it (audited "
+                    "per patient)",
+                    params=[
+                        *KEY,
+                        {"name": "step", "in": "path", "required": True, "schema": STRING},
+                        {
+                            "name": "column",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"enum": list(COLUMNS)},
+                        },
+                        {
+                            "name": "page",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1},
+                        },
+                    ],
+                )
+            },
+            "/api/journeys/{key}/enrollments/fhir": {
+                "post": {
+                    **_op(
+                        "Enroll from a FHIR R4 Bundle of Appointment and Patient resources: "
+                        "each appointment's Patient participant is matched by phone or email "
+                        "(or created) and enrolled; the same bundle again changes nothing, a "
+                        "moved start moves pending steps, cancelled/noshow/entered-in-error "
+                        "cancel them, proposed/waitlist are skipped. A bundle that is not "
+                        "valid FHIR is refused whole (400 naming `field`); an appointment the "
+                        "hub cannot use is reported in `entries` while the others go on (422 "
+                        "when none could be used)",
+                        params=[
+                            *KEY,
+                            {
+                                "name": "time_zone",
+                                "in": "query",
+                                "required": False,
+                                "description": "IANA zone for new patients whose Patient or "
+                                "Appointment has no timezone extension (default UTC)",
+                                "schema": STRING,
+                            },
+                        ],
+                        errors=(400, 401, 404, 422),
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            media: {"schema": FHIR_BUNDLE}
+                            for media in ("application/fhir+json", "application/json")
+                        },
+                    },
+                }
             },
             "/api/journeys/{key}/survey": {
                 "get": _op(

@@ -1,6 +1,7 @@
 """socket.io at /socket.io/: namespace /staff for the inbox (authenticated by the session
 cookie), /chat for patients (arrives with the chat channel). Events cross processes through
-Redis; rooms are team:<id>, staff:<id> and conversation:<id>."""
+Redis; rooms are team:<id>, staff:<id>, conversation:<id>, and journeys (coordinators and
+admins: journey progress)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import socketio
 from aiohttp import web
 from sqlalchemy import select
 
+from hub.enums import Role
 from hub.inbox.access import StaffContext
 from hub.inbox.actions.conversations import visible_conversation
 from hub.inbox.actions.staff import do_load_staff
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Team
+from hub.journeys.reporting import PROGRESS_ROOM
 from hub.notify import STAFF_NAMESPACE, UNROUTED_ROOM, room_for_team
 from web.keys import DB, PRESENCE, SESSIONS
 from web.sessions import COOKIE_NAME
@@ -77,6 +80,8 @@ class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             team_ids = set(ctx.team_ids)
         for team_id in team_ids:
             await self.enter_room(sid, room_for_team(str(team_id)))
+        if ctx.role in (Role.COORDINATOR, Role.ADMIN):  # only they have the journeys page
+            await self.enter_room(sid, PROGRESS_ROOM)
         await self.app[PRESENCE].seen(ctx.staff_id, sid)
         hand_out_soon(self.app, ctx.staff_id)  # coming online frees nothing but takes backlog
 

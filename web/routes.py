@@ -62,8 +62,7 @@ def setup_routes(app: web.Application) -> None:
             web.post("/admin/routing/triage", admin.save_triage, name="admin_save_triage"),
             web.get("/admin/canned", admin.canned_page, name="admin_canned"),
             web.post("/admin/canned", admin.save_canned, name="admin_save_canned"),
-            web.get("/journeys", journeys.journeys_page, name="journeys"),
-            web.post("/journeys/{key}/status", journeys.set_status_form, name="journey_status"),
+            *journeys.routes(),
             # REST API
             web.get("/api/openapi.json", openapi.openapi, name="api_openapi"),
             web.get("/api/me", api.me, name="api_me"),
@@ -79,13 +78,6 @@ def setup_routes(app: web.Application) -> None:
                 "/api/patients/{id}/consents.fhir", api.export_consents, name="api_consents_fhir"
             ),
             web.get("/api/canned-responses", api.list_canned, name="api_canned"),
-            web.get("/api/journeys/{key}/funnel", journeys.api_funnel, name="api_funnel"),
-            web.post("/api/journeys/{key}/status", journeys.api_status, name="api_journey_status"),
-            web.post("/api/journeys/{key}/enrollments", journeys.api_enroll, name="api_enroll"),
-            web.get("/api/journeys/{key}/survey", journeys.api_survey, name="api_survey"),
-            web.get(
-                "/api/journeys/{key}/survey.csv", journeys.api_survey_csv, name="api_survey_csv"
-            ),
             web.get(
                 "/api/canned-responses/{id}/render", api.render_canned, name="api_canned_render"
             ),

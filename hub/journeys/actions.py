@@ -274,45 +274,6 @@ async def do_schedule_due(
     return tuple(effects)
 
 
-@dataclass(frozen=True)
-class StepFunnel:
-    step_id: str
-    runs: dict[str, int]
-    """planned, claimed, sent, skipped, cancelled, failed."""
-    messages: dict[str, int]
-    """Delivery status of the messages sent: queued ... delivered, read, failed."""
-
-
-@dataclass(frozen=True)
-class Funnel:
-    key: str
-    name: str
-    status: str
-    enrollments: dict[str, int]
-    steps: list[StepFunnel]
-
-
-async def do_funnel(db: Database, key: str) -> Funnel:
-    """Counts per step (no PHI): what a coordinator watches while a journey runs."""
-    async with db.reader() as session:
-        journey = await queries.journey_by_key(session, key)
-        if journey is None:
-            raise NotFound(f"no journey with key {key}")
-        runs = await queries.run_counts(session, journey.id)
-        messages = await queries.delivery_counts(session, journey.id)
-        enrollments = await queries.enrollment_counts(session, journey.id)
-    steps = []
-    for step in definition_of(journey).steps:
-        steps.append(
-            StepFunnel(
-                step.id,
-                {status: n for sid, status, n in runs if sid == step.id},
-                {status: n for sid, status, n in messages if sid == step.id},
-            )
-        )
-    return Funnel(journey.key, journey.name, journey.status.value, enrollments, steps)
-
-
 async def do_set_journey_status(db: Database, actor: Actor, key: str, status: str) -> None:
     """Pause (due steps wait), resume, or stop (pending steps are cancelled)."""
     new = JourneyStatus(status)
@@ -330,60 +291,3 @@ async def do_set_journey_status(db: Database, actor: Actor, key: str, status: st
                 for run in await queries.runs_of(session, enrollment.id, PENDING):
                     run.status, run.reason = RunStatus.CANCELLED, "the journey was stopped"
         await record(session, actor, f"journey.{new.value}", "journey", journey.id)
-
-
-@dataclass(frozen=True)
-class SurveyQuestionReport:
-    step_id: str
-    scale: str
-    asked: int
-    answered: int
-    distribution: dict[int, int]
-    nps: float | None
-    """Net promoter score for 0-10 questions: % 9-10 minus % 0-6."""
-
-    @property
-    def response_rate(self) -> float | None:
-        return round(self.answered / self.asked, 3) if self.asked else None
-
-
-@dataclass(frozen=True)
-class SurveyReport:
-    key: str
-    since: datetime
-    until: datetime
-    questions: list[SurveyQuestionReport]
-    rows: list[tuple[str, int, datetime, uuid.UUID]]
-    """(step, score, answered at, enrollment) for the CSV: ids only, no PHI."""
-
-
-async def do_survey_report(
-    db: Database, key: str, since: datetime, until: datetime
-) -> SurveyReport:
-    async with db.reader() as session:
-        journey = await queries.journey_by_key(session, key)
-        if journey is None:
-            raise NotFound(f"no journey with key {key}")
-        steps = [
-            s
-            for s in definition_of(journey).steps
-            if s.survey is not None and s.survey.scale != "free_text"
-        ]
-        rows = list(await queries.survey_rows(session, journey.id, since, until))
-        asked = await queries.survey_asks(session, journey.id, [s.id for s in steps], since, until)
-    questions = []
-    for step in steps:
-        assert step.survey is not None
-        scores = [score for sid, score, _, _ in rows if sid == step.id]
-        distribution = {n: scores.count(n) for n in sorted(set(scores))}
-        nps = None
-        if step.survey.scale == "0-10" and scores:
-            promoters = sum(1 for s in scores if s >= 9)
-            detractors = sum(1 for s in scores if s <= 6)
-            nps = round(100 * (promoters - detractors) / len(scores), 1)
-        questions.append(
-            SurveyQuestionReport(
-                step.id, step.survey.scale, asked.get(step.id, 0), len(scores), distribution, nps
-            )
-        )
-    return SurveyReport(key, since, until, questions, rows)

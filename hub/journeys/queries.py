@@ -116,53 +116,6 @@ async def patient_replied_since(
     return (await session.scalars(stmt)).first() is not None
 
 
-async def run_counts(session: AsyncSession, journey_id: uuid.UUID) -> list[tuple[str, str, int]]:
-    """(step id, run status, count) for a journey's funnel."""
-    from sqlalchemy import func
-
-    stmt = (
-        select(StepRun.step_id, StepRun.status, func.count())
-        .join(Enrollment, Enrollment.id == StepRun.enrollment_id)
-        .where(Enrollment.journey_id == journey_id)
-        .group_by(StepRun.step_id, StepRun.status)
-    )
-    return [(row[0], row[1].value, int(row[2])) for row in (await session.execute(stmt)).all()]
-
-
-async def delivery_counts(
-    session: AsyncSession, journey_id: uuid.UUID
-) -> list[tuple[str, str, int]]:
-    """(step id, message status, count) of the messages the journey's runs produced."""
-    from sqlalchemy import func
-
-    from hub.inbox.models import Message
-
-    stmt = (
-        select(StepRun.step_id, Message.status, func.count())
-        .join(Enrollment, Enrollment.id == StepRun.enrollment_id)
-        .join(Message, Message.id == StepRun.message_id)
-        .where(Enrollment.journey_id == journey_id)
-        .group_by(StepRun.step_id, Message.status)
-    )
-    return [(row[0], row[1].value, int(row[2])) for row in (await session.execute(stmt)).all()]
-
-
-async def enrollment_counts(session: AsyncSession, journey_id: uuid.UUID) -> dict[str, int]:
-    from sqlalchemy import func
-
-    stmt = (
-        select(Enrollment.status, func.count(), func.count(Enrollment.confirmed_at))
-        .where(Enrollment.journey_id == journey_id)
-        .group_by(Enrollment.status)
-    )
-    counts: dict[str, int] = {"enrolled": 0, "confirmed": 0}
-    for status, n, confirmed in (await session.execute(stmt)).all():
-        counts[status.value] = int(n)
-        counts["enrolled"] += int(n)
-        counts["confirmed"] += int(confirmed)
-    return counts
-
-
 async def all_journeys(session: AsyncSession) -> Sequence[Journey]:
     return (await session.scalars(select(Journey).order_by(Journey.name))).all()
 
@@ -173,58 +126,6 @@ async def enrollments_of_journey(
     return (
         await session.scalars(select(Enrollment).where(Enrollment.journey_id == journey_id))
     ).all()
-
-
-async def survey_rows(
-    session: AsyncSession, journey_id: uuid.UUID, since: datetime, until: datetime
-) -> Sequence[tuple[str, int, datetime, uuid.UUID]]:
-    """(step id, score, answered at, enrollment id) for scored answers in the period."""
-    stmt = (
-        select(
-            SurveyAnswer.step_id,
-            SurveyAnswer.score,
-            SurveyAnswer.created_at,
-            SurveyAnswer.enrollment_id,
-        )
-        .join(Enrollment, Enrollment.id == SurveyAnswer.enrollment_id)
-        .where(
-            Enrollment.journey_id == journey_id,
-            SurveyAnswer.score.is_not(None),
-            SurveyAnswer.created_at >= since,
-            SurveyAnswer.created_at < until,
-        )
-        .order_by(SurveyAnswer.created_at)
-    )
-    return [
-        (step, score, at, enrollment)
-        for step, score, at, enrollment in (await session.execute(stmt)).all()
-        if score is not None
-    ]
-
-
-async def survey_asks(
-    session: AsyncSession,
-    journey_id: uuid.UUID,
-    step_ids: Sequence[str],
-    since: datetime,
-    until: datetime,
-) -> dict[str, int]:
-    """Survey questions sent in the period, per step (the response rate's denominator)."""
-    from sqlalchemy import func
-
-    stmt = (
-        select(StepRun.step_id, func.count())
-        .join(Enrollment, Enrollment.id == StepRun.enrollment_id)
-        .where(
-            Enrollment.journey_id == journey_id,
-            StepRun.step_id.in_(list(step_ids)),
-            StepRun.status == RunStatus.SENT,
-            StepRun.due_at >= since,
-            StepRun.due_at < until,
-        )
-        .group_by(StepRun.step_id)
-    )
-    return {r[0]: int(r[1]) for r in (await session.execute(stmt)).all()}
 
 
 async def patient_enrollments(

@@ -47,6 +47,7 @@
   setUnread(document.getElementById("unread-count")?.textContent || 0);
 
   const socket = io("/staff", { transports: ["websocket", "polling"], withCredentials: true });
+  window.hubSocket = socket; // journeys.js listens on the same connection
   socket.on("connect", () => {
     window.hubSocketConnected = true;
     say("");
