@@ -150,6 +150,9 @@ async def smtp_receiver(app: web.Application) -> AsyncIterator[None]:
         ),
         host=settings.host,
         port=settings.inbound_smtp_port,
+        # Several `hub serve` processes on one machine share the port (the kernel spreads
+        # connections), as they share nothing else the receiver needs.
+        reuse_port=True,
     )
     app[SMTP_SERVER] = server
     log.info("SMTP receiver listening", extra={"port": settings.inbound_smtp_port})
