@@ -16,7 +16,7 @@ from hub.channels.base import InboundMessage
 from hub.consent import actions as consent
 from hub.consent.models import ConsentSource
 from hub.crypto import KeyRing
-from hub.db import Database
+from hub.db import Database, utcnow
 from hub.enums import Channel, MessageStatus
 from hub.inbox import actions
 from hub.inbox.models import Message, Note
@@ -447,6 +447,7 @@ async def test_survey_report_and_csv(
     settings: Any,
     aiohttp_client: Any,
     fresh_redis: None,
+    set_clock: Any,
 ) -> None:
     from dataclasses import replace
 
@@ -455,15 +456,16 @@ async def test_survey_report_and_csv(
     from tests.staff_helpers import sign_in
     from web.app import create_app
 
+    set_clock(datetime(2026, 11, 20, 17, tzinfo=UTC))  # noon in New York: the survey goes now
     pid = setup["patient_id"]
-    discharge = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1, minutes=5)
+    discharge = utcnow().replace(microsecond=0) - timedelta(days=1, minutes=5)
     async with db.transaction() as session:
         change = consent.ConsentChange(ConsentSource.STAFF, "staff:x", "asked in person")
         session.add(
             change.record(pid, Channel.SMS, Purpose.SURVEYS, ConsentState.GRANTED, discharge)
         )
     await journeys.do_enroll(db, SYSTEM, "test_survey", pid, anchor_at=discharge, now=discharge)
-    await dispatch_due(db, ring, datetime.now(UTC))
+    await dispatch_due(db, ring, utcnow())
     await actions.do_receive_inbound(db, ring, inbound("6"), {}, help_text="help")
 
     client = await aiohttp_client(
