@@ -15,6 +15,7 @@ from hub.consent.exceptions import ConsentRefused
 from hub.errors import HubError
 from hub.inbox import actions
 from hub.inbox.actions.delivery import SendOutcome, SendTask
+from hub.journeys.dispatch import do_prepare_batch  # loaded before the pool forks, not per job
 from worker.runtime import JobRuntime, job_runtime
 
 log = logging.getLogger(__name__)
@@ -38,16 +39,15 @@ def dispatch_batch(run_ids: str) -> str:
     return asyncio.run(run_dispatch_batch([uuid.UUID(r) for r in run_ids.split(",") if r]))
 
 
-SEND_CONCURRENCY = 64
-"""Provider calls of one batch in flight at once (Twilio's API allows far more per account;
-this bounds one worker's sockets and memory)."""
+SEND_CONCURRENCY = 100
+"""Provider calls of one batch in flight at once (the SDK's HTTP client holds 100 connections).
+A batch's sends then take at most DEFAULT_BATCH / 100 = 5 API timeouts (75 s), well inside the
+120 s after which the stuck-send sweep takes an unanswered send for a dead one."""
 
 
 async def run_dispatch_batch(run_ids: list[uuid.UUID], settings: Settings | None = None) -> str:
     """Prepare a claimed batch in one transaction, send its messages concurrently, record the
     answers in one more. Runs another batch already handled come back as "gone"."""
-    from hub.journeys.dispatch import do_prepare_batch
-
     async with job_runtime(settings) as rt:
         batch = await do_prepare_batch(
             rt.db,

@@ -30,8 +30,9 @@ from hub.journeys.models import (
 
 CLAIM_LEASE = timedelta(minutes=5)
 """A batch owns its claimed runs this long; if it dies, another batch takes them after."""
-DEFAULT_BATCH = 200
-"""Step runs claimed per dispatch batch."""
+DEFAULT_BATCH = 500
+"""Step runs claimed per dispatch batch (one job: its fixed cost, a work horse with its own
+engine, is shared by this many messages)."""
 PENDING = (RunStatus.PLANNED, RunStatus.CLAIMED)
 
 

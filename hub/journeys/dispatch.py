@@ -3,9 +3,10 @@ channel, template, message, first delivery attempt, run status) with a handful o
 all its runs; the caller then sends the prepared messages concurrently and records the answers
 in one more transaction (hub.inbox.actions.delivery.do_record_outcomes).
 
-The batch's rows are written in bulk (one multi-row INSERT per table, one UPDATE statement
-for the runs by primary key) rather than through the session's unit of work, whose per-object
-bookkeeping cost more than deciding and rendering a message.
+Rows are read as plain values where nothing writes them back through the ORM, and written in
+bulk (one INSERT per table and one UPDATE of the runs, each executed for all rows) rather than
+through the session's unit of work, whose per-object bookkeeping cost more than deciding and
+rendering a message.
 
 Exactly once: a run leaves ``claimed`` in the same commit that creates its message and claims
 the message's first attempt, so a duplicated or retried batch finds it handled ("gone"). A batch
@@ -33,14 +34,11 @@ from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Pri
 from hub.errors import HubError
 from hub.inbox.actions.delivery import SendTask, message_new_effect, send_job_effect
 from hub.inbox.actions.email_out import build_extras
-from hub.inbox.actions.patients import view_patient
 from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
 from hub.journeys import dispatch_queries as dq
 from hub.journeys.actions import definition_of
 from hub.journeys.definitions import JourneyDefinition, StepDefinition
 from hub.journeys.models import (
-    Appointment,
-    Enrollment,
     Journey,
     JourneyStatus,
     RunStatus,
@@ -91,10 +89,9 @@ class _Batch:
     public_url: str
     reply_domain: str | None
     policy: Any
-    enrollments: dict[uuid.UUID, Enrollment]
+    enrollments: dict[uuid.UUID, dq.EnrollmentFacts]
     journeys: dict[uuid.UUID, Journey]
     patients: dict[uuid.UUID, Patient]
-    appointments: dict[uuid.UUID, Appointment]
     consent: dict[tuple[uuid.UUID, Channel], dict[Purpose, Any]]
     sends: dict[uuid.UUID, list[datetime]]
     conversations: dict[tuple[uuid.UUID, Channel], Conversation]
@@ -144,7 +141,7 @@ async def do_prepare_batch(
         await dq.insert_rows(session, Conversation, batch.new_conversations)
         await dq.insert_rows(session, Message, batch.new_messages)
         await dq.insert_rows(session, DeliveryAttempt, batch.new_attempts)
-        await dq.update_runs(session, batch.run_changes)
+        await dq.update_by_id(session, StepRun, batch.run_changes)
         # Staff watching an open conversation see the reminder appear; resolved ones (most
         # reminders) are on no one's screen, and 20,000 events per launch would cost more
         # than the sends.
@@ -162,20 +159,17 @@ async def do_prepare_batch(
 async def _load(
     session: AsyncSession,
     ring: KeyRing,
-    runs: list[StepRun],
+    runs: list[dq.ClaimedRun],
     now: datetime,
     providers: Mapping[Channel, str],
     clinic: Mapping[str, Any],
     public_url: str,
     reply_domain: str | None,
 ) -> _Batch:
-    enrollments = await dq.by_ids(session, Enrollment, [r.enrollment_id for r in runs])
+    enrollments = await dq.enrollment_facts(session, [r.enrollment_id for r in runs])
     journeys = await dq.by_ids(session, Journey, [e.journey_id for e in enrollments.values()])
     patient_ids = {e.patient_id for e in enrollments.values()}
     patients = await dq.by_ids(session, Patient, patient_ids)
-    appointments = await dq.by_ids(
-        session, Appointment, [e.appointment_id for e in enrollments.values() if e.appointment_id]
-    )
     conditions: set[str] = set()
     for run in runs:
         journey = journeys[enrollments[run.enrollment_id].journey_id]
@@ -195,7 +189,6 @@ async def _load(
         enrollments=enrollments,
         journeys=journeys,
         patients=patients,
-        appointments=appointments,
         consent=await consent_queries.latest_records_of(session, patient_ids),
         sends=await consent_queries.automated_sends_of(
             session,
@@ -223,7 +216,7 @@ def _step(definition: JourneyDefinition, step_id: str) -> StepDefinition | None:
 
 
 async def _dispatch_one(
-    batch: _Batch, run: StepRun, enrollment: Enrollment, journey: Journey
+    batch: _Batch, run: dq.ClaimedRun, enrollment: dq.EnrollmentFacts, journey: Journey
 ) -> Dispatched:
     reason: str | None
     if journey.status is JourneyStatus.PAUSED:
@@ -242,13 +235,14 @@ async def _dispatch_one(
         return Dispatched(run.id, "skipped", skip, None)
     patient = batch.patients[enrollment.patient_id]
     purpose = step.purpose or definition.purpose
+    channels = patient.channels()
     choice = consent.choose_from(
         patient,
         purpose,
         batch.now,
         policy=batch.policy,
         available=set(batch.providers),
-        order=step.channel_order(_patient_order(patient)),
+        order=step.channel_order(channels),
         excluded={
             c: "an earlier attempt of this step failed on it" for c in _failed_channels(batch, run)
         },
@@ -259,7 +253,7 @@ async def _dispatch_one(
     )
     notes = choice.reasons
     decision = choice.decision
-    channel = decision.channel if decision else _first_channel(patient)
+    channel = decision.channel if decision else (channels[0] if channels else Channel.SMS)
     conversation = _conversation_for(batch, patient, channel)
     message_id = new_id()
     message: dict[str, Any] = {
@@ -327,7 +321,7 @@ _UNCHANGED: Any = object()
 
 def _change_run(
     batch: _Batch,
-    run: StepRun,
+    run: dq.ClaimedRun,
     status: RunStatus,
     *,
     claimed_until: datetime | None = _UNCHANGED,
@@ -340,7 +334,7 @@ def _change_run(
     row is locked, so they are current)."""
     batch.run_changes.append(
         {
-            "id": run.id,
+            "row_id": run.id,
             "status": status,
             "claimed_until": run.claimed_until if claimed_until is _UNCHANGED else claimed_until,
             "reason": run.reason if reason is _UNCHANGED else reason,
@@ -414,7 +408,7 @@ def _claim_first_attempt(
     )
 
 
-def _skip_reason(batch: _Batch, step: StepDefinition, enrollment: Enrollment) -> str | None:
+def _skip_reason(batch: _Batch, step: StepDefinition, enrollment: dq.EnrollmentFacts) -> str | None:
     for condition in step.conditions:
         if condition == "skip_if_confirmed" and enrollment.confirmed_at is not None:
             return "the patient already confirmed"
@@ -433,7 +427,7 @@ def _skip_reason(batch: _Batch, step: StepDefinition, enrollment: Enrollment) ->
 async def _render(
     batch: _Batch,
     step: StepDefinition,
-    enrollment: Enrollment,
+    enrollment: dq.EnrollmentFacts,
     patient: Patient,
     channel: Channel,
 ) -> Rendered:
@@ -448,14 +442,28 @@ async def _render(
     variant = batch.variants[key]
     if isinstance(variant, HubError):
         raise variant
-    appt = batch.appointments.get(enrollment.appointment_id) if enrollment.appointment_id else None
-    appointment = (
-        {"start": appt.start_at, "location": appt.location, "provider": appt.provider}
-        if appt
-        else None
-    )
-    context = template_context(view_patient(batch.ring, patient), appointment, batch.clinic)
-    return render_variant(variant, context)
+    appointment = None
+    if enrollment.appointment_start is not None:
+        appointment = {
+            "start": enrollment.appointment_start,
+            "location": enrollment.appointment_location,
+            "provider": enrollment.appointment_provider,
+        }
+    named = _Named(patient.unseal(batch.ring, "name"), patient.language, patient.time_zone)
+    return render_variant(variant, template_context(named, appointment, batch.clinic))
+
+
+@dataclass(frozen=True)
+class _Named:
+    """What a template sees of a patient (hub.templates.actions.PatientFields). Only the name
+    is decrypted: a full view would also open the addresses, which templates never use."""
+
+    name: str | None
+    language: str
+    time_zone: str
+
+    def __repr__(self) -> str:  # keep the name out of tracebacks
+        return "_Named(...)"
 
 
 def _conversation_for(batch: _Batch, patient: Patient, channel: Channel) -> Conversation:
@@ -481,28 +489,9 @@ def _conversation_for(batch: _Batch, patient: Patient, channel: Channel) -> Conv
     return conversation
 
 
-def _patient_order(patient: Patient) -> list[Channel]:
-    order = []
-    for name in patient.channel_order:
-        try:
-            order.append(Channel(name))
-        except ValueError:
-            continue
-    return order
-
-
-def _failed_channels(batch: _Batch, run: StepRun) -> set[Channel]:
+def _failed_channels(batch: _Batch, run: dq.ClaimedRun) -> set[Channel]:
     """Channels an earlier attempt of this step already failed on (a fallback attempt)."""
     return {Channel(c) for c in batch.failed.get((run.enrollment_id, run.step_id), ())}
-
-
-def _first_channel(patient: Patient) -> Channel:
-    for name in patient.channel_order:
-        try:
-            return Channel(name)
-        except ValueError:
-            continue
-    return Channel.SMS
 
 
 def providers_for(connected: Iterable[Channel], known: Mapping[Channel, str]) -> dict[Channel, str]:

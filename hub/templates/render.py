@@ -143,9 +143,14 @@ class _Scope:
         return f"_Scope({self._path})"
 
 
+_LEAF_TYPES = frozenset({str, int, float, bool, datetime, date})
+"""Types of most context values: never mappings, so they skip the costly ABC check."""
+
+
 def _scoped(value: Any, path: str) -> Any:
     """Mappings become scopes; ``None`` values are left out, so using them is an error."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is dict or (kind not in _LEAF_TYPES and isinstance(value, Mapping)):
         return _Scope(
             path,
             {str(k): _scoped(v, f"{path}.{k}") for k, v in value.items() if v is not None},
@@ -222,7 +227,19 @@ def _format(ctx: Context, value: Any, kind: str, fmt: str | None) -> str:
         pattern = fmt
     if not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day, 12, tzinfo=tz)
-    return format_datetime(value, pattern, tzinfo=tz, locale=loc).translate(_SPACES)
+    # Keyed on exactly what Babel reads (the wall time, its zone and fold), not on the instant:
+    # a time given in the target zone is printed as given, even in a DST gap.
+    return _formatted(value.replace(tzinfo=None), value.tzinfo, value.fold, tz_name, loc, pattern)
+
+
+@functools.lru_cache(maxsize=1024)
+def _formatted(
+    wall: datetime, zone: Any, fold: int, tz_name: str, loc: Locale, pattern: str
+) -> str:
+    """Babel's formatting, remembered: a batch of reminders repeats a few appointment slots,
+    and each call costs more than the rest of a render."""
+    value = wall.replace(tzinfo=zone, fold=fold)
+    return format_datetime(value, pattern, tzinfo=ZoneInfo(tz_name), locale=loc).translate(_SPACES)
 
 
 @pass_context
@@ -240,10 +257,23 @@ def _datetime(ctx: Context, value: Any, fmt: str | None = None) -> str:
     return _format(ctx, value, "datetime", fmt)
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Most lookups in a message are a variable of a group (patient.first_name): answer
+        # them from the group's values. The generic path would probe the object and run the
+        # safety checks, which never refuse a public name of a _Scope (it has no methods).
+        if type(obj) is _Scope and attribute[:1] != "_":
+            try:
+                value = obj._values[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+            fmt = self.wrap_str_format(value)
+            return value if fmt is None else fmt
+        return super().getattr(obj, attribute)
+
+
 def _environment(*, html: bool) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        undefined=_Missing, autoescape=html, trim_blocks=True, lstrip_blocks=True
-    )
+    env = _Sandbox(undefined=_Missing, autoescape=html, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(date=_date, time=_time, datetime=_datetime)
     return env
 

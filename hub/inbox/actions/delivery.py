@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from hub.audit import record
 from hub.channels.base import (
@@ -323,6 +324,10 @@ async def do_record_outcomes(
     db: Database, outcomes: Sequence[SendOutcome], *, retry_base_s: float
 ) -> tuple[uuid.UUID, ...]:
     """Record the answers to many sends in one transaction (a dispatch batch)."""
+    # Imported here because journeys send through this package; the bulk UPDATE lives with
+    # the dispatch batch's other bulk writes.
+    from hub.journeys.dispatch_queries import update_by_id
+
     if not outcomes:
         return ()
     ids = [o.task.outbound.message_id for o in outcomes]
@@ -332,30 +337,63 @@ async def do_record_outcomes(
         # a callback and a batch never wait on each other in a cycle.
         attempts = await queries.attempts_for_update(session, ids)
         messages = await queries.messages_for_update(session, ids)
+        written: dict[uuid.UUID, tuple[Message | DeliveryAttempt, tuple[str, ...]]] = {}
         for outcome in outcomes:
             out = outcome.task.outbound
             message, attempt = messages[out.message_id], attempts[(out.message_id, out.attempt)]
             if outcome.receipt is not None:
-                _apply_receipt(message, attempt, outcome.receipt)
+                _apply_receipt(message, attempt, outcome.receipt, written)
             else:
                 assert outcome.failure is not None
                 effects += await fail_or_retry_in(
                     session, message, attempt, outcome.failure, MessageStatus.FAILED, retry_base_s
                 )
+        # Receipts (nearly every outcome) go out as one UPDATE per table instead of the
+        # session's per-object flush. Rows are read off the objects now, so a row that a
+        # failure also changed (flushed then, or at commit) ends as the objects say.
+        for model in (DeliveryAttempt, Message):
+            rows = [
+                {"row_id": obj.id, **{k: getattr(obj, k) for k in keys}}
+                for obj, keys in written.values()
+                if isinstance(obj, model)
+            ]
+            await update_by_id(session, model, rows)
     return tuple(effects)
 
 
-def _apply_receipt(message: Message, attempt: DeliveryAttempt, receipt: SendReceipt) -> None:
-    attempt.provider_message_id = receipt.provider_message_id
-    if can_advance(attempt.status, receipt.status):
-        attempt.status = receipt.status
+def _apply_receipt(
+    message: Message,
+    attempt: DeliveryAttempt,
+    receipt: SendReceipt,
+    written: dict[uuid.UUID, tuple[Message | DeliveryAttempt, tuple[str, ...]]],
+) -> None:
+    """Apply a provider's answer to the loaded objects without making them dirty, noting in
+    ``written`` each object that changed and the columns to write for it in bulk (an object
+    nothing changes is not written: a flush would skip it too, leaving its updated_at alone)."""
+
+    def note(obj: Message | DeliveryAttempt, values: dict[str, object]) -> None:
+        changed = False
+        for key, value in values.items():
+            if getattr(obj, key) != value:
+                set_committed_value(obj, key, value)
+                changed = True
+        if changed:
+            written[obj.id] = (obj, tuple(values))
+
+    status = receipt.status if can_advance(attempt.status, receipt.status) else attempt.status
+    note(attempt, {"provider_message_id": receipt.provider_message_id, "status": status})
     if message.send_attempts == attempt.attempt:
-        message.provider = receipt.provider
-        message.provider_message_id = receipt.provider_message_id
+        values: dict[str, object] = {
+            "provider": receipt.provider,
+            "provider_message_id": receipt.provider_message_id,
+            "error_code": message.error_code,
+            "error_reason": message.error_reason,
+        }
         if message.status is MessageStatus.SENDING:
             # A previous attempt's failure note no longer applies; but if a callback got
             # here first (delivered, or failed and rescheduled), its outcome stands.
-            message.error_code = message.error_reason = None
+            values["error_code"] = values["error_reason"] = None
+        note(message, values)
 
 
 async def do_record_send_failure(
