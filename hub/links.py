@@ -93,3 +93,37 @@ def read_unsubscribe_token(ring: KeyRing, token: str) -> Unsubscribe | None:
     return Unsubscribe(
         uuid.UUID(bytes=payload[:16]), _PURPOSES[payload[16]], uuid.UUID(bytes=payload[17:])
     )
+
+
+CHAT_TOKEN_LIFETIME = timedelta(days=7)
+"""How long a "chat with us" link opens the patient's chat; a new invite or an offline notice
+carries a fresh one."""
+
+
+def chat_token(ring: KeyRing, patient_id: uuid.UUID, now: datetime) -> str:
+    """48 characters naming the patient until ``CHAT_TOKEN_LIFETIME`` from ``now`` (to the
+    minute). Its own purpose key, so a reply or unsubscribe token never opens a chat."""
+    expires = int((now + CHAT_TOKEN_LIFETIME).timestamp() // 60)
+    return _sign(ring, "chat", patient_id.bytes + struct.pack(">I", expires))
+
+
+def _open_chat_token(ring: KeyRing, token: str) -> tuple[uuid.UUID, datetime] | None:
+    payload = _verify(ring, "chat", token, 20)
+    if payload is None:
+        return None
+    (expires,) = struct.unpack(">I", payload[16:])
+    return uuid.UUID(bytes=payload[:16]), datetime.fromtimestamp(expires * 60, UTC)
+
+
+def chat_token_expiry(ring: KeyRing, token: str) -> datetime | None:
+    """When a genuine token stops (or stopped) working; None for anything else."""
+    opened = _open_chat_token(ring, token)
+    return opened[1] if opened else None
+
+
+def read_chat_token(ring: KeyRing, token: str, now: datetime) -> uuid.UUID | None:
+    """The patient a genuine, unexpired chat token names; None for anything else."""
+    opened = _open_chat_token(ring, token)
+    if opened is None or opened[1] < now:
+        return None
+    return opened[0]

@@ -60,6 +60,7 @@ SHIPPED_KEYS = {
     "survey_could_do_better",
     "survey_thanks",
     "screening_recall",
+    "chat_invite",
 }
 
 
@@ -69,7 +70,8 @@ def context(
     tz: str = "America/New_York",
     appointment: dict[str, Any] | None = APPOINTMENT,
 ) -> dict[str, Any]:
-    return template_context(PatientFacts(name, language, tz), appointment, CLINIC)
+    links = {"chat": "https://hub.example-clinic.org/chat/" + "a" * 48}
+    return template_context(PatientFacts(name, language, tz), appointment, CLINIC, links=links)
 
 
 def variant(body: str, channel: str = "sms", locale: str = "en", **parts: str) -> VariantText:

@@ -58,7 +58,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> web.Applica
     app[RING] = settings.key_ring()
     app[METRICS] = Metrics()
     app[BACKGROUND] = set()
-    app[ADAPTERS] = {"twilio_sms": resolve_adapter("twilio_sms", settings)}
+    app[ADAPTERS] = {
+        name: resolve_adapter(name, settings) for name in ("twilio_sms", "twilio_voice")
+    }
     app[TEMPLATES] = make_environment()
     sio = create_socketio(redis_url, app)
     sio.attach(app, socketio_path="socket.io")

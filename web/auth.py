@@ -25,6 +25,7 @@ PUBLIC_PREFIXES = (
     "/metrics",
     "/api/openapi.json",
     "/unsubscribe/",
+    "/chat/",
 )
 """Paths reachable without signing in (each has its own authentication where it needs one)."""
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -1,5 +1,5 @@
 """socket.io at /socket.io/: namespace /staff for the inbox (authenticated by the session
-cookie), /chat for patients (arrives with the chat channel). Events cross processes through
+cookie), /chat for patients (web/chat.py). Events cross processes through
 Redis; rooms are team:<id>, staff:<id>, conversation:<id>, and journeys (coordinators and
 admins: journey progress)."""
 
@@ -21,12 +21,12 @@ from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Team
 from hub.journeys.reporting import PROGRESS_ROOM
 from hub.notify import STAFF_NAMESPACE, UNROUTED_ROOM, room_for_team
+from web.chat import install_chat
 from web.keys import DB, PRESENCE, SESSIONS
 from web.sessions import COOKIE_NAME
 from web.tasks import hand_out_soon
 from worker.effects import SOCKETIO_CHANNEL, ClosableRedisManager
 
-CHAT_NAMESPACE = "/chat"
 NOT_FOUND = {"error": {"status": 404, "message": "No such conversation."}}
 
 
@@ -150,12 +150,7 @@ def create_socketio(redis_url: str, app: web.Application) -> socketio.AsyncServe
         engineio_logger=False,
     )
     sio.register_namespace(StaffNamespace(app))
-
-    async def refuse_chat(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
-        # Patients connect with a signed chat link once the chat channel exists.
-        raise socketio.exceptions.ConnectionRefusedError("chat is not available yet")
-
-    sio.on("connect", refuse_chat, namespace=CHAT_NAMESPACE)
+    install_chat(app, sio, redis_url)  # /chat: patients with a signed link, and the relay
     return sio
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from web import admin, api, email, health, journeys, openapi, pages, webhooks
+from web import admin, api, chat, email, health, journeys, openapi, pages, voice, webhooks
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -18,6 +18,22 @@ def setup_routes(app: web.Application) -> None:
             web.get("/metrics", health.metrics, name="metrics"),
             web.post("/webhooks/twilio/sms", webhooks.twilio_sms, name="twilio_sms"),
             web.post("/webhooks/twilio/status", webhooks.twilio_status, name="twilio_status"),
+            web.post("/webhooks/twilio/voice", voice.incoming_call, name="twilio_voice"),
+            web.post("/webhooks/twilio/voice/gather", voice.gather, name="twilio_voice_gather"),
+            web.post(
+                "/webhooks/twilio/voice/outbound", voice.outbound_call, name="twilio_voice_outbound"
+            ),
+            web.post(
+                "/webhooks/twilio/voice/recording", voice.recording, name="twilio_voice_recording"
+            ),
+            web.post(
+                "/webhooks/twilio/voice/transcription",
+                voice.transcription,
+                name="twilio_voice_transcription",
+            ),
+            web.post(
+                "/webhooks/twilio/voice/status", voice.call_status, name="twilio_voice_status"
+            ),
             web.post("/webhooks/email/inbound", email.inbound_webhook, name="email_inbound"),
             web.get("/unsubscribe/{token}", email.unsubscribe_page, name="unsubscribe_page"),
             web.post("/unsubscribe/{token}", email.unsubscribe, name="unsubscribe"),
@@ -65,6 +81,8 @@ def setup_routes(app: web.Application) -> None:
             *journeys.routes(),
             # REST API
             web.get("/api/openapi.json", openapi.openapi, name="api_openapi"),
+            web.get("/chat/{token}", chat.chat_page, name="chat_page"),
+            web.post("/conversations/{id}/chat-invite", chat.send_chat_invite, name="chat_invite"),
             web.get("/api/me", api.me, name="api_me"),
             web.get("/api/conversations", api.list_conversations, name="api_conversations"),
             web.post("/api/conversations/claim-next", api.claim_next, name="api_claim_next"),

@@ -51,6 +51,12 @@ hub, with its answer). :meth:`wait_for` waits on any of it without sleeping.
 :meth:`send_inbound` plays a patient texting the hub (``await fake.aclose()`` afterwards if the
 server was never started, to close the HTTP session).
 
+Calls (``fakes/twilio/calls.py``): ``POST``/``GET .../Calls.json`` place and list calls; the
+fake fetches each call's TwiML from its Url (signed), keeps it in ``fake.calls[i].twiml``, and
+plays the patient's side with ``press``, ``no_input``, ``hang_up``, ``start_inbound_call``,
+``recording_done`` and ``transcription_done``; ``script_call(to, outcome)`` makes calls go
+unanswered, busy, failed or to a machine.
+
 Standalone, for other processes (a benchmark): ``python -m fakes.twilio --port 0
 --latency-ms 20 [--no-callbacks]`` prints its base URL on stdout and serves until SIGTERM.
 Credentials come from ``TWILIO_ACCOUNT_SID`` / ``TWILIO_AUTH_TOKEN`` or the flags. Recording
@@ -58,6 +64,7 @@ is O(1) per message and nothing is notified while no one waits, so thousands of 
 cost little.
 """
 
+from fakes.twilio.calls import FakeCall
 from fakes.twilio.resources import (
     API_VERSION,
     DEFAULT_PAGE_SIZE,
@@ -79,6 +86,7 @@ __all__ = [
     "FORM",
     "MAX_PAGE_SIZE",
     "ApiRequest",
+    "FakeCall",
     "FakeMessage",
     "FakeTwilio",
     "Webhook",

@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from fakes.twilio.calls import CallsMixin, add_call_routes
 from fakes.twilio.listing import list_messages
 from fakes.twilio.resources import (
     _CODE_HTTP,
@@ -42,7 +43,7 @@ def _fields(form: Any) -> dict[str, list[str]]:
     return {key: [str(v) for v in form.getall(key)] for key in dict.fromkeys(form.keys())}
 
 
-class FakeTwilio:
+class FakeTwilio(CallsMixin):
     def __init__(
         self,
         account_sid: str,
@@ -78,6 +79,7 @@ class FakeTwilio:
         self._validator = RequestValidator(auth_token)
         credentials = base64.b64encode(f"{account_sid}:{auth_token}".encode())
         self._expected_auth = b"Basic " + credentials
+        self._init_calls()
 
     # -- scripting and waiting -----------------------------------------------------------
 
@@ -130,7 +132,7 @@ class FakeTwilio:
         inbound = [(i.url, i.status) for i in self.inbound]
         return (
             f"messages={messages} requests={requests} callbacks={callbacks} inbound={inbound} "
-            f"pending_tasks={len(self._tasks)}"
+            f"pending_tasks={len(self._tasks)}" + self._describe_calls()
         )
 
     async def _changed(self) -> None:
@@ -368,6 +370,7 @@ def create_app(fake: FakeTwilio) -> web.Application:
     app.router.add_get(f"{messages}/{{sid:(?:SM|MM)[0-9a-f]{{32}}}}.json", fake._fetch)
     media = f"{messages}/{{message_sid}}/Media/{{media_sid:ME[0-9a-f]{{32}}}}"
     app.router.add_get(media, fake._get_media)
+    add_call_routes(app, fake)
     app.router.add_route("*", "/{tail:.*}", fake._not_found)
     app.on_cleanup.append(lambda _app: fake.aclose())
     return app

@@ -32,7 +32,7 @@ from hub.crypto import KeyRing, associated_data
 from hub.db import Database, new_id, utcnow
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
 from hub.errors import HubError
-from hub.inbox.actions.delivery import SendTask, message_new_effect, send_job_effect
+from hub.inbox.actions.delivery import SendTask, address_of, message_new_effect, send_job_effect
 from hub.inbox.actions.email_out import build_extras
 from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
 from hub.journeys import dispatch_queries as dq
@@ -373,7 +373,7 @@ def _claim_first_attempt(
             "created_at": batch.now,
         }
     )
-    address = patient.unseal(batch.ring, "email" if channel is Channel.EMAIL else "phone")
+    address = address_of(batch.ring, patient, channel)
     assert address is not None  # the gate refuses a channel the patient has no address for
     callback = None
     if channel in (Channel.SMS, Channel.VOICE):

@@ -272,9 +272,7 @@ async def do_claim_send(
             message.status = MessageStatus.SENDING
             message.next_attempt_at = None
             await session.flush()
-            to_address = patient.unseal(
-                ring, "email" if message.channel is Channel.EMAIL else "phone"
-            )
+            to_address = address_of(ring, patient, message.channel)
             assert to_address is not None  # the gate refused a channel without an address
             extras = await email_extras(
                 session,
@@ -294,7 +292,7 @@ async def do_claim_send(
                 from_address=conversation.channel_address,
                 status_callback_url=(
                     f"{public_url}/webhooks/twilio/status?m={message.id}&a={attempt_no}"
-                    if message.channel is not Channel.EMAIL
+                    if message.channel is Channel.SMS
                     else None
                 ),
                 **extras,
@@ -562,7 +560,7 @@ async def do_find_stuck_sends(
             assert conversation is not None
             patient = await session.get(Patient, conversation.patient_id)
             assert patient is not None
-            address = patient.unseal(ring, "email" if message.channel is Channel.EMAIL else "phone")
+            address = address_of(ring, patient, message.channel)
             if address is None:
                 continue
             claimed_at = attempt.created_at
@@ -609,3 +607,11 @@ async def do_resolve_stuck_send(
         attempt.error_code, attempt.error_reason = "lost", "the sender stopped before the call"
         message.status, message.next_attempt_at = MessageStatus.QUEUED, utcnow()
         return ()
+
+
+def address_of(ring: KeyRing, patient: Patient, channel: Channel) -> str | None:
+    """Where a message on ``channel`` goes: the email address, the phone number, or for web
+    chat the patient's own chat room (named by the patient id)."""
+    if channel is Channel.CHAT:
+        return str(patient.id)
+    return patient.unseal(ring, "email" if channel is Channel.EMAIL else "phone")

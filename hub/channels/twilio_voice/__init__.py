@@ -1,0 +1,1 @@
+"""Calls through Twilio Programmable Voice: the clinic's IVR and voicemail, reminder calls."""
