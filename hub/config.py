@@ -35,6 +35,8 @@ DEFAULT_JOURNEY_LEASE_S = 300.0
 """How long a dispatch batch owns its claimed journey steps before another may take them."""
 DEFAULT_SEND_STUCK_S = 120.0
 """A send without the provider's answer this long after its claim had its sender die."""
+DEFAULT_CHAT_OFFLINE_S = 300.0
+"""A staff chat reply to a patient away this long goes by their other channel, with a link."""
 DEFAULT_EMAIL_MAX_BYTES = 25 * 1024 * 1024
 """Largest inbound email (SMTP receiver and webhook) accepted, attachments included."""
 DEFAULT_SESSION_IDLE_MINUTES = 15.0
@@ -81,6 +83,7 @@ class Settings:
     dkim_selector: str | None = None
     dkim_key_file: Path | None = None
     email_max_bytes: int = DEFAULT_EMAIL_MAX_BYTES
+    chat_offline_s: float = DEFAULT_CHAT_OFFLINE_S
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -191,6 +194,12 @@ class Settings:
             send_retry_base_s=send_retry_base_s,
             journey_lease_s=lease,
             send_stuck_s=stuck,
+            chat_offline_s=_positive(
+                "HUB_CHAT_OFFLINE_SECONDS",
+                get("HUB_CHAT_OFFLINE_SECONDS"),
+                DEFAULT_CHAT_OFFLINE_S,
+                7 * 24 * 3600,
+            ),
             session_idle_minutes=idle,
             session_max_hours=max_hours,
             smtp_url=smtp_url,

@@ -22,7 +22,7 @@ from hub.inbox.models import Team
 from hub.journeys.reporting import PROGRESS_ROOM
 from hub.notify import STAFF_NAMESPACE, UNROUTED_ROOM, room_for_team
 from web.chat import install_chat
-from web.keys import DB, PRESENCE, SESSIONS
+from web.keys import DB, PRESENCE, SESSIONS, SETTINGS
 from web.sessions import COOKIE_NAME
 from web.tasks import hand_out_soon
 from worker.effects import SOCKETIO_CHANNEL, ClosableRedisManager
@@ -150,7 +150,8 @@ def create_socketio(redis_url: str, app: web.Application) -> socketio.AsyncServe
         engineio_logger=False,
     )
     sio.register_namespace(StaffNamespace(app))
-    install_chat(app, sio, redis_url)  # /chat: patients with a signed link, and the relay
+    # /chat: patients with a signed link, and the relay.
+    install_chat(app, sio, redis_url, offline_after_s=app[SETTINGS].chat_offline_s)
     return sio
 
 

@@ -181,7 +181,7 @@
         method: "POST",
         credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-        body: JSON.stringify({ body: body.value }),
+        body: JSON.stringify({ body: body.value, channel: document.getElementById("reply-channel")?.value || undefined }),
       });
       const answer = await response.json().catch(() => ({}));
       if (!response.ok) {
