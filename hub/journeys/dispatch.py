@@ -94,7 +94,7 @@ class _Batch:
     patients: dict[uuid.UUID, Patient]
     consent: dict[tuple[uuid.UUID, Channel], dict[Purpose, Any]]
     sends: dict[uuid.UUID, list[datetime]]
-    conversations: dict[tuple[uuid.UUID, Channel], Conversation]
+    conversations: dict[tuple[uuid.UUID, Channel], Conversation | _Opened]
     replied: dict[uuid.UUID, datetime]
     answers: dict[uuid.UUID, list[SurveyAnswer]]
     failed: dict[tuple[uuid.UUID, str], set[str]]
@@ -196,7 +196,7 @@ async def _load(
             [p.value for p in policy.automated_purposes],
             now - timedelta(days=7),
         ),
-        conversations=await dq.latest_conversations(session, patient_ids),
+        conversations={**await dq.latest_conversations(session, patient_ids)},
         replied=(
             await dq.last_inbound_at(session, patient_ids)
             if "only_if_no_reply" in conditions
@@ -274,7 +274,9 @@ async def _dispatch_one(
         "delivery_notes": notes,
     }
     batch.new_messages.append(message)
-    if conversation.status is not ConversationStatus.RESOLVED:
+    if isinstance(conversation, Conversation) and (
+        conversation.status is not ConversationStatus.RESOLVED
+    ):
         batch.watched.append((message, conversation))
     run_channel: str | None = channel.value
     outcome, reason = "sending", None
@@ -355,7 +357,7 @@ def _seal(ring: KeyRing, column: str, message_id: uuid.UUID, value: str | None) 
 def _claim_first_attempt(
     batch: _Batch,
     message: dict[str, Any],
-    conversation: Conversation,
+    conversation: Conversation | _Opened,
     patient: Patient,
     rendered: Rendered,
     decision: Any,
@@ -383,7 +385,7 @@ def _claim_first_attempt(
         extras = build_extras(
             batch.ring,
             Message(**message),
-            conversation,
+            conversation if isinstance(conversation, Conversation) else conversation.build(),
             subject=rendered.subject,
             html=rendered.html,
             reply_domain=batch.reply_domain,
@@ -466,27 +468,48 @@ class _Named:
         return "_Named(...)"
 
 
-def _conversation_for(batch: _Batch, patient: Patient, channel: Channel) -> Conversation:
+def _conversation_for(batch: _Batch, patient: Patient, channel: Channel) -> Conversation | _Opened:
     found = batch.conversations.get((patient.id, channel))
     if found is not None:
         return found
     # A clinic-initiated message needs no one's attention until the patient answers, and an
     # answer within the reopen window brings the conversation back to the inbox.
-    row = {
-        "id": new_id(),
-        "patient_id": patient.id,
-        "channel": channel,
-        "status": ConversationStatus.RESOLVED,
-        "priority": Priority.NORMAL,
-        "created_at": batch.now,
-        "last_activity_at": batch.now,
-        "resolved_at": batch.now,
-    }
-    batch.new_conversations.append(row)
-    # Not added to the session: the row above is inserted; this object only answers reads.
-    conversation = Conversation(**row)
-    batch.conversations[(patient.id, channel)] = conversation
-    return conversation
+    opened = _Opened(
+        {
+            "id": new_id(),
+            "patient_id": patient.id,
+            "channel": channel,
+            "status": ConversationStatus.RESOLVED,
+            "priority": Priority.NORMAL,
+            "created_at": batch.now,
+            "last_activity_at": batch.now,
+            "resolved_at": batch.now,
+        }
+    )
+    batch.new_conversations.append(opened.row)
+    batch.conversations[(patient.id, channel)] = opened
+    return opened
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """A conversation this batch opens, as the row it inserts. Resolved, so no one watches it;
+    no ORM object is built unless a helper needs one (building one costs more than rendering
+    the message)."""
+
+    row: dict[str, Any]
+
+    @property
+    def id(self) -> uuid.UUID:
+        conversation_id: uuid.UUID = self.row["id"]
+        return conversation_id
+
+    @property
+    def channel_address(self) -> str | None:
+        return None  # only an inbound message tells which of the clinic's addresses was used
+
+    def build(self) -> Conversation:
+        return Conversation(**self.row)
 
 
 def _failed_channels(batch: _Batch, run: dq.ClaimedRun) -> set[Channel]:
