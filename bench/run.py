@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.common import RESULTS_DIR, ROOT, now_iso, read_result, run_info
 
-HELPERS = frozenset({"__init__", "common", "noop", "run"})
+HELPERS = frozenset({"__init__", "common", "noop", "run", "loadgen", "scale_data"})
 """Modules of bench/ that are not benchmarks."""
 REPORT = ROOT / "bench" / "RESULTS.md"
 
@@ -47,6 +47,23 @@ def run_one(name: str) -> str | None:
 def _num(value: float, unit: str = "") -> str:
     text = f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
     return f"{text} {unit}".strip()
+
+
+def rows_for(name: str, data: Mapping[str, Any]) -> list[list[str]]:
+    """A benchmark with several figures lists them under "rows", each already worded."""
+    if not isinstance(data.get("rows"), list):  # enroll's "rows" is its row count
+        return [row_for(name, data)]
+    return [
+        [
+            f"{name}: {row['label']}",
+            row.get("figure", ""),
+            row.get("baseline", ""),
+            row.get("ratio", ""),
+            row.get("target", ""),
+            "pass" if row.get("passed") else "FAIL",
+        ]
+        for row in data["rows"]
+    ]
 
 
 def row_for(name: str, data: Mapping[str, Any]) -> list[str]:
@@ -113,7 +130,7 @@ def render(
             why = errors.get(name, "no result file")
             lines.append(f"| {name} | - | - | - | - | ERROR: {why} |")
             continue
-        lines.append("| " + " | ".join(row_for(name, data)) + " |")
+        lines.extend("| " + " | ".join(row) + " |" for row in rows_for(name, data))
         run = data.get("run", {})
         if _commit(run) != _commit(here) or _machine(run) != _machine(here):
             elsewhere = f" on {_machine(run)}" if _machine(run) != _machine(here) else ""
@@ -164,6 +181,11 @@ def render(
         _bullet(
             "**enroll**: `hub journey launch` of a synthetic cohort CSV (wall time and the "
             "process's peak RSS); baseline: the same CSV loaded with PostgreSQL COPY."
+        ),
+        *(
+            _bullet(f"**{name}**: {data['description']}")
+            for name, data in results.items()
+            if data is not None and data.get("description")
         ),
         "",
         "## Reproduce",
