@@ -6,6 +6,9 @@ servers do (4xx try later, 5xx no such user).
     fake.refuse("gone@example.org", 550, "5.1.1 user unknown")
     await fake.wait_for(lambda f: len(f.messages) == 1)
     fake.messages[0].message  # email.message.EmailMessage
+
+`hub demo` runs one with ``save_dir`` as the clinic's relay, so demo mail is kept as .eml files
+on disk instead of leaving the machine.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -38,9 +44,12 @@ class Received:
 
 
 class FakeSmtp:
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, save_dir: Path | None = None
+    ) -> None:
         self.host = host
-        self.port = 0
+        self.port = port
+        self.save_dir = save_dir
         self.messages: list[Received] = []
         self._refusals: dict[str, tuple[int, str]] = {}
         self._server: asyncio.Server | None = None
@@ -59,7 +68,7 @@ class FakeSmtp:
         self._server = await loop.create_server(
             lambda: SMTP(self, decode_data=False, enable_SMTPUTF8=True, hostname="fake-smtp"),
             host=self.host,
-            port=0,
+            port=self.port,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
 
@@ -93,6 +102,11 @@ class FakeSmtp:
         self.messages.append(
             Received(str(envelope.mail_from or ""), list(envelope.rcpt_tos), bytes(raw))
         )
+        if self.save_dir is not None:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            # Time first so a listing reads in order; earlier demo runs' files stay.
+            name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.eml"
+            (self.save_dir / name).write_bytes(bytes(raw))
         async with self._changed:
             self._changed.notify_all()
         return "250 OK: queued"

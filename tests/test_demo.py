@@ -102,6 +102,8 @@ def test_demo_runs_serve_and_worker_and_prints_a_working_password(demo_dir: Path
             len(DEMO_PATIENTS)
         )
         assert "local stand-in" in _wait_for_line(lines, r"Twilio: (.*)", 5).group(1)
+        mail_line = _wait_for_line(lines, r"Email: (.*)", 5).group(1)
+        assert "local stand-in" in mail_line and "var/demo-mail/" in mail_line
 
         health = _get_json(f"{url}/healthz", STARTUP_TIMEOUT_S)
         assert health == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
@@ -145,6 +147,36 @@ def test_demo_runs_serve_and_worker_and_prints_a_working_password(demo_dir: Path
                     db, ring, Actor.system("test"), DEMO_LIVE_TEXTS[1][0], region="US"
                 )
                 assert [p.verified for p in newcomer] == [False]
+
+                # Email works in the demo: a staff answer by email goes out through the
+                # worker to the local relay, which keeps it on disk.
+                from hub.enums import Channel
+                from hub.inbox.access import StaffContext
+                from hub.inbox.models import Conversation
+
+                async with db.reader() as session:
+                    admin = await queries.staff_by_email(session, DEMO_ADMIN_EMAIL)
+                    assert admin is not None
+                    conversation = await session.scalar(
+                        select(Conversation).where(Conversation.patient_id == found[0].id)
+                    )
+                assert conversation is not None
+                await actions.do_reply(
+                    db,
+                    ring,
+                    StaffContext.of(admin),
+                    conversation.id,
+                    "Your synthetic results are ready.",
+                    channel=Channel.EMAIL,
+                )
+                mail_dir = demo_dir / "var" / "demo-mail"
+                deadline = time.monotonic() + STARTUP_TIMEOUT_S
+                while not list(mail_dir.glob("*.eml")) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                [saved] = list(mail_dir.glob("*.eml"))
+                mail = saved.read_bytes()
+                assert b"front-desk@demo-clinic.example.org" in mail
+                assert b"Your synthetic results are ready." in mail
             finally:
                 await db.dispose()
 

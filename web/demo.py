@@ -1,5 +1,6 @@
 """`hub demo`: the web app, a worker process, and (without Twilio credentials) the local fake
-Twilio API, so replies go out and status callbacks come back with no account."""
+Twilio API, so replies go out and status callbacks come back with no account; without an SMTP
+relay, a local one that keeps the mail under ./var/demo-mail/, so email works too."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
+from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio, start_fake_twilio
 from hub.config import Settings
 from hub.crypto import KeyRing
@@ -51,6 +54,23 @@ def with_fake_twilio(settings: Settings) -> tuple[Settings, FakeTwilio | None, i
     return settings, fake, port
 
 
+DEMO_EMAIL_FROM = "Demo Clinic <front-desk@demo-clinic.example.org>"
+DEMO_MAIL_DIR = "demo-mail"
+
+
+def with_local_mail(settings: Settings) -> tuple[Settings, FakeSmtp | None]:
+    """Settings pointing at a local relay that keeps mail on disk, unless SMTP is configured."""
+    if settings.email_connected:
+        return settings, None
+    relay = FakeSmtp(port=_free_port(), save_dir=settings.var_dir / DEMO_MAIL_DIR)
+    settings = replace(
+        settings,
+        smtp_url=relay.url,
+        email_from=settings.email_from or DEMO_EMAIL_FROM,
+    )
+    return settings, relay
+
+
 async def _send_live_texts(settings: Settings, fake: FakeTwilio) -> None:
     """Once the hub answers, play patients texting it through the fake (signed webhooks)."""
     health = f"http://127.0.0.1:{settings.port}/healthz"
@@ -74,8 +94,18 @@ async def _send_live_texts(settings: Settings, fake: FakeTwilio) -> None:
         log.info("demo: a synthetic patient texted the hub", extra={"status": status})
 
 
+def _without_password(url: str) -> str:
+    """The relay's URL for the banner: the account name may show, its password never."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname or ""
+    return parts._replace(netloc=f"{parts.username}@{host}").geturl()
+
+
 def run_demo(settings: Settings, ring: KeyRing, summary: DemoSummary) -> None:
     settings, fake, fake_port = with_fake_twilio(settings)
+    settings, relay = with_local_mail(settings)
     env = dict(
         os.environ,
         HUB_REDIS_URL=settings.redis_url or "",
@@ -83,6 +113,8 @@ def run_demo(settings: Settings, ring: KeyRing, summary: DemoSummary) -> None:
         HUB_VAR_DIR=str(settings.var_dir),
         HUB_PUBLIC_URL=settings.public_url,
     )
+    if relay is not None:
+        env.update(HUB_SMTP_URL=relay.url, HUB_EMAIL_FROM=settings.email_from or "")
     if fake is not None:
         env.update(
             TWILIO_ACCOUNT_SID=fake.account_sid,
@@ -105,12 +137,28 @@ def run_demo(settings: Settings, ring: KeyRing, summary: DemoSummary) -> None:
 
         app.cleanup_ctx.append(fake_twilio)
 
+    if relay is not None:
+        demo_relay = relay
+
+        async def local_mail(app: web.Application) -> AsyncIterator[None]:
+            await demo_relay.start()
+            yield
+            await demo_relay.stop()
+
+        app.cleanup_ctx.append(local_mail)
+
     worker = subprocess.Popen([sys.executable, "-m", "hub", "worker"], env=env)
     try:
         twilio = (
             f"local stand-in at {settings.twilio_api_base} (no real texts leave this machine)"
             if fake is not None
             else f"your account {settings.twilio_account_sid}"
+        )
+        mail = (
+            f"local stand-in; mail is kept in {settings.var_dir / DEMO_MAIL_DIR}/ (none leaves "
+            "this machine)"
+            if relay is not None
+            else f"through {_without_password(settings.smtp_url or '')}"
         )
         banner = [
             "",
@@ -119,6 +167,7 @@ def run_demo(settings: Settings, ring: KeyRing, summary: DemoSummary) -> None:
             f"  One-time password: {summary.admin_password}  (change it at first sign-in)",
             f"  Synthetic patients loaded this run: {summary.patients_created}",
             f"  Twilio: {twilio}",
+            f"  Email: {mail}",
             "  Press Ctrl-C to stop.",
             "",
         ]
