@@ -91,14 +91,16 @@ def send_job_effect(
 
 
 def _status_effect(
-    session: AsyncSession, message: Message, conversation_id: uuid.UUID
+    session: AsyncSession, message: Message, conversation: Conversation
 ) -> uuid.UUID:
+    """``message:status`` for the conversation's team room (agents' screens show delivery)."""
     return add_effect(
         session,
         "notify:message:status",
         {
             "message_id": str(message.id),
-            "conversation_id": str(conversation_id),
+            "conversation_id": str(conversation.id),
+            "team_id": str(conversation.team_id) if conversation.team_id else None,
             "status": message.status.value,
         },
     ).id
@@ -246,7 +248,7 @@ async def do_claim_send(
                 message.status = MessageStatus.FAILED
                 message.error_code = decision.code
                 message.error_reason = decision.reason
-                effect = _status_effect(session, message, conversation.id)
+                effect = _status_effect(session, message, conversation)
                 return ClaimResult(None, (effect,), skipped=f"refused: {decision.reason}")
             if not isinstance(provider, str):
                 if message.channel not in provider:
@@ -255,7 +257,7 @@ async def do_claim_send(
                     message.error_reason = (
                         f"the {message.channel.value} channel is not connected on this hub"
                     )
-                    effect = _status_effect(session, message, conversation.id)
+                    effect = _status_effect(session, message, conversation)
                     return ClaimResult(None, (effect,), skipped=message.error_reason)
                 provider = provider[message.channel]
             attempt_no = message.send_attempts + 1
@@ -297,7 +299,7 @@ async def do_claim_send(
                 ),
                 **extras,
             )
-            effect = _status_effect(session, message, conversation.id)
+            effect = _status_effect(session, message, conversation)
     except IntegrityError:
         return ClaimResult(None, skipped="already claimed")
     return ClaimResult(SendTask(outbound, decision, provider), (effect,))
@@ -456,7 +458,7 @@ async def fail_or_retry_in(
             from hub.journeys.fallback import fall_back_in
 
             await fall_back_in(session, message.id, message.channel, failure.reason, utcnow())
-    effects.append(_status_effect(session, message, conversation.id))
+    effects.append(_status_effect(session, message, conversation))
     return effects
 
 
@@ -509,7 +511,9 @@ async def do_apply_status(
         if update.status in (MessageStatus.DELIVERED, MessageStatus.READ):
             message.sent_at = message.sent_at or now
             message.delivered_at = message.delivered_at or now
-        return (_status_effect(session, message, message.conversation_id),)
+        conversation = await session.get(Conversation, message.conversation_id)
+        assert conversation is not None
+        return (_status_effect(session, message, conversation),)
 
 
 STALLED_AFTER = timedelta(minutes=5)
