@@ -25,7 +25,7 @@ from web.chat import install_chat
 from web.keys import DB, PRESENCE, SESSIONS, SETTINGS
 from web.sessions import COOKIE_NAME
 from web.tasks import hand_out_soon
-from worker.effects import SOCKETIO_CHANNEL, ClosableRedisManager
+from worker.effects import ClosableRedisManager, socketio_channel
 
 NOT_FOUND = {"error": {"status": 404, "message": "No such conversation."}}
 
@@ -144,7 +144,7 @@ class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 def create_socketio(redis_url: str, app: web.Application) -> socketio.AsyncServer:
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
-        client_manager=ClosableRedisManager(redis_url, channel=SOCKETIO_CHANNEL),
+        client_manager=ClosableRedisManager(redis_url, channel=socketio_channel(redis_url)),
         cors_allowed_origins=[],  # same origin only: the staff UI is served by this app
         logger=False,
         engineio_logger=False,

@@ -20,6 +20,15 @@ log = logging.getLogger(__name__)
 SOCKETIO_CHANNEL = "hub-socketio"
 """Redis pub/sub channel shared by every `hub serve` and worker for socket.io events."""
 
+
+def socketio_channel(redis_url: str) -> str:
+    """The socket.io channel of the hub using this Redis db. Pub/sub channels belong to the
+    whole server, not to a db: two hubs (or test runs) on db 12 and db 15 of one Redis would
+    otherwise see each other's events."""
+    db = int(Redis.from_url(redis_url).connection_pool.connection_kwargs.get("db") or 0)
+    return SOCKETIO_CHANNEL if db == 0 else f"{SOCKETIO_CHANNEL}-{db}"
+
+
 QUEUE_NAMES = {"urgent": "hub-urgent", "default": "hub-default", "bulk": "hub-bulk"}
 """Payload "queue" value -> RQ queue; workers listen to them in this order."""
 
@@ -62,7 +71,9 @@ class RedisNotifier:
     """A write-only socket.io manager: emits reach clients of every `hub serve` process."""
 
     def __init__(self, redis_url: str) -> None:
-        self._manager = ClosableRedisManager(redis_url, channel=SOCKETIO_CHANNEL, write_only=True)
+        self._manager = ClosableRedisManager(
+            redis_url, channel=socketio_channel(redis_url), write_only=True
+        )
 
     async def emit(self, event: str, data: dict[str, Any], room: str) -> None:
         await self._manager.emit(event, data, room=room, namespace=STAFF_NAMESPACE)
