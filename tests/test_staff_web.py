@@ -215,6 +215,37 @@ async def test_socket_without_session_is_refused(client: TestClient) -> None:
     assert reasons == [{"message": "sign in first"}]
 
 
+async def test_a_signed_in_staff_socket_from_another_sites_page_is_refused(
+    client: TestClient, two_teams: dict[str, Any]
+) -> None:
+    """Cross-site WebSocket hijacking: a page elsewhere cannot use the staff cookie."""
+    await sign_in(client, "alex.agent@demo-clinic.example.org")
+    cookie = {"Cookie": f"hub_session={session_cookie(client)}"}
+    reasons: list[Any] = []
+    sio = socketio.AsyncClient(reconnection=False)
+    sio.on("connect_error", reasons.append, namespace="/staff")
+    for transport in ("websocket", "polling"):
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await sio.connect(
+                str(client.make_url("/")),
+                namespaces=["/staff"],
+                headers={**cookie, "Origin": "https://clinic-lookalike.example.net"},
+                transports=[transport],
+            )
+    assert reasons == [{"message": "not from this hub's pages"}] * 2
+    # The hub's own pages (as reached, or at HUB_PUBLIC_URL) connect.
+    own = str(client.make_url("/")).rstrip("/")
+    for origin in (own, "http://127.0.0.1"):  # the fixture's HUB_PUBLIC_URL
+        sio = socketio.AsyncClient(reconnection=False)
+        await sio.connect(
+            own,
+            namespaces=["/staff"],
+            headers={**cookie, "Origin": origin},
+            transports=["websocket"],
+        )
+        await sio.disconnect()
+
+
 async def test_message_bodies_render_as_text(
     client: TestClient, db: Database, ring: Any, two_teams: dict[str, Any]
 ) -> None:

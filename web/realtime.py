@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
+from urllib.parse import urlsplit
 
 import socketio
 from aiohttp import web
@@ -45,6 +46,28 @@ def _cookie(environ: dict[str, Any]) -> str | None:
     return morsel.value if morsel else None
 
 
+def _header(environ: dict[str, Any], name: str) -> str | None:
+    value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+    if value is None and (request := environ.get("aiohttp.request")) is not None:
+        value = request.headers.get(name)
+    return str(value) if value else None
+
+
+def _foreign_origin(environ: dict[str, Any], public_url: str) -> bool:
+    """A browser page from another site opening a staff socket with the staff member's cookie
+    (cross-site WebSocket hijacking). engine.io checks no Origin on WebSocket handshakes when
+    CORS handling is off, so the staff namespace does: a browser's Origin must name this hub
+    (as reached, or its public address). Clients that send no Origin are not browsers."""
+    origin = _header(environ, "Origin")
+    if origin is None:
+        return False
+    netloc = urlsplit(origin).netloc.lower()
+    allowed = {urlsplit(public_url).netloc.lower()}
+    if (host := _header(environ, "Host")) is not None:  # a page cannot choose it
+        allowed.add(host.lower())
+    return netloc not in allowed
+
+
 class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     def __init__(self, app: web.Application) -> None:
         super().__init__(STAFF_NAMESPACE)
@@ -61,6 +84,8 @@ class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return await do_load_staff(self.app[DB], session.staff_id)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if _foreign_origin(environ, self.app[SETTINGS].public_url):
+            raise socketio.exceptions.ConnectionRefusedError("not from this hub's pages")
         token = _cookie(environ)
         session = await self.app[SESSIONS].load(token, touch=False)
         if session is None:
