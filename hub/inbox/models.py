@@ -113,11 +113,35 @@ class Patient(Sealed, Base):
         return [known[name] for name in self.channel_order if name in known]
 
 
+INBOX_COVERED = [
+    "id",
+    "priority",
+    "assignee_id",
+    "channel",
+    "first_responded_at",
+    "first_response_due_at",
+    "last_inbound_at",
+]
+"""Columns the inbox list filters, ranks and counts unread by, carried in its indexes."""
+
+
 class Conversation(Base):
     __tablename__ = "inbox_conversation"
     __table_args__ = (
-        Index("ix_inbox_conversation_status_activity", "status", "last_activity_at"),
-        Index("ix_inbox_conversation_team_status", "team_id", "status", "last_activity_at"),
+        # Covering (migration 0009): the inbox list ranks and counts from the index alone.
+        Index(
+            "ix_inbox_conversation_status_activity",
+            "status",
+            "last_activity_at",
+            postgresql_include=INBOX_COVERED,
+        ),
+        Index(
+            "ix_inbox_conversation_team_status",
+            "team_id",
+            "status",
+            "last_activity_at",
+            postgresql_include=INBOX_COVERED,
+        ),
         Index("ix_inbox_conversation_patient_status", "patient_id", "status"),
     )
 

@@ -22,7 +22,7 @@ from hub.enums import Channel, ConversationStatus, Priority
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
 from hub.inbox.exceptions import NotFound
-from hub.inbox.models import Conversation, Message, Note, Patient, ReadMarker, StaffUser
+from hub.inbox.models import Conversation, Message, Note, Patient, StaffUser
 from hub.inbox.schemas import (
     AttachmentView,
     ChannelOption,
@@ -169,11 +169,7 @@ async def do_open_conversation(
             ],
             patient=await patient_card(session, ring, patient, connected),
         )
-        marker = await session.get(ReadMarker, (ctx.staff_id, conversation_id))
-        if marker is None:
-            session.add(ReadMarker(staff_id=ctx.staff_id, conversation_id=conversation_id))
-        else:
-            marker.read_at = utcnow()
+        await queries.mark_read(session, ctx.staff_id, conversation_id, utcnow())
         await record(
             session,
             ctx.actor,
