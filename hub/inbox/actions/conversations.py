@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.audit import record
 from hub.consent import actions as consent
 from hub.consent import queries as consent_queries
-from hub.consent.models import RECORDED_PURPOSES, ConsentState, Purpose
+from hub.consent.models import RECORDED_PURPOSES, ConsentRecord, ConsentState, Purpose
+from hub.consent.policy import decide
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel, ConversationStatus, Priority
@@ -66,21 +67,40 @@ def _event(conversation: Conversation, **extra: object) -> dict[str, object]:
 
 
 async def channel_options(
-    session: AsyncSession, patient: Patient, connected: Collection[Channel]
+    session: AsyncSession,
+    patient: Patient,
+    connected: Collection[Channel],
+    latest: dict[Channel, dict[Purpose, ConsentRecord]] | None = None,
 ) -> list[ChannelOption]:
-    options = []
+    """Whether staff can answer on each channel now (the consent gate's answer for care)."""
     policy = await consent.load_policy(session)
+    if latest is None:
+        latest = await _latest_by_channel(session, patient)
+    now = utcnow()
+    options = []
     for channel in Channel:
         if channel not in connected:
             options.append(ChannelOption(channel, False, CHANNEL_NOT_CONNECTED[channel]))
-        else:
+            continue
+        if Purpose.CARE in policy.automated_purposes:  # caps would apply: the full gate
             decision = await consent.may_send(
-                session, patient, channel, Purpose.CARE, policy=policy
+                session, patient, channel, Purpose.CARE, now, policy=policy
             )
-            # Allowed with a warning (outside the patient's send window) shows the warning.
-            reason = "; ".join(decision.warnings) if decision.allowed else decision.reason
-            options.append(ChannelOption(channel, decision.allowed, reason or None))
+        else:  # the same pure rules over the records already loaded
+            decision = decide(patient, channel, Purpose.CARE, now, latest.get(channel, {}), policy)
+        # Allowed with a warning (outside the patient's send window) shows the warning.
+        reason = "; ".join(decision.warnings) if decision.allowed else decision.reason
+        options.append(ChannelOption(channel, decision.allowed, reason or None))
     return options
+
+
+async def _latest_by_channel(
+    session: AsyncSession, patient: Patient
+) -> dict[Channel, dict[Purpose, ConsentRecord]]:
+    """The newest consent record per channel and purpose, in one query (the card and the
+    channel options both need them on every conversation opened)."""
+    found = await consent_queries.latest_records_of(session, [patient.id])
+    return {channel: found.get((patient.id, channel), {}) for channel in Channel}
 
 
 async def patient_card(
@@ -89,13 +109,14 @@ async def patient_card(
     patient: Patient,
     connected: Collection[Channel] = DEFAULT_CONNECTED,
 ) -> PatientCard:
-    consent_states: dict[str, dict[str, str]] = {}
-    for channel in Channel:
-        latest = await consent_queries.latest_records(session, patient.id, channel)
-        consent_states[channel.value] = {
-            p.value: (latest[p].state.value if p in latest else ConsentState.UNKNOWN.value)
+    latest = await _latest_by_channel(session, patient)
+    consent_states = {
+        channel.value: {
+            p.value: (records[p].state.value if p in records else ConsentState.UNKNOWN.value)
             for p in RECORDED_PURPOSES
         }
+        for channel, records in latest.items()
+    }
     return PatientCard(
         id=patient.id,
         name=patient.unseal(ring, "name"),
@@ -108,7 +129,7 @@ async def patient_card(
         verified=patient.verified,
         unreachable=dict(patient.unreachable),
         consent=consent_states,
-        channels=await channel_options(session, patient, connected),
+        channels=await channel_options(session, patient, connected, latest),
         journeys=await _journey_lines(session, patient.id),
     )
 
