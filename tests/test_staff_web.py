@@ -309,6 +309,16 @@ async def test_bearer_token_acts_as_its_staff_user_without_csrf(
     bad = await client.get("/api/me", headers={"Authorization": "Bearer hub_nope"})
     assert bad.status == 401
 
+    # Last use is kept for admins (which scripts still run), written at most once a minute.
+    from hub.inbox.models import ApiToken
+
+    async with db.reader() as session:
+        [used] = (await session.scalars(select(ApiToken.last_used_at))).all()
+    assert used is not None
+    await client.get("/api/me", headers=headers)
+    async with db.reader() as session:
+        assert (await session.scalars(select(ApiToken.last_used_at))).all() == [used]
+
 
 async def test_openapi_lists_every_api_route(client: TestClient) -> None:
     doc = await (await client.get("/api/openapi.json")).json()

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from hub.audit import Actor, record
 from hub.db import Database, utcnow
@@ -100,7 +100,9 @@ async def do_resolve_token(db: Database, token: str) -> StaffContext | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
         return None
     now = utcnow()
-    async with db.transaction() as session:
+    # Every API request comes through here: read-only, so it takes no write lock (SQLite) and
+    # costs no commit; last use is written at most once a minute, in its own transaction.
+    async with db.reader() as session:
         row = (
             await session.scalars(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
         ).first()
@@ -109,9 +111,15 @@ async def do_resolve_token(db: Database, token: str) -> StaffContext | None:
         staff = await session.get(StaffUser, row.staff_id)
         if staff is None or not staff.active:
             return None
-        if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
-            row.last_used_at = now  # coarse, so busy clients do not write on every request
-        return StaffContext.of(staff, via="api")
+        ctx = StaffContext.of(staff, via="api")
+        stale = row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1)
+        token_id = row.id
+    if stale:
+        async with db.transaction() as session:
+            await session.execute(
+                update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+            )
+    return ctx
 
 
 async def do_revoke_token(db: Database, actor: Actor, token_id: uuid.UUID) -> None:
