@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -84,6 +85,8 @@ class Settings:
     dkim_key_file: Path | None = None
     email_max_bytes: int = DEFAULT_EMAIL_MAX_BYTES
     chat_offline_s: float = DEFAULT_CHAT_OFFLINE_S
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    """Reverse proxies whose X-Forwarded-For names the client (sign-in throttling by address)."""
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -212,6 +215,7 @@ class Settings:
             email_webhook_secret=get("HUB_EMAIL_WEBHOOK_SECRET"),
             dkim_selector=dkim_selector,
             dkim_key_file=dkim_key_file,
+            trusted_proxies=_networks("HUB_TRUSTED_PROXIES", get("HUB_TRUSTED_PROXIES")),
             log_level=(get("HUB_LOG_LEVEL") or "INFO").upper(),
             log_format=log_format,
         )
@@ -320,6 +324,20 @@ def _port(name: str, raw: str | None, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(name, f"{raw!r} is not a port number", "an integer from 1 to 65535")
     return int(raw)
+
+
+def _networks(name: str, raw: str | None) -> tuple[IPv4Network | IPv6Network, ...]:
+    found = []
+    for value in (v.strip() for v in (raw or "").split(",")):
+        if not value:
+            continue
+        try:
+            found.append(ip_network(value, strict=False))
+        except ValueError:
+            raise ConfigError(
+                name, f"{value!r} is not an IP address or network", "10.0.0.5, 10.0.1.0/24"
+            ) from None
+    return tuple(found)
 
 
 def _addresses(name: str, raw: str | None, email_from: str | None) -> tuple[str, ...]:

@@ -12,7 +12,9 @@ PASSWORD = "correct horse battery"
 META_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
 
 
-async def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> Any:
+async def sign_in(
+    client: TestClient, email: str, password: str = PASSWORD, headers: dict[str, str] | None = None
+) -> Any:
     """Returns the response of the login POST (not followed)."""
     form_page = await client.get("/login")
     assert form_page.status == 200
@@ -21,6 +23,7 @@ async def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> A
         "/login",
         data={"email": email, "password": password, "csrf_token": token.value, "next": "/"},
         allow_redirects=False,
+        headers=headers,
     )
 
 

@@ -43,6 +43,7 @@ def test_public_url_is_configured_not_guessed() -> None:
         ({"HUB_PUBLIC_URL": "hub.clinic.org"}, "HUB_PUBLIC_URL"),
         ({"HUB_SMTP_URL": "imap://mail"}, "HUB_SMTP_URL"),
         ({"HUB_DEFAULT_REGION": "XX"}, "HUB_DEFAULT_REGION"),
+        ({"HUB_TRUSTED_PROXIES": "10.0.0.5, nginx"}, "HUB_TRUSTED_PROXIES"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -51,6 +52,12 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
     assert info.value.variable == variable
     assert str(info.value).startswith(f"{variable}: ")
     assert "expected" in str(info.value)
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    settings = Settings.from_env({"HUB_TRUSTED_PROXIES": "10.0.0.5, 10.0.1.0/24,::1"})
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.5/32", "10.0.1.0/24", "::1/128"]
+    assert Settings.from_env({}).trusted_proxies == ()
 
 
 def test_redact_url_hides_passwords() -> None:

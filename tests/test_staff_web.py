@@ -96,6 +96,32 @@ async def test_wrong_password_then_lockout(client: TestClient, two_teams: dict[s
     assert (await sign_in(client, "bo.agent@demo-clinic.example.org")).status == 303
 
 
+@pytest.mark.parametrize("behind_proxy", [True, False])
+async def test_address_throttling_behind_a_trusted_proxy_counts_each_client(
+    db: Database, web_settings: Settings, aiohttp_client: Any, behind_proxy: bool
+) -> None:
+    """Behind a proxy every sign-in comes from the proxy's address: without HUB_TRUSTED_PROXIES
+    one person's failures would lock out every colleague. X-Forwarded-For counts only when
+    the proxy it came through is trusted."""
+    from ipaddress import ip_network
+
+    from web.sessions import MAX_FAILS_PER_ADDRESS
+
+    trusted = (ip_network("127.0.0.0/8"),) if behind_proxy else ()
+    app = create_app(replace(web_settings, trusted_proxies=trusted), db=db)
+    client: TestClient = await aiohttp_client(app)
+    await make_staff(db, "alex.agent@demo-clinic.example.org", role="agent")
+    guessing = {"X-Forwarded-For": "spoofed-by-client, 203.0.113.9"}
+    for n in range(MAX_FAILS_PER_ADDRESS):
+        who = f"nobody{n}@demo-clinic.example.org"
+        assert (await sign_in(client, who, "wrong password!!", guessing)).status == 401
+    locked = await sign_in(client, "alex.agent@demo-clinic.example.org", PASSWORD, guessing)
+    assert locked.status == 429
+    colleague = {"X-Forwarded-For": "198.51.100.7"}
+    answer = await sign_in(client, "alex.agent@demo-clinic.example.org", PASSWORD, colleague)
+    assert answer.status == (303 if behind_proxy else 429)
+
+
 async def test_one_time_password_must_be_changed_first(client: TestClient, db: Database) -> None:
     await make_staff(db, "new.person@demo-clinic.example.org", role="agent")
     async with db.transaction() as session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from ipaddress import ip_address
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -39,13 +40,38 @@ def _uuid(request: web.Request, name: str) -> uuid.UUID:
 
 
 def _safe_next(value: str | None) -> str:
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+    # Browsers drop tabs and newlines from a URL ("/\t/evil.example" becomes "//evil.example"),
+    # so a target with any control character or space is refused, not just "//" and "\\".
+    if (
+        value
+        and value.startswith("/")
+        and not value.startswith("//")
+        and "\\" not in value
+        and all(" " < c != "\x7f" for c in value)
+    ):
         return value
     return "/"
 
 
 def _client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """Who is signing in, for per-address throttling. Behind a reverse proxy every request
+    comes from the proxy, so one person's failures would lock all staff out: X-Forwarded-For
+    is read, right to left, past the proxies listed in HUB_TRUSTED_PROXIES (and only from
+    them; anyone else could write that header)."""
+    trusted = request.app[SETTINGS].trusted_proxies
+    address = request.remote or "unknown"
+    if not trusted:
+        return address
+    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
+    for hop in [address, *reversed([h for h in hops if h])]:
+        try:
+            ip = ip_address(hop)
+        except ValueError:
+            return hop[:64]  # not an address: a proxy we trust wrote it, so it names someone
+        if not any(ip in network for network in trusted):
+            return str(ip)
+        address = str(ip)
+    return address  # every hop a proxy of ours
 
 
 # -- signing in --------------------------------------------------------------------------
@@ -112,6 +138,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         await guard.failed(email, address)
         return again("That email and password do not match an active account.", 401)
     await guard.succeeded(email)
+    # A session this browser already held ends here: a sign-in never leaves an old id alive.
+    await request.app[SESSIONS].destroy(request.cookies.get(COOKIE_NAME))
     token, _session = await request.app[SESSIONS].create(signed_in.ctx.staff_id)
     response = web.HTTPSeeOther("/password" if signed_in.must_change_password else target)
     set_session_cookie(request, response, token)
