@@ -23,7 +23,7 @@ from hub.inbox.exceptions import NotFound
 from hub.journeys import actions as journeys
 from hub.journeys import fhir, reporting
 from hub.journeys.cohort import CohortInvalid, launch, match_or_create_patient
-from web.api import error, plain
+from web.api import _json, error, plain
 from web.auth import current
 from web.keys import DB, RING, SETTINGS
 from web.render import redirect_with, render
@@ -174,7 +174,7 @@ async def api_drilldown(request: web.Request) -> web.Response:
 
 async def api_status(request: web.Request) -> web.Response:
     ctx = _coordinator(request)
-    data = await request.json()
+    data = await _json(request)
     try:
         await journeys.do_set_journey_status(
             request.app[DB], ctx.actor, request.match_info["key"], str(data.get("status"))
@@ -190,9 +190,12 @@ async def api_enroll(request: web.Request) -> web.Response:
     """{"patient": {"phone", "email", "name", "language", "time_zone"},
     "appointment": {"id", "start", "location", "provider", "status"}} -> 201 / 200 (already)."""
     ctx = _coordinator(request)
+    data = await _json(request)
     try:
-        data = await request.json()
-        patient = {k: str(v) for k, v in (data.get("patient") or {}).items() if v is not None}
+        raw_patient = data.get("patient") or {}
+        if not isinstance(raw_patient, dict):
+            return error(422, "patient must be an object with phone, email, name, ...")
+        patient = {k: str(v) for k, v in raw_patient.items() if v is not None}
         if not (patient.get("phone") or patient.get("email")):
             return error(422, "patient.phone or patient.email is required")
         patient_id, _created = await match_or_create_patient(

@@ -10,7 +10,13 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from hub.channels.base import MalformedPayload, StatusUpdate, UnknownEvent, WebhookRequest
+from hub.channels.base import (
+    MalformedPayload,
+    StatusUpdate,
+    UnknownEvent,
+    WebhookRequest,
+    attempt_number,
+)
 from hub.channels.twilio_voice import twiml
 from hub.channels.twilio_voice.events import (
     PROVIDER,
@@ -128,7 +134,7 @@ async def _reminder_key(
     request: web.Request, hook: WebhookRequest, call: CallEvent, digits: str
 ) -> web.Response:
     try:
-        message_id, attempt = uuid.UUID(hook.query["m"]), int(hook.query.get("a", "1"))
+        message_id, attempt = uuid.UUID(hook.query["m"]), attempt_number(hook.query.get("a", "1"))
     except ValueError:
         return _malformed(request, "gather", MalformedPayload("the call reference is damaged"))
     if digits not in intake.KEYPRESS_DIGITS:
@@ -172,7 +178,7 @@ async def outbound_call(request: web.Request) -> web.Response:
     hook, call = parsed
     app = request.app
     try:
-        message_id, attempt = uuid.UUID(hook.query["m"]), int(hook.query["a"])
+        message_id, attempt = uuid.UUID(hook.query["m"]), attempt_number(hook.query["a"])
     except (KeyError, ValueError):
         return _malformed(request, "outbound", MalformedPayload("the call reference is damaged"))
     # Tie the call's sid to the attempt now, in case the API's answer was lost.

@@ -120,6 +120,19 @@ class NotConfigured(ChannelError):
     """The provider's credentials are not set."""
 
 
+MAX_ATTEMPT = 2**31 - 1
+"""Attempt numbers are 32-bit integers in the database; a callback URL naming a larger one is
+damaged (or forged by someone holding the provider's token), not a lookup to try."""
+
+
+def attempt_number(raw: str) -> int:
+    """The attempt number of a callback URL the hub built (``a=``); ValueError if damaged."""
+    attempt = int(raw)
+    if not 1 <= attempt <= MAX_ATTEMPT:
+        raise ValueError(f"attempt {attempt} is out of range")
+    return attempt
+
+
 @dataclass(frozen=True)
 class WebhookRequest:
     url: str

@@ -23,6 +23,7 @@ from hub.channels.base import (
     StatusUpdate,
     UnknownEvent,
     WebhookRequest,
+    attempt_number,
 )
 from hub.channels.twilio_sms.errors import TRANSIENT_HTTP, UNREACHABLE_API, classify
 from hub.config import Settings
@@ -171,7 +172,7 @@ class TwilioSmsAdapter:
         if "m" in request.query:
             try:
                 hub_id = uuid.UUID(request.query["m"])
-                attempt = int(request.query.get("a", ""))
+                attempt = attempt_number(request.query.get("a", ""))
             except ValueError:
                 raise MalformedPayload("the callback URL's message reference is damaged") from None
         code = (params.get("ErrorCode") or "").strip() or None

@@ -26,6 +26,7 @@ from hub.channels.base import (
     StatusUpdate,
     UnknownEvent,
     WebhookRequest,
+    attempt_number,
 )
 from hub.channels.twilio_sms.adapter import SIGNATURE_HEADER
 from hub.channels.twilio_sms.errors import TRANSIENT_HTTP, UNREACHABLE_API
@@ -133,7 +134,7 @@ class TwilioVoiceAdapter:
         if "m" in request.query:
             try:
                 hub_id = uuid.UUID(request.query["m"])
-                attempt = int(request.query.get("a", ""))
+                attempt = attempt_number(request.query.get("a", ""))
             except ValueError:
                 raise MalformedPayload("the callback URL's message reference is damaged") from None
         code = (params.get("ErrorCode") or "").strip() or None

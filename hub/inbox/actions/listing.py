@@ -6,7 +6,7 @@ import base64
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from hub.audit import record
@@ -94,8 +94,13 @@ def decode_cursor(cursor: str) -> tuple[int, datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         rank, at, cid = json.loads(raw)
-        return int(rank), datetime.fromisoformat(at), uuid.UUID(cid)
-    except (ValueError, TypeError) as exc:
+        rank, at, cid = int(rank), datetime.fromisoformat(at), uuid.UUID(cid)
+        # Cursors come back from the browser: one we never made must not reach the database
+        # as a naive time or a rank no integer column holds (an error there is a 500).
+        if at.tzinfo is None or not -(2**31) < rank < 2**31:
+            raise ValueError("not a cursor this hub made")
+        return rank, at.astimezone(UTC), cid
+    except (ValueError, TypeError, OverflowError) as exc:
         raise BadFilter("the page cursor is damaged; start from the first page") from exc
 
 
