@@ -39,7 +39,14 @@ async def _read_signed_form(
         return reject(413, "too_large", f"request body is over {MAX_WEBHOOK_BYTES} bytes")
     if request.content_type != FORM:
         return reject(400, "content_type", f"expected Content-Type {FORM}")
-    raw = await request.content.read(MAX_WEBHOOK_BYTES + 1)
+    # read(n) returns what has arrived so far, not n bytes: a form split across TCP segments
+    # (or sent chunked) would be cut short and fail its signature. Read to the end, capped.
+    raw = b""
+    while len(raw) <= MAX_WEBHOOK_BYTES:
+        chunk = await request.content.read(MAX_WEBHOOK_BYTES + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
     if len(raw) > MAX_WEBHOOK_BYTES:
         return reject(413, "too_large", f"request body is over {MAX_WEBHOOK_BYTES} bytes")
     try:
@@ -83,7 +90,13 @@ async def twilio_sms(request: web.Request) -> web.Response:
         "twilio_sms", "inbound", "duplicate" if result.duplicate else "new"
     ).inc()
     release_soon(app, result.effect_ids)
-    if result.conversation_id is not None and not result.duplicate:
+    # Round-robin would find an assigned conversation taken; only a routing rule's request
+    # can move it (a follow-up text should not cost a transaction that changes nothing).
+    if (
+        result.conversation_id is not None
+        and not result.duplicate
+        and (result.assignee_id is None or result.assign_to_staff_id is not None)
+    ):
         assign_soon(app, result.conversation_id, result.assign_to_staff_id)
     return web.Response(text=str(MessagingResponse()), content_type="text/xml")
 

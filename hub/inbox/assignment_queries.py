@@ -167,6 +167,41 @@ async def open_loads(
     return {row[0]: int(row[1]) for row in (await session.execute(stmt)).all() if row[0]}
 
 
+async def team_has_room(
+    session: AsyncSession,
+    team_id: uuid.UUID,
+    online_staff_ids: Collection[uuid.UUID],
+    roles: Collection[Role],
+) -> bool:
+    """Whether some active, online member of the team with one of ``roles`` is below their
+    capacity: one unlocked read, answered from what is committed now."""
+    if not online_staff_ids or not roles:
+        return False
+    load = (
+        select(func.count())
+        .select_from(Conversation)
+        .where(
+            Conversation.assignee_id == StaffUser.id,
+            Conversation.status.in_(LOAD_STATUSES),
+        )
+        .correlate(StaffUser)
+        .scalar_subquery()
+    )
+    members = select(team_member.c.staff_id).where(team_member.c.team_id == team_id)
+    stmt = (
+        select(StaffUser.id)
+        .where(
+            StaffUser.id.in_(members),
+            StaffUser.id.in_(list(online_staff_ids)),
+            StaffUser.active.is_(True),
+            StaffUser.role.in_(list(roles)),
+            load < StaffUser.max_open_conversations,
+        )
+        .limit(1)
+    )
+    return (await session.scalar(stmt)) is not None
+
+
 async def team_candidates_for_update(
     session: AsyncSession,
     team_id: uuid.UUID,

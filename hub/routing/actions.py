@@ -105,6 +105,9 @@ class _Run:
     now: datetime
     outcome: RoutingOutcome
     open_by_team: dict[uuid.UUID, bool] = field(default_factory=dict)
+    teams: dict[uuid.UUID, Team] = field(default_factory=dict)
+    """Teams this run loaded: the session's identity map holds them weakly, so without a
+    reference here the after-hours check would load the rule's team a second time."""
     rule_replied: bool = False
 
     def skip(self, source: str, action: str, reason: str) -> None:
@@ -151,9 +154,16 @@ async def _team_open(run: _Run, team: Team | None) -> bool:
     return run.open_by_team[team.id]
 
 
+async def _team(run: _Run, team_id: uuid.UUID) -> Team | None:
+    team = run.teams.get(team_id) or await queries.team(run.session, team_id)
+    if team is not None:
+        run.teams[team.id] = team
+    return team
+
+
 async def _hours_team(run: _Run) -> Team | None:
     if run.conversation.team_id is not None:
-        return await run.session.get(Team, run.conversation.team_id)
+        return await _team(run, run.conversation.team_id)
     return await queries.default_team(run.session)
 
 
@@ -212,11 +222,12 @@ async def _triage(run: _Run, body: str) -> None:
 async def _apply(run: _Run, source: str, actions: Actions) -> None:
     conversation = run.conversation
     if actions.team is not None:
-        team = await inbox_queries.team_named(run.session, actions.team)
+        team = await queries.team_named(run.session, actions.team)
         if team is None:
             run.skip(source, "team", f"no team named {actions.team!r}")
         else:
             conversation.team_id = team.id
+            run.teams[team.id] = team
     if actions.priority is not None:
         if conversation.priority is Priority.URGENT and actions.priority is not Priority.URGENT:
             run.skip(source, "priority", "the conversation is urgent; only staff lower that")
@@ -292,8 +303,9 @@ async def apply_routing(
             run.skip("default_team", "team", "no team is marked default; left unrouted")
         else:
             conversation.team_id = default.id
+            run.teams[default.id] = default
     if not run.outcome.urgent and conversation.after_hours_replied_at is None:
-        team = await session.get(Team, conversation.team_id) if conversation.team_id else None
+        team = await _team(run, conversation.team_id) if conversation.team_id else None
         if (
             team is not None
             and team.after_hours_reply

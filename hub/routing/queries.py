@@ -7,9 +7,14 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import raiseload
 
 from hub.inbox.models import Team
 from hub.routing.models import HubSetting, RoutingRule, TriagePhrase
+
+_TEAM_ONLY = raiseload(Team.members)
+"""Team.members is selectin-loaded: every member, then each member's teams, several queries
+per team on every inbound message. Routing reads the team's own columns only."""
 
 
 async def rules_in_order(
@@ -46,5 +51,21 @@ async def setting(session: AsyncSession, key: str) -> HubSetting | None:
 
 async def default_team(session: AsyncSession) -> Team | None:
     """The team flagged default; the oldest one if an admin flagged several."""
-    stmt = select(Team).where(Team.is_default.is_(True)).order_by(Team.created_at, Team.id).limit(1)
+    stmt = (
+        select(Team)
+        .options(_TEAM_ONLY)
+        .where(Team.is_default.is_(True))
+        .order_by(Team.created_at, Team.id)
+        .limit(1)
+    )
     return (await session.scalars(stmt)).first()
+
+
+async def team(session: AsyncSession, team_id: uuid.UUID) -> Team | None:
+    return await session.get(Team, team_id, options=[_TEAM_ONLY])
+
+
+async def team_named(session: AsyncSession, name: str) -> Team | None:
+    return (
+        await session.scalars(select(Team).options(_TEAM_ONLY).where(Team.name == name))
+    ).first()

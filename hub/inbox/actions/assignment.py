@@ -245,6 +245,22 @@ async def do_auto_assign(
     Leaves the conversation alone when it is not open, already assigned, has no team, or no
     one has room; it then waits in the backlog for ``do_hand_out_backlog``/``do_claim_next``.
     """
+    # Look before locking: on a busy day every online agent of the team is at capacity, and
+    # each inbound message would queue on their locked rows (holding a pooled connection
+    # that webhooks need) only to find no room. Skipping here leaves the conversation in the
+    # backlog exactly as the locked check would; room freed a moment later is handed out by
+    # do_hand_out_backlog, which runs after whatever freed it.
+    async with db.reader() as session:
+        seen = await session.get(Conversation, conversation_id)
+        if seen is not None and (
+            seen.assignee_id is not None
+            or seen.team_id is None
+            or seen.status is not ConversationStatus.OPEN
+            or not await aq.team_has_room(
+                session, seen.team_id, online_staff_ids, AUTO_ASSIGN_ROLES
+            )
+        ):
+            return AutoAssigned(None)
     async with db.transaction() as session:
         conversation = await aq.conversation_for_update(session, conversation_id)
         if conversation is None:

@@ -71,6 +71,8 @@ class IntakeResult:
     urgent: bool = False
     assign_to_staff_id: uuid.UUID | None = None
     """A routing rule asked for this person; the caller assigns after commit (or round-robins)."""
+    assignee_id: uuid.UUID | None = None
+    """Who has the conversation now: round-robin leaves an assigned conversation alone."""
 
 
 async def _patient_for(session: AsyncSession, ring: KeyRing, phone: str) -> tuple[Patient, bool]:
@@ -186,9 +188,7 @@ async def do_receive_inbound(
             effects.append(
                 add_effect(session, "job:fetch_media", {"attachment_id": str(attachment.id)}).id
             )
-        event = await session.get(InboundEvent, event_id)
-        assert event is not None
-        event.message_id = message.id
+        await queries.link_inbound_event(session, event_id, message.id)
 
         found = detect_keyword(inbound.body) if inbound.channel is Channel.SMS else None
         keyword = found[0] if found else None
@@ -221,7 +221,8 @@ async def do_receive_inbound(
                     )
                     effects.extend(reply_effects)
 
-        if keyword is None:
+        # A patient created by this very text is enrolled in nothing: no question to answer.
+        if keyword is None and not new_patient:
             # Journey replies: C / 1 confirms, 2 cancels, a number answers a survey. Imported
             # here because journeys send through this package (a module-level import would
             # be circular).
@@ -265,4 +266,5 @@ async def do_receive_inbound(
         tuple(effects),
         urgent=routed.urgent,
         assign_to_staff_id=routed.assign_to_staff_id,
+        assignee_id=conversation.assignee_id,
     )
