@@ -345,3 +345,34 @@ async def test_five_concurrent_retries_store_one_message(
         assert await count(db, Conversation) == 1
     finally:
         await db.dispose()
+
+
+async def test_texts_arriving_together_from_a_new_number_make_one_patient_and_one_thread(
+    committed_db: Database, ring: Any
+) -> None:
+    """Twilio posts concurrently: six texts from one unknown number in flight at once (and
+    then six from a second number) become one patient and one conversation each."""
+    from hub.channels.base import InboundMessage
+    from hub.enums import Channel
+
+    def text(sender: str, n: int) -> InboundMessage:
+        return InboundMessage(
+            provider="twilio_sms",
+            provider_message_id="SM" + uuid.uuid4().hex,
+            channel=Channel.SMS,
+            from_address=sender,
+            to_address=CLINIC_NUMBER,
+            body=f"synthetic text {n}",
+        )
+
+    senders = ("+15550100177", "+15550100178")
+    await asyncio.gather(
+        *(
+            actions.do_receive_inbound(committed_db, ring, text(sender, n), {}, help_text="help")
+            for sender in senders
+            for n in range(6)
+        )
+    )
+    assert await count(committed_db, Patient) == 2
+    assert await count(committed_db, Conversation) == 2
+    assert await count(committed_db, Message) == 12

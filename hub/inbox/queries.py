@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.enums import Channel, ConversationStatus, Priority
@@ -23,6 +23,18 @@ from hub.inbox.models import (
     StaffUser,
     Team,
 )
+
+
+async def lock_sender(session: AsyncSession, bidx: bytes) -> None:
+    """Serialize intake per sender address until the transaction ends: two texts (or mails)
+    from a new number arriving at once would otherwise each create a patient, and two from a
+    patient without an open conversation would each open one. PostgreSQL: a transaction-level
+    advisory lock keyed by the blind index; SQLite's writers are serialized already (BEGIN
+    IMMEDIATE)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = int.from_bytes(bidx[:8], "big", signed=True)
+    await session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 async def patients_by_phone_index(session: AsyncSession, bidx: bytes) -> Sequence[Patient]:

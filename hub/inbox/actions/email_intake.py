@@ -259,7 +259,9 @@ async def _by_sender(
     address = _address(parsed)
     if address is None:
         return None, False, None
-    matches = await queries.patients_by_email_index(session, ring.blind_index("email", address))
+    bidx = ring.blind_index("email", address)
+    await queries.lock_sender(session, bidx)  # to the commit: covers creating either
+    matches = await queries.patients_by_email_index(session, bidx)
     if not matches:
         return None, False, None
     patient = matches[0]

@@ -76,14 +76,18 @@ class IntakeResult:
 
 
 async def _patient_for(session: AsyncSession, ring: KeyRing, phone: str) -> tuple[Patient, bool]:
-    matches = await queries.patients_by_phone_index(session, ring.blind_index("phone", phone))
+    """The sender's patient (a new, unverified one for an unknown number). Holds the sender's
+    lock to the end of the transaction, so it also covers finding or opening the conversation."""
+    bidx = ring.blind_index("phone", phone)
+    await queries.lock_sender(session, bidx)
+    matches = await queries.patients_by_phone_index(session, bidx)
     if matches:
         # Shared family phones map to several patients; the earliest record is the account
         # holder until staff split the thread (the inbox shows all matches).
         return matches[0], False
     patient = Patient(verified=False, tags=[], channel_order=["sms", "email", "voice"])
     patient.seal(ring, "phone", phone)
-    patient.phone_bidx = ring.blind_index("phone", phone)
+    patient.phone_bidx = bidx
     session.add(patient)
     await session.flush()
     return patient, True
