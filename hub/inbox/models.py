@@ -143,6 +143,8 @@ class Conversation(Base):
             postgresql_include=INBOX_COVERED,
         ),
         Index("ix_inbox_conversation_patient_status", "patient_id", "status"),
+        # Agents' open loads (round-robin) and the "mine" view (migration 0010).
+        Index("ix_inbox_conversation_assignee_status", "assignee_id", "status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
