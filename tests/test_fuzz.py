@@ -15,6 +15,7 @@ import hmac
 import json
 import math
 import string
+import unicodedata
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -304,7 +305,21 @@ def test_keyword_detection_never_raises_and_ignores_padding(
     if found is not None:
         keyword, word = found
         assert FAMILY[word] is keyword
-        assert word == body.strip().rstrip(".!").strip().upper()
+        assert word == unicodedata.normalize("NFKC", body).strip().rstrip(".!").strip().upper()
+
+
+@pytest.mark.parametrize(
+    ("typed", "word"),
+    [
+        ("\uff33\uff34\uff2f\uff30", "STOP"),  # full-width STOP
+        ("\uff53\uff54\uff4f\uff50\uff01", "STOP"),  # full-width stop!
+        ("REVO\u212aE", "REVOKE"),  # the Kelvin sign for K
+        ("\uff28\uff25\uff2c\uff30", "HELP"),
+    ],
+)
+def test_keywords_typed_in_full_width_or_compatibility_letters_count(typed: str, word: str) -> None:
+    """Patients on CJK keyboards type full-width letters; an opt-out is honoured as it looks."""
+    assert detect_keyword(typed) == (FAMILY[word], word)
 
 
 @PURE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,8 +50,10 @@ class Keyword(enum.StrEnum):
 
 
 def detect_keyword(body: str) -> tuple[Keyword, str] | None:
-    """A carrier keyword when the whole message is that one word (any case, any spacing)."""
-    word = body.strip().rstrip(".!").strip().upper()
+    """A carrier keyword when the whole message is that one word (any case, any spacing).
+    NFKC first, so full-width letters from CJK keyboards and compatibility characters (the
+    Kelvin sign for K) read as the letters they show: an opt-out is honoured as it looks."""
+    word = unicodedata.normalize("NFKC", body).strip().rstrip(".!").strip().upper()
     if word in STOP_WORDS:
         return Keyword.STOP, word
     if word in START_WORDS:
