@@ -60,7 +60,7 @@ def _uuid(request: web.Request, name: str = "id") -> uuid.UUID:
         raise web.HTTPNotFound() from None
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
+async def read_json(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
     except ValueError:
@@ -133,7 +133,7 @@ def _channel_of(request: web.Request, value: object) -> Channel | None:
 
 
 async def post_message(request: web.Request) -> web.Response:
-    data = await _json(request)
+    data = await read_json(request)
     try:
         queued = await actions.do_reply(
             request.app[DB],
@@ -154,7 +154,7 @@ async def post_message(request: web.Request) -> web.Response:
 
 
 async def post_note(request: web.Request) -> web.Response:
-    data = await _json(request)
+    data = await read_json(request)
     try:
         result = await conversations.do_add_note(
             request.app[DB],
@@ -175,7 +175,7 @@ async def post_note(request: web.Request) -> web.Response:
 
 
 async def post_status(request: web.Request) -> web.Response:
-    data = await _json(request)
+    data = await read_json(request)
     try:
         status = ConversationStatus(str(data.get("status", "")))
         raw = data.get("snoozed_until")
@@ -196,7 +196,7 @@ async def post_status(request: web.Request) -> web.Response:
 
 
 async def post_priority(request: web.Request) -> web.Response:
-    data = await _json(request)
+    data = await read_json(request)
     try:
         priority = Priority(str(data.get("priority", "")))
         effects = await conversations.do_set_priority(
@@ -212,7 +212,7 @@ async def post_priority(request: web.Request) -> web.Response:
 
 async def post_assign(request: web.Request) -> web.Response:
     ctx = current(request)
-    data = await _json(request)
+    data = await read_json(request)
     cid = _uuid(request)
     try:
         async with request.app[DB].reader() as session:

@@ -23,7 +23,7 @@ from hub.inbox.exceptions import NotFound
 from hub.journeys import actions as journeys
 from hub.journeys import fhir, reporting
 from hub.journeys.cohort import CohortInvalid, launch, match_or_create_patient
-from web.api import _json, error, plain
+from web.api import error, plain, read_json
 from web.auth import current
 from web.keys import DB, RING, SETTINGS
 from web.render import redirect_with, render
@@ -174,7 +174,7 @@ async def api_drilldown(request: web.Request) -> web.Response:
 
 async def api_status(request: web.Request) -> web.Response:
     ctx = _coordinator(request)
-    data = await _json(request)
+    data = await read_json(request)
     try:
         await journeys.do_set_journey_status(
             request.app[DB], ctx.actor, request.match_info["key"], str(data.get("status"))
@@ -190,7 +190,7 @@ async def api_enroll(request: web.Request) -> web.Response:
     """{"patient": {"phone", "email", "name", "language", "time_zone"},
     "appointment": {"id", "start", "location", "provider", "status"}} -> 201 / 200 (already)."""
     ctx = _coordinator(request)
-    data = await _json(request)
+    data = await read_json(request)
     try:
         raw_patient = data.get("patient") or {}
         if not isinstance(raw_patient, dict):

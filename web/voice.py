@@ -31,7 +31,7 @@ from hub.inbox import actions
 from hub.inbox.actions import voice_intake as intake
 from web.keys import ADAPTERS, DB, METRICS, RING, SETTINGS
 from web.tasks import assign_soon, release_soon
-from web.webhooks import _plain, _read_signed_form
+from web.webhooks import read_signed_form, text_answer
 
 BASE = "/webhooks/twilio/voice"
 
@@ -48,7 +48,7 @@ def _twiml(xml: str) -> web.Response:
 
 def _malformed(request: web.Request, kind: str, exc: Exception) -> web.Response:
     request.app[METRICS].webhook_rejected.labels(PROVIDER, kind, "malformed").inc()
-    return _plain(400, str(exc))
+    return text_answer(400, str(exc))
 
 
 def _accepted(request: web.Request, kind: str, result: str) -> None:
@@ -56,7 +56,7 @@ def _accepted(request: web.Request, kind: str, result: str) -> None:
 
 
 async def _call(request: web.Request, kind: str) -> tuple[WebhookRequest, CallEvent] | web.Response:
-    hook = await _read_signed_form(request, PROVIDER, kind)
+    hook = await read_signed_form(request, PROVIDER, kind)
     if isinstance(hook, web.Response):
         return hook
     settings = request.app[SETTINGS]
@@ -207,7 +207,7 @@ async def outbound_call(request: web.Request) -> web.Response:
 async def recording(request: web.Request) -> web.Response:
     """The ``<Record>`` action (answered with TwiML: the caller is still on the line) and the
     recording status callback (answered 204) share this URL."""
-    hook = await _read_signed_form(request, PROVIDER, "recording")
+    hook = await read_signed_form(request, PROVIDER, "recording")
     if isinstance(hook, web.Response):
         return hook
     app = request.app
@@ -232,7 +232,7 @@ async def recording(request: web.Request) -> web.Response:
 
 
 async def transcription(request: web.Request) -> web.Response:
-    hook = await _read_signed_form(request, PROVIDER, "transcription")
+    hook = await read_signed_form(request, PROVIDER, "transcription")
     if isinstance(hook, web.Response):
         return hook
     app = request.app
@@ -248,7 +248,7 @@ async def transcription(request: web.Request) -> web.Response:
 
 async def call_status(request: web.Request) -> web.Response:
     """Progress of a call the hub placed: busy and no-answer retry, then fall back."""
-    hook = await _read_signed_form(request, PROVIDER, "status")
+    hook = await read_signed_form(request, PROVIDER, "status")
     if isinstance(hook, web.Response):
         return hook
     app = request.app

@@ -22,18 +22,18 @@ MAX_WEBHOOK_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
 
 
-def _plain(status: int, text: str) -> web.Response:
+def text_answer(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text + "\n", content_type="text/plain")
 
 
-async def _read_signed_form(
+async def read_signed_form(
     request: web.Request, provider: str, kind: str
 ) -> WebhookRequest | web.Response:
     metrics = request.app[METRICS]
 
     def reject(status: int, reason: str, text: str) -> web.Response:
         metrics.webhook_rejected.labels(provider, kind, reason).inc()
-        return _plain(status, text)
+        return text_answer(status, text)
 
     if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
         return reject(413, "too_large", f"request body is over {MAX_WEBHOOK_BYTES} bytes")
@@ -67,7 +67,7 @@ async def _read_signed_form(
 
 
 async def twilio_sms(request: web.Request) -> web.Response:
-    hook = await _read_signed_form(request, "twilio_sms", "inbound")
+    hook = await read_signed_form(request, "twilio_sms", "inbound")
     if isinstance(hook, web.Response):
         return hook
     app = request.app
@@ -76,7 +76,7 @@ async def twilio_sms(request: web.Request) -> web.Response:
         inbound = adapter.parse_inbound(hook)
     except MalformedPayload as exc:
         app[METRICS].webhook_rejected.labels("twilio_sms", "inbound", "malformed").inc()
-        return _plain(400, str(exc))
+        return text_answer(400, str(exc))
     result = await actions.do_receive_inbound(
         app[DB],
         app[RING],
@@ -102,7 +102,7 @@ async def twilio_sms(request: web.Request) -> web.Response:
 
 
 async def twilio_status(request: web.Request) -> web.Response:
-    hook = await _read_signed_form(request, "twilio_sms", "status")
+    hook = await read_signed_form(request, "twilio_sms", "status")
     if isinstance(hook, web.Response):
         return hook
     app = request.app
@@ -111,7 +111,7 @@ async def twilio_status(request: web.Request) -> web.Response:
         update = adapter.parse_status(hook)
     except (MalformedPayload, UnknownEvent) as exc:
         app[METRICS].webhook_rejected.labels("twilio_sms", "status", "malformed").inc()
-        return _plain(400, str(exc))
+        return text_answer(400, str(exc))
     effects = await actions.do_apply_status(
         app[DB], update, adapter.classify_error, retry_base_s=app[SETTINGS].send_retry_base_s
     )

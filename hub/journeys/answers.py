@@ -56,7 +56,7 @@ class ReplyOutcome:
 
 
 @dataclass(frozen=True)
-class _Ask:
+class OpenAsk:
     sent_at: datetime
     enrollment: Enrollment
     journey: Journey
@@ -77,7 +77,7 @@ async def handle_reply_in(
 ) -> ReplyOutcome | None:
     """Act on a reply that answers an open question; None when it answers none (then it is
     an ordinary message for staff)."""
-    ask = await _open_ask(session, patient.id, now)
+    ask = await open_ask(session, patient.id, now)
     if ask is None:
         return None
     step, enrollment = ask.step, ask.enrollment
@@ -126,8 +126,8 @@ async def handle_reply_in(
     return ReplyOutcome(enrollment.id, step.id, reply, tuple(actions), cancelled, effects)
 
 
-async def _open_ask(session: AsyncSession, patient_id: uuid.UUID, now: datetime) -> _Ask | None:
-    best: _Ask | None = None
+async def open_ask(session: AsyncSession, patient_id: uuid.UUID, now: datetime) -> OpenAsk | None:
+    best: OpenAsk | None = None
     for enrollment in await queries.active_enrollments_of(session, patient_id):
         journey = await session.get(Journey, enrollment.journey_id)
         assert journey is not None
@@ -144,11 +144,11 @@ async def _open_ask(session: AsyncSession, patient_id: uuid.UUID, now: datetime)
             if step.survey is not None and step.id in answered:
                 continue
             if best is None or run.due_at > best.sent_at:
-                best = _Ask(run.due_at, enrollment, journey, step)
+                best = OpenAsk(run.due_at, enrollment, journey, step)
     return best
 
 
-async def _cancel_pending(session: AsyncSession, ask: _Ask, why: str, *, only_asks: bool) -> int:
+async def _cancel_pending(session: AsyncSession, ask: OpenAsk, why: str, *, only_asks: bool) -> int:
     steps = {s.id: s for s in definition_of(ask.journey).steps}
     count = 0
     for run in await queries.runs_of(session, ask.enrollment.id, PENDING):
@@ -164,7 +164,7 @@ def _note_for_staff(
     ring: KeyRing,
     session: AsyncSession,
     conversation: Conversation,
-    ask: _Ask,
+    ask: OpenAsk,
     reply: Reply,
     cancelled: int,
 ) -> None:
@@ -223,7 +223,7 @@ async def _answer_back(
 async def _record_answer(
     session: AsyncSession,
     ring: KeyRing,
-    ask: _Ask,
+    ask: OpenAsk,
     reply: Reply,
     text: str,
     message_id: uuid.UUID,

@@ -78,7 +78,9 @@ class IntakeResult:
     """Who has the conversation now: round-robin leaves an assigned conversation alone."""
 
 
-async def _patient_for(session: AsyncSession, ring: KeyRing, phone: str) -> tuple[Patient, bool]:
+async def patient_for_phone(
+    session: AsyncSession, ring: KeyRing, phone: str
+) -> tuple[Patient, bool]:
     """The sender's patient (a new, unverified one for an unknown number). Holds the sender's
     lock to the end of the transaction, so it also covers finding or opening the conversation."""
     bidx = ring.blind_index("phone", phone)
@@ -139,7 +141,7 @@ async def do_receive_inbound(
             )
 
         now = utcnow()
-        patient, new_patient = await _patient_for(session, ring, inbound.from_address)
+        patient, new_patient = await patient_for_phone(session, ring, inbound.from_address)
 
         conversation = await queries.latest_conversation_of(session, patient.id, inbound.channel)
         if (

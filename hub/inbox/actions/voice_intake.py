@@ -31,7 +31,7 @@ from hub.db import Database, new_id, utcnow
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
 from hub.inbox import queries, voice_queries
 from hub.inbox.actions.delivery import message_new_effect
-from hub.inbox.actions.intake import REOPEN_WINDOW, _patient_for
+from hub.inbox.actions.intake import REOPEN_WINDOW, patient_for_phone
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
 from hub.inbox.models import (
     Attachment,
@@ -118,9 +118,9 @@ async def _open_confirmation(
 ) -> tuple[uuid.UUID, str] | None:
     """(enrollment, step) of the question a "1" or "2" from this patient would answer, when
     that question is a confirmation (a survey would read the key as a score)."""
-    from hub.journeys.answers import _open_ask
+    from hub.journeys.answers import open_ask
 
-    ask = await _open_ask(session, patient_id, now)
+    ask = await open_ask(session, patient_id, now)
     if ask is None or ask.step.asks != "confirmation":
         return None
     return ask.enrollment.id, ask.step.id
@@ -394,7 +394,7 @@ async def _new_voicemail(
     now: datetime,
 ) -> VoicemailResult:
     if event.from_address is not None:
-        patient, new_patient = await _patient_for(session, ring, event.from_address)
+        patient, new_patient = await patient_for_phone(session, ring, event.from_address)
     else:
         # A withheld number: the message still reaches staff, from an unknown caller.
         patient = Patient(verified=False, tags=[])
