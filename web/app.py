@@ -35,7 +35,7 @@ from web.realtime import SocketIONotifier, close_socketio, create_socketio
 from web.render import make_environment
 from web.routes import setup_routes
 from web.sessions import LoginGuard, SessionStore
-from web.tasks import relay_loop
+from web.tasks import RELEASES, Releases, relay_loop
 from worker.effects import OutboxSink
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
@@ -58,6 +58,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> web.Applica
     app[RING] = settings.key_ring()
     app[METRICS] = Metrics()
     app[BACKGROUND] = set()
+    app[RELEASES] = Releases()
     app[ADAPTERS] = {
         name: resolve_adapter(name, settings) for name in ("twilio_sms", "twilio_voice")
     }
