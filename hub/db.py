@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, Dialect, LargeBinary, MetaData, event, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -115,6 +116,24 @@ def _sqlite_on_begin(conn: Any) -> None:
     # deadlock into SQLITE_BUSY_SNAPSHOT; SQLite has one writer anyway, readers are not blocked
     # under WAL.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03", "53300")
+"""PostgreSQL shutting down, crashed, starting up, or out of connection slots: answers that
+mean "not now" (class 08, connection exceptions, too)."""
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached right now (down, restarting, the
+    connection cut), as opposed to a fault in the query or the data: the caller may retry."""
+    if isinstance(exc, ConnectionError | TimeoutError | DisconnectionError):
+        return True  # asyncpg's own connect errors reach us unwrapped
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = getattr(exc.orig, "sqlstate", None) or ""
+        return state.startswith("08") or state in UNAVAILABLE_SQLSTATES
+    return False
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:

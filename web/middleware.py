@@ -8,12 +8,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from hub.db import database_unavailable
 from hub.errors import HubError
 from web.keys import METRICS
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+RETRY_AFTER_S = 5
+"""What a 503 asks callers to wait: about as long as a database restart or failover takes."""
 
 REASONS = {
     400: "The request was malformed.",
@@ -67,7 +71,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # A domain error that reached the edge unhandled is still the caller's problem to fix.
         status = 400
         return _error(400, str(exc))
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):
+            # Not a bug to page anyone about: the caller retries (Twilio does on a 503) and
+            # the transaction rolled back, so a retry finds nothing half-written.
+            status = 503
+            log.warning("database unavailable", extra={"route": route})
+            response = _error(503, "The database is unavailable; try again shortly.")
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
         log.exception("unhandled error", extra={"route": route})
         return _error(500)
     finally:

@@ -6,11 +6,13 @@ a Redis lock lets one tick at a time do the work."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from datetime import timedelta
 
-from redis import Redis
+from redis import Redis, RedisError
 from rq import Queue
 
 from hub.config import Settings
@@ -29,8 +31,27 @@ TICK_DONE_KEY = "hub:tick:done"
 """The clock time (ISO 8601) the last completed tick worked at: for health checks and tests."""
 TICK_INTERVAL_S = 1
 """Seconds between ticks (RQ's cron scheduler counts in whole seconds)."""
-TICK_LOCK_TTL_S = 120
-"""A tick that died holding the lock frees it after this long."""
+TICK_LOCK_TTL_S = 10
+"""A tick whose worker died (SIGKILL, OOM) holding the lock frees it after this long; every
+other tick waits meanwhile, so claims, stuck-send checks and relays stop for that long."""
+TICK_LOCK_RENEW_S = 3.0
+"""How often a running tick extends its lock, so a slow but live tick keeps it."""
+_EXTEND_OWN_LOCK = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('expire', KEYS[1], ARGV[2]) else return 0 end"
+)
+
+
+async def _keep_lock(redis: Redis, token: str) -> None:
+    extend = redis.register_script(_EXTEND_OWN_LOCK)
+    while True:
+        await asyncio.sleep(TICK_LOCK_RENEW_S)
+        try:
+            extend(keys=[TICK_LOCK], args=[token, TICK_LOCK_TTL_S])
+        except RedisError:  # Redis away: the tick's own calls fail and say so
+            log.warning("could not extend the tick lock")
+
+
 QUEUED_BATCHES_TARGET = 16
 """Dispatch batches kept waiting in the bulk queue. Claiming far ahead of what workers can
 send would let leases run out on batches still in the queue; fewer would leave workers idle
@@ -46,6 +67,7 @@ async def run_tick(settings: Settings | None = None) -> str:
         try:
             if not redis.set(TICK_LOCK, token, nx=True, ex=TICK_LOCK_TTL_S):
                 return "another tick is running"
+            renewal = asyncio.create_task(_keep_lock(redis, token))
             try:
                 effects = await conversations.do_wake_snoozed(rt.db)
                 effects += await delivery.do_requeue_stalled(rt.db)
@@ -68,6 +90,9 @@ async def run_tick(settings: Settings | None = None) -> str:
                 stuck = await resolve_stuck_sends_with(rt)
                 redis.set(TICK_DONE_KEY, started.isoformat())
             finally:
+                renewal.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewal
                 # Only our own lock: a tick slower than the TTL must not free the next one's.
                 if redis.get(TICK_LOCK) == token.encode():
                     redis.delete(TICK_LOCK)

@@ -25,6 +25,7 @@ What it serves (all paths need HTTP Basic auth AccountSid:AuthToken, else 401 co
 - ``GET .../Messages/{Sid}.json``: the message as it is now.
 - ``GET .../Messages/{MessageSid}/Media/{MediaSid}``: bytes registered with :meth:`add_media`.
 - ``GET /_fake/stats`` (no auth, no latency, not recorded): counts for a benchmark to poll.
+- ``GET /_fake/faults``: how many of the faults below were injected so far.
 
 ``api_latency`` seconds pass (``asyncio.sleep``, so concurrent calls overlap) before each answer.
 
@@ -44,6 +45,15 @@ Scripting, per recipient number (To), each queue consumed front first:
   entry per message created to ``to``. A step is ``status`` or ``status:ErrorCode``. Steps are
   posted in the order given, so ``[["delivered", "sent"]]`` simulates a late ``sent``. The
   resource's own status never moves backwards, as on Twilio.
+
+Faults, for fault-injection tests (``FakeTwilio(..., fail_rate=0.1, stall_rate=0.05,
+stall_s=2, disorder_rate=0.5, seed=1)`` or ``--fail-rate``, ``--stall-rate``, ``--stall-ms``,
+``--disorder-rate``, ``--seed``), applied to creates and messages nothing is scripted for:
+a create answered 500 or 503 without creating; a create held ``stall_s`` and then dropped
+without any answer (nothing created: the SDK sees a transport error, as on a timeout); a
+message whose status callbacks are posted shuffled with one of them twice, the final status
+never last. Counted in :attr:`faults`. ``faults_in_a_row=N`` (``--faults-in-a-row``) caps
+the failures injected in a row for one recipient, so retries always get through.
 
 Recorded: :attr:`messages` (:class:`FakeMessage`), :attr:`requests` (every REST request,
 rejected ones too), :attr:`callbacks` and :attr:`inbound` (:class:`Webhook`: each POST to the

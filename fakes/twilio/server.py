@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import random
 import secrets
 import time
 from collections import deque
@@ -53,13 +54,35 @@ class FakeTwilio(CallsMixin):
         callback_delay: float = 0.0,
         service_sender: str = "+15550109999",
         post_callbacks: bool = True,
+        fail_rate: float = 0.0,
+        stall_rate: float = 0.0,
+        stall_s: float = 2.0,
+        disorder_rate: float = 0.0,
+        seed: int | None = None,
+        faults_in_a_row: int | None = None,
     ) -> None:
+        if not 0 <= fail_rate + stall_rate <= 1 or not 0 <= disorder_rate <= 1:
+            raise ValueError("fail_rate + stall_rate and disorder_rate must be within 0..1")
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.api_latency = api_latency  # seconds before each REST answer
         self.callback_delay = callback_delay  # seconds before each status step
         self.post_callbacks = post_callbacks  # False: statuses still move, nothing is POSTed
         self.service_sender = service_sender  # what a Messaging Service picks when From is unset
+        # Faults on unscripted creates, drawn from one seeded generator so a run can be replayed:
+        # fail_rate answers 500/503 without creating; stall_rate holds the request stall_s, then
+        # drops the connection unanswered (the client sees a timeout-like transport error) and
+        # creates nothing. disorder_rate shuffles a message's callbacks and posts one twice.
+        self.fail_rate = fail_rate
+        self.stall_rate = stall_rate
+        self.stall_s = stall_s
+        self.disorder_rate = disorder_rate
+        self._random = random.Random(seed)  # noqa: S311 (fault injection, not security)
+        self.faults = {"failed": 0, "stalled": 0, "disordered": 0}
+        # At most this many injected failures in a row per recipient: transient faults that
+        # do not outlast a sender's retries, so a test can expect every text to get through.
+        self.faults_in_a_row = faults_in_a_row
+        self._streaks: dict[str, int] = {}
         self.base_url: str | None = None  # set by start_fake_twilio; needed for media URLs
         self.messages: list[FakeMessage] = []
         self.requests: list[ApiRequest] = []
@@ -193,7 +216,20 @@ class FakeTwilio(CallsMixin):
         if not body and not media and "ContentSid" not in form:
             return twilio_error(400, 21602)
         scripted = self._api_script.get(to)
+        injectable = not scripted  # scripted answers are given exactly as written
         answer = scripted.popleft() if scripted else 201
+        if injectable and (self.fail_rate or self.stall_rate):
+            roll = self._random.random()
+            streak = self._streaks.get(to, 0)
+            if self.faults_in_a_row is not None and streak >= self.faults_in_a_row:
+                roll = 1.0
+            self._streaks[to] = streak + 1 if roll < self.fail_rate + self.stall_rate else 0
+            if roll < self.fail_rate:
+                self.faults["failed"] += 1
+                answer = self._random.choice((500, 503))
+            elif roll < self.fail_rate + self.stall_rate:
+                self.faults["stalled"] += 1
+                return await self._stall(request)
         if answer >= 10000:
             return twilio_error(_CODE_HTTP.get(answer, 400), answer)
         if answer >= 300:
@@ -218,7 +254,11 @@ class FakeTwilio(CallsMixin):
         self._bodies.add(body)
         queued = self._outcome_script.get(to)
         default = ("queued", "sent", "delivered") if service else ("sent", "delivered")
+        injectable = not queued  # scripted outcomes are posted exactly as written
         steps = queued.popleft() if queued else tuple((s, None) for s in default)
+        if injectable and self.disorder_rate and self._random.random() < self.disorder_rate:
+            self.faults["disordered"] += 1
+            steps = self._disorder(steps)
         response = web.json_response(message.resource(self.account_sid), status=201)
         if self.callback_delay or (message.status_callback and self.post_callbacks):
             self._spawn(self._walk(message, steps))
@@ -226,6 +266,26 @@ class FakeTwilio(CallsMixin):
             for status, code in steps:
                 self._advance(message, status, code)
         return response
+
+    def _disorder(
+        self, steps: Sequence[tuple[str, int | None]]
+    ) -> tuple[tuple[str, int | None], ...]:
+        """The steps shuffled with one of them twice, the final status never posted last."""
+        shuffled = [*steps, self._random.choice(steps)]
+        while True:
+            self._random.shuffle(shuffled)
+            if shuffled[-1][0] != steps[-1][0]:
+                return tuple(shuffled)
+
+    async def _stall(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.stall_s)
+        if request.transport is not None:
+            request.transport.abort()  # no answer at all, as when a load balancer gives up
+        # Never reaches the client; recorded in :attr:`requests` as a gateway timeout.
+        return web.Response(status=504)
+
+    async def _faults(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.faults)
 
     async def _list(self, request: web.Request) -> web.Response:
         return list_messages(
@@ -367,6 +427,7 @@ def create_app(fake: FakeTwilio) -> web.Application:
     app.router.add_post(f"{messages}.json", fake._create)
     app.router.add_get(f"{messages}.json", fake._list)
     app.router.add_get("/_fake/stats", fake._stats)
+    app.router.add_get("/_fake/faults", fake._faults)
     app.router.add_get(f"{messages}/{{sid:(?:SM|MM)[0-9a-f]{{32}}}}.json", fake._fetch)
     media = f"{messages}/{{message_sid}}/Media/{{media_sid:ME[0-9a-f]{{32}}}}"
     app.router.add_get(media, fake._get_media)
