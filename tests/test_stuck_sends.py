@@ -157,3 +157,51 @@ async def test_a_send_still_within_its_call_is_left_alone(hub: Hub) -> None:
     assert hub.fake.messages == []
     message, _ = await message_and_attempts(hub, task.outbound.message_id)
     assert message.status is MessageStatus.SENDING
+
+
+async def test_a_send_whose_answer_was_lost_is_asked_about_not_sent_twice(hub: Hub) -> None:
+    """Twilio made the message but the connection dropped before its answer: sending again at
+    once would text the patient twice. The attempt stays claimed; the sweep finds it at Twilio
+    and records it, and nothing more is sent."""
+    from worker.jobs import run_send_message
+
+    staff = await make_staff(hub.db)
+    patient_id = await actions.do_create_patient(
+        hub.db,
+        hub.ring,
+        Actor.system("test"),
+        NewPatient(name="Avery Sample", phone=PATIENT_NUMBER, verified=True),
+        region="US",
+    )
+    async with hub.db.transaction() as session:
+        conversation = Conversation(patient_id=patient_id, channel="sms")
+        session.add(conversation)
+        await session.flush()
+        conversation_id = conversation.id
+    queued = await actions.do_reply(
+        hub.db, hub.ring, staff, conversation_id, "Your results are ready; please call us."
+    )
+    hub.fake.lose_answers(PATIENT_NUMBER)
+
+    outcome = await run_send_message(queued.message_id, hub.settings)
+
+    assert outcome.startswith("failed: network")
+    assert len(hub.fake.messages) == 1  # Twilio has it
+    message, attempts = await message_and_attempts(hub, queued.message_id)
+    assert message.status is MessageStatus.SENDING  # not failed, not queued for a retry
+    assert [(a.attempt, a.status) for a in attempts] == [(1, MessageStatus.SENDING)]
+    assert message.next_attempt_at is None
+
+    # A retry job run anyway (a duplicate) finds the attempt claimed and sends nothing.
+    assert await run_send_message(queued.message_id, hub.settings) != "sent"
+    assert len(hub.fake.messages) == 1
+
+    async with hub.db.transaction() as session:  # the sweep's wait has passed
+        [attempt] = (await session.scalars(select(DeliveryAttempt))).all()
+        attempt.created_at = utcnow() - timedelta(minutes=5)
+    summary = await run_resolve_stuck_sends(hub.settings)
+
+    assert "found at provider: 1" in summary
+    assert len(hub.fake.messages) == 1
+    message, attempts = await message_and_attempts(hub, queued.message_id)
+    assert message.provider_message_id == hub.fake.messages[0].sid

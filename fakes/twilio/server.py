@@ -95,6 +95,7 @@ class FakeTwilio(CallsMixin):
         self._waiters = 0
         self._media: dict[tuple[str, str], tuple[str, bytes]] = {}
         self._api_script: dict[str, deque[int]] = {}
+        self._lost_answers: dict[str, int] = {}
         self._outcome_script: dict[str, deque[tuple[tuple[str, int | None], ...]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -122,6 +123,11 @@ class FakeTwilio(CallsMixin):
         self._api_script.setdefault(to, deque()).extend(api)
         parsed = [tuple(self._parse_step(step) for step in steps) for steps in outcomes]
         self._outcome_script.setdefault(to, deque()).extend(parsed)
+
+    def lose_answers(self, to: str, count: int = 1) -> None:
+        """The next ``count`` messages to ``to`` are created, then the connection is dropped
+        before the answer: the sender cannot know the message exists (a timeout after send)."""
+        self._lost_answers[to] = self._lost_answers.get(to, 0) + count
 
     @staticmethod
     def _parse_step(step: str) -> tuple[str, int | None]:
@@ -260,6 +266,10 @@ class FakeTwilio(CallsMixin):
             self.faults["disordered"] += 1
             steps = self._disorder(steps)
         response = web.json_response(message.resource(self.account_sid), status=201)
+        if self._lost_answers.get(to, 0) > 0:
+            self._lost_answers[to] -= 1
+            if request.transport is not None:
+                request.transport.abort()
         if self.callback_delay or (message.status_callback and self.post_callbacks):
             self._spawn(self._walk(message, steps))
         else:  # nothing to wait for or post: a task per message would only cost

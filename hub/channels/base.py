@@ -96,6 +96,10 @@ class FailureClass:
     transient: bool
     effect: FailureEffect = FailureEffect.NONE
     unreachable_reason: str | None = None
+    answer_lost: bool = False
+    """The request may have reached the provider and only its answer was lost (a timeout or a
+    dropped connection after sending): sending again could message the patient twice, so the
+    attempt is left open for the stuck-send check, which asks the provider first."""
 
 
 class ChannelError(HubError):

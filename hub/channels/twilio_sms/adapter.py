@@ -8,7 +8,6 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 
 from hub.channels.base import (
@@ -25,7 +24,7 @@ from hub.channels.base import (
     WebhookRequest,
     attempt_number,
 )
-from hub.channels.twilio_sms.errors import TRANSIENT_HTTP, UNREACHABLE_API, classify
+from hub.channels.twilio_sms.errors import api_failure, classify
 from hub.config import Settings
 from hub.consent.exceptions import ConsentRefused
 from hub.consent.schemas import Decision
@@ -224,7 +223,7 @@ class TwilioSmsAdapter:
         except NotConfigured:
             raise
         except Exception as exc:
-            raise SendFailed(_api_failure(exc)) from None
+            raise SendFailed(api_failure(exc)) from None
         return SendReceipt(
             PROVIDER, message.sid, STATUS_MAP.get(message.status or "", MessageStatus.SENDING)
         )
@@ -237,7 +236,7 @@ class TwilioSmsAdapter:
         except NotConfigured:
             raise
         except Exception as exc:
-            raise SendFailed(_api_failure(exc)) from None
+            raise SendFailed(api_failure(exc)) from None
         earliest = since - CLOCK_SKEW
         for message in recent:
             created = message.date_created
@@ -256,13 +255,3 @@ class TwilioSmsAdapter:
             if session is not None:
                 await session.close()
             self._client = None
-
-
-def _api_failure(exc: Exception) -> FailureClass:
-    """What a failed call to Twilio's REST API means for the send."""
-    if isinstance(exc, TwilioRestException):
-        return TRANSIENT_HTTP if exc.status >= 500 else classify(exc.code, exc.msg)
-    # Timeouts and connection errors from the SDK's transport.
-    return FailureClass(
-        UNREACHABLE_API.code, f"{UNREACHABLE_API.reason} ({type(exc).__name__})", transient=True
-    )

@@ -6,6 +6,8 @@ Twilio's code in the reason, so a new code is visible, never retried blindly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hub.channels.base import FailureClass, FailureEffect
 
 FAILURES: dict[str, FailureClass] = {
@@ -50,6 +52,26 @@ FAILURES: dict[str, FailureClass] = {
 
 TRANSIENT_HTTP = FailureClass("http", "Twilio answered with a server error", transient=True)
 UNREACHABLE_API = FailureClass("network", "could not reach Twilio", transient=True)
+
+
+def api_failure(
+    exc: Exception,
+    classify_code: Callable[[str | int | None, str | None], FailureClass] | None = None,
+) -> FailureClass:
+    """What a failed call to Twilio's REST API means for the send; ``classify_code`` reads
+    Twilio's error code (the voice adapter passes its own)."""
+    from aiohttp import ClientConnectorError
+    from twilio.base.exceptions import TwilioRestException
+
+    if isinstance(exc, TwilioRestException):
+        return (
+            TRANSIENT_HTTP if exc.status >= 500 else (classify_code or classify)(exc.code, exc.msg)
+        )
+    reason = f"{UNREACHABLE_API.reason} ({type(exc).__name__})"
+    # No connection was made: Twilio never saw the request, so sending again is safe.
+    # Anything later (a timeout, a connection dropped mid-answer) may have created it.
+    lost = not isinstance(exc, ClientConnectorError)
+    return FailureClass(UNREACHABLE_API.code, reason, transient=True, answer_lost=lost)
 
 
 def classify(code: str | int | None, fallback: str | None = None) -> FailureClass:

@@ -12,7 +12,6 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 
 from hub.channels.base import (
@@ -29,7 +28,7 @@ from hub.channels.base import (
     attempt_number,
 )
 from hub.channels.twilio_sms.adapter import SIGNATURE_HEADER
-from hub.channels.twilio_sms.errors import TRANSIENT_HTTP, UNREACHABLE_API
+from hub.channels.twilio_sms.errors import api_failure
 from hub.channels.twilio_voice.errors import BUSY, CANCELED, FAILED, NO_ANSWER, classify
 from hub.channels.twilio_voice.events import CALL_SID_RE, PROVIDER
 from hub.config import Settings
@@ -193,7 +192,7 @@ class TwilioVoiceAdapter:
         except NotConfigured:
             raise
         except Exception as exc:
-            raise SendFailed(_api_failure(exc)) from None
+            raise SendFailed(api_failure(exc, classify)) from None
         return SendReceipt(
             PROVIDER, call.sid, STATUS_MAP.get(call.status or "", MessageStatus.SENDING)
         )
@@ -211,7 +210,7 @@ class TwilioVoiceAdapter:
         except NotConfigured:
             raise
         except Exception as exc:
-            raise SendFailed(_api_failure(exc)) from None
+            raise SendFailed(api_failure(exc, classify)) from None
         earliest = since - CLOCK_SKEW
         ours = [c for c in recent if c.date_created is None or c.date_created >= earliest]
         if len(ours) != 1:
@@ -227,12 +226,3 @@ class TwilioVoiceAdapter:
             if session is not None:
                 await session.close()
             self._client = None
-
-
-def _api_failure(exc: Exception) -> FailureClass:
-    """What a failed call to Twilio's REST API means for the call."""
-    if isinstance(exc, TwilioRestException):
-        return TRANSIENT_HTTP if exc.status >= 500 else classify(exc.code, exc.msg)
-    return FailureClass(
-        UNREACHABLE_API.code, f"{UNREACHABLE_API.reason} ({type(exc).__name__})", transient=True
-    )

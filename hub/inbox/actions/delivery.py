@@ -3,6 +3,7 @@ and move delivery status forward only."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,10 +39,12 @@ MAX_REPLY_CHARS = 1600
 MAX_SEND_ATTEMPTS = 4
 """Hand-overs to the provider per message before a transient failure becomes final."""
 RETRY_BACKOFF_FACTOR = 4
+"""Each retry waits this many times longer than the one before."""
 EARLY_RUN_TOLERANCE = timedelta(seconds=1)
 """RQ's scheduler keeps due times in whole seconds, so a delayed job may start up to a second
 before the retry time the database holds; that counts as on time."""
-"""Each retry waits this many times longer than the one before."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -328,6 +331,9 @@ async def do_record_outcomes(
     # the dispatch batch's other bulk writes.
     from hub.journeys.dispatch_queries import update_by_id
 
+    # A lost answer is not an answer: the attempt stays claimed, and the stuck-send check asks
+    # the provider before anything is sent again.
+    outcomes = [o for o in outcomes if o.failure is None or not o.failure.answer_lost]
     if not outcomes:
         return ()
     ids = [o.task.outbound.message_id for o in outcomes]
@@ -399,6 +405,13 @@ def _apply_receipt(
 async def do_record_send_failure(
     db: Database, task: SendTask, failure: FailureClass, *, retry_base_s: float
 ) -> tuple[uuid.UUID, ...]:
+    if failure.answer_lost:
+        # The provider may have it: left claimed for the stuck-send check, which asks first.
+        log.warning(
+            "send answer lost; the stuck-send check will ask the provider",
+            extra={"message_id": str(task.outbound.message_id), "code": failure.code},
+        )
+        return ()
     async with db.transaction() as session:
         attempt = await queries.attempt_of(session, task.outbound.message_id, task.outbound.attempt)
         message = await queries.message_for_update(session, task.outbound.message_id)
