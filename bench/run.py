@@ -176,7 +176,6 @@ def render(
             "missing). Baseline: as many RQ worker processes like `hub worker`'s draining no-op "
             "jobs (`bench/noop.py`). Status callbacks are not posted (they load `hub serve`, "
             "not measured here)."
-            + (f" Hub layout in this run: {details['hub']}." if "hub" in details else "")
         ),
         _bullet(
             "**enroll**: `hub journey launch` of a synthetic cohort CSV (wall time and the "
