@@ -68,7 +68,7 @@ NAME = "live"
 DEFAULT_PROBES = 500
 DEFAULT_PROBE_RATE = 10.0
 """Probes per second: one at a time, far below the background rate they measure under."""
-BACKGROUND_RATE = 200.0
+DEFAULT_RATE = 200.0
 CONNECTIONS = 32
 PROBE_NUMBERS = 50
 """Probe patients; each probe reuses one, so its conversation is open and its id known."""
@@ -242,7 +242,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "loadgen",
             [
                 sys.executable, "-m", "bench.loadgen", "run", "--target", hub_url,
-                "--rate", f"{BACKGROUND_RATE:g}", "--connections", str(CONNECTIONS),
+                "--rate", f"{args.rate:g}", "--connections", str(CONNECTIONS),
                 "--seconds", f"{seconds:g}", "--warmup", "0", "--known", str(args.known),
                 "--sid-prefix", str(BACKGROUND_SID_PREFIX), "--out", str(out),
             ],
@@ -253,7 +253,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         say(background.first_line(timeout=120))
         load_start = load_average()
         await asyncio.sleep(WARMUP_S)
-        say(f"{args.probes} probes at {args.probe_rate:g}/s under {BACKGROUND_RATE:g}/s background")
+        say(f"{args.probes} probes at {args.probe_rate:g}/s under {args.rate:g}/s background")
         latencies: list[float] = []
         lost = early = 0
         began = time.perf_counter()
@@ -291,7 +291,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     p50, p99 = ms(latencies, 50), ms(latencies, 99)
     once = exactly_once(counts)
     bg_rate = bg["measured"]["requests_per_s"]
-    steady = bg["error_count"] == 0 and bg_rate >= 0.95 * BACKGROUND_RATE
+    steady = bg["error_count"] == 0 and bg_rate >= 0.95 * args.rate
     passed = bool(
         latencies
         and lost == 0
@@ -306,7 +306,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         figure += f" (only {done} of {args.probes} sent in time)"
     if lost:
         figure += f" ({lost} message:new never came)"
-    figure += f"; background {bg_rate:,.0f} of {BACKGROUND_RATE:g} texts/s"
+    figure += f"; background {bg_rate:,.0f} of {args.rate:g} texts/s"
     if bg["error_count"]:
         figure += f" ({bg['error_count']} errors)"
     if not once:
@@ -315,7 +315,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "Time from the webhook's answer to the staff socket.io client's `message:new` for "
         f"that conversation, measured by one process on one clock for {args.probes} probe "
         f"texts (one at a time, {args.probe_rate:g}/s) while a load generator process posts "
-        f"signed inbound-SMS webhooks open loop at {BACKGROUND_RATE:g}/s into the same "
+        f"signed inbound-SMS webhooks open loop at {args.rate:g}/s into the same "
         "`hub serve` (PostgreSQL, routing rules, known and new patients); every MessageSid is "
         "then checked stored exactly once. Baseline: the transport alone, `message:new` "
         "published through socket.io's Redis manager (as `hub worker` does) to the same "
@@ -326,7 +326,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "description": description,
         "rows": [
             {
-                "label": f"live latency at {BACKGROUND_RATE:g} inbound texts/s",
+                "label": f"live latency at {args.rate:g} inbound texts/s",
                 "figure": figure,
                 "baseline": (
                     f"p50 {ms(floor, 50)} ms, p99 {ms(floor, 99)} ms (Redis -> socket.io only)"
@@ -381,6 +381,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog=f"python -m bench.{NAME}", description=__doc__)
     parser.add_argument("--probes", type=int, default=DEFAULT_PROBES)
     parser.add_argument("--probe-rate", type=float, default=DEFAULT_PROBE_RATE)
+    parser.add_argument(
+        "--rate", type=float, default=DEFAULT_RATE, help="background texts per second"
+    )
     parser.add_argument("--known", type=int, default=loadgen.DEFAULT_KNOWN)
     args = parser.parse_args()
     if args.probes < 1 or args.probe_rate <= 0:
