@@ -117,7 +117,17 @@ def git_info() -> dict[str, Any]:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    # The results a run writes are not changes to what it measured.
+    changes = git(
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":!bench/results",
+        ":!bench/RESULTS.md",
+    )
+    return {"commit": commit, "dirty": bool(changes)}
 
 
 def load_average() -> float:
