@@ -30,7 +30,7 @@ from hub.migrations import upgrade_url
 
 T = TypeVar("T")
 
-pytest_plugins = ["tests.stack"]
+pytest_plugins = ["tests.stack", "tests.browser"]
 
 PG_URL = os.environ.get("HUB_TEST_DATABASE_URL") or None
 REDIS_URL = os.environ.get("HUB_TEST_REDIS_URL") or None

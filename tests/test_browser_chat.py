@@ -7,7 +7,6 @@ test-artifacts/chat-patient.png and chat-staff.png, and to docs/screenshots/."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import uuid
@@ -28,9 +27,9 @@ from hub.inbox import actions
 from hub.inbox.models import Message
 from hub.inbox.schemas import NewPatient
 from hub.links import chat_token
+from tests.browser import ARTIFACTS
 from tests.conftest import make_staff
 from tests.staff_helpers import PASSWORD
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.test_chat import send_in_process
 from web.app import create_app
 from web.keys import RING
@@ -45,22 +44,6 @@ QUESTION = "Hi! Is the clinic <b>open</b> on Saturday? I need a form signed."
 ANSWER = "Yes, 9:00 to 12:00. Bring the form & your card."
 WRITTEN_OFFLINE = "Also, can my daughter come along?"
 SENT_OFFLINE = ("One more thing:", "the lab is closed on Saturday.")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"chromium not found at {CHROMIUM}; .ci/run installs it with apt-get")
-        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium to run this)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            await instance.close()
 
 
 def free_port() -> int:

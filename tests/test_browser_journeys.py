@@ -6,7 +6,6 @@ goes to test-artifacts/journeys.png and docs/screenshots/journeys.png."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,9 @@ from hub.inbox.models import Message
 from hub.inbox.schemas import NewPatient
 from hub.journeys import actions as journeys
 from hub.templates.actions import do_seed_templates
+from tests.browser import ARTIFACTS
 from tests.stack import Stack, eventually
 from tests.staff_helpers import PASSWORD
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
 
@@ -39,24 +38,6 @@ steps:
      conditions: [only_if_no_reply]}
 """
 NAMES = ["Avery Sample", "Blake Placeholder", "Casey Fictional", "Devon Testperson"]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    import os
-
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"chromium not found at {CHROMIUM}; .ci/run installs it with apt-get")
-        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium to run this)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            await instance.close()
 
 
 async def enroll(stack: Stack, n: int) -> None:

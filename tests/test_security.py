@@ -14,12 +14,10 @@ import hmac
 import io
 import json
 import logging
-import os
 import re
-import shutil
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from pathlib import Path
@@ -768,24 +766,6 @@ async def test_xss_payloads_in_every_field_staff_see_render_as_text(
     assert api["patient"]["name"] == NAME_A + PAYLOADS[0]  # JSON keeps the text as written
 
 
-@pytest.fixture
-async def chromium() -> AsyncIterator[Any]:
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
-
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"chromium not found at {CHROMIUM}; .ci/run installs it with apt-get")
-        pytest.skip(f"chromium not found at {CHROMIUM}")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            await instance.close()
-
-
 INJECTED = (
     'document.querySelectorAll(\'img[src="x"], svg[onload], [onerror], [onload],'
     " script:not([src])').length"
@@ -801,7 +781,7 @@ async def test_xss_payloads_stay_text_in_a_real_browser_as_messages_arrive_live(
     sec_settings: Settings,
     aiohttp_server: Any,
     clinic: Clinic,
-    chromium: Any,
+    browser: Any,
 ) -> None:
     from tests.stack import free_port
 
@@ -814,7 +794,7 @@ async def test_xss_payloads_stay_text_in_a_real_browser_as_messages_arrive_live(
     staff = await make_staff(db, "z.admin@demo-clinic.example.org", role="admin")
     await do_add_note(db, ring, staff, cid, payload)
 
-    page = await chromium.new_page()
+    page = await browser.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: dialogs.append(dialog.message))
     await page.goto(f"{hub_url}/login")

@@ -70,8 +70,8 @@ async def hub(fresh_db_url: str, redis_url: str, tmp_path: Path) -> AsyncIterato
         await db.dispose()
 
 
-async def claimed_reply(hub: Hub, *, minutes_ago: float) -> actions.SendTask:
-    """A staff reply whose first attempt was claimed ``minutes_ago`` (by a sender that died)."""
+async def queued_reply(hub: Hub) -> uuid.UUID:
+    """A staff reply to a patient's SMS thread, queued for its first send."""
     staff = await make_staff(hub.db)
     patient_id = await actions.do_create_patient(
         hub.db,
@@ -88,10 +88,16 @@ async def claimed_reply(hub: Hub, *, minutes_ago: float) -> actions.SendTask:
     queued = await actions.do_reply(
         hub.db, hub.ring, staff, conversation_id, "Your results are ready; please call us."
     )
+    return queued.message_id
+
+
+async def claimed_reply(hub: Hub, *, minutes_ago: float) -> actions.SendTask:
+    """A staff reply whose first attempt was claimed ``minutes_ago`` (by a sender that died)."""
+    message_id = await queued_reply(hub)
     claim = await actions.do_claim_send(
         hub.db,
         hub.ring,
-        queued.message_id,
+        message_id,
         provider=CHANNEL_PROVIDERS,
         public_url=hub.settings.public_url,
         now=utcnow() - timedelta(minutes=minutes_ago),
@@ -165,35 +171,20 @@ async def test_a_send_whose_answer_was_lost_is_asked_about_not_sent_twice(hub: H
     and records it, and nothing more is sent."""
     from worker.jobs import run_send_message
 
-    staff = await make_staff(hub.db)
-    patient_id = await actions.do_create_patient(
-        hub.db,
-        hub.ring,
-        Actor.system("test"),
-        NewPatient(name="Avery Sample", phone=PATIENT_NUMBER, verified=True),
-        region="US",
-    )
-    async with hub.db.transaction() as session:
-        conversation = Conversation(patient_id=patient_id, channel="sms")
-        session.add(conversation)
-        await session.flush()
-        conversation_id = conversation.id
-    queued = await actions.do_reply(
-        hub.db, hub.ring, staff, conversation_id, "Your results are ready; please call us."
-    )
+    message_id = await queued_reply(hub)
     hub.fake.lose_answers(PATIENT_NUMBER)
 
-    outcome = await run_send_message(queued.message_id, hub.settings)
+    outcome = await run_send_message(message_id, hub.settings)
 
     assert outcome.startswith("failed: network")
     assert len(hub.fake.messages) == 1  # Twilio has it
-    message, attempts = await message_and_attempts(hub, queued.message_id)
+    message, attempts = await message_and_attempts(hub, message_id)
     assert message.status is MessageStatus.SENDING  # not failed, not queued for a retry
     assert [(a.attempt, a.status) for a in attempts] == [(1, MessageStatus.SENDING)]
     assert message.next_attempt_at is None
 
     # A retry job run anyway (a duplicate) finds the attempt claimed and sends nothing.
-    assert await run_send_message(queued.message_id, hub.settings) != "sent"
+    assert await run_send_message(message_id, hub.settings) != "sent"
     assert len(hub.fake.messages) == 1
 
     async with hub.db.transaction() as session:  # the sweep's wait has passed
@@ -203,5 +194,5 @@ async def test_a_send_whose_answer_was_lost_is_asked_about_not_sent_twice(hub: H
 
     assert "found at provider: 1" in summary
     assert len(hub.fake.messages) == 1
-    message, attempts = await message_and_attempts(hub, queued.message_id)
+    message, attempts = await message_and_attempts(hub, message_id)
     assert message.provider_message_id == hub.fake.messages[0].sid
