@@ -186,7 +186,15 @@ async def resolve_stuck_sends_with(rt: JobRuntime) -> str:
                 receipt = await adapter.find_sent(item.task.outbound, item.claimed_at)
             except SendFailed:
                 return  # cannot ask now; it stays stuck and the next sweep asks again
-            await rt.release(await actions.do_resolve_stuck_send(rt.db, item, receipt))
+            await rt.release(
+                await actions.do_resolve_stuck_send(
+                    rt.db,
+                    item,
+                    receipt,
+                    classify_error=adapter.classify_error,
+                    retry_base_s=rt.settings.send_retry_base_s,
+                )
+            )
             answers.append(receipt is not None)
             if receipt is None:
                 claim = await actions.do_claim_send(

@@ -604,14 +604,35 @@ async def do_find_stuck_sends(
 
 
 async def do_resolve_stuck_send(
-    db: Database, stuck: StuckSend, receipt: SendReceipt | None
+    db: Database,
+    stuck: StuckSend,
+    receipt: SendReceipt | None,
+    *,
+    classify_error: Callable[[str | None], FailureClass] | None = None,
+    retry_base_s: float = 0,
 ) -> tuple[uuid.UUID, ...]:
     """The provider's answer about a stuck send: it has the message (record it as sent, never
     send again), or it does not (back to ``queued``, due now: the caller sends it again
     through ``do_claim_send`` and the gate; if the caller dies too, the stalled-send sweep
     gives it a job)."""
     if receipt is not None:
-        return await do_record_sent(db, stuck.task, receipt)
+        effects: tuple[uuid.UUID, ...] = ()
+        if classify_error is not None and receipt.status not in (
+            MessageStatus.QUEUED,
+            MessageStatus.SENDING,
+        ):
+            # The provider's status as of now, applied like the callback that may never come
+            # (callbacks sent while nobody knew the id are not sent again): forward only.
+            out = stuck.task.outbound
+            update = StatusUpdate(
+                receipt.provider,
+                receipt.provider_message_id,
+                receipt.status,
+                hub_message_id=out.message_id,
+                attempt=out.attempt,
+            )
+            effects = await do_apply_status(db, update, classify_error, retry_base_s=retry_base_s)
+        return effects + await do_record_sent(db, stuck.task, receipt)
     async with db.transaction() as session:
         out = stuck.task.outbound
         message = await queries.message_for_update(session, out.message_id)
