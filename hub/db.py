@@ -13,9 +13,21 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Dialect, LargeBinary, MetaData, event, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    LargeBinary,
+    MetaData,
+    Table,
+    bindparam,
+    event,
+    insert,
+    text,
+    update,
+)
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -246,3 +258,26 @@ class Sealed:
     def unseal(self, ring: KeyRing, field: str) -> str | None:
         raw = self.unseal_bytes(ring, field)
         return None if raw is None else raw.decode("utf-8")
+
+
+# -- bulk writes (a journey batch, a batch of send outcomes) ---------------------------------
+
+
+async def insert_rows(session: AsyncSession, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """One INSERT statement executed for all ``rows`` (executemany), each naming the same
+    columns (the others take their defaults). Core, not the ORM's bulk insert: nothing is
+    tracked, and it costs less."""
+    if rows:
+        await session.execute(insert(cast(Table, model.__table__)), rows)
+
+
+async def update_by_id(
+    session: AsyncSession, model: type[Base], changes: list[dict[str, Any]]
+) -> None:
+    """One UPDATE statement for many rows of ``model`` (executemany): each change holds
+    ``row_id`` (the primary key) and the columns to set, the same columns in every change.
+    Objects of these rows in the session are not refreshed: callers set them with
+    ``set_committed_value`` or do not read them again."""
+    if changes:
+        table = cast(Table, model.__table__)
+        await session.execute(update(table).where(table.c.id == bindparam("row_id")), changes)

@@ -29,7 +29,7 @@ from hub.consent import actions as consent
 from hub.consent import queries as consent_queries
 from hub.consent.models import Purpose
 from hub.crypto import KeyRing, associated_data
-from hub.db import Database, new_id, utcnow
+from hub.db import Database, insert_rows, new_id, update_by_id, utcnow
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
 from hub.errors import HubError
 from hub.inbox.actions.delivery import SendTask, address_of, message_new_effect, send_job_effect
@@ -138,10 +138,10 @@ async def do_prepare_batch(
             keys.add(journey.key)
         # Parents first (foreign keys): conversations, messages, their attempts, then the runs
         # that point at the messages.
-        await dq.insert_rows(session, Conversation, batch.new_conversations)
-        await dq.insert_rows(session, Message, batch.new_messages)
-        await dq.insert_rows(session, DeliveryAttempt, batch.new_attempts)
-        await dq.update_by_id(session, StepRun, batch.run_changes)
+        await insert_rows(session, Conversation, batch.new_conversations)
+        await insert_rows(session, Message, batch.new_messages)
+        await insert_rows(session, DeliveryAttempt, batch.new_attempts)
+        await update_by_id(session, StepRun, batch.run_changes)
         # Staff watching an open conversation see the reminder appear; resolved ones (most
         # reminders) are on no one's screen, and 20,000 events per launch would cost more
         # than the sends.

@@ -5,13 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, Table, Uuid, any_, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Uuid, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.db import Base
 from hub.enums import Channel, Direction
 from hub.inbox.models import Conversation, Message
 from hub.journeys.models import Appointment, Enrollment, RunStatus, StepRun, SurveyAnswer
@@ -179,24 +178,3 @@ async def tried_channels(
         if channel and (enrollment_id, step_id) in wanted:
             found.setdefault((enrollment_id, step_id), set()).add(channel)
     return found
-
-
-async def insert_rows(session: AsyncSession, model: type[Base], rows: list[dict[str, Any]]) -> None:
-    """One INSERT statement executed for all ``rows`` (executemany), each naming the same
-    columns (the others take their defaults). Core, not the ORM's bulk insert: nothing is
-    tracked, and it costs less."""
-    if rows:
-        await session.execute(insert(cast(Table, model.__table__)), rows)
-
-
-async def update_by_id(
-    session: AsyncSession, model: type[Base], changes: list[dict[str, Any]]
-) -> None:
-    """One UPDATE statement for many rows of ``model`` (executemany): each change holds
-    ``row_id`` (the primary key) and the columns to set, the same columns in every change.
-    Objects of these rows in the session are not refreshed: callers set them with
-    ``set_committed_value`` or do not read them again. Used by the record phase
-    (hub.inbox.actions.delivery.do_record_outcomes) too."""
-    if changes:
-        table = cast(Table, model.__table__)
-        await session.execute(update(table).where(table.c.id == bindparam("row_id")), changes)

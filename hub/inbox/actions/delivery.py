@@ -26,7 +26,7 @@ from hub.consent.exceptions import ConsentRefused
 from hub.consent.models import ConsentSource, Purpose
 from hub.consent.schemas import Decision, Outcome
 from hub.crypto import KeyRing
-from hub.db import Database, utcnow
+from hub.db import Database, update_by_id, utcnow
 from hub.enums import FAILED_STATUSES, Channel, Direction, MessageStatus, can_advance
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
@@ -327,10 +327,6 @@ async def do_record_outcomes(
     db: Database, outcomes: Sequence[SendOutcome], *, retry_base_s: float
 ) -> tuple[uuid.UUID, ...]:
     """Record the answers to many sends in one transaction (a dispatch batch)."""
-    # Imported here because journeys send through this package; the bulk UPDATE lives with
-    # the dispatch batch's other bulk writes.
-    from hub.journeys.dispatch_queries import update_by_id
-
     # A lost answer is not an answer: the attempt stays claimed, and the stuck-send check asks
     # the provider before anything is sent again.
     outcomes = [o for o in outcomes if o.failure is None or not o.failure.answer_lost]
