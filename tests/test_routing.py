@@ -76,9 +76,9 @@ async def make_conversation(
     session: AsyncSession, patient: Patient, *, at: datetime = WED_NOON_NY, **fields: Any
 ) -> Conversation:
     """A conversation as intake opens it for a first message at ``at``."""
+    fields.setdefault("channel", Channel.SMS)
     conversation = Conversation(
         patient_id=patient.id,
-        channel=Channel.SMS,
         channel_address="+15550100000",
         status=ConversationStatus.OPEN,
         priority=Priority.NORMAL,
@@ -501,6 +501,31 @@ async def test_actions_set_priority_tags_assignee_and_auto_reply(
         newcomer = await make_conversation(session, patient)
         outcome = await route(session, ring, patient, newcomer, "bill", is_new=True)
         assert outcome.matched_rule_ids == [] and newcomer.team_id != billing.id
+
+
+async def test_a_voicemail_is_answered_by_text_never_by_a_call_back(
+    db: Database, ring: KeyRing
+) -> None:
+    """An auto-reply rule or the emergency reply matching a voicemail goes by SMS: the hub
+    phoning a caller back to read a canned text out would be worse than no answer."""
+    await do_create_rule(
+        db,
+        ADMIN,
+        name="Acknowledge everything",
+        conditions={},
+        actions={"auto_reply": "Thanks {{ first_name }}, we got your message."},
+    )
+    async with db.transaction() as session:
+        patient = await make_patient(session, ring)
+        conversation = await make_conversation(session, patient, channel=Channel.VOICE)
+        await route(session, ring, patient, conversation, "")
+        [reply] = [
+            m
+            for m in await inbox_queries.messages_of(session, conversation.id)
+            if m.direction is Direction.OUTBOUND
+        ]
+        assert reply.channel is Channel.SMS
+        assert reply.unseal(ring, "body") == "Thanks Ana, we got your message."
 
 
 async def test_unknown_team_or_staff_is_reported_and_routing_goes_on(

@@ -168,8 +168,11 @@ async def _hours_team(run: _Run) -> Team | None:
 
 
 async def _send(run: _Run, source: str, body: str) -> bool:
-    """Queue ``body`` on the conversation's channel if consent for care messages allows."""
+    """Queue ``body`` on the conversation's channel if consent for care messages allows. A
+    voicemail is answered by text, not by the hub phoning the caller back to read it out."""
     channel = run.conversation.channel
+    if channel is Channel.VOICE:
+        channel = Channel.SMS
     decision = await consent.may_send(run.session, run.patient, channel, Purpose.CARE, run.now)
     if not decision.allowed:
         run.skip(source, "reply", f"not sent: {decision.reason} ({decision.code})")
@@ -183,6 +186,7 @@ async def _send(run: _Run, source: str, body: str) -> bool:
         author_id=None,
         purpose=Purpose.CARE,
         urgent=True,
+        channel=channel,
     )
     run.outcome.replies.append(source)
     run.outcome.reply_message_ids.append(message.id)
