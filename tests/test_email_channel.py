@@ -562,3 +562,20 @@ async def test_sms_revoked_goes_by_email_and_all_revoked_goes_nowhere_with_reaso
     assert "sms: refused (opted_out)" in nothing.reason
     assert "email: refused (opted_out)" in nothing.reason
     assert len(hub.relay.messages) == 1
+
+
+async def test_staff_see_the_subject_the_patient_wrote(hub: Hub) -> None:
+    """The subject often says what the mail is about ("Prescription refill"): staff see it
+    above the text, escaped like any patient-written field."""
+    from hub.inbox.actions.conversations import do_open_conversation
+    from web.render import make_environment
+
+    message = await stored(
+        hub,
+        await patient_writes(hub, "Could you renew it?", to=CLINIC, subject="Refill <b>please</b>"),
+    )
+    view = await do_open_conversation(hub.db, hub.ring, hub.staff, message.conversation_id)
+    [seen] = [m for m in view.messages if m.id == message.id]
+    assert seen.subject == "Refill <b>please</b>"
+    html = make_environment().get_template("_message.html").render(m=seen)
+    assert '<p class="subject">Refill &lt;b&gt;please&lt;/b&gt;</p>' in html

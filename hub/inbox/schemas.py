@@ -61,6 +61,8 @@ class MessageView:
     error_reason: str | None = None
     purpose: str = "care"
     attachments: list[AttachmentView] = field(default_factory=list)
+    subject: str | None = None
+    """Email only: the subject line the patient wrote (or the clinic sent)."""
 
     def __repr__(self) -> str:
         return f"MessageView(id={self.id}, status={self.status})"
@@ -85,6 +87,7 @@ class MessageView:
             m.error_reason,
             m.purpose,
             attachments or [],
+            m.unseal(ring, "subject") if m.channel is Channel.EMAIL else None,
         )
 
 
