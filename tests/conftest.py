@@ -238,3 +238,38 @@ def set_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[date
         path.write_text(repr((at - datetime.now(UTC)).total_seconds()))
 
     return set_to
+
+
+async def stored_rows(db: Database) -> dict[str, int]:
+    """Rows of everything a webhook may write, by table: compared before and after a request
+    that must store nothing."""
+    from sqlalchemy import func, select
+
+    from hub.consent.models import ConsentRecord
+    from hub.inbox.models import (
+        Attachment,
+        Conversation,
+        DeliveryAttempt,
+        InboundEvent,
+        Message,
+        Note,
+        Patient,
+    )
+    from hub.outbox import OutboxEvent
+
+    models = (
+        Patient,
+        Conversation,
+        Message,
+        Note,
+        Attachment,
+        InboundEvent,
+        ConsentRecord,
+        OutboxEvent,
+        DeliveryAttempt,
+    )
+    async with db.reader() as session:
+        return {
+            m.__name__: int(await session.scalar(select(func.count()).select_from(m)) or 0)
+            for m in models
+        }

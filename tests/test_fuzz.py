@@ -26,14 +26,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
 
 from hub.channels.base import MalformedPayload, UnknownEvent, WebhookRequest
 from hub.channels.twilio_sms.adapter import MAX_BODY_CHARS, MAX_MEDIA, TwilioSmsAdapter
 from hub.channels.twilio_voice.adapter import TwilioVoiceAdapter
 from hub.channels.twilio_voice.events import parse_call, parse_recording, parse_transcription
 from hub.config import Settings
-from hub.consent.models import ConsentRecord
 from hub.db import Database
 from hub.inbox.actions.intake import (
     HELP_WORDS,
@@ -42,16 +40,6 @@ from hub.inbox.actions.intake import (
     Keyword,
     detect_keyword,
 )
-from hub.inbox.models import (
-    Attachment,
-    Conversation,
-    DeliveryAttempt,
-    InboundEvent,
-    Message,
-    Note,
-    Patient,
-)
-from hub.outbox import OutboxEvent
 from hub.templates.segments import (
     GSM7,
     GSM7_BASIC,
@@ -63,6 +51,7 @@ from hub.templates.segments import (
     UCS2_SINGLE,
     segment_info,
 )
+from tests.conftest import stored_rows
 from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, CLINIC_NUMBER, sign
 from web.app import create_app
 
@@ -403,27 +392,6 @@ def test_a_longer_text_never_costs_fewer_segments(text: str, extra: str) -> None
 
 # -- webhooks over HTTP ---------------------------------------------------------------------
 
-STORED = (
-    Patient,
-    Conversation,
-    Message,
-    Note,
-    Attachment,
-    InboundEvent,
-    ConsentRecord,
-    OutboxEvent,
-    DeliveryAttempt,
-)
-"""Everything a webhook may write."""
-
-
-async def _stored(db: Database) -> dict[str, int]:
-    async with db.reader() as session:
-        return {
-            model.__name__: int(await session.scalar(select(func.count()).select_from(model)) or 0)
-            for model in STORED
-        }
-
 
 @pytest.fixture
 def fuzz_settings(settings: Settings) -> Settings:
@@ -507,7 +475,7 @@ def posts_to(path: str) -> st.SearchStrategy[tuple[dict[str, str], dict[str, str
 async def _check_twilio_post(
     client: TestClient, db: Database, path: str, params: dict[str, str], query: dict[str, str]
 ) -> int:
-    before = await _stored(db)
+    before = await stored_rows(db)
     # Twilio signs the URL exactly as it requests it; the client may re-quote the query.
     sent = client.make_url(path + ("?" + urlencode(query) if query else "")).raw_path_qs
     # Encoded here: aiohttp's form encoder refuses control characters in field names, and
@@ -523,7 +491,7 @@ async def _check_twilio_post(
     text = await response.text()
     assert response.status in (200, 204, 400), (sent, response.status, text)
     if response.status >= 400:
-        assert await _stored(db) == before, (sent, text)
+        assert await stored_rows(db) == before, (sent, text)
     return response.status
 
 
@@ -568,7 +536,7 @@ def _mime_mutations() -> st.SearchStrategy[bytes]:
 
 
 async def _check_email_post(client: TestClient, db: Database, raw: bytes) -> int:
-    before = await _stored(db)
+    before = await stored_rows(db)
     signature = "sha256=" + hmac.new(EMAIL_SECRET.encode(), raw, hashlib.sha256).hexdigest()
     response = await client.post(
         "/webhooks/email/inbound",
@@ -578,7 +546,7 @@ async def _check_email_post(client: TestClient, db: Database, raw: bytes) -> int
     text = await response.text()
     assert response.status in (200, 400), (response.status, text)
     if response.status == 400:
-        assert await _stored(db) == before, text
+        assert await stored_rows(db) == before, text
     return response.status
 
 

@@ -54,3 +54,41 @@ async def test_failed_release_stays_pending_for_the_relay(db: Database) -> None:
     sink = RecordingSink()
     assert await relay_pending(db, sink) == 1
     assert [e[0] for e in sink.released] == [event.id]
+
+
+async def test_hub_serve_releases_what_commits_meanwhile_in_one_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Effects committed while a release is out wait for one next batch (not a transaction
+    each), at most two releases run at once, and none is left behind when they finish."""
+    import asyncio
+
+    from aiohttp import web
+
+    from web import tasks
+    from web.keys import BACKGROUND
+
+    app = web.Application()
+    app[BACKGROUND] = set()
+    releases = tasks.Releases()
+    batches: list[list[uuid.UUID]] = []
+    out = asyncio.Event()
+
+    async def release(_app: web.Application, ids: list[uuid.UUID]) -> None:
+        batches.append(list(ids))
+        await out.wait()  # the release transaction takes a while
+
+    monkeypatch.setattr(tasks, "_release", release)
+    ids = [uuid.uuid4() for _ in range(12)]
+    releases.add(app, ids[:1])
+    await asyncio.sleep(0)  # the first release is out
+    for one in ids[1:]:
+        releases.add(app, [one])
+        await asyncio.sleep(0)
+    assert releases.running == 2
+    out.set()
+    while app[BACKGROUND]:
+        await asyncio.gather(*app[BACKGROUND])
+    assert sorted(i for batch in batches for i in batch) == sorted(ids)  # each once
+    assert len(batches) <= 3  # not twelve
+    assert releases.running == 0 and releases.waiting == []

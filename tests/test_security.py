@@ -44,18 +44,14 @@ from hub.inbox.models import (
     Attachment,
     CannedResponse,
     Conversation,
-    DeliveryAttempt,
-    InboundEvent,
     Message,
     Note,
-    Patient,
     Team,
 )
 from hub.inbox.schemas import NewPatient, NewStaffUser
 from hub.logs import PhiFilter
-from hub.outbox import OutboxEvent
 from hub.templates.actions import do_seed_templates
-from tests.conftest import make_staff
+from tests.conftest import make_staff, stored_rows
 from tests.staff_helpers import csrf_of, session_cookie, sign_in
 from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, CLINIC_NUMBER, fixture, sign
 from web.app import MAX_REQUEST_BYTES, create_app
@@ -232,27 +228,6 @@ async def clinic(db: Database, ring: KeyRing) -> Clinic:
     )
 
 
-STORED = (
-    Patient,
-    Conversation,
-    Message,
-    Note,
-    Attachment,
-    InboundEvent,
-    ConsentRecord,
-    OutboxEvent,
-    DeliveryAttempt,
-)
-
-
-async def stored(db: Database) -> dict[str, int]:
-    async with db.reader() as session:
-        return {
-            m.__name__: int(await session.scalar(select(func.count()).select_from(m)) or 0)
-            for m in STORED
-        }
-
-
 async def post_twilio(
     client: TestClient, path: str, params: dict[str, str], signature: str | None = None
 ) -> Any:
@@ -321,17 +296,17 @@ async def test_forged_or_altered_twilio_signatures_are_403_and_store_nothing(
     }[forgery]
     if forgery == "altered_after_signing":  # a captured request replayed with new content
         params["Body" if "Body" in params else "From"] = "+15550100199"
-    before = await stored(db)
+    before = await stored_rows(db)
     response = await post_twilio(client, path, params, signature)
     assert response.status == 403, await response.text()
-    assert await stored(db) == before
+    assert await stored_rows(db) == before
 
 
 async def test_forged_or_altered_inbound_mail_is_refused_and_stores_nothing(
     client: TestClient, db: Database
 ) -> None:
     raw = mail()
-    before = await stored(db)
+    before = await stored_rows(db)
     altered = raw.replace(BODY_A.encode(), b"Please call me at 555-010-0199")
     for body, headers in [
         (raw, {}),
@@ -341,7 +316,7 @@ async def test_forged_or_altered_inbound_mail_is_refused_and_stores_nothing(
     ]:
         response = await client.post("/webhooks/email/inbound", data=body, headers=headers)
         assert response.status == 401, await response.text()
-    assert await stored(db) == before
+    assert await stored_rows(db) == before
 
 
 async def test_identical_replays_are_idempotent(client: TestClient, db: Database) -> None:
@@ -350,15 +325,15 @@ async def test_identical_replays_are_idempotent(client: TestClient, db: Database
     raw = mail(message_id="<replayed-1@mail.example.org>")
     for _ in range(3):
         assert (await post_twilio(client, "/webhooks/twilio/sms", sms)).status == 200
-    after_sms = await stored(db)
+    after_sms = await stored_rows(db)
     for _ in range(3):
         response = await post_twilio(client, "/webhooks/twilio/voice/recording", recording)
         assert response.status == 200
-    after_voice = await stored(db)
+    after_voice = await stored_rows(db)
     for _ in range(3):
         response = await client.post("/webhooks/email/inbound", data=raw, headers=signed_mail(raw))
         assert response.status == 200
-    after_mail = await stored(db)
+    after_mail = await stored_rows(db)
     async with db.reader() as session:
         messages = (await session.scalars(select(Message))).all()
     ids = sorted(m.provider_message_id or "" for m in messages)
@@ -374,7 +349,7 @@ async def test_a_signed_callback_naming_an_impossible_attempt_is_400(
 ) -> None:
     """Regression: the attempt number of the hub's own callback URL went to the database
     unchecked, and on PostgreSQL a 32-bit overflow answered Twilio 500 (found by test_fuzz)."""
-    before = await stored(db)
+    before = await stored_rows(db)
     ref = urlencode({"m": str(uuid.uuid4()), "a": str(2**31)})
     for path, params in [
         ("/webhooks/twilio/status", fixture("status_delivered")["params"]),
@@ -384,7 +359,7 @@ async def test_a_signed_callback_naming_an_impossible_attempt_is_400(
         response = await post_twilio(client, f"{path}?{ref}", params)
         assert response.status == 400, (path, await response.text())
         assert "reference is damaged" in await response.text()
-    assert await stored(db) == before
+    assert await stored_rows(db) == before
 
 
 # -- CSRF --------------------------------------------------------------------------------------
@@ -983,7 +958,7 @@ async def test_attachment_names_cannot_name_a_path(
 async def test_oversized_bodies_are_413_and_store_nothing(
     client: TestClient, db: Database, clinic: Clinic
 ) -> None:
-    before = await stored(db)
+    before = await stored_rows(db)
     big_form = {**fixture("inbound_sms")["params"], "Body": "x" * (MAX_WEBHOOK_BYTES + 1)}
     for path in ("/webhooks/twilio/sms", "/webhooks/twilio/status", "/webhooks/twilio/voice"):
         response = await post_twilio(client, path, big_form)
@@ -1009,7 +984,7 @@ async def test_oversized_bodies_are_413_and_store_nothing(
         allow_redirects=False,
     )
     assert form.status == 413
-    assert await stored(db) == before
+    assert await stored_rows(db) == before
 
 
 # -- no PHI in any log line --------------------------------------------------------------------

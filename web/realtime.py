@@ -31,12 +31,17 @@ from worker.effects import ClosableRedisManager, socketio_channel
 NOT_FOUND = {"error": {"status": 404, "message": "No such conversation."}}
 
 
+def _header(environ: dict[str, Any], name: str) -> str | None:
+    """A handshake header, from the WSGI-style environ or the aiohttp request behind it."""
+    value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+    if value is None and (request := environ.get("aiohttp.request")) is not None:
+        value = request.headers.get(name)
+    return str(value) if value else None
+
+
 def _cookie(environ: dict[str, Any]) -> str | None:
-    raw = environ.get("HTTP_COOKIE")
-    if not raw:
-        request = environ.get("aiohttp.request")
-        raw = request.headers.get("Cookie") if request is not None else None
-    if not raw:
+    raw = _header(environ, "Cookie")
+    if raw is None:
         return None
     try:
         jar = SimpleCookie(raw)
@@ -44,13 +49,6 @@ def _cookie(environ: dict[str, Any]) -> str | None:
         return None
     morsel = jar.get(COOKIE_NAME)
     return morsel.value if morsel else None
-
-
-def _header(environ: dict[str, Any], name: str) -> str | None:
-    value = environ.get("HTTP_" + name.upper().replace("-", "_"))
-    if value is None and (request := environ.get("aiohttp.request")) is not None:
-        value = request.headers.get(name)
-    return str(value) if value else None
 
 
 def _foreign_origin(environ: dict[str, Any], public_url: str) -> bool:

@@ -10,7 +10,7 @@ from aiohttp import web
 from twilio.twiml.messaging_response import MessagingResponse
 
 from hub.channels.base import MalformedPayload, UnknownEvent, WebhookRequest
-from hub.channels.twilio_sms.adapter import SIGNATURE_HEADER
+from hub.channels.twilio_sms.rest import SIGNATURE_HEADER
 from hub.inbox import actions
 from web.keys import ADAPTERS, DB, METRICS, RING, SETTINGS
 from web.tasks import assign_soon, release_soon

@@ -11,6 +11,7 @@ from typing import Any
 
 import socketio
 from redis import Redis
+from redis.connection import parse_url
 from rq import Queue
 
 from hub.notify import STAFF_NAMESPACE, Notifier, room_for_team
@@ -25,7 +26,7 @@ def socketio_channel(redis_url: str) -> str:
     """The socket.io channel of the hub using this Redis db. Pub/sub channels belong to the
     whole server, not to a db: two hubs (or test runs) on db 12 and db 15 of one Redis would
     otherwise see each other's events."""
-    db = int(Redis.from_url(redis_url).connection_pool.connection_kwargs.get("db") or 0)
+    db = int(parse_url(redis_url).get("db") or 0)  # type: ignore[no-untyped-call]
     return SOCKETIO_CHANNEL if db == 0 else f"{SOCKETIO_CHANNEL}-{db}"
 
 

@@ -25,6 +25,7 @@ from hub.channels.base import (
     attempt_number,
 )
 from hub.channels.twilio_sms.errors import api_failure, classify
+from hub.channels.twilio_sms.rest import TwilioRest
 from hub.config import Settings
 from hub.consent.exceptions import ConsentRefused
 from hub.consent.schemas import Decision
@@ -32,13 +33,10 @@ from hub.contact import InvalidContact, normalize_phone
 from hub.enums import Channel, MessageStatus
 
 PROVIDER = "twilio_sms"
-SIGNATURE_HEADER = "X-Twilio-Signature"
 MAX_BODY_CHARS = 1600
 """Twilio's own limit for one message body."""
 MAX_MEDIA = 10
 """Twilio delivers at most 10 media items per MMS."""
-API_TIMEOUT_S = 15.0
-"""Per request to Twilio's API; a slower answer is treated as a transient failure."""
 
 CLOCK_SKEW = timedelta(minutes=1)
 """Allowed difference between our clock and Twilio's when matching a message's creation time."""
@@ -66,8 +64,9 @@ def _required(params: dict[str, str], name: str) -> str:
     return value
 
 
-class TwilioSmsAdapter:
+class TwilioSmsAdapter(TwilioRest):
     name = PROVIDER
+    needs_credentials_to = "send SMS"
     channel = Channel.SMS
 
     def __init__(
@@ -104,12 +103,6 @@ class TwilioSmsAdapter:
         return f"TwilioSmsAdapter(account={self.account_sid!r})"
 
     # -- webhooks (pure) ----------------------------------------------------------------
-
-    def verify(self, request: WebhookRequest) -> bool:
-        signature = request.headers.get(SIGNATURE_HEADER)
-        if self._validator is None or not signature:
-            return False
-        return bool(self._validator.validate(request.url, dict(request.params), signature))
 
     def parse_inbound(self, request: WebhookRequest) -> InboundMessage:
         params = dict(request.params)
@@ -182,25 +175,6 @@ class TwilioSmsAdapter:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _sdk(self) -> Any:
-        if self._client is None:
-            if not (self.account_sid and self._auth_token):
-                raise NotConfigured(
-                    "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set to send SMS"
-                )
-            from twilio.http.async_http_client import AsyncTwilioHttpClient
-            from twilio.rest import Client
-
-            client = Client(
-                self.account_sid,
-                self._auth_token,
-                http_client=AsyncTwilioHttpClient(timeout=API_TIMEOUT_S),
-            )
-            if self.api_base:
-                client.api.base_url = self.api_base.rstrip("/")
-            self._client = client
-        return self._client
-
     async def send(self, outbound: Outbound, decision: Decision) -> SendReceipt:
         if outbound.channel is not Channel.SMS or decision.channel is not Channel.SMS:
             raise ConsentRefused("this adapter sends SMS only", code="wrong_channel")
@@ -247,11 +221,3 @@ class TwilioSmsAdapter:
                     STATUS_MAP.get(message.status or "", MessageStatus.SENDING),
                 )
         return None
-
-    async def close(self) -> None:
-        if self._client is not None:
-            http = self._client.http_client
-            session = getattr(http, "session", None)
-            if session is not None:
-                await session.close()
-            self._client = None

@@ -27,8 +27,8 @@ from hub.channels.base import (
     WebhookRequest,
     attempt_number,
 )
-from hub.channels.twilio_sms.adapter import SIGNATURE_HEADER
 from hub.channels.twilio_sms.errors import api_failure
+from hub.channels.twilio_sms.rest import TwilioRest
 from hub.channels.twilio_voice.errors import BUSY, CANCELED, FAILED, NO_ANSWER, classify
 from hub.channels.twilio_voice.events import CALL_SID_RE, PROVIDER
 from hub.config import Settings
@@ -36,7 +36,6 @@ from hub.consent.exceptions import ConsentRefused
 from hub.consent.schemas import Decision
 from hub.enums import Channel, MessageStatus
 
-API_TIMEOUT_S = 15.0
 """Per request to Twilio's API; a slower answer is treated as a transient failure."""
 RING_TIMEOUT_S = 30
 """Seconds a reminder call rings before Twilio gives up (no-answer); voicemail picks up later."""
@@ -70,8 +69,9 @@ def call_urls(public_url: str, message_id: uuid.UUID, attempt: int) -> tuple[str
     return f"{base}/outbound?{ref}", f"{base}/status?{ref}"
 
 
-class TwilioVoiceAdapter:
+class TwilioVoiceAdapter(TwilioRest):
     name = PROVIDER
+    needs_credentials_to = "place calls"
     channel = Channel.VOICE
 
     def __init__(
@@ -106,12 +106,6 @@ class TwilioVoiceAdapter:
 
     # -- webhooks (pure) ----------------------------------------------------------------
 
-    def verify(self, request: WebhookRequest) -> bool:
-        signature = request.headers.get(SIGNATURE_HEADER)
-        if self._validator is None or not signature:
-            return False
-        return bool(self._validator.validate(request.url, dict(request.params), signature))
-
     def parse_inbound(self, request: WebhookRequest) -> InboundMessage:
         # A call is not a message: its webhooks have parsers of their own (events.py), and
         # only a voicemail becomes a message, through hub.inbox.actions.voice_intake.
@@ -145,25 +139,6 @@ class TwilioVoiceAdapter:
         return classify(code)
 
     # -- calling ---------------------------------------------------------------------------
-
-    def _sdk(self) -> Any:
-        if self._client is None:
-            if not (self.account_sid and self._auth_token):
-                raise NotConfigured(
-                    "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set to place calls"
-                )
-            from twilio.http.async_http_client import AsyncTwilioHttpClient
-            from twilio.rest import Client
-
-            client = Client(
-                self.account_sid,
-                self._auth_token,
-                http_client=AsyncTwilioHttpClient(timeout=API_TIMEOUT_S),
-            )
-            if self.api_base:
-                client.api.base_url = self.api_base.rstrip("/")
-            self._client = client
-        return self._client
 
     def _sender(self, outbound: Outbound) -> str:
         sender = outbound.from_address or self.from_number
@@ -218,11 +193,3 @@ class TwilioVoiceAdapter:
         return SendReceipt(
             PROVIDER, ours[0].sid, STATUS_MAP.get(ours[0].status or "", MessageStatus.SENDING)
         )
-
-    async def close(self) -> None:
-        if self._client is not None:
-            http = self._client.http_client
-            session = getattr(http, "session", None)
-            if session is not None:
-                await session.close()
-            self._client = None
