@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 SOCKETIO_JS := web/static/vendor/socket.io.min.js
+NODE_STAMP  := node_modules/.installed-stamp
 
 .PHONY: demo test test-fast lint install serve worker migrate bench clean
 
@@ -16,14 +17,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The browser's socket.io client comes from the npm registry (pinned in package-lock.json),
-# never a copied file; the hub serves it from web/static/vendor/.
-$(SOCKETIO_JS): package.json package-lock.json
+# Front-end packages come from the npm registry (pinned in package-lock.json), never copied
+# files: the browser's socket.io client, which the hub serves from web/static/vendor/, and
+# axe-core, which the browser tests inject to check accessibility.
+$(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(SOCKETIO_JS): $(NODE_STAMP)
 	mkdir -p $(dir $@)
 	cp node_modules/socket.io-client/dist/socket.io.min.js $@
 
-install: $(STAMP) $(SOCKETIO_JS)
+install: $(STAMP) $(NODE_STAMP) $(SOCKETIO_JS)
 
 ## Start the hub on embedded defaults (SQLite + embedded Redis under ./var/) with synthetic data.
 demo: install

@@ -40,3 +40,39 @@ async def browser() -> AsyncIterator[Any]:
             yield instance
         finally:
             await instance.close()
+
+
+AXE_JS = Path(__file__).resolve().parent.parent / "node_modules" / "axe-core" / "axe.min.js"
+"""axe-core from the npm registry (package.json's devDependencies; `make install` fetches it)."""
+AXE_FAILING_IMPACTS = frozenset({"serious", "critical"})
+"""Impacts that fail a page: these block or seriously hinder a screen-reader or keyboard user."""
+
+
+async def axe_violations(page: Any, *, include: str | None = None) -> list[str]:
+    """Run axe-core on the page as it is now; returns one line per serious or critical
+    violation (rule, impact, the first offending elements), empty when the page passes."""
+    if not AXE_JS.exists():
+        pytest.fail(f"{AXE_JS} is missing: run `make install` (npm ci) first")
+    if not await page.evaluate("() => typeof window.axe !== 'undefined'"):
+        # Evaluated over the DevTools protocol, which the hub's Content-Security-Policy (no
+        # inline scripts) does not govern; a script tag would be refused by it.
+        await page.evaluate(AXE_JS.read_text(encoding="utf-8"))
+    result = await page.evaluate(
+        """async (selector) => {
+            const r = await axe.run(selector || document, {resultTypes: ['violations']});
+            return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}));
+        }""",
+        include,
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {', '.join(v['nodes'])}"
+        for v in result
+        if v["impact"] in AXE_FAILING_IMPACTS
+    ]
+
+
+async def assert_accessible(page: Any, *, include: str | None = None) -> None:
+    """Fail with the list of serious or critical axe-core violations on the page."""
+    found = await axe_violations(page, include=include)
+    assert found == [], "axe-core found:\n" + "\n".join(found)
