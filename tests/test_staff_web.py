@@ -592,7 +592,7 @@ async def test_admin_previews_a_template_with_a_patient_and_it_is_audited(
             "key": "appointment_reminder",
             "channel": "sms",
             "locale": "en",
-            "body": "Hi {{ patient.first_name }}, about your {{ appointment.reason }} visit",
+            "body": "Hi {{ patient.first_name | default('') }}, about your biopsy visit",
         },
     )
     assert "not a secure channel" in await saved.text()

@@ -34,8 +34,9 @@ from hub.templates.actions import (
     render_template,
     template_context,
 )
+from hub.templates.lint import lint_variant
 from hub.templates.models import MessageTemplate, TemplateVariant
-from hub.templates.render import VariantText, lint_variant, render_variant
+from hub.templates.render import VariantText, render_variant
 from hub.templates.segments import segment_info
 
 ADMIN = Actor.system("templates-test-admin")
@@ -314,7 +315,10 @@ async def test_seeding_is_idempotent_and_keeps_clinic_edits(db: Database) -> Non
     assert set(listed) >= SHIPPED_KEYS
     assert listed["nps_survey"].purpose == "surveys"
 
-    edited = "Hi {{ patient.first_name }}: {{ clinic.name }} visit {{ appointment.start | date }}."
+    edited = (
+        "Hi {{ patient.first_name | default('there') }}: {{ clinic.name }} visit "
+        "{{ appointment.start | date }}."
+    )
     await do_save_variant(db, ADMIN, "appointment_reminder", "sms", "en", None, edited, None)
     async with db.transaction() as session:
         template_id = await session.scalar(
@@ -391,10 +395,10 @@ async def test_saving_validates_and_audits_without_the_text(db: Database) -> Non
         await do_save_variant(db, ADMIN, "no_such_key", "sms", "en", None, "Hi", None)
 
     saved = await do_save_variant(
-        db, ADMIN, "sms_help", "sms", "pt_br", "", "Ajuda: {{ appointment.reason }}", ""
+        db, ADMIN, "sms_help", "sms", "pt_br", "", "Ajuda: resultados {{ clinic.phone }}", ""
     )
     assert (saved.variant.locale, saved.variant.subject) == ("pt-BR", None)
-    assert any("appointment.reason" in w for w in saved.warnings)
+    assert any('"resultados"' in w and "not a secure channel" in w for w in saved.warnings)
     async with db.reader() as session:
         event = (
             await session.scalars(

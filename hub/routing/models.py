@@ -11,10 +11,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Integer, String
+from sqlalchemy import Boolean, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db import Base, new_id, utcnow
+from hub.settings_store import HubSetting
+
+__all__ = ["HubSetting", "RoutingRule", "TriagePhrase"]
 
 
 class RoutingRule(Base):
@@ -47,14 +50,3 @@ class TriagePhrase(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     """Removed phrases are disabled rather than deleted, so re-adding one keeps its row."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class HubSetting(Base):
-    """A hub-wide setting an admin edits at run time (``triage.reply``); environment-level
-    configuration stays in ``hub.config.Settings``."""
-
-    __tablename__ = "hub_setting"
-
-    key: Mapped[str] = mapped_column(String(120), primary_key=True)
-    value: Mapped[Any] = mapped_column(JSON)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

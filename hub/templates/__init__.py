@@ -39,7 +39,21 @@ class TemplateMissing(HubError):
 
 
 class TemplateInvalid(HubError):
-    """Template text an admin tried to save cannot be used; the message says why."""
+    """Template text an admin tried to save cannot be used; the message says why.
+
+    ``name`` is the variable, filter or test at fault and ``line`` its 1-based line in
+    ``part`` (text, subject or HTML), when the problem is one of those."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str | None = None,
+        line: int | None = None,
+        part: str | None = None,
+    ) -> None:
+        self.name, self.line, self.part = name, line, part
+        super().__init__(message)
 
 
 __all__ = ["TemplateInvalid", "TemplateMissing", "TemplateRenderError"]

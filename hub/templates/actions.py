@@ -27,15 +27,22 @@ from hub.db import Database, utcnow
 from hub.enums import Channel
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Patient
+from hub.settings_store import put_setting_in, setting_value
 from hub.templates import TemplateInvalid, TemplateMissing, queries
+from hub.templates.lint import (
+    CLINICAL_TERMS_SETTING,
+    DEFAULT_MAX_SMS_SEGMENTS,
+    check_for_save,
+    check_terms,
+    clinical_terms,
+    lint_variant,
+)
 from hub.templates.models import MessageTemplate, TemplateVariant
 from hub.templates.render import (
     DEFAULT_LOCALE,
-    DEFAULT_MAX_SMS_SEGMENTS,
     Rendered,
     VariantText,
     check_variant,
-    lint_variant,
     render_variant,
 )
 from hub.templates.segments import SegmentInfo, segment_info
@@ -143,8 +150,9 @@ def template_context(
     *,
     links: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The variables a template sees. ``None`` or absent means unknown: a template using it
-    fails unless it says ``| default(...)`` or ``is defined``.
+    """The variables a template sees; each key receives only what it declares in
+    ``hub.templates.variables`` (the list the save check uses). ``None`` or absent means
+    unknown: a template using it fails unless it says ``| default(...)`` or ``is defined``.
 
     - ``patient.first_name``, ``patient.name``: from the patient's (decrypted) name
     - ``appointment.start`` (aware datetime; format with ``| date``, ``| time``,
@@ -281,15 +289,18 @@ async def do_save_variant(
     *,
     max_segments: int = DEFAULT_MAX_SMS_SEGMENTS,
 ) -> SavedVariant:
-    """Create or replace one variant after checking it parses; audited (no text in the event)."""
+    """Create or replace one variant after the save check (``hub.templates.lint``: its
+    variables, filters and tests, and a trial render with optional variables missing);
+    audited (no text in the event). Raises TemplateInvalid naming what is wrong."""
     ch, loc = _channel(channel), normalize_locale(locale)
     subject = subject if subject and subject.strip() else None
     html = html if html and html.strip() else None
-    check_variant(ch.value, subject, body, html)
     async with db.transaction() as session:
         template = await queries.template_by_key(session, key, for_update=True)
         if template is None:
             raise TemplateMissing(key, None, f"no template named {key!r}")
+        check_for_save(key, ch.value, loc, subject, body, html)
+        terms = clinical_terms(await setting_value(session, CLINICAL_TERMS_SETTING))
         variant = await queries.variant_for_update(session, template, ch, loc)
         if variant is None:
             variant = TemplateVariant(template_id=template.id, channel=ch, locale=loc)
@@ -307,8 +318,33 @@ async def do_save_variant(
             {"channel": ch.value, "locale": loc},
         )
     return SavedVariant(
-        _view(variant), lint_variant(key, ch.value, body, max_segments=max_segments)
+        _view(variant),
+        lint_variant(key, ch.value, body, max_segments=max_segments, terms=terms),
     )
+
+
+async def do_get_clinical_terms(db: Database) -> list[str]:
+    """The terms the clinic added to the shipped clinical-words list (lint.py)."""
+    async with db.reader() as session:
+        stored = await setting_value(session, CLINICAL_TERMS_SETTING)
+    return list(stored) if isinstance(stored, list) else []
+
+
+async def do_set_clinical_terms(db: Database, actor: Actor, value: object) -> list[str]:
+    """Replace the clinic's own clinical terms (a list, or text with one term a line);
+    audited with the count only. Raises TemplateInvalid."""
+    terms = check_terms(value)
+    async with db.transaction() as session:
+        await put_setting_in(session, CLINICAL_TERMS_SETTING, terms)
+        await record(
+            session,
+            actor,
+            "template.clinical_terms.update",
+            "hub_setting",
+            CLINICAL_TERMS_SETTING,
+            {"terms": len(terms)},
+        )
+    return terms
 
 
 async def find_variant(
@@ -401,6 +437,7 @@ async def do_preview(
         )
         context = template_context(facts, sample_appointment, clinic, links=links)
         rendered = render_variant(variant, context)
+        terms = clinical_terms(await setting_value(session, CLINICAL_TERMS_SETTING))
         await record(
             session,
             actor,
@@ -416,6 +453,7 @@ async def do_preview(
         variant.body,
         rendered=rendered.body if is_sms else None,
         max_segments=max_segments,
+        terms=terms,
     )
     return Preview(
         rendered, variant.locale, segment_info(rendered.body) if is_sms else None, warnings

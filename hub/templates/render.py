@@ -1,4 +1,4 @@
-"""Rendering message templates: the sandbox, date filters, errors that name what is missing, lint.
+"""Rendering message templates: the sandbox, date filters, errors that name what is missing.
 
 Templates are Jinja2 run in an immutable sandbox with strict undefined: a variable the context
 does not have (or holds as ``None``) is an error, never a blank, so a send fails with a reason
@@ -30,22 +30,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from hub.templates import TemplateInvalid, TemplateRenderError
-from hub.templates.segments import non_gsm_characters, segment_info
+from hub.templates.variables import DECLARED
 
 DEFAULT_LOCALE = "en"
 """The clinic's default locale: the last fallback when a patient's language has no variant."""
-DEFAULT_MAX_SMS_SEGMENTS = 3
-"""Above this many segments an SMS draws a lint warning (each segment is billed and may arrive
-out of order on older phones)."""
-SENSITIVE_FIELDS = frozenset({"appointment.reason", "patient.conditions", "patient.medications"})
-"""Variable paths holding clinical details, which must not be sent by SMS or read out by voice."""
-SENSITIVE_NAMES = frozenset(
-    {"diagnosis", "diagnoses", "medication", "medications", "lab", "labs", "lab_results"}
-)
-"""Variable names that are clinical wherever they appear in a path."""
-INSECURE_CHANNELS = frozenset({"sms", "voice"})
-"""Channels where a message may be read or heard by someone other than the patient."""
-
 # Babel's CLDR data puts narrow no-break spaces in times ("10:00\u202fAM"); outside GSM-7 they
 # would turn an SMS into UCS-2 and halve its room, for no visible difference.
 _SPACES = str.maketrans({"\u202f": " ", "\u00a0": " ", "\u2009": " "})
@@ -353,9 +341,12 @@ def render_variant(variant: VariantText, context: Mapping[str, Any]) -> Rendered
     """Render every part of a variant; raises TemplateRenderError naming what went wrong.
 
     ``context`` is a dict of dicts (see hub.templates.actions.template_context) plus ``tz``
-    (IANA zone) and ``locale`` (the patient's language) for the date filters.
+    (IANA zone) and ``locale`` (the patient's language) for the date filters. Only what the
+    key declares (hub.templates.variables) reaches the template, as when it was saved.
     """
-    values = {k: _scoped(v, k) for k, v in context.items() if v is not None}
+    declared = DECLARED.get(variant.key)
+    given = context if declared is None else declared.keep(context)
+    values = {k: _scoped(v, k) for k, v in given.items() if v is not None}
     raw_language = context.get("locale")
     language = raw_language if isinstance(raw_language, str) else None
     values["locale"] = format_locale(language, variant.locale)
@@ -398,12 +389,6 @@ def variables_used(source: str) -> frozenset[str]:
     return frozenset(p for p in found if p is not None)
 
 
-def is_sensitive(path: str) -> bool:
-    parts = path.split(".")
-    prefixes = {".".join(parts[: i + 1]) for i in range(len(parts))}
-    return bool(prefixes & SENSITIVE_FIELDS) or any(p in SENSITIVE_NAMES for p in parts)
-
-
 def check_variant(channel: str, subject: str | None, body: str, html: str | None) -> None:
     """Raise TemplateInvalid when a variant cannot be saved: missing parts or bad syntax."""
     if not body.strip():
@@ -419,43 +404,7 @@ def check_variant(channel: str, subject: str | None, body: str, html: str | None
             (HTML_ENV if part == "HTML" else TEXT_ENV).parse(source)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateInvalid(
-                f"the {part} has a template error on line {exc.lineno}: {exc.message}"
+                f"the {part} has a template error on line {exc.lineno}: {exc.message}",
+                line=exc.lineno,
+                part=part,
             ) from None
-
-
-def lint_variant(
-    template_key: str,
-    channel: str,
-    text: str,
-    *,
-    rendered: str | None = None,
-    max_segments: int = DEFAULT_MAX_SMS_SEGMENTS,
-) -> list[str]:
-    """Warnings about a variant's text (saving still works): clinical details on an insecure
-    channel; an SMS longer than ``max_segments`` (measured on ``rendered`` when given, else on
-    the template text) or written with characters that force UCS-2."""
-    try:
-        used = variables_used(text)
-    except jinja2.TemplateSyntaxError as exc:
-        return [f"{template_key} ({channel}): template error on line {exc.lineno}: {exc.message}"]
-    warnings = []
-    sensitive = sorted(p for p in used if is_sensitive(p))
-    if channel in INSECURE_CHANNELS and sensitive:
-        warnings.append(
-            f"{template_key} ({channel}) uses {', '.join(sensitive)}: {channel} is not a secure "
-            "channel, so leave clinical details out and ask the patient to call or sign in"
-        )
-    if channel == "sms":
-        info = segment_info(rendered if rendered is not None else text)
-        if info.segments > max_segments:
-            warnings.append(
-                f"{template_key} (sms) is {info}, more than {max_segments}: shorten it, each "
-                "segment is billed"
-            )
-        outside = non_gsm_characters(text)
-        if outside:
-            warnings.append(
-                f"{template_key} (sms) contains {' '.join(outside)}, outside GSM-7: every "
-                "segment then holds 67 characters instead of 153"
-            )
-    return warnings
