@@ -179,8 +179,10 @@ async def test_funnel_columns(client: TestClient, funnel_data: dict[int, uuid.UU
         "enrolled": 7,
         "waiting": 0,
         "skipped": 1,  # Gray: due before enrollment
+        "untranslated": 0,
         "stopped": 1,  # Finley: appointment cancelled
         "sent": 4,  # Avery, Blake, Casey, Emery
+        "fallback": 0,
         "delivered": 1,  # Avery
         "replied": 2,  # Avery (C), Blake (2)
         "confirmed": 1,

@@ -151,7 +151,7 @@ async def do_enroll_chunk(
     enrollments and step runs start on their way to the database, the chunk's longest wait:
     the caller may start CPU work then (as a task that yields), such as parsing the next chunk."""
     for attempt in range(1, MAX_CHUNK_ATTEMPTS + 1):
-        work = _Chunk(ring, journey, now)
+        work = ChunkWork(ring, journey, now)
         try:
             async with db.transaction() as session:
                 async with bulk_queries.planned_for_these_values(session):
@@ -214,8 +214,9 @@ class _Resolved:
         return self.cancelled or (self.start_at is not None and self.start_at != anchor_at)
 
 
-class _Chunk:
-    """One attempt at one chunk: what the database holds, then the rows applied in order."""
+class ChunkWork:
+    """One attempt at one chunk: what the database holds, then the rows applied in order. The
+    launch dry run (``hub.journeys.preview``) runs the same steps without the writes."""
 
     def __init__(self, ring: KeyRing, journey: LaunchJourney, now: datetime) -> None:
         self.ring, self.journey, self.now = ring, journey, now
@@ -226,6 +227,8 @@ class _Chunk:
         self.appointments: dict[str, AppointmentRecord] = {}
         self.enrollments: dict[str, EnrollmentRecord] = {}
         self.new_patients: list[tuple[Any, ...]] = []
+        self.created_from: dict[uuid.UUID, EnrollRow] = {}
+        """The row each new patient is made from (what the dry run judges them by)."""
         self.errors: list[tuple[int, str]] = []
         self.enrolled = self.already = 0
 
@@ -299,13 +302,14 @@ class _Chunk:
 
     def _create_patient(self, row: EnrollRow) -> _Patient:
         patient = _Patient(self.new_id(), _zone(row.time_zone))
+        self.created_from[patient.id] = row
         self.new_patients.append(  # in bulk_queries.PATIENT_COLUMNS order
             (
                 patient.id,
-                self._seal(patient.id, "name_enc", row.name),
-                self._seal(patient.id, "phone_enc", row.phone),
+                self.seal(patient.id, "name_enc", row.name),
+                self.seal(patient.id, "phone_enc", row.phone),
                 row.phone_bidx,
-                self._seal(patient.id, "email_enc", row.email),
+                self.seal(patient.id, "email_enc", row.email),
                 row.email_bidx,
                 row.language,
                 row.time_zone,
@@ -324,7 +328,7 @@ class _Chunk:
             self.by_email.setdefault(row.email_bidx, patient)
         return patient
 
-    def _seal(self, patient_id: uuid.UUID, column: str, value: str | None) -> bytes | None:
+    def seal(self, patient_id: uuid.UUID, column: str, value: str | None) -> bytes | None:
         """``Sealed.seal`` without an ORM object: the same key ring and row-bound AAD."""
         if value is None:
             return None

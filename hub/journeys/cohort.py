@@ -238,7 +238,7 @@ async def launch(
     journey = await load_journey(db, journey_key)
     now = now or utcnow()
     report = LaunchReport()
-    ahead = _ParseAhead(_chunks(_rows(lines), chunk_rows), ring, region)
+    ahead = _ParseAhead(read_chunks(lines, chunk_rows), ring, region)
     try:
         while (chunk := await ahead.next()) is not None:
             result = await do_enroll_chunk(
@@ -277,6 +277,14 @@ class _ParseAhead:
 
     async def next(self) -> ParsedChunk | None:
         self.start()
+def read_chunks(
+    lines: Iterable[str], chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> Iterator[list[tuple[int, dict[str, str]]]]:
+    """The cohort's rows (line number, columns), ``chunk_rows`` at a time: what a launch and
+    its dry run (``hub.journeys.preview``) read alike."""
+    return _chunks(_rows(lines), chunk_rows)
+
+
         assert self.task is not None
         task, self.task = self.task, None
         return await task

@@ -76,7 +76,7 @@ JOURNEY_PURPOSES = (Purpose.CARE, Purpose.REMINDERS, Purpose.SURVEYS, Purpose.MA
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _OFFSET = re.compile(r"([+-]?)(?:(\d{1,6})w)?(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,6})m)?")
 _SCORE_BELOW = re.compile(r"only_if_score_below\s*:\s*(\S+)")
-_TOP_FIELDS = ("key", "name", "purpose", "anchor", "description", "steps")
+_TOP_FIELDS = ("key", "name", "purpose", "anchor", "description", "fallback_language", "steps")
 _STEP_FIELDS = (
     "id",
     "offset",
@@ -194,6 +194,9 @@ class JourneyDefinition:
 @dataclass(frozen=True)
 class PlannedStep:
     step_id: str
+    fallback_language: str | None = None
+    """A locale to write in when a template has no variant in the patient's language; None:
+    such a step is skipped for that patient (``hub.journeys.step_choice``)."""
     due_at: datetime
     """Aware, UTC."""
     skip_reason: str | None = None

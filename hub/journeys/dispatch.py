@@ -45,8 +45,9 @@ from hub.journeys.models import (
     StepRun,
     SurveyAnswer,
 )
+from hub.journeys.step_choice import VariantCache, choose_for_step
 from hub.outbox import add_effect
-from hub.templates.actions import find_variant, template_context
+from hub.templates.actions import template_context
 from hub.templates.render import Rendered, VariantText, render_variant
 
 PROGRESS_ROOM = "journeys"
@@ -98,7 +99,7 @@ class _Batch:
     replied: dict[uuid.UUID, datetime]
     answers: dict[uuid.UUID, list[SurveyAnswer]]
     failed: dict[tuple[uuid.UUID, str], set[str]]
-    variants: dict[tuple[str, str, str], VariantText | HubError] = field(default_factory=dict)
+    variants: VariantCache
     tasks: list[SendTask] = field(default_factory=list)
     effects: list[uuid.UUID] = field(default_factory=list)
     new_conversations: list[dict[str, Any]] = field(default_factory=list)
@@ -179,6 +180,7 @@ async def _load(
     policy = await consent.load_policy(session)
     return _Batch(
         session=session,
+        variants=VariantCache(session),
         ring=ring,
         now=now,
         providers=providers,
@@ -236,13 +238,15 @@ async def _dispatch_one(
     patient = batch.patients[enrollment.patient_id]
     purpose = step.purpose or definition.purpose
     channels = patient.channels()
-    choice = consent.choose_from(
+    choice = await choose_for_step(
+        batch.variants,
         patient,
+        step,
         purpose,
         batch.now,
+        fallback_language=definition.fallback_language,
         policy=batch.policy,
         available=set(batch.providers),
-        order=step.channel_order(channels),
         excluded={
             c: "an earlier attempt of this step failed on it" for c in _failed_channels(batch, run)
         },
@@ -251,7 +255,12 @@ async def _dispatch_one(
             batch.sends.setdefault(patient.id, []), patient.time_zone, batch.now
         ),
     )
-    notes = choice.reasons
+    if choice.untranslated is not None:
+        # Nothing is written to the patient: a message in a language they did not choose
+        # would be read as the clinic's (or not read at all). The funnel counts the skip.
+        _change_run(batch, run, RunStatus.SKIPPED, reason=choice.untranslated)
+        return Dispatched(run.id, "skipped", choice.untranslated, None)
+    notes = choice.notes
     decision = choice.decision
     channel = decision.channel if decision else (channels[0] if channels else Channel.SMS)
     conversation = _conversation_for(batch, patient, channel)
@@ -287,7 +296,7 @@ async def _dispatch_one(
         outcome = "failed"
     else:
         try:
-            rendered = await _render(batch, step, enrollment, patient, channel)
+            rendered = _render(batch, choice.variant, enrollment, patient)
         except HubError as exc:
             reason = f"not sent: {exc}"
             message.update(status=MessageStatus.FAILED, error_code="template", error_reason=reason)
@@ -426,24 +435,15 @@ def _skip_reason(batch: _Batch, step: StepDefinition, enrollment: dq.EnrollmentF
     return None
 
 
-async def _render(
+def _render(
     batch: _Batch,
-    step: StepDefinition,
+    variant: VariantText | HubError | None,
     enrollment: dq.EnrollmentFacts,
     patient: Patient,
-    channel: Channel,
 ) -> Rendered:
-    key = (step.template, channel.value, patient.language or "")
-    if key not in batch.variants:
-        try:
-            batch.variants[key] = await find_variant(
-                batch.session, step.template, channel.value, patient.language
-            )
-        except HubError as exc:
-            batch.variants[key] = exc
-    variant = batch.variants[key]
     if isinstance(variant, HubError):
         raise variant
+    assert variant is not None  # a chosen channel always has its lookup's answer
     appointment = None
     if enrollment.appointment_start is not None:
         appointment = {

@@ -43,6 +43,8 @@ from hub.journeys.definitions import (
     parse_offset,
 )
 from hub.journeys.replies import ReplyKind
+from hub.templates import TemplateInvalid
+from hub.templates.actions import normalize_locale
 
 
 def load_examples() -> dict[str, JourneyDefinition]:
@@ -116,6 +118,13 @@ class _Parser:
             self.text(f["name"][1], "name") if "name" in f else key.replace("_", " ").capitalize()
         )
         description = self.text(f["description"][1], "description") if "description" in f else ""
+        fallback = None
+        if "fallback_language" in f:
+            node = f["fallback_language"][1]
+            try:
+                fallback = normalize_locale(self.text(node, "fallback_language"))
+            except TemplateInvalid as exc:
+                self.fail(node, "fallback_language", str(exc))
         steps_node = f["steps"][1]
         if not isinstance(steps_node, SequenceNode) or not steps_node.value:
             self.fail(steps_node, "steps", "expected a list of at least one step")
@@ -124,7 +133,9 @@ class _Parser:
         steps: list[StepDefinition] = []
         for i, node in enumerate(steps_node.value):
             steps.append(self.step(node, f"steps[{i}]", steps))
-        return JourneyDefinition(key, name, self.purpose, self.anchor, tuple(steps), description)
+        return JourneyDefinition(
+            key, name, self.purpose, self.anchor, tuple(steps), description, fallback
+        )
 
     def reject_aliases(self, root: Node) -> None:
         seen: set[int] = set()

@@ -55,6 +55,13 @@ FUNNEL_COLUMNS = (
         "score) or the step was due before the patient was enrolled.",
     ),
     FunnelColumn(
+        "untranslated",
+        "no translation",
+        "Not sent: the step's template has no variant in the patient's language on any "
+        "channel they may be reached on (add the variant, or give the journey a "
+        "fallback_language).",
+    ),
+    FunnelColumn(
         "stopped",
         "stopped",
         "Not sent: called off before it was due (the patient confirmed or answered, the "
@@ -62,6 +69,12 @@ FUNNEL_COLUMNS = (
     ),
     FunnelColumn(
         "sent", "sent", "A message was made for the patient (queued, deferred or on its way)."
+    ),
+    FunnelColumn(
+        "fallback",
+        "in fallback language",
+        "Sent, in the journey's fallback language: the template has no variant in the "
+        "patient's own.",
     ),
     FunnelColumn(
         "delivered", "delivered", "Sent, and the provider reported it delivered (or read)."

@@ -18,6 +18,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    not_,
     or_,
     select,
     text,
@@ -30,6 +31,7 @@ from hub.consent.models import ConsentRecord, ConsentState
 from hub.enums import Direction, MessageStatus
 from hub.inbox.models import Conversation, Message
 from hub.journeys.models import Enrollment, RunStatus, StepRun, SurveyAnswer
+from hub.journeys.step_choice import FALLBACK_NOTE, UNTRANSLATED_PATTERN
 
 _Reply = aliased(Message, name="reply")
 
@@ -92,12 +94,18 @@ def column_predicate(f: Subquery, column: str) -> ColumnElement[bool]:
         return true()
     if column == "waiting":
         return f.c.status.in_((RunStatus.PLANNED, RunStatus.CLAIMED))
+    skipped = f.c.status == RunStatus.SKIPPED
     if column == "skipped":
-        return f.c.status == RunStatus.SKIPPED
+        # A skip for want of a translation is its own column; NULL never matches LIKE.
+        return and_(skipped, or_(f.c.reason.is_(None), not_(f.c.reason.like(UNTRANSLATED_PATTERN))))
+    if column == "untranslated":
+        return and_(skipped, f.c.reason.like(UNTRANSLATED_PATTERN))
     if column == "stopped":
         return f.c.status == RunStatus.CANCELLED
     if column == "sent":
         return sent
+    if column == "fallback":
+        return and_(sent, f.c.reason.like(f"%{FALLBACK_NOTE}%"))
     if column == "delivered":
         return and_(sent, f.c.message_status.in_(DELIVERED))
     if column == "replied":

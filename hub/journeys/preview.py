@@ -1,0 +1,329 @@
+"""The launch dry run: what enrolling a cohort would do, counted before anything is written.
+
+The file goes through the launch's own steps (``hub.journeys.cohort`` reads and parses the
+rows, ``hub.journeys.bulk.ChunkWork`` matches patients and plans each enrollment) in read-only
+sessions, and every step a new enrollment plans is put to ``choose_for_step``, the decision
+the dispatch makes when the step is due: the consent gate over the patient's records and the
+clinic's policy, and the template variant in the patient's language. A patient the launch
+would create is judged as they would be stored. So a coordinator learns, with counts, that a
+survey step needs an opt-in nobody has or that 38 patients prefer a language a template lacks,
+while nothing has been enrolled yet.
+
+What it cannot know is left out: conditions that depend on replies (``skip_if_confirmed``,
+``only_if_no_reply``, scores), frequency caps and quiet hours (they defer, never drop), and
+consent that changes before the step is due.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from hub.consent import actions as consent
+from hub.consent import queries as consent_queries
+from hub.consent.models import ConsentRecord, Purpose
+from hub.consent.rules import ConsentPolicy
+from hub.crypto import KeyRing
+from hub.db import Database, utcnow
+from hub.enums import Channel
+from hub.inbox import queries as inbox_queries
+from hub.inbox.models import DEFAULT_CHANNEL_ORDER, Patient
+from hub.journeys import bulk_queries
+from hub.journeys.bulk import (
+    DEFAULT_CHUNK_ROWS,
+    ChunkWork,
+    EnrollRow,
+    LaunchJourney,
+    ParsedChunk,
+    load_journey,
+)
+from hub.journeys.bulk_queries import AppointmentRecord, EnrollmentRecord
+from hub.journeys.cohort import MAX_ROW_ERRORS_KEPT, parse_chunk, read_chunks
+from hub.journeys.definitions import StepDefinition
+from hub.journeys.models import EnrollmentStatus, RunStatus
+from hub.journeys.step_choice import (
+    NO_VARIANT_CODE,
+    VariantCache,
+    choose_for_step,
+    language_label,
+)
+
+WORDS = {
+    "no_opt_in": "no opt-in",
+    "opted_out": "opted out",
+    "no_address": "no address",
+    "unreachable": "unreachable",
+    "channel_unavailable": "not connected",
+    "call_outside_window": "outside the call window",
+    "no_variant": "not in their language",
+}
+"""How a refusal code reads in a warning ("sms: opted out 2")."""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+@dataclass
+class StepOutlook:
+    """What one step would do for the patients the launch enrolls (counts only, no PHI)."""
+
+    step_id: str
+    template: str
+    purpose: Purpose
+    opt_in_required: bool
+    planned: int = 0
+    """New enrollments that plan the step."""
+    late: int = 0
+    """...of which it is due before enrollment: skipped, never sent late."""
+    sending: int = 0
+    """Would be sent in the patient's language (deferred by quiet hours or caps included)."""
+    fallback: dict[str, int] = field(default_factory=dict)
+    """Would be sent in the journey's fallback language, by the patient's language."""
+    fallback_locale: str | None = None
+    untranslated: dict[str, int] = field(default_factory=dict)
+    """Would be skipped (no variant in their language), by the patient's language."""
+    untranslated_channels: dict[str, set[str]] = field(default_factory=dict)
+    no_channel: int = 0
+    """Would fail: no channel of the step may be used for them."""
+    no_opt_in: int = 0
+    """...of which at least one channel was refused for want of an opt-in."""
+    refusals: dict[str, int] = field(default_factory=dict)
+    """Of those, "sms: opted out" -> patients."""
+
+    @property
+    def due(self) -> int:
+        return self.planned - self.late
+
+    def warnings(self) -> list[str]:
+        """Sentences for the coordinator, worst first."""
+        said = []
+        step = f"Step {self.step_id}"
+        if self.no_opt_in:
+            have = self.due - self.no_opt_in
+            every = "all " if self.no_opt_in == self.due else ""
+            said.append(
+                f"{step} needs a {self.purpose.value} opt-in: {have} of {self.due} patients "
+                f"have one on a channel it may use; {every}{self.no_opt_in} would not be sent it."
+            )
+        others = self.no_channel - self.no_opt_in
+        if others:
+            why = "; ".join(f"{k} {n}" for k, n in sorted(self.refusals.items()))
+            said.append(
+                f"{step}: {others} of {self.due} patients have no channel it may use "
+                f"({why}); it would fail for them."
+            )
+        for language, n in sorted(self.untranslated.items(), key=lambda kv: (-kv[1], kv[0])):
+            channels = ", ".join(sorted(self.untranslated_channels[language]))
+            said.append(
+                f"{_plural(n, 'patient')} prefer {language}; template {self.template} has no "
+                f"{language} variant for {channels}: {step} would be skipped for them "
+                "(add the variant, or set fallback_language in the journey)."
+            )
+        for language, n in sorted(self.fallback.items(), key=lambda kv: (-kv[1], kv[0])):
+            said.append(
+                f"{_plural(n, 'patient')} prefer {language}; template {self.template} has no "
+                f"{language} variant: {step} would be sent to them in {self.fallback_locale} "
+                "(the journey's fallback language)."
+            )
+        return said
+
+
+@dataclass
+class LaunchPreview:
+    journey: str
+    name: str
+    rows: int = 0
+    enroll: int = 0
+    """New enrollments the launch would make (the question asks about these)."""
+    already: int = 0
+    """Rows whose patient is already enrolled for that appointment (moves and cancellations
+    still apply)."""
+    patients_created: int = 0
+    cancelled: int = 0
+    """New enrollments whose appointment is cancelled in the file: enrolled, nothing sent."""
+    error_count: int = 0
+    errors: list[str] = field(default_factory=list)
+    """"line N: what is wrong", the first MAX_ROW_ERRORS_KEPT."""
+    steps: list[StepOutlook] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for s in self.steps for w in s.warnings()]
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.enroll == 0 and self.already == 0
+
+
+@dataclass
+class _Carried:
+    """Patients, appointments and enrollments earlier chunks would have created: the launch
+    commits each chunk before reading the next, so a later row meets them as stored."""
+
+    by_phone: dict[bytes, object] = field(default_factory=dict)
+    by_email: dict[bytes, object] = field(default_factory=dict)
+    appointments: dict[str, AppointmentRecord] = field(default_factory=dict)
+    enrollments: dict[str, EnrollmentRecord] = field(default_factory=dict)
+
+
+async def do_preview_launch(
+    db: Database,
+    ring: KeyRing,
+    journey_key: str,
+    lines: Iterable[str],
+    *,
+    region: str,
+    available: Iterable[Channel],
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    now: datetime | None = None,
+) -> LaunchPreview:
+    """The dry run of ``hub.journeys.cohort.launch`` for the same arguments; ``available``:
+    the channels connected on this hub (``connected_providers``). Writes nothing."""
+    journey = await load_journey(db, journey_key)
+    now = now or utcnow()
+    definition = journey.definition
+    async with db.reader() as session:
+        policy = await consent.load_policy(session)
+    preview = LaunchPreview(journey.key, definition.name)
+    preview.steps = [
+        StepOutlook(
+            s.id,
+            s.template,
+            s.purpose or definition.purpose,
+            (s.purpose or definition.purpose) in policy.opt_in_required,
+            fallback_locale=definition.fallback_language,
+        )
+        for s in definition.steps
+    ]
+    carried = _Carried()
+    usable = set(available)
+    for raw in read_chunks(lines, chunk_rows):
+        chunk = await parse_chunk(ring, region, raw)
+        await _preview_chunk(db, ring, journey, chunk, now, carried, preview, usable, policy)
+    return preview
+
+
+async def _preview_chunk(
+    db: Database,
+    ring: KeyRing,
+    journey: LaunchJourney,
+    chunk: ParsedChunk,
+    now: datetime,
+    carried: _Carried,
+    preview: LaunchPreview,
+    usable: set[Channel],
+    policy: ConsentPolicy,
+) -> None:
+    work = ChunkWork(ring, journey, now)
+    work.by_phone.update(carried.by_phone)  # type: ignore[arg-type]
+    work.by_email.update(carried.by_email)  # type: ignore[arg-type]
+    work.appointments.update(carried.appointments)
+    work.enrollments.update(carried.enrollments)
+    async with db.reader() as session:
+        async with bulk_queries.planned_for_these_values(session):
+            items = await work.load(session, chunk.parsed)
+        await work.enroll_all(items)
+        new = [e for e in work.enrollments.values() if e.new and e.key not in carried.enrollments]
+        stored_ids = {
+            e.patient_id
+            for e in new
+            if e.patient_id is not None and e.patient_id not in work.created_from
+        }
+        stored = await inbox_queries.patients_by_id(session, stored_ids)
+        latest = await consent_queries.latest_records_of(session, stored_ids)
+        variants = VariantCache(session)
+        for enrollment in new:
+            assert enrollment.patient_id is not None
+            patient = stored.get(enrollment.patient_id) or _as_stored(
+                work, enrollment.patient_id, work.created_from[enrollment.patient_id]
+            )
+            records = {ch: latest.get((patient.id, ch), {}) for ch in Channel}
+            await _judge(preview, journey, enrollment, patient, records, variants, usable, policy)
+    preview.rows += chunk.rows
+    preview.enroll += work.enrolled
+    preview.already += work.already
+    preview.patients_created += len(work.new_patients)
+    errors = sorted(chunk.errors + work.errors)
+    preview.error_count += len(errors)
+    room = MAX_ROW_ERRORS_KEPT - len(preview.errors)
+    preview.errors += [f"line {line}: {what}" for line, what in errors[: max(room, 0)]]
+    carried.by_phone.update((k, p) for k, p in work.by_phone.items() if p.id in work.created_from)
+    carried.by_email.update((k, p) for k, p in work.by_email.items() if p.id in work.created_from)
+    carried.appointments.update((k, a) for k, a in work.appointments.items() if a.new)
+    for enrollment in new:
+        enrollment.runs = []  # planned runs were judged; only the key matters from here on
+        carried.enrollments[enrollment.key] = enrollment
+
+
+def _as_stored(work: ChunkWork, patient_id: uuid.UUID, row: EnrollRow) -> Patient:
+    """The patient the launch would create from ``row``, as ``bulk`` stores them (never added
+    to a session: nothing is written)."""
+    return Patient(
+        id=patient_id,
+        phone_enc=work.seal(patient_id, "phone_enc", row.phone),
+        phone_bidx=row.phone_bidx,
+        email_enc=work.seal(patient_id, "email_enc", row.email),
+        email_bidx=row.email_bidx,
+        language=row.language,
+        time_zone=row.time_zone,
+        channel_order=list(DEFAULT_CHANNEL_ORDER),
+        tags=[],
+        verified=True,
+        unreachable={},
+    )
+
+
+async def _judge(
+    preview: LaunchPreview,
+    journey: LaunchJourney,
+    enrollment: EnrollmentRecord,
+    patient: Patient,
+    records: Mapping[Channel, dict[Purpose, ConsentRecord]],
+    variants: VariantCache,
+    usable: set[Channel],
+    policy: ConsentPolicy,
+) -> None:
+    if enrollment.status is EnrollmentStatus.CANCELLED:
+        preview.cancelled += 1
+        return
+    outlooks = {o.step_id: o for o in preview.steps}
+    steps: dict[str, StepDefinition] = {s.id: s for s in journey.definition.steps}
+    for run in enrollment.runs or ():
+        outlook, step = outlooks[run.step_id], steps[run.step_id]
+        outlook.planned += 1
+        if run.status is RunStatus.SKIPPED:
+            outlook.late += 1
+            continue
+        choice = await choose_for_step(
+            variants,
+            patient,
+            step,
+            outlook.purpose,
+            run.due_at,
+            fallback_language=journey.definition.fallback_language,
+            policy=policy,
+            available=usable,
+            latest=records,
+            caps=None,  # caps defer a message, never drop it
+        )
+        language = language_label(patient.language)
+        if choice.untranslated is not None:
+            outlook.untranslated[language] = outlook.untranslated.get(language, 0) + 1
+            outlook.untranslated_channels.setdefault(language, set()).update(
+                d.channel.value for d in choice.passed if d.code == NO_VARIANT_CODE
+            )
+        elif choice.decision is None:
+            outlook.no_channel += 1
+            if any(d.code == "no_opt_in" for d in choice.passed):
+                outlook.no_opt_in += 1
+                continue
+            for d in choice.passed:
+                key = f"{d.channel.value}: {WORDS.get(d.code, d.code)}"
+                outlook.refusals[key] = outlook.refusals.get(key, 0) + 1
+        elif choice.fallback is not None:
+            outlook.fallback[language] = outlook.fallback.get(language, 0) + 1
+        else:
+            outlook.sending += 1
