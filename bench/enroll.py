@@ -162,7 +162,7 @@ def run_launch(url: str, cohort: Path, work: Path) -> Launch:
     with log_path.open("w") as log:
         started = time.perf_counter()
         child = subprocess.Popen(
-            hub_command("journey", "launch", JOURNEY_KEY, "--cohort", str(cohort)),
+            hub_command("journey", "launch", JOURNEY_KEY, "--cohort", str(cohort), "--yes"),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -438,18 +438,31 @@ def journey() -> None:
     default=None,
     help="Install or update the journey from this YAML file first.",
 )
-def journey_launch(key: str, cohort: str, definition: str | None) -> None:
-    """Enroll a cohort in journey KEY (shipped examples are installed on first use)."""
+@click.option(
+    "--yes",
+    "-y",
+    "assume_yes",
+    is_flag=True,
+    help="Enroll without asking after the dry run (scripts, the demo).",
+)
+def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bool) -> None:
+    """Enroll a cohort in journey KEY (shipped examples are installed on first use).
+
+    A dry run comes first: what each step would do for these patients (opt-ins they lack,
+    languages without a template variant, no usable channel), with counts, and the rows that
+    cannot be read. Nothing is enrolled until you answer yes (or pass --yes)."""
     import gc
     from pathlib import Path
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from hub.audit import Actor
+    from hub.channels.registry import connected_providers
     from hub.db import Database
     from hub.journeys import queries as journey_queries
     from hub.journeys.actions import do_install_journey
     from hub.journeys.cohort import count_rows, launch
+    from hub.journeys.preview import do_preview_launch
 
     settings = load_settings()
     asyncio.run(_check_database(settings, require_migrated=True))
@@ -457,7 +470,7 @@ def journey_launch(key: str, cohort: str, definition: str | None) -> None:
     definition_text = Path(definition).read_text(encoding="utf-8") if definition else None
     actor = Actor.system("cli:journey-launch")
 
-    async def run() -> Any:
+    async def dry_run() -> Any:
         db = Database.connect(settings.database_url)
         try:
             if definition is not None and definition_text is not None:
@@ -473,6 +486,20 @@ def journey_launch(key: str, cohort: str, definition: str | None) -> None:
                 await do_install_journey(
                     db, actor, shipped.read_text(encoding="utf-8"), f"{key}.yaml"
                 )
+            return await do_preview_launch(
+                db,
+                ring,
+                key,
+                rows,
+                region=settings.default_region,
+                available=connected_providers(settings),
+            )
+        finally:
+            await db.dispose()
+
+    async def run() -> Any:
+        db = Database.connect(settings.database_url)
+        try:
             with Progress(TextColumn("enrolling"), BarColumn(), MofNCompleteColumn()) as bar:
                 task = bar.add_task("enrolling", total=total)
                 return await launch(
@@ -493,6 +520,19 @@ def journey_launch(key: str, cohort: str, definition: str | None) -> None:
     # Streamed, never read whole: a cohort may hold hundreds of thousands of rows.
     with open(cohort, encoding="utf-8-sig", newline="") as rows:
         total = count_rows(rows)
+        rows.seek(0)
+        preview = asyncio.run(dry_run())
+        for line in preview.report_lines():
+            click.echo(line)
+        for line in preview.error_lines():
+            click.echo(line, err=True)
+        if preview.nothing_to_do:
+            click.echo("Nothing to enroll.")
+            raise SystemExit(1 if preview.error_count else 0)
+        question = f"Enroll {preview.enroll} patient{'' if preview.enroll == 1 else 's'}?"
+        if not assume_yes and not click.confirm(question, default=False):
+            click.echo("Nothing was enrolled.")
+            return
         rows.seek(0)
         report = asyncio.run(run())
     click.echo(

@@ -97,6 +97,19 @@ class StepOutlook:
     def due(self) -> int:
         return self.planned - self.late
 
+    def summary(self) -> str:
+        """One line: "sms_24h (appointment_reminder): 120 planned: 80 would be sent, ..."."""
+        parts = [f"{self.sending} would be sent"]
+        if self.fallback:
+            parts.append(f"{sum(self.fallback.values())} in the fallback language")
+        if self.untranslated:
+            parts.append(f"{sum(self.untranslated.values())} skipped: not in their language")
+        if self.no_channel:
+            parts.append(f"{self.no_channel} would fail: no channel may be used")
+        if self.late:
+            parts.append(f"{self.late} skipped: due before enrollment")
+        return f"{self.step_id} ({self.template}): {self.planned} planned: {', '.join(parts)}"
+
     def warnings(self) -> list[str]:
         """Sentences for the coordinator, worst first."""
         said = []
@@ -156,6 +169,28 @@ class LaunchPreview:
     @property
     def nothing_to_do(self) -> bool:
         return self.enroll == 0 and self.already == 0
+
+    def report_lines(self) -> list[str]:
+        """The dry run as text (``hub journey launch`` prints it before asking)."""
+        lines = [
+            f"Dry run of {self.journey} ({self.rows} rows): {self.enroll} would be enrolled "
+            f"({self.patients_created} new patients), {self.already} already enrolled, "
+            f"{self.error_count} rows with errors"
+        ]
+        lines += [f"  step {step.summary()}" for step in self.steps]
+        if self.cancelled:
+            lines.append(f"  {self.cancelled} have a cancelled appointment: nothing is sent")
+        lines += [f"Warning: {warning}" for warning in self.warnings]
+        return lines
+
+    def error_lines(self) -> list[str]:
+        """The rows that would not be enrolled, by line."""
+        if not self.error_count:
+            return []
+        head = f"{self.error_count} rows would not be enrolled:"
+        more = self.error_count - len(self.errors)
+        tail = [f"  ...and {more} more"] if more else []
+        return [head, *(f"  {e}" for e in self.errors), *tail]
 
 
 @dataclass
