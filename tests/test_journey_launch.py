@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 COHORT = """\
 \ufeffphone,name,email,time_zone,appointment_id,appointment_start,location
 +1 (555) 010-0101,Avery Sample,a@example.org,America/New_York,A-1,2026-12-02T09:00:00-05:00,Room 2
-555-010-0102,Blake Placeholder,,America/Chicago,A-2,2026-12-03T14:30:00-06:00,Room 1
+(201) 555-0102,Blake Placeholder,,America/Chicago,A-2,2026-12-03T14:30:00-06:00,Room 1
 not a number,Casey Fictional,,UTC,A-3,2026-12-04T10:00:00+00:00,Room 3
 +15550100104,Devon Testperson,,UTC,A-4,2026-12-04 10:00,Room 3
 """

@@ -308,7 +308,7 @@ async def test_progress_event_reaches_coordinators_live(client: TestClient, db: 
 COHORT = """\
 name,phone,email,time_zone,appointment_id,appointment_start,location
 Avery Sample,+1 (555) 010-0101,a@example.org,America/New_York,A-1,2030-12-02T09:00:00-05:00,Room 2
-Blake Placeholder,555-010-0102,,America/Chicago,A-2,2030-12-03T14:30:00-06:00,Room 1
+Blake Placeholder,(201) 555-0102,,America/Chicago,A-2,2030-12-03T14:30:00-06:00,Room 1
 Casey Fictional,not a number,,UTC,A-3,2030-12-04T10:00:00+00:00,Room 3
 """
 

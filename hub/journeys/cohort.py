@@ -1,7 +1,9 @@
 """Cohort files: a CSV of patients (and their appointments) to enroll in a journey.
 
 Columns (a header row is required; order does not matter, extra columns are ignored):
-``phone`` and/or ``email`` (at least one), ``name``, ``language``, ``time_zone``, and for
+``phone`` and/or ``email`` (at least one), ``name``, ``language`` (a BCP-47 tag such as es or
+zh-Hant), ``country`` (where the patient lives: ISO 3166 code or name; a national phone number
+is read there, else in the clinic's region, and must be valid there), ``time_zone``, and for
 appointment-anchored journeys ``appointment_id`` and ``appointment_start`` (ISO 8601 with an
 offset, e.g. 2026-11-27T10:00:00-05:00), optionally ``location``, ``provider``, ``status``
 (booked or cancelled). The file is read as a stream and enrolled in chunks, one transaction
@@ -20,7 +22,13 @@ from datetime import datetime
 from typing import Any
 
 from hub.audit import Actor
-from hub.contact import InvalidContact, normalize_email, normalize_phone
+from hub.contact import (
+    InvalidContact,
+    normalize_email,
+    normalize_language,
+    read_country,
+    read_phone,
+)
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.errors import HubError
@@ -117,9 +125,8 @@ _LIMITS = {
 
 def parse_row(ring: KeyRing, region: str, line: int, raw: Mapping[str, str]) -> EnrollRow:
     """A row's contacts normalized and blind-indexed and its appointment read; raises one of
-    ROW_ERRORS saying what is wrong."""
-    phone = normalize_phone(raw["phone"], region) if raw.get("phone") else None
-    email = normalize_email(raw["email"]) if raw.get("email") else None
+    ROW_ERRORS saying what is wrong. ``region`` is the clinic's, for rows without a country."""
+    phone, email, language = read_contacts(raw, region)
     if phone is None and email is None:
         # The row-by-row path created a patient nobody can reach, again on every launch.
         raise InvalidContact("needs a phone or an email")
@@ -146,10 +153,20 @@ def parse_row(ring: KeyRing, region: str, line: int, raw: Mapping[str, str]) -> 
         email,
         ring.blind_index("phone", phone) if phone else None,
         ring.blind_index("email", email) if email else None,
-        raw.get("language") or "en",
+        language,
         raw.get("time_zone") or "UTC",
         appointment,
     )
+
+
+def read_contacts(raw: Mapping[str, str], region: str) -> tuple[str | None, str | None, str]:
+    """Phone (read in the row's ``country``, else ``region``), email and language of a row,
+    normalised; raises InvalidContact, InvalidCountry or InvalidLanguage saying which."""
+    country = read_country(raw["country"]) if raw.get("country") else region
+    phone = read_phone(raw["phone"], country) if raw.get("phone") else None
+    email = normalize_email(raw["email"]) if raw.get("email") else None
+    language = normalize_language(raw["language"]) if raw.get("language") else "en"
+    return phone, email, language
 
 
 async def parse_chunk(
@@ -174,8 +191,7 @@ async def parse_chunk(
 async def match_or_create_patient(
     db: Database, ring: KeyRing, actor: Actor, row: dict[str, str], region: str
 ) -> tuple[uuid.UUID, bool]:
-    phone = normalize_phone(row["phone"], region) if row.get("phone") else None
-    email = normalize_email(row["email"]) if row.get("email") else None
+    phone, email, language = read_contacts(row, region)
     async with db.transaction() as session:
         found = []
         if phone:
@@ -198,7 +214,7 @@ async def match_or_create_patient(
                 name=row.get("name") or None,
                 phone=phone,
                 email=email,
-                language=row.get("language") or "en",
+                language=language,
                 time_zone=row.get("time_zone") or "UTC",
                 channel_order=["sms", "email", "voice"],
                 verified=True,
@@ -261,6 +277,14 @@ async def launch(
     return report
 
 
+def read_chunks(
+    lines: Iterable[str], chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> Iterator[list[tuple[int, dict[str, str]]]]:
+    """The cohort's rows (line number, columns), ``chunk_rows`` at a time: what a launch and
+    its dry run (``hub.journeys.preview``) read alike."""
+    return _chunks(_rows(lines), chunk_rows)
+
+
 class _ParseAhead:
     """Chunks, parsed one ahead: the next chunk is parsed as a task while the database stores
     the current one's enrollments and step runs (its longest wait), instead of after it."""
@@ -277,14 +301,6 @@ class _ParseAhead:
 
     async def next(self) -> ParsedChunk | None:
         self.start()
-def read_chunks(
-    lines: Iterable[str], chunk_rows: int = DEFAULT_CHUNK_ROWS
-) -> Iterator[list[tuple[int, dict[str, str]]]]:
-    """The cohort's rows (line number, columns), ``chunk_rows`` at a time: what a launch and
-    its dry run (``hub.journeys.preview``) read alike."""
-    return _chunks(_rows(lines), chunk_rows)
-
-
         assert self.task is not None
         task, self.task = self.task, None
         return await task

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from hub.contact import InvalidCountry, language_named, language_tag, read_country
 from hub.errors import HubError
 
 TIMEZONE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/timezone"
@@ -41,6 +42,8 @@ WAIT_STATUSES = frozenset({"proposed", "waitlist"})
 """Not booked yet: nothing to remind of; left alone until a bundle says booked."""
 MAX_EXTERNAL_ID = 120
 """Length of journey_appointment.external_id."""
+BCP47 = "urn:ietf:bcp:47"
+"""The code system of Patient.communication.language's binding (CommonLanguages)."""
 
 # FHIR's instant: seconds and a zone are required (a reminder needs an unambiguous moment).
 _INSTANT = re.compile(
@@ -68,6 +71,10 @@ class FhirPatient:
     time_zone: str | None
     identifier: str | None
     """"system|value" of the first identifier (an MRN, say); read, not stored."""
+    country: str | None = None
+    """ISO 3166 alpha-2 of the home address: national phone numbers are read there."""
+    problem: str | None = None
+    """Why this patient cannot be enrolled as sent (a language or country nobody can read)."""
 
     def __repr__(self) -> str:  # keep PHI out of tracebacks and debug output
         return "FhirPatient(...)"
@@ -79,6 +86,7 @@ class FhirPatient:
             "phone": self.phone,
             "email": self.email,
             "language": self.language,
+            "country": self.country,
             "time_zone": self.time_zone or default_zone,
         }
         return {k: v for k, v in row.items() if v}
@@ -175,27 +183,85 @@ def _telecom(resource: dict[str, Any], field: str, system: str) -> str | None:
     return min(points)[-1] if points else None
 
 
-def _language(resource: dict[str, Any], field: str) -> str | None:
-    found: list[tuple[bool, int, str]] = []
+def _language(resource: dict[str, Any], field: str) -> tuple[str | None, str | None]:
+    """(tag, problem): the language of the preferred communication, else of the first one
+    that can be read; a problem when the one that counts cannot be read. Guessing English for
+    a patient whose EHR says "SPA" would send them reminders they cannot read."""
+    read: list[tuple[bool, str, str | None]] = []
     for i, comm in enumerate(_list(resource, "communication", field)):
         path = f"{field}.communication[{i}]"
         language = _obj(_obj(comm, path).get("language"), f"{path}.language")
-        for coding in _list(language, "coding", f"{path}.language"):
-            code = coding.get("code") if isinstance(coding, dict) else None
-            if isinstance(code, str) and code:
-                found.append((comm.get("preferred") is not True, i, code[:16]))
-                break
-    return min(found)[-1] if found else None
+        # Cerner's published examples write "preferred": "true" (a string).
+        is_preferred = comm.get("preferred") in (True, "true")
+        read.append((is_preferred, f"{path}.language", _concept_language(language, path)))
+    preferred = [r for r in read if r[0]]
+    if preferred:
+        _, path, tag = preferred[0]
+    else:
+        found = next((r for r in read if r[2] is not None), read[0] if read else None)
+        if found is None:
+            return None, None  # no language given: the hub's default
+        _, path, tag = found
+    if tag is None:
+        return None, (
+            f"{path} names no language the hub knows (neither a {BCP47} code such as "
+            "es or zh-Hant nor a language's name)"
+        )
+    return tag, None
+
+
+def _concept_language(concept: dict[str, Any], path: str) -> str | None:
+    """A CodeableConcept's language: its urn:ietf:bcp:47 coding first, wherever it is listed
+    (Cerner lists its own code set first; Epic its own system), then any coding whose code is
+    a BCP-47 tag, and only then the text or a display that names a language."""
+    codings = [
+        _obj(c, f"{path}.language.coding[{i}]")
+        for i, c in enumerate(_list(concept, "coding", f"{path}.language"))
+    ]
+    codes = [(c.get("system"), c.get("code")) for c in codings]
+    ranked = [code for system, code in codes if system == BCP47] + [
+        code for system, code in codes if system != BCP47
+    ]
+    for code in ranked:
+        if isinstance(code, str) and (tag := language_tag(code)) is not None:
+            return tag
+    names = [concept.get("text"), *(c.get("display") for c in codings)]
+    for name in names:
+        if isinstance(name, str) and (tag := language_named(name)) is not None:
+            return tag
+    return None
+
+
+def _country(resource: dict[str, Any], field: str) -> tuple[str | None, str | None]:
+    """(alpha-2, problem) of the home address's country (FHIR allows a code or a name there);
+    an old address never counts."""
+    addresses = []
+    for i, address in enumerate(_list(resource, "address", field)):
+        address = _obj(address, f"{field}.address[{i}]")
+        country = _str(address, "country", f"{field}.address[{i}]")
+        if country and address.get("use") != "old":
+            addresses.append((address.get("use") != "home", i, country))
+    if not addresses:
+        return None, None
+    _, i, country = min(addresses)
+    try:
+        return read_country(country), None
+    except InvalidCountry as exc:
+        return None, f"{field}.address[{i}].{exc}"
 
 
 def _patient(resource: dict[str, Any], field: str) -> FhirPatient:
+    language, language_problem = _language(resource, field)
+    country, country_problem = _country(resource, field)
     return FhirPatient(
         name=_name(resource, field),
         phone=_telecom(resource, field, "phone") or _telecom(resource, field, "sms"),
         email=_telecom(resource, field, "email"),
-        language=_language(resource, field),
+        language=language,
         time_zone=_zone(resource, field),
         identifier=_identifier(resource, field),
+        country=country,
+        problem=language_problem or country_problem,
     )
 
 
@@ -302,6 +368,8 @@ def _appointment(
             problem = f"participant {references[0]} is not a Patient entry of this bundle"
         elif not (patient.phone or patient.email):
             problem = f"patient {references[0]} has no phone or email"
+        elif patient.problem is not None:
+            problem = f"patient {references[0]}: {patient.problem}"
     return FhirAppointment(
         entry=index,
         external_id=external_id,

@@ -7,7 +7,7 @@ import zoneinfo
 from datetime import timedelta
 
 from hub.audit import Actor, record
-from hub.contact import InvalidContact, normalize_email, normalize_phone
+from hub.contact import InvalidContact, normalize_email, normalize_language, normalize_phone
 from hub.crypto import BlindIndexKind, KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
@@ -50,7 +50,7 @@ def view_patient(ring: KeyRing, patient: Patient) -> PatientView:
 
 def build_patient(ring: KeyRing, new: NewPatient, region: str) -> Patient:
     patient = Patient(
-        language=new.language,
+        language=normalize_language(new.language),
         time_zone=_check_time_zone(new.time_zone),
         channel_order=list(new.channel_order),
         tags=list(new.tags),
