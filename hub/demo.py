@@ -81,10 +81,12 @@ async def _configure_front_desk(db: Database) -> None:
         if not front.business_hours:
             front.is_default = True
             front.business_hours = DEMO_HOURS
-            front.after_hours_reply = (
-                "Thanks for your message. We are closed now and will answer when we open "
+            # English in the clinic's words; Spanish speakers get the shipped translation.
+            front.after_hours_enabled = True
+            front.after_hours_replies = {
+                "en": "Thanks for your message. We are closed now and will answer when we open "
                 "(weekdays 8am-6pm). In an emergency call 911."
-            )
+            }
         if not (await session.scalars(select(CannedResponse).limit(1))).first():
             for title, body in DEMO_CANNED:
                 session.add(CannedResponse(title=title, body=body))

@@ -19,6 +19,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio, start_fake_twilio
 from hub.clock import CLOCK_FILE_ENV, advance
 from hub.config import Settings
@@ -36,6 +37,7 @@ from web.keys import SINK
 from worker.tick import TICK_DONE_KEY
 
 WAIT_S = 30.0
+CLINIC_EMAIL = "clinic@demo-clinic.example.org"
 
 
 def free_port() -> int:
@@ -163,14 +165,17 @@ class Stack:
         return (await self.message(message_id)).status in statuses
 
 
-@pytest.fixture
-async def stack(
-    fresh_db_url: str,
+@contextlib.asynccontextmanager
+async def running_stack(
+    db_url: str,
     redis_url: str,
     aiohttp_server: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    *,
+    relay: FakeSmtp | None = None,
 ) -> AsyncIterator[Stack]:
+    """The whole hub; with ``relay``, email is connected too (sent through that SMTP server)."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()  # no jobs left over from other tests for this worker to pick up
     client.close()
@@ -179,8 +184,13 @@ async def stack(
     runner, fake_base = await start_fake_twilio(fake)
     port = free_port()
     hub_url = f"http://127.0.0.1:{port}"
+    mail: dict[str, Any] = {}
+    mail_env: dict[str, str] = {}
+    if relay is not None:
+        mail = {"smtp_url": relay.url, "email_from": f"Demo Clinic <{CLINIC_EMAIL}>"}
+        mail_env = {"HUB_SMTP_URL": relay.url, "HUB_EMAIL_FROM": mail["email_from"]}
     settings = Settings(
-        database_url=fresh_db_url,
+        database_url=db_url,
         redis_url=redis_url,
         keys=ring,
         public_url=hub_url,
@@ -194,8 +204,9 @@ async def stack(
         journey_lease_s=2.0,
         send_stuck_s=5.0,
         log_format="text",
+        **mail,
     )
-    db = Database.connect(fresh_db_url)
+    db = Database.connect(db_url)
     app = create_app(settings)
     await aiohttp_server(app, port=port)
     staff = await make_staff(db)
@@ -204,7 +215,7 @@ async def stack(
     clock_file.write_text("0")
     monkeypatch.setenv(CLOCK_FILE_ENV, str(clock_file))
     env = hub_env(
-        HUB_DATABASE_URL=sync_url(fresh_db_url),
+        HUB_DATABASE_URL=sync_url(db_url),
         HUB_REDIS_URL=redis_url,
         HUB_KEYS=ring.to_spec(),
         HUB_PUBLIC_URL=hub_url,
@@ -218,6 +229,7 @@ async def stack(
         HUB_SEND_STUCK_SECONDS="5",
         HUB_LOG_LEVEL="DEBUG",
         HUB_CLOCK_FILE=str(clock_file),
+        **mail_env,
     )
     with worker_log.open("ab") as log_file:
         stack = Stack(settings, db, ring, fake, app, staff, worker_log, hub_url, clock_file)
@@ -229,3 +241,44 @@ async def stack(
             stack.stop_worker()
             await runner.cleanup()
             await db.dispose()
+
+
+@pytest.fixture
+async def stack(
+    fresh_db_url: str,
+    redis_url: str,
+    aiohttp_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Stack]:
+    async with running_stack(
+        fresh_db_url, redis_url, aiohttp_server, tmp_path, monkeypatch
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[FakeSmtp]:
+    """The clinic's SMTP relay (aiosmtpd): keeps every mail the hub sends."""
+    server = FakeSmtp()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def mail_stack(
+    fresh_db_url: str,
+    redis_url: str,
+    aiohttp_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    relay: FakeSmtp,
+) -> AsyncIterator[Stack]:
+    """The whole hub with email connected through ``relay``."""
+    async with running_stack(
+        fresh_db_url, redis_url, aiohttp_server, tmp_path, monkeypatch, relay=relay
+    ) as stack:
+        yield stack

@@ -62,7 +62,9 @@ def local(tz: str, y: int, mo: int, d: int, h: int, mi: int = 0) -> datetime:
     return datetime(y, mo, d, h, mi, tzinfo=ZoneInfo(tz))
 
 
-def expected(purpose: Purpose, state: ConsentState | None, inside: bool) -> tuple[Outcome, str]:
+def expected(
+    purpose: Purpose, state: ConsentState | None, inside: bool, channel: Channel
+) -> tuple[Outcome, str]:
     """An oracle written from the policy text, independent of the implementation."""
     if state is ConsentState.REVOKED:
         return Outcome.REFUSED, "opted_out"
@@ -70,6 +72,9 @@ def expected(purpose: Purpose, state: ConsentState | None, inside: bool) -> tupl
         return Outcome.REFUSED, "no_opt_in"
     if purpose in AUTOMATED and not inside:
         return Outcome.DEFERRED, "quiet_hours"
+    if channel is Channel.VOICE and not inside:
+        # Calls ring now; a staff reply is never placed as a call outside the window.
+        return Outcome.REFUSED, "call_outside_window"
     return Outcome.ALLOWED, "ok"
 
 
@@ -106,7 +111,9 @@ def test_may_send_table(
     at = local(tz, 2026, 11, 18, hour, minute)
     latest = {purpose: record(p, channel, purpose, state)} if state else {}
     decision = decide(p, channel, purpose, at, latest, ConsentPolicy(), CapUsage())
-    assert (decision.outcome, decision.code) == expected(purpose, state, inside), decision.reason
+    assert (decision.outcome, decision.code) == expected(purpose, state, inside, channel), (
+        decision.reason
+    )
     if decision.deferred:
         assert decision.not_before is not None
         nb = decision.not_before.astimezone(ZoneInfo(tz))
@@ -115,10 +122,10 @@ def test_may_send_table(
     if decision.outcome is Outcome.ALLOWED and purpose is Purpose.CARE and not inside:
         assert decision.warnings and "outside 08:00-21:00" in decision.warnings[0]
     if state is ConsentState.REVOKED:
-        assert (
-            "opted out of" in decision.reason
-            and "on 2026-11-02 by replying STOP" in decision.reason
-        )
+        # The day the patient lived (15:00 UTC on Nov 2 is already Nov 3 in Tokyo).
+        day = datetime(2026, 11, 2, 15, 0, tzinfo=UTC).astimezone(ZoneInfo(tz)).date()
+        assert "opted out of" in decision.reason
+        assert f"on {day:%Y-%m-%d} by replying STOP" in decision.reason
 
 
 @pytest.mark.parametrize(

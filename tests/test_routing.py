@@ -326,7 +326,8 @@ async def test_triage_makes_the_conversation_urgent_and_replies_at_once_even_aft
             "Front desk",
             time_zone=NY,
             business_hours=WEEKDAYS_9_TO_5,
-            after_hours_reply="We are closed and will answer tomorrow.",
+            after_hours_enabled=True,
+            after_hours_replies={"en": "We are closed and will answer tomorrow."},
         )
         patient = await make_patient(session, ring)
         conversation = await make_conversation(session, patient, at=WED_NIGHT_NY, team_id=closed.id)
@@ -613,7 +614,8 @@ async def test_after_hours_reply_goes_once_per_conversation(db: Database, ring: 
             is_default=True,
             time_zone=NY,
             business_hours=WEEKDAYS_9_TO_5,
-            after_hours_reply="Hi {{ first_name }}, {{ clinic_name }} opens at 9.",
+            after_hours_enabled=True,
+            after_hours_replies={"en": "Hi {{ first_name }}, {{ clinic_name }} opens at 9."},
         )
         patient = await make_patient(session, ring, name=None)
         conversation = await make_conversation(session, patient)

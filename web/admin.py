@@ -18,6 +18,10 @@ from hub.inbox.actions import do_add_staff_user
 from hub.inbox.models import CannedResponse, StaffUser, Team
 from hub.inbox.passwords import one_time_password
 from hub.inbox.schemas import NewStaffUser
+from hub.routing.replies import AFTER_HOURS_TEMPLATE
+from hub.routing.rules import ReplyNotRendered, render_reply
+from hub.templates import TemplateInvalid
+from hub.templates.actions import do_list_templates, normalize_locale
 from web.auth import current
 from web.keys import DB, RING, SETTINGS
 from web.render import redirect_with, render
@@ -72,7 +76,22 @@ async def teams_page(request: web.Request) -> web.Response:
     _admin(request)
     async with request.app[DB].reader() as session:
         teams = (await session.scalars(select(Team).order_by(Team.name))).all()
-    return render(request, "admin_teams.html", nav="admin", teams=teams, json=json)
+    shipped = sorted(
+        {
+            v.locale
+            for t in await do_list_templates(request.app[DB])
+            if t.key == AFTER_HOURS_TEMPLATE
+            for v in t.variants
+        }
+    )
+    return render(
+        request,
+        "admin_teams.html",
+        nav="admin",
+        teams=teams,
+        json=json,
+        shipped_after_hours=shipped or ["none"],
+    )
 
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -105,6 +124,27 @@ def _hours(raw: str) -> dict[str, list[list[str]]]:
     return hours
 
 
+def _after_hours_texts(form: Any) -> dict[str, str]:
+    """The team's after-hours texts by language from the form: one field per language
+    (``after_hours_reply.<lang>``; emptied means removed) and a new language with its text."""
+    texts: dict[str, str] = {}
+    for field_name, value in form.items():
+        if field_name.startswith("after_hours_reply.") and str(value).strip():
+            texts[normalize_locale(field_name.split(".", 1)[1])] = str(value).strip()
+    new_lang = str(form.get("after_hours_new_lang", "")).strip()
+    new_text = str(form.get("after_hours_new_text", "")).strip()
+    if new_text and not new_lang:
+        raise ValueError("say which language the new after-hours text is in (e.g. es, vi)")
+    if new_lang and new_text:
+        texts[normalize_locale(new_lang)] = new_text
+    for lang, text in texts.items():
+        try:
+            render_reply(text, first_name="Sam", clinic_name="Clinic")
+        except ReplyNotRendered as exc:
+            raise ValueError(f"after-hours text ({lang}): {exc}") from None
+    return texts
+
+
 async def save_team(request: web.Request) -> web.StreamResponse:
     actor = _admin(request)
     form = await request.post()
@@ -124,7 +164,8 @@ async def save_team(request: web.Request) -> web.StreamResponse:
 
         tz = str(form.get("time_zone", "UTC")).strip() or "UTC"
         zoneinfo.ZoneInfo(tz)
-    except (ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
+        replies = _after_hours_texts(form)
+    except (ValueError, TemplateInvalid, zoneinfo.ZoneInfoNotFoundError) as exc:
         raise redirect_with("/admin/teams", "error", f"Not saved: {exc}") from None
     team_id = str(form.get("id", ""))
     async with request.app[DB].transaction() as session:
@@ -133,7 +174,8 @@ async def save_team(request: web.Request) -> web.StreamResponse:
             team = Team(name=name)
             session.add(team)
         team.name, team.time_zone, team.business_hours, team.holidays = name, tz, hours, holidays
-        team.after_hours_reply = str(form.get("after_hours_reply", "")).strip() or None
+        team.after_hours_enabled = bool(form.get("after_hours_enabled"))
+        team.after_hours_replies = replies
         if form.get("is_default"):
             for other in (await session.scalars(select(Team))).all():
                 other.is_default = False

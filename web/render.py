@@ -17,14 +17,20 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 FLASH_COOKIE = "hub_flash"
 
 
+CHANNEL_NAMES = {"sms": "SMS", "email": "Email", "voice": "Phone call", "chat": "Web chat"}
+"""How staff read a channel's name; an unlisted channel shows its stored name."""
+
+
 def make_environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         autoescape=jinja2.select_autoescape(["html"], default=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.globals["channel_names"] = CHANNEL_NAMES
+    return env
 
 
 def render(

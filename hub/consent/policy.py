@@ -15,7 +15,7 @@ from hub.consent.rules import (
     zone,
 )
 from hub.consent.schemas import Decision, Outcome
-from hub.enums import Channel
+from hub.enums import RECEIVE_ONLY, Channel
 from hub.inbox.models import Patient
 
 CHANNEL_WORDS = {
@@ -23,7 +23,12 @@ CHANNEL_WORDS = {
     Channel.EMAIL: "email",
     Channel.VOICE: "calls",
     Channel.CHAT: "chat",
+    Channel.WHATSAPP: "WhatsApp",
 }
+INTRUSIVE_CHANNELS = frozenset({Channel.VOICE})
+"""Channels that interrupt the patient when they arrive: never used outside the send window,
+not even for a staff reply (texts and mail are read when the patient chooses, so they only
+warn)."""
 UNREACHABLE_WORDS = {
     "landline": "the number is a landline or cannot receive texts",
     "bounced": "mail to the address bounced",
@@ -77,6 +82,10 @@ def decide(
         return Decision(outcome, patient.id, channel, purpose, at, code, reason, **extra)
 
     words = CHANNEL_WORDS[channel]
+    if channel in RECEIVE_ONLY:
+        # Every send passes this gate (staff replies, auto-replies, journey answers): none
+        # may be queued on a channel no adapter can send, whatever the patient agreed to.
+        return result(Outcome.REFUSED, "not_connected", RECEIVE_ONLY[channel])
     if _address_of(patient, channel) is None:
         return result(Outcome.REFUSED, "no_address", f"patient has no address for {words}")
     if (why := patient.unreachable.get(channel.value)) is not None:
@@ -93,7 +102,9 @@ def decide(
         return result(
             Outcome.REFUSED,
             "opted_out",
-            f"patient opted out of {words} on {record.created_at:%Y-%m-%d} {how}",
+            # The day as the patient lived it: staff compare it with what the patient says.
+            f"patient opted out of {words} on "
+            f"{record.created_at.astimezone(zone(patient.time_zone)):%Y-%m-%d} {how}",
         )
     if purpose in policy.opt_in_required and (
         record is None or record.state is not ConsentState.GRANTED
@@ -107,6 +118,15 @@ def decide(
     if purpose not in policy.automated_purposes:
         if in_window(policy, tz, at):
             return result(Outcome.ALLOWED, "ok", "allowed")
+        if channel in INTRUSIVE_CHANNELS:
+            # A text or mail outside the window waits on the patient's phone; a call rings
+            # now, at night, for whoever is near it. Staff are told, never left to a warning.
+            return result(
+                Outcome.REFUSED,
+                "call_outside_window",
+                f"it is {_local(at, tz)} for the patient, outside {start}-{end}; "
+                "calls are only placed inside the send window",
+            )
         return result(
             Outcome.ALLOWED,
             "ok",

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from hub.db import Base, Sealed, encrypted_column, new_id, utcnow
 from hub.enums import (
+    RECEIVE_ONLY,
     Channel,
     ConversationStatus,
     Direction,
@@ -55,8 +56,12 @@ class Team(Base):
     """{"mon": [["08:00", "17:00"]], ...} in the team's time zone; empty means always open."""
     holidays: Mapped[list[str]] = mapped_column(default=list)
     """ISO dates (YYYY-MM-DD) on which the team is closed all day."""
-    after_hours_reply: Mapped[str | None] = mapped_column(Text)
-    """Sent once per conversation when a patient writes outside business hours."""
+    after_hours_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Whether a patient writing outside business hours gets an automatic reply (once per
+    conversation)."""
+    after_hours_replies: Mapped[dict[str, str]] = mapped_column(default=dict)
+    """The team's own after-hours text per language ({"en": ..., "es": ...}); a language
+    without one gets the seeded ``after_hours`` template in that language."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     members: Mapped[list[StaffUser]] = relationship(
@@ -108,8 +113,9 @@ class Patient(Sealed, Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     def channels(self) -> list[Channel]:
-        """The patient's channel order, names this hub does not know skipped."""
-        known = {c.value: c for c in Channel}
+        """The patient's channel order, names this hub does not know (or cannot send on)
+        skipped."""
+        known = {c.value: c for c in Channel if c not in RECEIVE_ONLY}
         return [known[name] for name in self.channel_order if name in known]
 
 

@@ -5,7 +5,12 @@ sent most recently that asks for something and is not answered yet (a confirmati
 a survey question without an answer), and sent less than ``ASK_OPEN_FOR`` ago. So a patient
 with two appointments confirms the newer reminder first, then the other. The step's
 ``on_reply`` handler says what the reply does (its actions) and which template answers it on
-the channel it came on. Every reply also stays in the inbox as a message, whatever it did."""
+the channel it came on. Every reply also stays in the inbox as a message, whatever it did.
+
+The latest answer wins: a patient who confirmed may still cancel by reply ("2") until the
+appointment starts, from the confirmation question or a later step that offers a way out
+(``asks: cancellation``); a second confirmation does nothing again. A cancel is final by reply
+(the slot may be offered to others): what the patient writes after it goes to staff."""
 
 from __future__ import annotations
 
@@ -78,17 +83,16 @@ async def handle_reply_in(
     """Act on a reply that answers an open question; None when it answers none (then it is
     an ordinary message for staff)."""
     ask = await open_ask(session, patient.id, now)
-    if ask is None:
+    reply = _answer(ask, text, channel) if ask is not None else None
+    if reply is None:
+        # The latest answer wins: a patient who confirmed may still cancel ("2" after "C")
+        # until the appointment starts; a second confirmation changes nothing.
+        changed = await open_ask(session, patient.id, now, confirmed=True)
+        if changed is not None and _answer(changed, text, channel) == Reply("cancel"):
+            ask, reply = changed, Reply("cancel")
+    if ask is None or reply is None:
         return None
     step, enrollment = ask.step, ask.enrollment
-    if step.survey is not None and step.survey.scale == "free_text":
-        reply = Reply("text") if text.strip() else None
-    else:
-        reply = classify_reply(text, step.expecting, channel=channel)
-        if reply.kind == "text":
-            reply = None  # not an answer: a person reads it in the inbox
-    if reply is None:
-        return None
     handler = step.handler(reply.kind)
     actions = handler.actions if handler else DEFAULT_HANDLERS.get(reply.kind, ())
     appt = (
@@ -120,13 +124,31 @@ async def handle_reply_in(
     effects: tuple[uuid.UUID, ...] = ()
     if handler is not None and handler.reply_template:
         effects = await _answer_back(
-            session, ring, patient, conversation, handler.reply_template, appt, clinic
+            session, ring, patient, conversation, channel, handler.reply_template, appt, clinic
         )
     await session.flush()
     return ReplyOutcome(enrollment.id, step.id, reply, tuple(actions), cancelled, effects)
 
 
-async def open_ask(session: AsyncSession, patient_id: uuid.UUID, now: datetime) -> OpenAsk | None:
+def _answer(ask: OpenAsk, text: str, channel: Channel) -> Reply | None:
+    """What ``text`` answers at the step; None when it is only a message for staff."""
+    step = ask.step
+    if step.survey is not None and step.survey.scale == "free_text":
+        return Reply("text") if text.strip() else None
+    reply = classify_reply(text, step.expecting, channel=channel)
+    if reply.kind == "text":
+        return None  # not an answer: a person reads it in the inbox
+    if reply.kind == "confirm" and ask.enrollment.confirmed_at is not None:
+        return None  # confirmed already (a "C" to the day-of text): nothing to do again
+    return reply
+
+
+async def open_ask(
+    session: AsyncSession, patient_id: uuid.UUID, now: datetime, *, confirmed: bool = False
+) -> OpenAsk | None:
+    """The question a reply answers (see the module docstring). With ``confirmed``, instead
+    the latest confirmation question the patient has already confirmed: a cancel may still
+    change that answer. Appointment questions close when the appointment starts."""
     best: OpenAsk | None = None
     for enrollment in await queries.active_enrollments_of(session, patient_id):
         journey = await session.get(Journey, enrollment.journey_id)
@@ -139,13 +161,24 @@ async def open_ask(session: AsyncSession, patient_id: uuid.UUID, now: datetime) 
                 continue
             if not await _went_out(session, run.message_id):
                 continue  # deferred (quiet hours, caps) or failed: nothing was asked yet
-            if step.asks == "confirmation" and enrollment.confirmed_at is not None:
+            if step.asks == "confirmation" and (enrollment.confirmed_at is not None) != confirmed:
+                continue
+            if confirmed and step.asks != "confirmation":
+                continue
+            if step.expecting == "confirmation" and await _started(session, enrollment, now):
                 continue
             if step.survey is not None and step.id in answered:
                 continue
             if best is None or run.due_at > best.sent_at:
                 best = OpenAsk(run.due_at, enrollment, journey, step)
     return best
+
+
+async def _started(session: AsyncSession, enrollment: Enrollment, now: datetime) -> bool:
+    if enrollment.appointment_id is None:
+        return False
+    appt = await session.get(Appointment, enrollment.appointment_id)
+    return appt is not None and appt.start_at <= now
 
 
 async def _cancel_pending(session: AsyncSession, ask: OpenAsk, why: str, *, only_asks: bool) -> int:
@@ -173,6 +206,8 @@ def _note_for_staff(
             "The patient cancelled their appointment by reply; "
             f"{cancelled} planned message(s) were cancelled."
         )
+        if ask.enrollment.confirmed_at is not None:
+            text += " They had confirmed it earlier: the cancellation is the latest answer."
     elif reply.kind == "confirm":
         text = "The patient confirmed their appointment by reply."
     elif reply.kind == "score":
@@ -191,17 +226,19 @@ async def _answer_back(
     ring: KeyRing,
     patient: Patient,
     conversation: Conversation,
+    channel: Channel,
     template: str,
     appt: Appointment | None,
     clinic: Mapping[str, Any],
 ) -> tuple[uuid.UUID, ...]:
-    """The handler's reply template, on the channel the patient wrote on. It answers the
-    patient's own message, so it is care, not another reminder counted against the caps."""
+    """The handler's reply template, on the channel the patient wrote on (a "C" by email in a
+    thread that began by text is confirmed by email). It answers the patient's own message,
+    so it is care, not another reminder counted against the caps."""
     from hub.inbox.actions.delivery import queue_outbound
     from hub.inbox.actions.patients import view_patient
     from hub.templates.actions import render_template, template_context
 
-    decision = await consent.may_send(session, patient, conversation.channel, Purpose.CARE)
+    decision = await consent.may_send(session, patient, channel, Purpose.CARE)
     if not decision.allowed:
         return ()
     appointment = (
@@ -211,11 +248,18 @@ async def _answer_back(
     )
     context = template_context(view_patient(ring, patient), appointment, clinic)
     try:
-        rendered = await render_template(session, template, conversation.channel.value, context)
+        rendered = await render_template(session, template, channel.value, context)
     except HubError:
         return ()  # no variant for this channel or language: staff see the reply and answer
     _message, effects = await queue_outbound(
-        session, ring, conversation, rendered.body, decision, author_id=None, purpose=Purpose.CARE
+        session,
+        ring,
+        conversation,
+        rendered.body,
+        decision,
+        author_id=None,
+        purpose=Purpose.CARE,
+        channel=channel,
     )
     return tuple(effects)
 

@@ -9,11 +9,18 @@ reported in ``outcome.skipped`` and the rest of the routing goes on.
 Order: urgent triage first (never waits for business hours), then the rules by position, then
 the default team, then the after-hours reply (once per conversation, never on urgent messages,
 which already got the emergency reply).
+
+One automatic answer per inbound message: a message the intake already answered (a journey
+reply that was confirmed back, a HELP) gets no rule or after-hours reply on top; only the
+emergency reply to an urgent message still goes, since it may save a life. Answers go on the
+channel the patient wrote on (a voicemail is answered by text), in the patient's language
+(hub.routing.replies).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -28,13 +35,14 @@ from hub.db import Database
 from hub.enums import Channel, Priority
 from hub.inbox import queries as inbox_queries
 from hub.inbox.actions.delivery import queue_outbound
-from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
+from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS, view_patient
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Conversation, Patient, Team
 from hub.outbox import add_effect
 from hub.routing import queries
-from hub.routing.hours import HoursInvalid, is_open
+from hub.routing.hours import HoursInvalid, add_open_time, is_open
 from hub.routing.models import HubSetting, RoutingRule, TriagePhrase
+from hub.routing.replies import AFTER_HOURS_TEMPLATE, URGENT_TEMPLATE, localized_reply
 from hub.routing.rules import (
     Actions,
     Facts,
@@ -57,6 +65,8 @@ from hub.routing.triage import (
     TRIAGE_REPLY_SETTING,
     find_urgent_phrase,
 )
+from hub.templates.actions import template_context
+from hub.templates.render import DEFAULT_LOCALE
 
 URGENT_TAG = "urgent"
 """Tag put on conversations that triage made urgent (staff filter on it)."""
@@ -101,7 +111,12 @@ class _Run:
     ring: KeyRing
     patient: Patient
     conversation: Conversation
-    clinic_name: str
+    clinic: Mapping[str, Any]
+    channel: Channel
+    """Where automatic answers go: the channel the patient wrote on (a call is answered by
+    text)."""
+    answered: bool
+    """The intake already answered this message (a journey reply, HELP)."""
     now: datetime
     outcome: RoutingOutcome
     open_by_team: dict[uuid.UUID, bool] = field(default_factory=dict)
@@ -118,12 +133,35 @@ class _Run:
         words = (self.patient.unseal(self.ring, "name") or "").split()
         return words[0] if words else "there"
 
+    @property
+    def clinic_name(self) -> str:
+        return str(self.clinic.get("name") or "The clinic")
 
-def _set_priority(conversation: Conversation, priority: Priority, now: datetime) -> None:
+
+async def _due(run: _Run, priority: Priority) -> datetime:
+    """When a first response to a message arriving now is due. The target counts the team's
+    open hours (a text at 21:44 is due four open hours after the team opens, not at 01:44);
+    an urgent message's clock runs around the clock, since someone is on call for those."""
+    target = FIRST_RESPONSE_TARGETS[priority]
+    if priority is Priority.URGENT:
+        return run.now + target
+    team = await _hours_team(run)
+    if team is None:
+        return run.now + target
+    try:
+        due = add_open_time(team.business_hours, team.holidays, team.time_zone, run.now, target)
+    except HoursInvalid as exc:
+        run.skip("business_hours", "hours", f"team {team.name!r}: {exc}; target on the clock")
+        due = None
+    return due or run.now + target
+
+
+async def _set_priority(run: _Run, priority: Priority) -> None:
     """Set the priority and pull the first-response deadline in; never push it out, so
     reprioritising can never hide an overdue conversation."""
+    conversation = run.conversation
     conversation.priority = priority
-    due = now + FIRST_RESPONSE_TARGETS[priority]
+    due = await _due(run, priority)
     current = conversation.first_response_due_at
     if priority is Priority.URGENT and conversation.first_responded_at is not None:
         conversation.first_response_due_at = due  # a new emergency restarts the clock
@@ -168,11 +206,9 @@ async def _hours_team(run: _Run) -> Team | None:
 
 
 async def _send(run: _Run, source: str, body: str) -> bool:
-    """Queue ``body`` on the conversation's channel if consent for care messages allows. A
-    voicemail is answered by text, not by the hub phoning the caller back to read it out."""
-    channel = run.conversation.channel
-    if channel is Channel.VOICE:
-        channel = Channel.SMS
+    """Queue ``body`` on the channel the patient wrote on if consent for care messages allows
+    (an email in a thread that began by text is answered by email)."""
+    channel = run.channel
     decision = await consent.may_send(run.session, run.patient, channel, Purpose.CARE, run.now)
     if not decision.allowed:
         run.skip(source, "reply", f"not sent: {decision.reason} ({decision.code})")
@@ -203,23 +239,58 @@ async def _reply(run: _Run, source: str, template: str) -> bool:
     return await _send(run, source, body)
 
 
+async def _localized(
+    run: _Run, source: str, template: str, custom: Mapping[str, str]
+) -> str | None:
+    """The automatic answer in the patient's language (hub.routing.replies); None, with the
+    reason in ``skipped``, when there is none."""
+    try:
+        found = await localized_reply(
+            run.session,
+            template=template,
+            custom=custom,
+            language=run.patient.language,
+            channel=run.channel,
+            first_name=run.first_name,
+            clinic_name=run.clinic_name,
+            context=template_context(view_patient(run.ring, run.patient), None, run.clinic),
+        )
+    except ReplyNotRendered as exc:
+        run.skip(source, "auto_reply", str(exc))
+        return None
+    if found is None:
+        run.skip(source, "auto_reply", f"no {template} text for {run.channel.value}")
+        return None
+    return found.body
+
+
+def _custom_texts(value: object) -> dict[str, str]:
+    """A stored custom text: per language ({"es": ...}), or one text (the default locale's)."""
+    if isinstance(value, str):
+        return {DEFAULT_LOCALE: value} if value.strip() else {}
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items() if isinstance(v, str) and v.strip()}
+    return {}
+
+
 async def _triage(run: _Run, body: str) -> None:
     phrases = [p.phrase for p in await queries.triage_phrases(run.session, enabled_only=True)]
     found = find_urgent_phrase(body, phrases)
     if found is None:
         return
     run.outcome.urgent, run.outcome.triage_phrase = True, found
-    _set_priority(run.conversation, Priority.URGENT, run.now)
+    await _set_priority(run, Priority.URGENT)
     _add_tags(run, (URGENT_TAG,))
     run.conversation.last_activity_at = run.now  # to the top of every activity-sorted list
     stored = await queries.setting(run.session, TRIAGE_REPLY_SETTING)
-    template = stored.value if stored is not None and isinstance(stored.value, str) else ""
-    try:
-        text = render_reply(template, first_name=run.first_name, clinic_name=run.clinic_name)
-    except ReplyNotRendered as exc:
+    custom = _custom_texts(stored.value if stored is not None else None)
+    text = await _localized(run, "triage", URGENT_TEMPLATE, custom)
+    if text is None:
         # An emergency reply must go out: fall back to the built-in text.
-        run.skip("triage", "reply_text", f"{exc}; the default emergency reply was sent")
-        text = DEFAULT_TRIAGE_REPLY
+        run.skip("triage", "reply_text", "the default emergency reply was sent")
+        text = render_reply(
+            DEFAULT_TRIAGE_REPLY, first_name=run.first_name, clinic_name=run.clinic_name
+        )
     await _send(run, "triage", text)
 
 
@@ -236,7 +307,7 @@ async def _apply(run: _Run, source: str, actions: Actions) -> None:
         if conversation.priority is Priority.URGENT and actions.priority is not Priority.URGENT:
             run.skip(source, "priority", "the conversation is urgent; only staff lower that")
         else:
-            _set_priority(conversation, actions.priority, run.now)
+            await _set_priority(run, actions.priority)
     _add_tags(run, actions.add_tags)
     if actions.assign_to is not None:
         staff = await inbox_queries.staff_by_email(run.session, actions.assign_to)
@@ -245,7 +316,9 @@ async def _apply(run: _Run, source: str, actions: Actions) -> None:
         else:
             run.outcome.assign_to_staff_id = staff.id
     if actions.auto_reply is not None:
-        if run.outcome.urgent:
+        if run.answered:
+            run.skip(source, "auto_reply", "the message was answered automatically already")
+        elif run.outcome.urgent:
             run.skip(source, "auto_reply", "urgent message: only the emergency reply is sent")
         elif run.rule_replied:
             run.skip(source, "auto_reply", "an earlier rule already replied to this message")
@@ -284,12 +357,26 @@ async def apply_routing(
     is_new_patient: bool,
     clinic_name: str,
     now: datetime,
+    answered: bool = False,
+    clinic: Mapping[str, Any] | None = None,
 ) -> RoutingOutcome:
     """Route one inbound message inside the caller's transaction (see the module docstring).
 
     ``conversation`` must be flushed (it needs its id); ``now`` must be timezone-aware.
+    ``channel``: the one the message came on; automatic answers go there. ``answered``: the
+    intake already answered it automatically (no second automatic answer).
     """
-    run = _Run(session, ring, patient, conversation, clinic_name, now, RoutingOutcome())
+    run = _Run(
+        session,
+        ring,
+        patient,
+        conversation,
+        clinic if clinic is not None else {"name": clinic_name},
+        Channel.SMS if channel is Channel.VOICE else channel,
+        answered,
+        now,
+        RoutingOutcome(),
+    )
     before = (conversation.priority, conversation.team_id, list(conversation.tags))
     await _triage(run, message_body)
     facts = Facts(
@@ -308,15 +395,25 @@ async def apply_routing(
         else:
             conversation.team_id = default.id
             run.teams[default.id] = default
+    if (
+        conversation.created_at == now
+        and conversation.first_responded_at is None
+        and conversation.priority is not Priority.URGENT
+    ):
+        # Opened by this message: intake set a target on the clock; now the team is known,
+        # the target counts its open hours.
+        conversation.first_response_due_at = await _due(run, conversation.priority)
     if not run.outcome.urgent and conversation.after_hours_replied_at is None:
         team = await _team(run, conversation.team_id) if conversation.team_id else None
-        if (
-            team is not None
-            and team.after_hours_reply
-            and not await _team_open(run, team)
-            and await _reply(run, "after_hours", team.after_hours_reply)
-        ):
-            conversation.after_hours_replied_at = now
+        if team is not None and team.after_hours_enabled and not await _team_open(run, team):
+            if run.answered or run.rule_replied:
+                run.skip("after_hours", "auto_reply", "the message was answered already")
+            else:
+                text = await _localized(
+                    run, "after_hours", AFTER_HOURS_TEMPLATE, team.after_hours_replies
+                )
+                if text is not None and await _send(run, "after_hours", text):
+                    conversation.after_hours_replied_at = now
     run.outcome.team_id, run.outcome.priority = conversation.team_id, conversation.priority
     if (conversation.priority, conversation.team_id, list(conversation.tags)) != before:
         payload: dict[str, Any] = {

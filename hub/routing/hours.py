@@ -158,3 +158,40 @@ def next_open(
             if candidate > at:
                 return candidate
     return None
+
+
+def add_open_time(
+    business_hours: Mapping[str, Any],
+    holidays: Iterable[str],
+    time_zone: str,
+    start: datetime,
+    duration: timedelta,
+) -> datetime | None:
+    """The instant (UTC) at which ``duration`` of the team's open time has passed since
+    ``start``: a 4-hour target for a text at 21:44 on a weekday, with hours 08:00-17:00, ends
+    at 12:00 the next working day, not at 01:44. None when the team never opens within
+    NEXT_OPEN_HORIZON_DAYS. Raises HoursInvalid on bad hours."""
+    intervals = parse_business_hours(business_hours)
+    closed_days = parse_holidays(holidays)
+    zone = zone_of(time_zone)
+    local = _local(start, time_zone)
+    left = duration
+    for offset in range(NEXT_OPEN_HORIZON_DAYS):
+        day = local.date() + timedelta(days=offset)
+        if day in closed_days:
+            continue
+        spans = [(0, MINUTES_PER_DAY)] if not intervals else intervals.get(day.weekday(), [])
+        for s, e in spans:
+            opens = _first_instant(day, s, zone)
+            closes = (
+                _first_instant(day + timedelta(days=1), 0, zone)
+                if e == MINUTES_PER_DAY
+                else _first_instant(day, e, zone)
+            )
+            opens = max(opens, start.astimezone(UTC))
+            if closes <= opens:
+                continue
+            if closes - opens >= left:
+                return opens + left
+            left -= closes - opens
+    return None

@@ -181,7 +181,9 @@
         method: "POST",
         credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-        body: JSON.stringify({ body: body.value, channel: document.getElementById("reply-channel")?.value || undefined }),
+        // No channel picked sends none: the server then uses the conversation's own channel
+        // or refuses with the reason, never a different channel chosen by the page.
+        body: JSON.stringify({ body: body.value, channel: form.querySelector('input[name="channel"]:checked')?.value }),
       });
       const answer = await response.json().catch(() => ({}));
       if (!response.ok) {

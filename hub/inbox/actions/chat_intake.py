@@ -177,6 +177,8 @@ async def do_receive_chat(
             is_new_patient=False,
             clinic_name=clinic_name,
             now=now,
+            answered=answered is not None,
+            clinic=clinic,
         )
         effects.extend(routed.effect_ids)
         effects.append(message_new_effect(session, message, conversation))

@@ -41,6 +41,10 @@ STOP_WORDS = frozenset(
 )
 START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
+KEYWORD_CHANNELS = frozenset({Channel.SMS, Channel.WHATSAPP})
+"""Channels whose opt-out words change consent. WhatsApp's opt-out is per business, so a STOP
+there revokes WhatsApp only, never the patient's texts (and a HELP gets no answer: nothing can
+be sent on WhatsApp yet)."""
 
 
 class Keyword(enum.StrEnum):
@@ -199,7 +203,7 @@ async def do_receive_inbound(
             )
         await queries.link_inbound_event(session, event_id, message.id)
 
-        found = detect_keyword(inbound.body) if inbound.channel is Channel.SMS else None
+        found = detect_keyword(inbound.body) if inbound.channel in KEYWORD_CHANNELS else None
         keyword = found[0] if found else None
         if found is not None:
             keyword, word = found
@@ -207,16 +211,18 @@ async def do_receive_inbound(
                 ConsentSource.KEYWORD, f"patient:{patient.id}", word, message.id
             )
             if keyword is Keyword.STOP:
-                await consent.revoke_channel(session, patient.id, Channel.SMS, change)
+                await consent.revoke_channel(session, patient.id, inbound.channel, change)
             elif keyword is Keyword.START:
                 # YES is also a confirmation word for reminders: it only restores consent when
                 # the patient is opted out; otherwise it is an ordinary reply.
-                if await consent.is_opted_out(session, patient.id, Channel.SMS):
-                    await consent.restore_channel(session, patient.id, Channel.SMS, change)
+                if await consent.is_opted_out(session, patient.id, inbound.channel):
+                    await consent.restore_channel(session, patient.id, inbound.channel, change)
                 else:
                     keyword = None
             elif keyword is Keyword.HELP:
-                decision = await consent.may_send(session, patient, Channel.SMS, Purpose.SERVICE)
+                decision = await consent.may_send(
+                    session, patient, inbound.channel, Purpose.SERVICE
+                )
                 if decision.allowed:
                     _reply, reply_effects = await queue_outbound(
                         session,
@@ -230,6 +236,7 @@ async def do_receive_inbound(
                     )
                     effects.extend(reply_effects)
 
+        journey_handled = False
         # A patient created by this very text is enrolled in nothing: no question to answer.
         if keyword is None and not new_patient:
             # Journey replies: C / 1 confirms, 2 cancels, a number answers a survey. Imported
@@ -250,6 +257,7 @@ async def do_receive_inbound(
             )
             if answered is not None:
                 effects.extend(answered.effect_ids)
+                journey_handled = True
 
         # Routing runs before the broadcast so message:new reaches the routed team's room; the
         # emergency reply to an urgent message is queued in this same transaction.
@@ -263,6 +271,9 @@ async def do_receive_inbound(
             is_new_patient=new_patient,
             clinic_name=clinic_name,
             now=now,
+            # A HELP got its answer and a journey reply its handling: nothing more on top.
+            answered=keyword is Keyword.HELP or journey_handled,
+            clinic=clinic,
         )
         effects.extend(routed.effect_ids)
         effects.append(message_new_effect(session, message, conversation))
