@@ -13,6 +13,16 @@ class Channel(enum.StrEnum):
     EMAIL = "email"
     VOICE = "voice"
     CHAT = "chat"
+    WHATSAPP = "whatsapp"
+
+
+RECEIVE_ONLY = {
+    Channel.WHATSAPP: "WhatsApp is not connected on this hub yet; reply by another channel",
+}
+"""Channels whose inbound messages are stored as what they are, but which the hub cannot send
+on (no adapter), with the reason staff and the consent gate give. WhatsApp arrives through the
+Twilio number: stored as SMS, replies would go out as texts the patient never wrote to, and
+Twilio refuses a whatsapp: address on the SMS API. Never in a channel order or a journey."""
 
 
 class Role(enum.StrEnum):

@@ -16,13 +16,18 @@ INBOUND_FIELDS = {
     "FromState", "SmsStatus", "FromCity", "Body", "FromCountry", "To", "ToZip", "NumSegments",
     "MessageSid", "AccountSid", "From", "ApiVersion",
 }  # fmt: skip
+WHATSAPP_FIELDS = {
+    "SmsMessageSid", "NumMedia", "ProfileName", "MessageType", "SmsSid", "WaId", "SmsStatus",
+    "Body", "To", "NumSegments", "ReferralNumMedia", "MessageSid", "AccountSid", "From",
+    "ApiVersion",
+}  # fmt: skip
 STATUS_FIELDS = {
     "SmsSid", "SmsStatus", "MessageStatus", "To", "From", "MessageSid", "AccountSid", "ApiVersion",
 }  # fmt: skip
 FIXTURE_NAMES = [
     "inbound_sms", "inbound_sms_messaging_service", "inbound_mms", "status_queued", "status_sent",
     "status_delivered", "status_undelivered_30003", "status_failed_21610", "status_failed_30006",
-    "status_read",
+    "status_read", "inbound_whatsapp", "inbound_whatsapp_button",
 ]  # fmt: skip
 
 
@@ -46,7 +51,17 @@ def test_fixture_shape(name: str) -> None:
         for number in re.findall(r"\+\d{7,}", value):
             assert re.fullmatch(r"\+1555010\d{4}", number), number
 
-    if name.startswith("inbound"):
+    if name.startswith("inbound_whatsapp"):
+        # WhatsApp: the whatsapp: prefix, WaId (the number without +), no geographic fields.
+        assert set(params) >= WHATSAPP_FIELDS and "FromCountry" not in params
+        assert (params["From"], params["To"]) == (f"whatsapp:{PATIENT}", f"whatsapp:{CLINIC}")
+        assert params["WaId"] == PATIENT.removeprefix("+")
+        if params["MessageType"] == "button":
+            assert params["ButtonText"] == params["Body"] and params["ButtonPayload"]
+            assert re.fullmatch(r"SM[0-9a-f]{32}", params["OriginalRepliedMessageSid"])
+        assert data["path"] == "/webhooks/twilio/sms"
+        assert params["SmsSid"] == params["SmsMessageSid"] == params["MessageSid"]
+    elif name.startswith("inbound"):
         assert data["path"] == "/webhooks/twilio/sms"
         assert set(params) >= INBOUND_FIELDS
         assert params["SmsSid"] == params["SmsMessageSid"] == params["MessageSid"]

@@ -15,7 +15,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from hub.consent.models import Purpose
-from hub.enums import Channel
+from hub.enums import RECEIVE_ONLY, Channel
 from hub.journeys.definitions import (
     _KEY,
     _OFFSET_HINT,
@@ -203,7 +203,9 @@ class _Parser:
         return Purpose(self.choice(node, path, names, "a journey purpose"))
 
     def channel(self, node: Node, path: str) -> Channel:
-        return Channel(self.choice(node, path, [c.value for c in Channel], "a channel"))
+        # A journey can only send: a receive-only channel (WhatsApp) is not one to offer.
+        sendable = [c.value for c in Channel if c not in RECEIVE_ONLY]
+        return Channel(self.choice(node, path, sendable, "a channel"))
 
     def template(self, node: Node, path: str) -> str:
         value = self.key(node, path)

@@ -42,6 +42,8 @@ CLOCK_SKEW = timedelta(minutes=1)
 """Allowed difference between our clock and Twilio's when matching a message's creation time."""
 
 SID_RE = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+WHATSAPP_PREFIX = "whatsapp:"
+"""How Twilio marks a WhatsApp address (From=whatsapp:+15550100101) on the Messaging webhook."""
 
 STATUS_MAP = {
     "accepted": MessageStatus.SENDING,
@@ -110,12 +112,16 @@ class TwilioSmsAdapter(TwilioRest):
         if not SID_RE.match(sid):
             raise MalformedPayload("MessageSid is not a Twilio message sid")
         raw_from = _required(params, "From")
+        # A WhatsApp-enabled sender posts to the same webhook; its addresses say so, and its
+        # conversation must say so too (a reply by SMS is not what the patient wrote on).
+        channel = Channel.WHATSAPP if raw_from.startswith(WHATSAPP_PREFIX) else Channel.SMS
         try:
-            from_address = normalize_phone(raw_from, self.region)
+            from_address = normalize_phone(raw_from.removeprefix(WHATSAPP_PREFIX), self.region)
         except InvalidContact:
             raise MalformedPayload("From is not a phone number") from None
-        to_address = _required(params, "To")
-        body = params.get("Body", "")
+        to_address = _required(params, "To").removeprefix(WHATSAPP_PREFIX)
+        # A tapped quick-reply button arrives as ButtonText (Body repeats it when present).
+        body = params.get("Body", "") or params.get("ButtonText", "")
         if len(body) > MAX_BODY_CHARS:
             raise MalformedPayload(f"Body is longer than {MAX_BODY_CHARS} characters")
         raw_media = params.get("NumMedia", "0").strip() or "0"
@@ -139,7 +145,7 @@ class TwilioSmsAdapter(TwilioRest):
         return InboundMessage(
             provider=PROVIDER,
             provider_message_id=sid,
-            channel=Channel.SMS,
+            channel=channel,
             from_address=from_address,
             to_address=to_address,
             body=body,

@@ -19,7 +19,7 @@ from hub.consent.models import RECORDED_PURPOSES, ConsentRecord, ConsentState, P
 from hub.consent.policy import decide
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
-from hub.enums import Channel, ConversationStatus, Priority
+from hub.enums import RECEIVE_ONLY, Channel, ConversationStatus, Priority
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
 from hub.inbox.exceptions import NotFound
@@ -43,6 +43,7 @@ CHANNEL_NOT_CONNECTED = {
     Channel.EMAIL: "email is not set up on this hub (HUB_SMTP_URL, HUB_EMAIL_FROM)",
     Channel.VOICE: "voice calls are not connected yet",
     Channel.CHAT: "web chat is not connected yet",
+    **RECEIVE_ONLY,
 }
 
 
