@@ -71,7 +71,10 @@ def test_the_three_examples_parse_with_their_key_fields() -> None:
     assert confirm.actions == ("confirm_appointment", "cancel_remaining_asks")
     assert confirm.reply_template == "appointment_confirmed"
     assert "notify_staff" in cancel.actions and "offer_reschedule" in cancel.actions
-    assert reminders.step("sms_2h").expecting is None
+    # The day-of text says "Can't make it? Reply 2": it takes a cancel without asking again.
+    day_of = reminders.step("sms_2h")
+    assert (day_of.asks, day_of.conditions) == ("cancellation", frozenset())
+    assert day_of.handled("2", Channel.SMS) == "cancel"
 
     survey = examples["post_visit_follow_up"]
     assert (survey.purpose, survey.anchor) == (Purpose.SURVEYS, "discharge")

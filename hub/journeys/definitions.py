@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from hub.consent.models import Purpose
 from hub.enums import Channel
 from hub.errors import HubError
-from hub.journeys.replies import Expecting, ReplyKind
+from hub.journeys.replies import Expecting, ReplyKind, classify_reply
 
 DEFAULT_MAX_BYTES = 256 * 1024
 """Largest journey file accepted (the UI posts the same text)."""
@@ -41,7 +41,11 @@ SKIPPED_BEFORE_ENROLLMENT = "due before enrollment"
 
 Anchor = Literal["appointment_start", "enrollment", "discharge"]
 RelativeTo = Literal["anchor", "previous"]
-Asks = Literal["confirmation", "survey"]
+Asks = Literal["confirmation", "cancellation", "survey"]
+""""confirmation": the step asks the patient to confirm (or cancel); once they confirm, the
+remaining confirmation asks are called off. "cancellation": the step only offers a way out
+("Can't make it? Reply 2"): it goes to confirmed patients too and takes a cancel from anyone
+(and a confirmation from a patient who had not given one)."""
 Scale = Literal["0-10", "1-5", "free_text"]
 Action = Literal[
     "confirm_appointment",
@@ -150,9 +154,19 @@ class StepDefinition:
     @property
     def expecting(self) -> Expecting | None:
         """What ``classify_reply`` should listen for while this step waits for an answer."""
-        if self.asks == "confirmation":
-            return "confirmation"
+        if self.asks in ("confirmation", "cancellation"):
+            return "confirmation"  # the same words: C / 1 / YES confirm, 2 cancels
         return self.survey.expecting if self.survey else None
+
+    def handled(self, text: str, channel: Channel) -> ReplyKind | None:
+        """What a reply of ``text`` on ``channel`` does at this step while it waits for an
+        answer: the kind of reply when the step acts on it, None when it is only a message."""
+        kind = classify_reply(text, self.expecting, channel=channel).kind
+        if kind == "text" and not (self.survey and self.survey.scale == "free_text"):
+            return None
+        handler = self.handler(kind)
+        actions = handler.actions if handler else DEFAULT_HANDLERS.get(kind, ())
+        return kind if actions or (handler and handler.reply_template) else None
 
     @property
     def score_below(self) -> int | None:
@@ -180,6 +194,9 @@ class JourneyDefinition:
     anchor: Anchor
     steps: tuple[StepDefinition, ...]
     description: str = ""
+    fallback_language: str | None = None
+    """A locale to write in when a template has no variant in the patient's language; None:
+    such a step is skipped for that patient (``hub.journeys.step_choice``)."""
 
     def step(self, step_id: str) -> StepDefinition:
         return next(s for s in self.steps if s.id == step_id)
@@ -194,9 +211,6 @@ class JourneyDefinition:
 @dataclass(frozen=True)
 class PlannedStep:
     step_id: str
-    fallback_language: str | None = None
-    """A locale to write in when a template has no variant in the patient's language; None:
-    such a step is skipped for that patient (``hub.journeys.step_choice``)."""
     due_at: datetime
     """Aware, UTC."""
     skip_reason: str | None = None

@@ -241,16 +241,13 @@ class _Parser:
         if "asks" in f:
             asks_node = f["asks"][1]
             what = "something a step can ask for"
-            asks = (
-                "survey"
-                if self.choice(asks_node, f"{path}.asks", get_args(Asks), what) == ("survey")
-                else "confirmation"
-            )
-            if asks == "confirmation" and self.anchor != "appointment_start":
+            chosen = self.choice(asks_node, f"{path}.asks", get_args(Asks), what)
+            asks = next(a for a in get_args(Asks) if a == chosen)
+            if asks in ("confirmation", "cancellation") and self.anchor != "appointment_start":
                 self.fail(
                     asks_node,
                     f"{path}.asks",
-                    "only a journey with anchor: appointment_start can ask for a confirmation",
+                    f"only a journey with anchor: appointment_start can ask for a {asks}",
                 )
         survey = self.survey(f, path, asks, purpose, channels)
         step = StepDefinition(
@@ -447,7 +444,7 @@ class _Parser:
         self, node: Node | None, path: str, step: StepDefinition
     ) -> tuple[ReplyHandler, ...]:
         expected: list[ReplyKind] = ["text"]
-        if step.asks == "confirmation":
+        if step.asks in ("confirmation", "cancellation"):
             expected = ["confirm", "cancel", "text"]
         elif step.survey is not None and step.survey.expecting:
             expected = ["score", "text"]

@@ -121,7 +121,7 @@ async def _open_confirmation(
     from hub.journeys.answers import open_ask
 
     ask = await open_ask(session, patient_id, now)
-    if ask is None or ask.step.asks != "confirmation":
+    if ask is None or ask.step.expecting != "confirmation":
         return None
     return ask.enrollment.id, ask.step.id
 
