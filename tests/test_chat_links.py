@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -25,6 +26,7 @@ from hub.inbox.actions.chat_intake import do_receive_chat
 from hub.inbox.models import Conversation, Message
 from hub.links import chat_token, read_chat_token
 from hub.templates.actions import do_seed_templates
+from tests import test_auto_replies as auto
 from tests import test_chat
 from tests.staff_helpers import csrf_of, sign_in
 from tests.test_chat import (
@@ -222,3 +224,48 @@ async def test_staff_send_a_chat_link_by_sms(
     assert "not set up" in refused.cookies["hub_flash"].value or "not inside" in (
         refused.cookies["hub_flash"].value
     )
+
+
+# --- one conversation across channels --------------------------------------------------------
+
+
+async def test_a_chat_from_an_invite_continues_the_conversation_it_was_sent_from(
+    client: TestClient,
+    db: Database,
+    ring: KeyRing,
+    staff: StaffContext,
+    patients: list[Patient],
+    set_clock: Any,
+) -> None:
+    """The patient texts at night (one after-hours reply), staff send a chat link from that
+    conversation, the patient writes in the chat: the chat lands in the same conversation,
+    gets no second after-hours reply, and a reply with no channel picked goes to the chat."""
+    set_clock(auto.WED_NIGHT_NY)
+    await do_seed_templates(db)
+    await auto.closed_front_desk(db)
+    await auto.patient(db, ring)
+    conversation_id = await auto.text_in(db, ring, "Can we chat instead?")
+    assert [ch for ch, _ in await auto.outbound(db, ring)] == [Channel.SMS]  # after hours
+
+    await sign_in(client, "ada.admin@demo-clinic.example.org")
+    posted = await client.post(
+        f"/conversations/{conversation_id}/chat-invite",
+        data={"csrf_token": await csrf_of(client)},
+        allow_redirects=False,
+    )
+    assert posted.status == 303
+    link = (await auto.outbound(db, ring))[-1][1]
+    chatting = await connected(client, link.rsplit("/", 1)[1], patients)
+    await chatting.say("Hi, it's me in the chat now")
+
+    async with db.reader() as session:
+        threads = (await session.scalars(select(Conversation))).all()
+        chat = (await session.scalars(select(Message).where(Message.channel == Channel.CHAT))).one()
+    assert [t.id for t in threads] == [conversation_id]
+    assert chat.conversation_id == conversation_id
+    # Still one automatic answer in all: the after-hours text, not another one in the chat.
+    sent = await auto.outbound(db, ring)
+    assert sum("closed" in body for _, body in sent) == 1 and len(sent) == 2
+
+    queued = await actions.do_reply(db, ring, staff, conversation_id, "Sure, ask away.")
+    assert (await message_row(db, queued.message_id)).channel is Channel.CHAT

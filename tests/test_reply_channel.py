@@ -104,7 +104,7 @@ async def test_stop_then_send_sends_nothing_until_staff_choose_email(
     notice = page.locator("#channel-refused")
     assert await notice.is_visible()
     text = await notice.inner_text()
-    assert "SMS, this conversation's channel, cannot be used" in text
+    assert "SMS, the channel the patient wrote on, cannot be used" in text
     assert "opted out of SMS" in text and "by replying STOP" in text
     assert "Nothing is sent until you choose another channel" in text
     # Each channel says why, and none is picked for the person.

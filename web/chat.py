@@ -186,7 +186,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         saved = await self.get_session(sid)
         if "patient_id" not in saved:
             return _error("invalid", "Connect with a chat link first.")
-        if saved["expires"] < time.time():
+        # The hub's clock, as the link was checked by at connect (not the process's own).
+        if saved["expires"] < utcnow().timestamp():
             await self.emit("error", EXPIRED, to=sid)
             await self.disconnect(sid)
             return {"error": EXPIRED}

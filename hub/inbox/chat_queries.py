@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.enums import Channel, Direction, MessageStatus
+from hub.enums import Channel, ConversationStatus, Direction, MessageStatus
 from hub.inbox.models import Conversation, Message, StaffUser
 
 SHOWN_OUTBOUND = (
@@ -83,13 +83,19 @@ async def chat_messages(
     return [(m, name) for m, name in rows]
 
 
-async def latest_chat_conversation(
+async def conversation_for_chat(
     session: AsyncSession, patient_id: uuid.UUID
 ) -> Conversation | None:
+    """Where the patient's chat goes: their conversation that is not resolved, else their
+    latest, on any channel. A chat link is sent from a conversation (which the invite made
+    the most recently active), so the chat continues that conversation, not a second one."""
     stmt = (
         select(Conversation)
-        .where(Conversation.patient_id == patient_id, Conversation.channel == Channel.CHAT)
-        .order_by(Conversation.last_activity_at.desc())
+        .where(Conversation.patient_id == patient_id)
+        .order_by(
+            (Conversation.status == ConversationStatus.RESOLVED).asc(),
+            Conversation.last_activity_at.desc(),
+        )
         .limit(1)
     )
     return (await session.scalars(stmt)).first()

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.enums import Channel, ConversationStatus, Priority
+from hub.enums import Channel, ConversationStatus, Direction, Priority
 from hub.inbox.models import (
     Attachment,
     Conversation,
@@ -71,6 +71,17 @@ async def messages_of(session: AsyncSession, conversation_id: uuid.UUID) -> Sequ
         .order_by(Message.created_at, Message.id)
     )
     return (await session.scalars(stmt)).all()
+
+
+async def last_inbound_channel(session: AsyncSession, conversation_id: uuid.UUID) -> Channel | None:
+    """The channel the patient last wrote on in the conversation (None: they never wrote)."""
+    stmt = (
+        select(Message.channel)
+        .where(Message.conversation_id == conversation_id, Message.direction == Direction.INBOUND)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(1)
+    )
+    return (await session.scalars(stmt)).first()
 
 
 async def staff_by_email(session: AsyncSession, email: str) -> StaffUser | None:

@@ -163,6 +163,8 @@ class ConversationView:
     messages: list[MessageView]
     notes: list[NoteView]
     patient: PatientCard
+    reply_channel: Channel | None = None
+    """Where a reply goes unless staff choose: the channel the patient last wrote on here."""
 
     def __repr__(self) -> str:
         return f"ConversationView(id={self.id})"

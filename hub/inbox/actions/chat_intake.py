@@ -192,9 +192,9 @@ async def do_receive_chat(
 
 
 async def _conversation_for(session: AsyncSession, patient: Patient, now: datetime) -> Conversation:
-    """The patient's chat conversation: the open one, a recently resolved one reopened, or a
-    new one (the same rule as SMS threading)."""
-    conversation = await chat_queries.latest_chat_conversation(session, patient.id)
+    """The conversation the chat continues (chat_queries.conversation_for_chat), reopened when
+    it was resolved recently, or a new one (the same reopening rule as SMS threading)."""
+    conversation = await chat_queries.conversation_for_chat(session, patient.id)
     if (
         conversation is not None
         and conversation.status is ConversationStatus.RESOLVED
@@ -318,7 +318,7 @@ async def do_chat_patient(db: Database, patient_id: uuid.UUID) -> bool:
 async def do_chat_conversation(db: Database, patient_id: uuid.UUID) -> uuid.UUID | None:
     """The conversation staff see the patient's chat in (for typing indicators)."""
     async with db.reader() as session:
-        conversation = await chat_queries.latest_chat_conversation(session, patient_id)
+        conversation = await chat_queries.conversation_for_chat(session, patient_id)
         return conversation.id if conversation else None
 
 
@@ -326,6 +326,13 @@ async def do_chat_patient_of(db: Database, conversation_id: uuid.UUID) -> uuid.U
     """The patient of a chat conversation (staff typing there is shown in their chat)."""
     async with db.reader() as session:
         conversation = await session.get(Conversation, conversation_id)
-        if conversation is None or conversation.channel is not Channel.CHAT:
+        if conversation is None:
             return None
-        return conversation.patient_id
+        # A chat continues the conversation it was invited from (any channel): typing there
+        # shows in the patient's chat when that is where the chat goes.
+        current = await chat_queries.conversation_for_chat(session, conversation.patient_id)
+        return (
+            conversation.patient_id
+            if current is not None and current.id == conversation.id
+            else None
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +19,7 @@ from hub.consent.models import RECORDED_PURPOSES, ConsentRecord, ConsentState, P
 from hub.consent.policy import decide
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
-from hub.enums import RECEIVE_ONLY, Channel, ConversationStatus, Priority
+from hub.enums import RECEIVE_ONLY, Channel, ConversationStatus, Direction, Priority
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
 from hub.inbox.exceptions import NotFound
@@ -45,6 +45,16 @@ CHANNEL_NOT_CONNECTED = {
     Channel.CHAT: "web chat is not connected yet",
     **RECEIVE_ONLY,
 }
+
+
+def reply_channel_of(conversation: Conversation, messages: Sequence[Message]) -> Channel:
+    """Where a reply goes unless staff pick another channel: the one the patient last wrote on
+    in this conversation (a chat that continues a texted thread is answered in the chat),
+    else the conversation's own. Never a channel the hub chose for lack of consent."""
+    for message in reversed(messages):
+        if message.direction is Direction.INBOUND:
+            return message.channel
+    return conversation.channel
 
 
 async def visible_conversation(
@@ -176,6 +186,7 @@ async def do_open_conversation(
             first_response_due_at=conversation.first_response_due_at,
             first_responded_at=conversation.first_responded_at,
             snoozed_until=conversation.snoozed_until,
+            reply_channel=reply_channel_of(conversation, messages),
             messages=[
                 MessageView.of(
                     ring,

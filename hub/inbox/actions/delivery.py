@@ -158,8 +158,9 @@ async def do_reply(
     purpose: Purpose = Purpose.CARE,
     channel: Channel | None = None,
 ) -> QueuedMessage:
-    """A staff reply, on the conversation's channel unless ``channel`` says another. Refused,
-    with the reason, without consent."""
+    """A staff reply, on ``channel`` when staff chose one, else on the channel the patient last
+    wrote on here, else the conversation's. Refused, with the reason, when consent does not
+    allow that channel: never moved to another channel by itself."""
     from hub.inbox.actions.conversations import visible_conversation
 
     body = body.strip()
@@ -171,7 +172,9 @@ async def do_reply(
         conversation = await visible_conversation(session, ctx, conversation_id, lock=True)
         patient = await session.get(Patient, conversation.patient_id)
         assert patient is not None
-        channel = channel or conversation.channel
+        if channel is None:
+            last = await queries.last_inbound_channel(session, conversation.id)
+            channel = last or conversation.channel
         decision = await consent.may_send(session, patient, channel, purpose)
         if not decision.allowed:
             raise ConsentRefused(decision.reason, code=decision.code)
