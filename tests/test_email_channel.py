@@ -182,7 +182,8 @@ async def test_outbound_mail_carries_message_id_reply_token_and_unsubscribe(hub:
             await session.scalars(select(Message).where(Message.conversation_id == conversation_id))
         ).one()
     assert f"<{message.provider_message_id}>" == mail["Message-ID"].strip()
-    assert message.status is MessageStatus.SENDING and message.provider == "email_smtp"
+    assert message.status is MessageStatus.SENT and message.provider == "email_smtp"
+    assert message.sent_at is not None  # the relay took it; nothing else will report
 
     # A journey reminder: automatic and unsubscribable the RFC 8058 way.
     _, reminder = await journey_email(hub)

@@ -347,7 +347,13 @@ async def do_record_outcomes(
             out = outcome.task.outbound
             message, attempt = messages[out.message_id], attempts[(out.message_id, out.attempt)]
             if outcome.receipt is not None:
-                _apply_receipt(message, attempt, outcome.receipt, written)
+                before = message.status
+                _apply_receipt(message, attempt, outcome.receipt, written, utcnow())
+                if message.status is not before:
+                    # Staff screens showed "sending" from the claim; they follow the provider.
+                    conversation = await session.get(Conversation, message.conversation_id)
+                    assert conversation is not None
+                    effects.append(_status_effect(session, message, conversation))
             else:
                 assert outcome.failure is not None
                 effects += await fail_or_retry_in(
@@ -357,12 +363,14 @@ async def do_record_outcomes(
         # session's per-object flush. Rows are read off the objects now, so a row that a
         # failure also changed (flushed then, or at commit) ends as the objects say.
         for model in (DeliveryAttempt, Message):
-            rows = [
-                {"row_id": obj.id, **{k: getattr(obj, k) for k in keys}}
-                for obj, keys in written.values()
-                if isinstance(obj, model)
-            ]
-            await update_by_id(session, model, rows)
+            # One UPDATE per set of columns: a message whose status moved writes more of them.
+            by_columns: dict[tuple[str, ...], list[dict[str, object]]] = {}
+            for obj, keys in written.values():
+                if isinstance(obj, model):
+                    row = {"row_id": obj.id, **{k: getattr(obj, k) for k in keys}}
+                    by_columns.setdefault(keys, []).append(row)
+            for rows in by_columns.values():
+                await update_by_id(session, model, rows)
     return tuple(effects)
 
 
@@ -371,10 +379,15 @@ def _apply_receipt(
     attempt: DeliveryAttempt,
     receipt: SendReceipt,
     written: dict[uuid.UUID, tuple[Message | DeliveryAttempt, tuple[str, ...]]],
+    now: datetime,
 ) -> None:
     """Apply a provider's answer to the loaded objects without making them dirty, noting in
     ``written`` each object that changed and the columns to write for it in bulk (an object
-    nothing changes is not written: a flush would skip it too, leaving its updated_at alone)."""
+    nothing changes is not written: a flush would skip it too, leaving its updated_at alone).
+
+    The message takes the receipt's status, forward only: an SMTP relay that accepted a mail
+    says "sent" and nothing else will (no callbacks; only a later bounce can fail it), so a
+    message left at the claim's "sending" would stay there for ever."""
 
     def note(obj: Message | DeliveryAttempt, values: dict[str, object]) -> None:
         changed = False
@@ -398,6 +411,15 @@ def _apply_receipt(
             # A previous attempt's failure note no longer applies; but if a callback got
             # here first (delivered, or failed and rescheduled), its outcome stands.
             values["error_code"] = values["error_reason"] = None
+        # A callback that failed this attempt and queued the next one got here first: the
+        # message belongs to the retry now.
+        rescheduled = message.status is MessageStatus.QUEUED
+        if not rescheduled and can_advance(message.status, receipt.status):
+            values["status"] = receipt.status
+            if receipt.status is not MessageStatus.SENDING:
+                values["sent_at"] = message.sent_at or now
+            if receipt.status in (MessageStatus.DELIVERED, MessageStatus.READ):
+                values["delivered_at"] = message.delivered_at or now
         note(message, values)
 
 

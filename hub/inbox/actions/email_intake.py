@@ -6,9 +6,11 @@ against Message-IDs we know; then the sender's open conversation; else a new one
 expired token names no conversation, so such mail is threaded by the later rules. The text
 shown is the reply without its quoted history; the original MIME is kept encrypted beside it.
 
-Mail that no person wrote (out-of-office, lists, mailer-daemon) never gets an automatic answer
-and never opens a conversation; a delivery status notification marks our message failed and,
-when permanent, the address unreachable, instead of becoming a ticket."""
+Mail that no person wrote (out-of-office, lists, read receipts, mailer-daemon) never gets an
+automatic answer, never counts as a journey reply and never opens a conversation; a delivery
+status notification marks our message failed and, when permanent, the address unreachable,
+instead of becoming a ticket; a spam complaint (feedback report) stops clinic-initiated mail to
+the patient, with the report as evidence."""
 
 from __future__ import annotations
 
@@ -26,12 +28,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.channels.base import FailureClass, FailureEffect
 from hub.channels.email_smtp.compose import hub_message_id_of
 from hub.channels.email_smtp.parse import ParsedEmail, parse_email, reply_token_of
+from hub.consent import queries as consent_queries
+from hub.consent.actions import ConsentChange
+from hub.consent.models import ConsentSource, ConsentState
 from hub.contact import InvalidContact, normalize_email
 from hub.crypto import KeyRing, associated_data
 from hub.db import Database, new_id, utcnow
-from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
+from hub.enums import (
+    Channel,
+    ConversationStatus,
+    Direction,
+    MessageStatus,
+    Priority,
+    can_advance,
+)
 from hub.inbox import queries
 from hub.inbox.actions.delivery import fail_or_retry_in, message_new_effect
+from hub.inbox.actions.email_out import UNSUBSCRIBABLE
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
 from hub.inbox.models import (
     Attachment,
@@ -54,8 +67,8 @@ ORIGINAL_NAME = "original.eml"
 @dataclass(frozen=True)
 class EmailIntakeResult:
     outcome: str
-    """"message" (stored in a conversation), "duplicate", "bounce", "ignored" (automatic mail
-    for no conversation of ours)."""
+    """"message" (stored in a conversation), "duplicate", "bounce", "complaint" (a feedback
+    report), "ignored" (automatic mail for no conversation of ours)."""
     message_id: uuid.UUID | None = None
     conversation_id: uuid.UUID | None = None
     threaded_by: str | None = None
@@ -111,6 +124,9 @@ async def do_receive_email(
         if parsed.bounce is not None:
             failed = await _bounce(session, parsed, reply_domain, now, retry_base_s)
             return EmailIntakeResult("bounce", effect_ids=tuple(failed))
+        if parsed.complaint is not None:
+            await _complaint(session, ring, parsed, event_id, reply_domain)
+            return EmailIntakeResult("complaint")
 
         addresses = [*recipients, *parsed.to, *parsed.cc, *parsed.delivered_to]
         conversation, threaded_by = await _thread(
@@ -205,6 +221,8 @@ async def do_receive_email(
                 is_new_patient=new_patient,
                 clinic_name=str(clinic.get("name") or "The clinic"),
                 now=now,
+                answered=answered is not None,
+                clinic=clinic,
             )
             effects.extend(routed.effect_ids)
             urgent, assign_to = routed.urgent, routed.assign_to_staff_id
@@ -326,6 +344,80 @@ def _attach(
         session.add(attachment)
 
 
+async def _our_message(
+    session: AsyncSession, ids: Iterable[str], reply_domain: str | None
+) -> Message | None:
+    """The first of ``ids`` (a report's, most trusted first) that names mail we sent. One
+    lookup each: a returned mail's References also name our earlier mail in the thread, and
+    the newest of all of them is not the one that failed."""
+    for email_id in ids:
+        hub_id = hub_message_id_of(f"<{email_id}>", reply_domain or "")
+        found = await queries.message_by_email_ids(
+            session, [hub_id] if hub_id else [], [email_id], (OUTBOUND_PROVIDER,), lock=True
+        )
+        if found is not None and found.direction is Direction.OUTBOUND:
+            return found
+    return None
+
+
+async def _complaint(
+    session: AsyncSession,
+    ring: KeyRing,
+    parsed: ParsedEmail,
+    event_id: uuid.UUID,
+    reply_domain: str | None,
+) -> None:
+    """A mailbox provider's feedback loop says the patient marked our mail as spam: no more
+    clinic-initiated mail to that address (reminders, surveys, marketing: what the one-click
+    unsubscribe covers). Care answers in a conversation the patient writes in still go, as
+    they do after an unsubscribe; staff see the complaint on the mail it was about."""
+    complaint = parsed.complaint
+    assert complaint is not None
+    message = await _our_message(session, complaint.mentioned_ids, reply_domain)
+    patient_id: uuid.UUID | None = None
+    if message is not None:
+        conversation = await session.get(Conversation, message.conversation_id)
+        patient_id = conversation.patient_id if conversation is not None else None
+    elif complaint.recipient:
+        # Providers often redact the recipient; when they do not, it names the patient.
+        try:
+            bidx = ring.blind_index("email", normalize_email(complaint.recipient))
+        except InvalidContact:
+            bidx = None
+        matches = await queries.patients_by_email_index(session, bidx) if bidx else []
+        patient_id = matches[0].id if len(matches) == 1 else None
+    if patient_id is None or not complaint.unwanted:
+        log.info(
+            "feedback report recorded without a consent change",
+            extra={"feedback_type": complaint.feedback_type, "ours": patient_id is not None},
+        )
+        return
+    # Evidence without PHI: the report kind and where the report itself is kept (encrypted,
+    # as the inbound event), and the mail it was about.
+    change = ConsentChange(
+        ConsentSource.PROVIDER,
+        f"provider:{complaint.reporter or 'unknown'}"[:80],
+        f"spam complaint: RFC 5965 feedback report ({complaint.feedback_type}), "
+        f"inbound event {event_id}",
+        evidence_message_id=message.id if message is not None else None,
+    )
+    latest = await consent_queries.latest_records(session, patient_id, Channel.EMAIL)
+    now = utcnow()
+    for purpose in sorted(UNSUBSCRIBABLE):
+        current = latest.get(purpose)
+        if current is None or current.state is not ConsentState.REVOKED:
+            session.add(
+                change.record(patient_id, Channel.EMAIL, purpose, ConsentState.REVOKED, now)
+            )
+    if message is not None:
+        message.delivery_notes = [
+            *message.delivery_notes,
+            "the recipient reported this mail as spam: clinic-initiated email to them stopped",
+        ]
+    await session.flush()
+    log.info("spam complaint: clinic-initiated email stopped", extra={"event_id": str(event_id)})
+
+
 async def _bounce(
     session: AsyncSession,
     parsed: ParsedEmail,
@@ -335,20 +427,21 @@ async def _bounce(
 ) -> list[uuid.UUID]:
     bounce = parsed.bounce
     assert bounce is not None
-    original = bounce.original_message_id
-    if not original:
+    if not bounce.mentioned_ids:
         log.info("bounce without the original's Message-ID ignored")
         return []
-    hub_id = hub_message_id_of(f"<{original}>", reply_domain or "")
-    message = await queries.message_by_email_ids(
-        session, [hub_id] if hub_id else [], [original], (OUTBOUND_PROVIDER,), lock=True
-    )
-    if message is None or message.direction is not Direction.OUTBOUND:
+    message = await _our_message(session, bounce.mentioned_ids, reply_domain)
+    if message is None:
         log.info("bounce for a message we did not send ignored")
         return []
     what = f"{bounce.status or 'unknown status'}: {(bounce.diagnostic or '').strip()[:200]}"
     if not bounce.permanent:
         message.delivery_notes = [*message.delivery_notes, f"delivery delayed ({what})"]
+        return []
+    if not can_advance(message.status, MessageStatus.FAILED):
+        # Already failed (another server's report of the same loss): status moves forward
+        # only, and a journey step must not fall back to its next channel twice.
+        log.info("bounce for a message already past it ignored")
         return []
     attempt = await queries.attempt_of(session, message.id, message.send_attempts)
     if attempt is None:
