@@ -3,6 +3,9 @@ still send from MAILER-DAEMON or postmaster with the original's headers quoted."
 
 from __future__ import annotations
 
+import binascii
+import contextlib
+import quopri
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,15 +24,42 @@ from hub.channels.email_smtp.mime import (
 MAX_DIAGNOSTIC_CHARS = 300
 """The remote server's explanation is kept this long at most."""
 
+MAX_MENTIONED_IDS = 10
+"""Message-IDs kept from one report, in order of trust: each may become a lookup."""
+
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _ADDRESS = re.compile(r"<?[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+>?")
-_QUOTED_ID = re.compile(r"^[>\s]*message-id:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+# A quoted or returned header line, folded or not: "Message-ID: <...>", "> Message-Id:\n <...>"
+# and the reports' own "Original-Message-ID:" (RFC 8098) and "X-Original-Message-ID:" (Gmail).
+_QUOTED_ID = re.compile(
+    r"^[>\s]*(?:x-)?(?:original-)?message-id:[ \t]*(?:\r?\n[> \t]*)?(<[^<>\s]+>|[^<>\s]+@[^<>\s]+)",
+    re.IGNORECASE | re.MULTILINE,
+)
+# Our own Message-IDs (compose.make_message_id): "<uuid@domain>". Found anywhere in a report
+# whose structure is broken, they still name the message that failed.
+_OUR_SHAPE = re.compile(
+    r"<([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}@[A-Za-z0-9.-]+)>", re.I
+)
 _QUOTED_TO = re.compile(r"^[>\s]*to:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
 _FAILED_RECIPIENT = re.compile(r"^\s*<([^<>\s]+@[^<>\s]+)>:", re.MULTILINE)
 _FINAL_RECIPIENT = re.compile(r"final-recipient:\s*[\w-]+\s*;\s*<?([^<>\s]+@[^<>\s]+)", re.I)
 _SMTP_REPLY = re.compile(r"\b[45]\d\d[ -]")
+# What servers write when they are still trying (Postfix "THIS IS A WARNING ONLY", Gmail
+# "will retry for 47 more hours", Exchange "Delivery Status Notification (Delay)", Sendmail
+# "Warning: could not send message for past 4 hours", Exim "has not yet been delivered")...
 _DELAYED = re.compile(
-    r"delay|will (continue|keep) (to )?try|still trying|not yet been delivered", re.IGNORECASE
+    r"warning (message )?only|delivery (has been |is )?delayed|\(delay\)|delayed|"
+    r"will (continue|keep) (to )?try|will (retry|be retried|try again)|still trying|"
+    r"not yet been delivered|could not send message for past|temporary problem",
+    re.IGNORECASE,
+)
+# ...and what they write when they gave up: qmail "This is a permanent error; I've given up",
+# Exim "retry timeout exceeded", Sendmail "Cannot send message for 5 days".
+_GAVE_UP = re.compile(
+    r"permanent(ly)? (error|failure|fatal)|(given|gave|giving) up|retry time ?out exceeded|"
+    r"cannot send message for|too long in (the )?queue|message expired|"
+    r"will not be retried|failed permanently|delivery has failed",
+    re.IGNORECASE,
 )
 _DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 _ORIGINAL_TYPES = frozenset({"message/rfc822", "message/global"})
@@ -43,6 +73,7 @@ class Bounce:
     repr; addresses inside ``diagnostic`` are already replaced by "<address>"."""
 
     original_message_id: str | None
+    """The id the report names first (see ``mentioned_ids``)."""
     recipient: str | None = field(repr=False)
     status: str | None
     """Enhanced status code (RFC 3463), e.g. "5.1.1"."""
@@ -51,7 +82,10 @@ class Bounce:
     diagnostic: str | None = field(repr=False)
     permanent: bool
     """True when the address will not take the message: mark it failed and the address
-    unreachable. False for delays (4.x.x) and for success reports."""
+    unreachable. False for delays and for success reports."""
+    mentioned_ids: tuple[str, ...] = ()
+    """Every Message-ID the report names, most trusted first (``original_message_id`` is the
+    first): a caller takes the first that is one of its own messages."""
 
 
 def _fields(block: str) -> dict[str, str]:
@@ -70,7 +104,9 @@ def _fields(block: str) -> dict[str, str]:
     return fields
 
 
-def _report_blocks(part: Message) -> list[dict[str, str]]:
+def report_fields(part: Message) -> list[dict[str, str]]:
+    """The field blocks of a report part (message/delivery-status, message/feedback-report,
+    message/disposition-notification), names lower-cased."""
     payload = part.get_payload()
     if isinstance(payload, list):
         return [
@@ -103,25 +139,64 @@ def _status(text: str | None) -> str | None:
 
 
 def _permanent(status: str | None, action: str | None) -> bool:
+    """RFC 3464 section 2.3.3: the Action says what happened; the status class only explains
+    it. "failed" is final whatever the class: a 4.4.7 with "failed" is a server that kept
+    the message in its queue until it expired and gave up."""
+    if action in ("failed", "expired"):  # "expired": SendGrid's word for a queue that gave up
+        return True
     if action in ("delayed", "delivered", "relayed", "expanded"):
         return False
-    return not (status or "").startswith(("4.", "2."))
+    return (status or "").startswith("5.")
 
 
-def _original_id(parts: Sequence[Message], text: str) -> str | None:
+def _encoded_text(part: Message) -> str:
+    """The text of a message/* part, undoing a transfer encoding RFC 2046 forbids there but
+    some servers apply anyway (the parser then reads base64 lines as a broken message)."""
+    inner = attached_message(part)
+    try:
+        text = inner.as_string() if inner is not None else str(part.get_payload())
+    except Exception:
+        return ""
+    encoding = (raw_headers(part, "Content-Transfer-Encoding") or [""])[0].lower()
+    try:
+        if encoding == "base64":
+            body = text.split("\n\n", 1)[-1] if ":" in text.split("\n", 1)[0] else text
+            return binascii.a2b_base64("".join(body.split())).decode("utf-8", "replace")
+        if encoding == "quoted-printable":
+            return quopri.decodestring(text.encode("utf-8", "replace")).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return text
+    return text
+
+
+def mentioned_ids(message: Message, parts: Sequence[Message], text: str) -> tuple[str, ...]:
+    """Message-IDs a report names for the mail it is about, most trusted first: the returned
+    message's own header; "Message-ID:" lines in the returned headers, the report or its text;
+    the report's In-Reply-To (Exchange and Outlook.com set it to the original); then ids of our
+    own shape found anywhere, for reports whose MIME is broken or that quote the original in
+    prose. The report's own Message-ID is never among them."""
+    found: list[str | None] = []
+    texts: list[str] = []
     for part in parts:
         kind = content_type(part)
         if kind in _ORIGINAL_TYPES:
             original = attached_message(part)
             if original is not None:
-                found = raw_headers(original, "Message-ID")
-                if found:
-                    return normalize_message_id(found[0])
-            text = part_text(part) + "\n" + text
-        elif kind in _ORIGINAL_HEADER_TYPES:
-            text = part_text(part) + "\n" + text
-    match = _QUOTED_ID.search(text)
-    return normalize_message_id(match.group(1)) if match else None
+                found += [normalize_message_id(v) for v in raw_headers(original, "Message-ID")]
+            texts.append(_encoded_text(part))
+        elif kind.startswith("message/") or kind in _ORIGINAL_HEADER_TYPES:
+            texts.append(part_text(part) or _encoded_text(part))
+    texts.append(text)
+    joined = "\n".join(texts)
+    found += [normalize_message_id(m.group(1)) for m in _QUOTED_ID.finditer(joined)]
+    found += [normalize_message_id(v) for v in raw_headers(message, "In-Reply-To")]
+    found += _OUR_SHAPE.findall(joined)
+    # A message the stdlib cannot write back out: its parts were read above.
+    with contextlib.suppress(Exception):
+        found += _OUR_SHAPE.findall(message.as_string())
+    own = normalize_message_id((raw_headers(message, "Message-ID") or [""])[0])
+    ids = dict.fromkeys(i for i in found if i and "@" in i and i != own)
+    return tuple(ids)[:MAX_MENTIONED_IDS]
 
 
 def _address(value: str | None) -> str | None:
@@ -130,13 +205,13 @@ def _address(value: str | None) -> str | None:
     return value.strip().strip("<>").lower()
 
 
-def delivery_report(parts: Sequence[Message], text: str) -> Bounce | None:
+def delivery_report(message: Message, parts: Sequence[Message], text: str) -> Bounce | None:
     """The RFC 3464 report among ``parts`` (the message's leaves), if there is one."""
     reports = [part for part in parts if content_type(part) in _DSN_TYPES]
     if not reports:
         return None
     blocks = [
-        b for b in _report_blocks(reports[0]) if {"action", "status", "final-recipient"} & b.keys()
+        b for b in report_fields(reports[0]) if {"action", "status", "final-recipient"} & b.keys()
     ]
     chosen: dict[str, str] = {}
     for wanted in ("failed", "delayed", None):
@@ -147,8 +222,9 @@ def delivery_report(parts: Sequence[Message], text: str) -> Bounce | None:
             break
     action = (chosen.get("action") or "").split(" ")[0].lower() or None
     status = _status(chosen.get("status"))
+    ids = mentioned_ids(message, parts, text)
     return Bounce(
-        original_message_id=_original_id(parts, text),
+        original_message_id=ids[0] if ids else None,
         recipient=_address(
             _after_type(chosen.get("final-recipient") or chosen.get("original-recipient"))
         ),
@@ -156,14 +232,17 @@ def delivery_report(parts: Sequence[Message], text: str) -> Bounce | None:
         action=action,
         diagnostic=_redact(_after_type(chosen.get("diagnostic-code"))),
         permanent=_permanent(status, action),
+        mentioned_ids=ids,
     )
 
 
-def plain_bounce(parts: Sequence[Message], text: str) -> Bounce | None:
-    """A bounce written for people: found only from what it quotes. None when it names
-    neither a status, a recipient nor the original message."""
-    original = _original_id(parts, text)
-    status = _status(text)
+def plain_bounce(message: Message, parts: Sequence[Message], text: str) -> Bounce | None:
+    """A bounce written for people (or a report whose MIME is broken): found only from what
+    it quotes. None when it names neither a status, a recipient nor the original message."""
+    ids = mentioned_ids(message, parts, text)
+    original = ids[0] if ids else None
+    head = text[:5000]
+    status = _status(head)
     recipient = None
     for pattern in (_FAILED_RECIPIENT, _FINAL_RECIPIENT):
         match = pattern.search(text)
@@ -184,8 +263,13 @@ def plain_bounce(parts: Sequence[Message], text: str) -> Bounce | None:
         ),
         None,
     )
-    delayed = (status or "").startswith("4.") or bool(_DELAYED.search(text[:5000]))
-    action = "delayed" if delayed else "failed"
+    # The wording decides, as the Action field would; the status class only when it is silent.
+    if _DELAYED.search(head) and not _GAVE_UP.search(head):
+        action = "delayed"
+    elif _GAVE_UP.search(head) or not (status or "").startswith("4."):
+        action = "failed"
+    else:
+        action = "delayed"
     return Bounce(
         original_message_id=original,
         recipient=recipient,
@@ -193,4 +277,5 @@ def plain_bounce(parts: Sequence[Message], text: str) -> Bounce | None:
         action=action,
         diagnostic=_redact(diagnostic),
         permanent=_permanent(status, action),
+        mentioned_ids=ids,
     )

@@ -21,6 +21,8 @@ from html.parser import HTMLParser
 import nh3
 import quotequail
 
+from hub.channels.email_smtp.quotes import find_quote
+
 MAX_QUOTE_SCAN_LINES = 500
 """Quote detection reads only the first lines: quoted history follows the reply, and the
 detector's cost grows faster than the text."""
@@ -62,9 +64,23 @@ _BLOCK_TAGS = frozenset(
     | {"figcaption", "center"}
 )
 _MOBILE_FOOTER = re.compile(
-    r"^(sent from my \S.{0,40}|get outlook for (ios|android).{0,60}|enviado desde mi \S.{0,40})$",
+    r"^(sent from my \S.{0,40}|get outlook for (ios|android).{0,60}|enviado desde mi \S.{0,40}|"
+    r"von meinem \S.{0,30} gesendet|envoyé de mon \S.{0,30}|inviato da \S.{0,30}|"
+    r"enviado do meu \S.{0,30}|verstuurd vanaf mijn \S.{0,30}|sendt fra min \S.{0,30}|"
+    r"skickat från min \S.{0,30}|отправлено с \S.{0,30})$",  # noqa: RUF001 (Cyrillic)
     re.IGNORECASE,
 )
+# Containers mail clients put quoted history in, when they write HTML only.
+_QUOTE_CLASSES = frozenset(
+    {"gmail_quote", "gmail_quote_container", "moz-cite-prefix", "yahoo_quoted", "protonmail_quote"}
+)
+# Outlook (desktop, web, Windows Mail) writes the quoted mail as siblings after these, not
+# inside them: from there to the end is history.
+_QUOTE_FROM_HERE_IDS = frozenset(
+    {"appendonsend", "divrplyfwdmsg", "x_appendonsend", "x_divrplyfwdmsg", "stopspelling"}
+)
+_OUTLOOK_RULE = re.compile(r"border-top:\s*solid\s+#(b5c4df|e1e1e1)\s+1(\.0)?pt", re.I)
+_VOID_TAGS = frozenset({"br", "img", "hr", "meta", "link", "input", "wbr", "col", "source"})
 
 
 def _keep_attribute(tag: str, attribute: str, value: str) -> str | None:
@@ -176,6 +192,88 @@ def _tidy(text: str) -> str:
     return text.strip("\n").rstrip()
 
 
+class _QuoteCutter(HTMLParser):
+    """Writes the HTML back without the quote containers clients mark: Gmail's
+    div.gmail_quote, Apple's and Thunderbird's blockquote type="cite" (and Thunderbird's
+    moz-cite-prefix line above it), Yahoo's and Proton's, and Outlook's reply header
+    (#divRplyFwdMsg, #appendonsend, the bordered header div) with everything after it."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.out: list[str] = []
+        self.skipping: str | None = None
+        self.depth = 0
+        self.ended = False
+        self.removed = False
+
+    def _starts_quote(self, tag: str, attrs: list[tuple[str, str | None]]) -> str | None:
+        found = {name.lower(): (value or "") for name, value in attrs}
+        if found.get("id", "").lower() in _QUOTE_FROM_HERE_IDS or _OUTLOOK_RULE.search(
+            found.get("style", "")
+        ):
+            return "end"
+        if set(found.get("class", "").lower().split()) & _QUOTE_CLASSES or (
+            tag == "blockquote" and found.get("type", "").lower() == "cite"
+        ):
+            return "element"
+        return None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.ended:
+            return
+        if self.skipping is not None:
+            # Only the skipped element's own name is counted: mail HTML leaves <p> and <li>
+            # open, and counting every tag would never find the element's end.
+            self.depth += tag == self.skipping
+            return
+        kind = self._starts_quote(tag, attrs)
+        if kind == "end":
+            self.ended = self.removed = True
+        elif kind == "element":
+            self.removed = True
+            if tag not in _VOID_TAGS:
+                self.skipping, self.depth = tag, 1
+        else:
+            self.out.append(self.get_starttag_text() or "")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if not self.ended and self.skipping is None and self._starts_quote(tag, attrs) is None:
+            self.out.append(self.get_starttag_text() or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.ended:
+            return
+        if self.skipping is not None:
+            if tag == self.skipping:
+                self.depth -= 1
+                if self.depth == 0:
+                    self.skipping = None
+            return
+        self.out.append(f"</{tag}>")
+
+    def handle_data(self, data: str) -> None:
+        if not self.ended and self.skipping is None:
+            self.out.append(_html.escape(data, quote=False))
+
+    def handle_entityref(self, name: str) -> None:
+        self.handle_data(_html.unescape(f"&{name};"))
+
+    def handle_charref(self, name: str) -> None:
+        self.handle_data(_html.unescape(f"&#{name};"))
+
+
+def html_without_quotes(html: str) -> str | None:
+    """The HTML without the quoted history its client marked, or None when it marked none
+    (or the markup cannot be read)."""
+    cutter = _QuoteCutter()
+    try:
+        cutter.feed(html)
+        cutter.close()
+    except Exception:  # html.parser asserts on some malformed markup: no cut, nothing lost
+        return None
+    return "".join(cutter.out) if cutter.removed else None
+
+
 def html_to_text(html: str) -> str:
     """Plain text of an HTML body, quotes as "> " lines so quote detection still sees them.
     Expects sanitized HTML (no script or style content left to skip)."""
@@ -214,11 +312,18 @@ def _blank_run(lines: list[str]) -> int:
 def _quote_split(text: str) -> tuple[str, str] | None:
     """(text above the quoted history, text below it), or None when no quote is found.
 
-    quotequail reads a bounded copy (first lines, each cut short) because its patterns
-    backtrack on long lines and its header search is quadratic in header-like lines; what
-    it finds is mapped back onto the whole lines by position."""
+    Our own table of reply headers in many languages (quotes.py) is read first, then
+    quotequail for what only it knows (">" blocks and its own patterns). Both read a bounded
+    copy (first lines, each cut short): quotequail's patterns backtrack on long lines and its
+    header search is quadratic in header-like lines; what they find is mapped back onto the
+    whole lines by position."""
     lines = text.split("\n")
     scan = [line[:MAX_SCAN_LINE_CHARS] for line in lines[:MAX_QUOTE_SCAN_LINES]]
+    span = find_quote(scan)
+    if span is not None:
+        below = span.end < len(scan) and len(scan) == len(lines)
+        bottom = "\n".join(lines[span.end :]) if below else ""
+        return "\n".join(lines[: span.start]).strip(), bottom.strip()
     try:
         found = quotequail.unwrap("\n".join(scan))
     except Exception:  # a quoting heuristic failing must not lose the message

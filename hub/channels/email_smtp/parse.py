@@ -18,8 +18,20 @@ from email.parser import BytesParser
 from email.utils import parseaddr, parsedate_to_datetime
 
 from hub.channels.base import MalformedPayload
+from hub.channels.email_smtp.automatic import (
+    Complaint,
+    automatic_reason,
+    bounce_signal,
+    feedback_report,
+    is_read_receipt,
+)
 from hub.channels.email_smtp.bounce import Bounce, delivery_report, plain_bounce
-from hub.channels.email_smtp.display import html_to_text, sanitize_html, visible_text_of
+from hub.channels.email_smtp.display import (
+    html_to_text,
+    html_without_quotes,
+    sanitize_html,
+    visible_text_of,
+)
 from hub.channels.email_smtp.mime import (
     addresses,
     attached_message,
@@ -38,6 +50,7 @@ from hub.channels.email_smtp.mime import (
 __all__ = [
     "DEFAULT_ALLOWED_TYPES",
     "Bounce",
+    "Complaint",
     "MalformedEmail",
     "ParsedAttachment",
     "ParsedEmail",
@@ -138,10 +151,11 @@ _REPORT_TYPES = frozenset(
         "message/global",
         "text/rfc822-headers",
         "message/global-headers",
+        "message/feedback-report",
+        "message/disposition-notification",
+        "message/global-disposition-notification",
     }
 )
-_AUTO_SUBMITTED_VALUES = frozenset({"auto-generated", "auto-replied", "auto-notified"})
-_PRECEDENCE_VALUES = frozenset({"bulk", "list", "junk", "auto_reply", "auto-reply"})
 _REPLY_ADDRESS = re.compile(r"reply\+([A-Za-z0-9_.=-]+)@([^@\s<>]+)", re.IGNORECASE)
 _SAFE_TYPE = re.compile(r"[^a-z0-9.+/-]")
 
@@ -196,6 +210,10 @@ class ParsedEmail:
     date: datetime | None
     dropped: tuple[str, ...] = ()
     """One line per attachment not kept, by type and size, never by name."""
+    complaint: Complaint | None = None
+    """An RFC 5965 feedback report (never also a bounce)."""
+    read_receipt: bool = False
+    """An RFC 8098 disposition notification (never also a bounce)."""
 
     def __repr__(self) -> str:  # names, addresses, subject and body are PHI
         digest = hashlib.sha256((self.message_id or "").encode()).hexdigest()[:12]
@@ -223,29 +241,6 @@ def _date(message: Message) -> datetime | None:
     except Exception:  # no Date, or one no parser can read: the receiver's clock decides
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def _automatic(message: Message, from_address: str | None, bounce: Bounce | None) -> str | None:
-    value = (header(message, "Auto-Submitted") or "").split(";")[0].strip().lower()
-    if value and value != "no":
-        return f"Auto-Submitted: {value if value in _AUTO_SUBMITTED_VALUES else 'other'}"
-    for name in ("X-Auto-Response-Suppress", "List-Id", "List-Unsubscribe"):
-        if raw_headers(message, name):
-            return f"{name} present"
-    precedence = (header(message, "Precedence") or "").strip().lower()
-    if precedence in _PRECEDENCE_VALUES:
-        return f"Precedence: {precedence}"
-    for name in ("X-Autoreply", "X-Autorespond"):
-        if raw_headers(message, name):
-            return f"{name} present"
-    local = (from_address or "").rpartition("@")[0]
-    if local in ("mailer-daemon", "postmaster"):
-        return f"from {local}"
-    if any(value.strip() == "<>" for value in raw_headers(message, "Return-Path")):
-        return "empty Return-Path"
-    if bounce is not None:
-        return "delivery status notification"
-    return None
 
 
 def _sniff(data: bytes) -> str | None:
@@ -294,8 +289,8 @@ def _is_body(part: Message) -> bool:
     ) or content_type(part).startswith("multipart/")
 
 
-def _bodies(parts: list[Message]) -> tuple[str, str | None]:
-    """(plain text, sanitized HTML) of the body parts."""
+def _bodies(parts: list[Message]) -> tuple[str, str | None, str]:
+    """(plain text, sanitized HTML, the reply for display) of the body parts."""
     texts: list[str] = []
     htmls: list[str] = []
     for part in parts:
@@ -304,9 +299,15 @@ def _bodies(parts: list[Message]) -> tuple[str, str | None]:
             (htmls if content_type(part) == "text/html" else texts).append(part_text(part))
     html = sanitize_html("\n".join(htmls)) if htmls else None
     text = "\n\n".join(t.strip("\n") for t in texts if t.strip()).rstrip()
+    visible = visible_text_of(text) if text else ""
     if not text.strip() and html:
         text = html_to_text(html)
-    return text, html or None
+        # HTML-only mail: the client marked its quote (Gmail's div, Outlook's reply header,
+        # Apple's cite blockquote); the text tables below still read what it did not mark.
+        trimmed = html_without_quotes("\n".join(htmls))
+        reply = html_to_text(sanitize_html(trimmed)) if trimmed is not None else ""
+        visible = visible_text_of(reply) if reply.strip() else visible_text_of(text)
+    return text, html or None, visible
 
 
 def _attachments(
@@ -409,23 +410,32 @@ def _parse(
     from_name, from_address = senders[0] if senders else ("", None)
     from_address = from_address.lower() if from_address else None
     parts = list(leaves(message))
-    text, html = _bodies(parts)
-    bounce = delivery_report(parts, text)
-    if bounce is None and (
-        (from_address or "").rpartition("@")[0] in ("mailer-daemon", "postmaster")
-        or any(value.strip() == "<>" for value in raw_headers(message, "Return-Path"))
-    ):
-        bounce = plain_bounce(parts, text)
+    text, html, visible = _bodies(parts)
+    complaint = feedback_report(message, parts, text)
+    receipt = complaint is None and is_read_receipt(message, parts)
+    bounce = None
+    # Reports of the other kinds come from the null sender too, and quote our Message-ID:
+    # taken for bounces, a read receipt or a complaint would fail the mail that arrived.
+    if complaint is None and not receipt:
+        bounce = delivery_report(message, parts, text)
+        if bounce is None and bounce_signal(message, from_address):
+            bounce = plain_bounce(message, parts, text)
     attachments, dropped = _attachments(
         parts,
-        skip_report_parts=bounce is not None,
+        skip_report_parts=bounce is not None or complaint is not None or receipt,
         max_bytes=max_bytes,
         allowed=allowed,
         max_count=max_count,
     )
     if from_address is None and not text.strip() and not attachments:
         raise MalformedEmail("the message has neither a sender (From) nor a body")
-    reason = _automatic(message, from_address, bounce)
+    reason = automatic_reason(
+        message,
+        from_address,
+        bounce=bounce is not None,
+        complaint=complaint is not None,
+        receipt=receipt,
+    )
     return ParsedEmail(
         message_id=normalize_message_id(header(message, "Message-ID")),
         from_address=from_address,
@@ -437,7 +447,7 @@ def _parse(
         in_reply_to=normalize_message_id(header(message, "In-Reply-To")),
         references=message_ids(" ".join(raw_headers(message, "References"))),
         text=text,
-        visible_text=visible_text_of(text) if text else "",
+        visible_text=visible,
         html=html,
         attachments=tuple(attachments),
         auto_submitted=reason is not None,
@@ -445,6 +455,8 @@ def _parse(
         bounce=bounce,
         date=_date(message),
         dropped=tuple(dropped),
+        complaint=complaint,
+        read_receipt=receipt,
     )
 
 
