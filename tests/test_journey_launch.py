@@ -114,7 +114,7 @@ def test_launch_warns_with_counts_before_enrolling_a_survey_nobody_opted_in_to(
     out = answer.stdout
     assert (
         "Warning: Step nps needs a surveys opt-in: 0 of 5 patients have one on a channel it "
-        "may use; all 5 would not be sent it." in out
+        "may use; it would fail for all 5." in out
     )
     assert "step nps (nps_survey): 5 planned: 0 would be sent, 5 would fail" in out
     assert "Enroll 5 patients? [y/N]" in out and "Nothing was enrolled." in out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -326,29 +327,95 @@ def cohort_form(content: bytes, csrf: str | None = None) -> FormData:
     return form
 
 
-async def test_cohort_upload_from_the_page(client: TestClient, db: Database) -> None:
+def confirm_url(html: str) -> str:
+    found = re.search(r'action="(/journeys/web_[a-z]+/cohort/[A-Za-z0-9_-]{32})"', html)
+    assert found, "the dry run offers no Enroll button"
+    return found.group(1)
+
+
+async def test_cohort_upload_shows_the_dry_run_and_enrolls_only_when_confirmed(
+    client: TestClient, db: Database
+) -> None:
     await sign_in(client, COORD)
     csrf = await csrf_of(client, "/journeys")
-    # A plain form post (no script): the page comes back with the report.
+    # A plain form post (no script): the page comes back with the dry run and its buttons.
     page = await client.post(
         "/journeys/web_reminders/cohort", data=cohort_form(COHORT.encode(), csrf)
     )
     html = await page.text()
     assert page.status == 200
-    assert "3 rows: 2 enrolled, 0 already enrolled, 2 new patients, 1 error." in html
-    assert "line 4: not a phone number" in html
-    # The page's script: the same upload again, answered in JSON, enrolls nobody new.
-    again = await client.post(
-        "/journeys/web_reminders/cohort",
-        data=cohort_form(COHORT.encode()),
-        headers={"X-CSRF-Token": csrf, "Accept": "application/json"},
-    )
-    report = await again.json()
-    assert (report["rows"], report["enrolled"], report["already"]) == (3, 0, 2)
-    assert report["errors"] == ["line 4: not a phone number"]
+    assert "Dry run: what this file would do" in html
+    assert "3 rows: <strong>2</strong> would be enrolled (2 new patients)" in html
+    assert "1 row cannot be enrolled" in html and "line 4: not a phone number" in html
+    assert "Enroll 2 patients</button>" in html and "Cancel</button>" in html
+    assert "Avery" not in html and "5550100" not in html  # counts and reasons, no patient
+    assert await enrollments(db) == 0
+
+    enrolled = await client.post(confirm_url(html), data={"csrf_token": csrf})
+    html = await enrolled.text()
+    assert enrolled.status == 200
+    # Row errors are never shown as a success.
+    assert '<p class="flash error">3 rows: 2 enrolled, 0 already enrolled, 2 new patients;' in html
+    assert "1 row not enrolled" in html and "line 4: not a phone number" in html
     assert await enrollments(db) == 2
+    json_headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
+    twice = await client.post(confirm_url(await page.text()), headers=json_headers)
+    assert (
+        twice.status == 410 and "Upload the file again" in (await twice.json())["error"]["message"]
+    )
+
+    # The page's script: the same upload, answered in JSON with the box's HTML.
+    again = await client.post(
+        "/journeys/web_reminders/cohort", data=cohort_form(COHORT.encode()), headers=json_headers
+    )
+    answer = await again.json()
+    preview = answer["preview"]
+    assert (preview["rows"], preview["enroll"], preview["already"]) == (3, 0, 2)
+    assert preview["errors"] == ["line 4: not a phone number"]
+    assert "Update 2 enrolled patients" in answer["html"]
+    cancel = await client.post(
+        f"/journeys/web_reminders/cohort/{answer['token']}/cancel", headers=json_headers
+    )
+    assert (await cancel.json())["cancelled"] is True
+    after_cancel = await client.post(
+        f"/journeys/web_reminders/cohort/{answer['token']}", headers=json_headers
+    )
+    assert after_cancel.status == 410
     no_csrf = await client.post("/journeys/web_reminders/cohort", data=cohort_form(b"x"))
     assert no_csrf.status == 403
+
+
+async def test_the_dry_run_warns_with_counts_and_keeps_the_file_for_its_owner_only(
+    client: TestClient, db: Database
+) -> None:
+    survey = "phone,name,language\n" + "".join(
+        f"{phone(n)},Patient {n},{'vi' if n > 2 else 'en'}\n" for n in range(1, 5)
+    )
+    await sign_in(client, COORD)
+    headers = {"X-CSRF-Token": await csrf_of(client, "/journeys"), "Accept": "application/json"}
+    answer = await (
+        await client.post(
+            "/journeys/web_survey/cohort", data=cohort_form(survey.encode()), headers=headers
+        )
+    ).json()
+    assert answer["preview"]["warnings"] == [
+        "Step nps needs a surveys opt-in: 0 of 4 patients have one on a channel it may use; "
+        "it would fail for all 4."
+    ]
+    assert answer["preview"]["steps"][0]["no_channel"] == 4
+    assert "needs a surveys opt-in" in answer["html"] and "Enroll 4 patients" in answer["html"]
+
+    # The admin may launch too, but not with the coordinator's upload (it names them).
+    await sign_in(client, ADMIN)
+    other = {"X-CSRF-Token": await csrf_of(client, "/journeys"), "Accept": "application/json"}
+    stolen = await client.post(f"/journeys/web_survey/cohort/{answer['token']}", headers=other)
+    assert stolen.status == 410
+    assert await enrollments(db) == 0
+    await sign_in(client, COORD)
+    mine = {"X-CSRF-Token": await csrf_of(client, "/journeys"), "Accept": "application/json"}
+    done = await client.post(f"/journeys/web_survey/cohort/{answer['token']}", headers=mine)
+    assert (await done.json())["enrolled"] == 4
+    assert await enrollments(db) == 4
 
 
 async def test_cohort_upload_refuses_big_and_bad_files(client: TestClient, db: Database) -> None:

@@ -250,7 +250,7 @@ async def test_the_shipped_survey_warns_that_nobody_has_an_opt_in(
     assert (nps.due, nps.no_opt_in, nps.sending) == (4, 4, 0)
     assert dry.warnings[0] == (
         "Step nps needs a surveys opt-in: 0 of 4 patients have one on a channel it may use; "
-        "all 4 would not be sent it."
+        "it would fail for all 4."
     )
 
     # One stored patient who opted in to surveys by SMS: the launch matches them by phone.
@@ -281,5 +281,5 @@ async def test_the_shipped_survey_warns_that_nobody_has_an_opt_in(
     assert (dry.enroll, dry.steps[0].due, dry.steps[0].no_opt_in) == (4, 4, 3)
     assert dry.warnings[0] == (
         "Step nps needs a surveys opt-in: 1 of 4 patients have one on a channel it may use; "
-        "3 would not be sent it."
+        "it would fail for 3."
     )

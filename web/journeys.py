@@ -3,17 +3,15 @@ upload, FHIR enrollment, the survey report, pause/resume/stop."""
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from tempfile import SpooledTemporaryFile
-from typing import IO, Any
+from typing import Any
 from weakref import WeakKeyDictionary
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from hub.contact import InvalidContact
 from hub.enums import Role
@@ -22,30 +20,19 @@ from hub.inbox.access import StaffContext
 from hub.inbox.exceptions import NotFound
 from hub.journeys import actions as journeys
 from hub.journeys import fhir, reporting
-from hub.journeys.cohort import CohortInvalid, launch, match_or_create_patient
+from hub.journeys.cohort import match_or_create_patient
 from web.api import error, plain, read_json
 from web.auth import current
+from web.cohort_upload import MAX_COHORT_BYTES
 from web.keys import DB, RING, SETTINGS
 from web.render import redirect_with, render
 from web.tasks import release_soon
 
-MAX_COHORT_BYTES = 20 * 1024 * 1024
-"""Largest cohort file accepted from the page (about 150,000 rows)."""
-MULTIPART_SLACK = 64 * 1024
-"""Room for the form's other fields and part headers around the file."""
 FIRST_ERRORS_SHOWN = 20
 """Row errors listed after an upload (the count covers all of them)."""
-SPOOL_BYTES = 1024 * 1024
-"""An upload is kept in memory up to this size, then in a temporary file."""
 
 
-class UploadRefused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-def _coordinator(request: web.Request) -> StaffContext:
+def coordinator(request: web.Request) -> StaffContext:
     ctx = current(request)
     if ctx.role not in (Role.COORDINATOR, Role.ADMIN):
         raise web.HTTPNotFound()
@@ -65,7 +52,7 @@ def _period(query: Mapping[str, str]) -> tuple[datetime, datetime]:
     )
 
 
-async def _page(
+async def render_page(
     request: web.Request, launched: dict[str, Any] | None = None, status: int = 200
 ) -> web.Response:
     period_error = None
@@ -98,12 +85,12 @@ async def _page(
 
 
 async def journeys_page(request: web.Request) -> web.Response:
-    _coordinator(request)
-    return await _page(request)
+    coordinator(request)
+    return await render_page(request)
 
 
 async def set_status_form(request: web.Request) -> web.StreamResponse:
-    ctx = _coordinator(request)
+    ctx = coordinator(request)
     form = await request.post()
     status = str(form.get("status", ""))
     try:
@@ -126,7 +113,7 @@ def _funnels(app: web.Application) -> reporting.FunnelCache:
 
 
 async def api_funnel(request: web.Request) -> web.Response:
-    _coordinator(request)
+    coordinator(request)
     key = request.match_info["key"]
     try:
         if request.query.get("live") == "1":  # the page's re-fetch after a progress event
@@ -140,7 +127,7 @@ async def api_funnel(request: web.Request) -> web.Response:
 
 
 async def _drilldown(request: web.Request) -> reporting.Drilldown:
-    ctx = _coordinator(request)
+    ctx = coordinator(request)
     try:
         page = int(request.query.get("page") or 1)
     except ValueError:
@@ -173,7 +160,7 @@ async def api_drilldown(request: web.Request) -> web.Response:
 
 
 async def api_status(request: web.Request) -> web.Response:
-    ctx = _coordinator(request)
+    ctx = coordinator(request)
     data = await read_json(request)
     try:
         await journeys.do_set_journey_status(
@@ -189,7 +176,7 @@ async def api_status(request: web.Request) -> web.Response:
 async def api_enroll(request: web.Request) -> web.Response:
     """{"patient": {"phone", "email", "name", "language", "time_zone"},
     "appointment": {"id", "start", "location", "provider", "status"}} -> 201 / 200 (already)."""
-    ctx = _coordinator(request)
+    ctx = coordinator(request)
     data = await read_json(request)
     try:
         raw_patient = data.get("patient") or {}
@@ -284,7 +271,7 @@ async def _enroll_appointment(
 async def api_enroll_fhir(request: web.Request) -> web.Response:
     """A FHIR R4 Bundle of Appointments and their Patients: each appointment is enrolled
     (idempotent), moved or cancelled; a bundle that is not valid FHIR is refused whole."""
-    ctx = _coordinator(request)
+    ctx = coordinator(request)
     key = request.match_info["key"]
     try:
         data = json.loads(await request.text())
@@ -319,123 +306,8 @@ async def api_enroll_fhir(request: web.Request) -> web.Response:
     return web.json_response(body, status=422 if totals["error"] == len(entries) else 200)
 
 
-def _wants_json(request: web.Request) -> bool:
+def wants_json(request: web.Request) -> bool:
     return "application/json" in request.headers.get("Accept", "")
-
-
-def _too_large() -> UploadRefused:
-    return UploadRefused(
-        413,
-        f"The file is larger than {MAX_COHORT_BYTES // (1024 * 1024)} MB; split it into "
-        "smaller files (enrolling a patient twice changes nothing).",
-    )
-
-
-async def _read_upload(request: web.Request) -> IO[bytes]:
-    """The `cohort` file of the multipart form, its size and encoding checked."""
-    if (request.content_length or 0) > MAX_COHORT_BYTES + MULTIPART_SLACK:
-        raise _too_large()
-    # A plain form post sends the CSRF token as a field, so the CSRF check has read the
-    # whole form already; the page's script sends it as a header and the file is streamed.
-    parsed = request.content.at_eof()
-    if parsed:
-        field = (await request.post()).get("cohort")
-        if not isinstance(field, web.FileField):
-            raise UploadRefused(400, "Choose a CSV file to upload.")
-        spool = field.file
-    else:
-        spool = SpooledTemporaryFile(SPOOL_BYTES)  # noqa: SIM115 - handed to the caller open
-    try:
-        if not parsed:
-            await _stream_part(request, spool)
-        size = spool.seek(0, io.SEEK_END)
-        if size > MAX_COHORT_BYTES:
-            raise _too_large()
-        if size == 0:
-            raise UploadRefused(400, "The file is empty.")
-        _check_text(spool)
-    except BaseException:
-        spool.close()
-        raise
-    return spool
-
-
-async def _stream_part(request: web.Request, spool: IO[bytes]) -> None:
-    """Copy the `cohort` part to ``spool``, refusing it as soon as it is too large."""
-    reader = await request.multipart()
-    size = 0
-    async for part in reader:
-        if not isinstance(part, BodyPartReader) or part.name != "cohort":
-            continue
-        while chunk := await part.read_chunk(64 * 1024):
-            size += len(chunk)
-            if size > MAX_COHORT_BYTES:
-                raise _too_large()
-            spool.write(chunk)
-        return
-    raise UploadRefused(400, "Choose a CSV file to upload.")
-
-
-def _check_text(spool: IO[bytes]) -> None:
-    """Whole file first: a binary or mis-encoded file is refused before any row enrolls."""
-    spool.seek(0)
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
-    try:
-        while chunk := spool.read(256 * 1024):
-            if b"\x00" in chunk:
-                raise UnicodeDecodeError("utf-8", chunk, 0, 1, "NUL byte")
-            decoder.decode(chunk)
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        raise UploadRefused(
-            400,
-            "This is not a CSV text file. Save the spreadsheet as “CSV UTF-8” and upload that.",
-        ) from None
-    spool.seek(0)
-
-
-async def upload_cohort(request: web.Request) -> web.StreamResponse:
-    """The page's cohort upload: enroll every row, then show the report (counts, first
-    errors). Answers JSON to the page's script, and a page to a plain form post."""
-    ctx = _coordinator(request)
-    key = request.match_info["key"]
-    db = request.app[DB]
-    if key not in await reporting.journey_names(db):
-        raise web.HTTPNotFound()
-    try:
-        upload = await _read_upload(request)
-        stream = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")
-        try:
-            report = await launch(
-                db,
-                request.app[RING],
-                ctx.actor,
-                key,
-                stream,
-                region=request.app[SETTINGS].default_region,
-            )
-        except CohortInvalid as exc:
-            raise UploadRefused(400, f"The file was not enrolled: {exc}.") from None
-        finally:
-            stream.close()
-    except UploadRefused as exc:
-        if _wants_json(request):
-            return error(exc.status, exc.message)
-        return await _page(request, {"journey": key, "error": exc.message}, status=exc.status)
-    if report.enrolled:
-        release_soon(request.app, [await reporting.do_announce_progress(db, key)])
-    result = {
-        "journey": key,
-        "rows": report.rows,
-        "enrolled": report.enrolled,
-        "already": report.already,
-        "patients_created": report.patients_created,
-        "error_count": report.error_count,
-        "errors": report.errors[:FIRST_ERRORS_SHOWN],
-    }
-    if _wants_json(request):
-        return web.json_response(result)
-    return await _page(request, result)
 
 
 async def api_survey_csv(request: web.Request) -> web.Response:
@@ -444,7 +316,7 @@ async def api_survey_csv(request: web.Request) -> web.Response:
 
 async def api_survey(request: web.Request, *, as_csv: bool = False) -> web.Response:
     """The survey report of a journey for a period (JSON), or its answers as CSV."""
-    _coordinator(request)
+    coordinator(request)
     try:
         since, until = _period(request.query)
         report = await reporting.do_survey_report(
@@ -480,7 +352,6 @@ def routes() -> list[web.RouteDef]:
     return [
         web.get("/journeys", journeys_page, name="journeys"),
         web.post("/journeys/{key}/status", set_status_form, name="journey_status"),
-        web.post("/journeys/{key}/cohort", upload_cohort, name="journey_cohort"),
         web.get("/journeys/{key}/steps/{step}/{column}", drilldown_page, name="journey_drilldown"),
         web.get("/api/journeys/{key}/funnel", api_funnel, name="api_funnel"),
         web.get(

@@ -6,7 +6,19 @@ from pathlib import Path
 
 from aiohttp import web
 
-from web import admin, api, chat, email, health, journeys, openapi, pages, voice, webhooks
+from web import (
+    admin,
+    api,
+    chat,
+    email,
+    health,
+    journey_launch,
+    journeys,
+    openapi,
+    pages,
+    voice,
+    webhooks,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -84,6 +96,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/chat/{token}", chat.chat_page, name="chat_page"),
             web.post("/conversations/{id}/chat-invite", chat.send_chat_invite, name="chat_invite"),
             web.get("/api/me", api.me, name="api_me"),
+            *journey_launch.routes(),
             web.get("/api/conversations", api.list_conversations, name="api_conversations"),
             web.post("/api/conversations/claim-next", api.claim_next, name="api_claim_next"),
             web.get("/api/conversations/{id}", api.get_conversation, name="api_conversation"),

@@ -119,7 +119,7 @@ class StepOutlook:
             every = "all " if self.no_opt_in == self.due else ""
             said.append(
                 f"{step} needs a {self.purpose.value} opt-in: {have} of {self.due} patients "
-                f"have one on a channel it may use; {every}{self.no_opt_in} would not be sent it."
+                f"have one on a channel it may use; it would fail for {every}{self.no_opt_in}."
             )
         others = self.no_channel - self.no_opt_in
         if others:

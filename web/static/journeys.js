@@ -1,6 +1,6 @@
 // The coordinators' journey page: redraws a journey's funnel when the worker reports progress
-// (socket.io `journey:progress`, at most once a second per journey), and uploads cohort files
-// without leaving the page. The server-rendered page works without this file.
+// (socket.io `journey:progress`, at most once a second per journey), and launches cohort files
+// (upload, dry run, enroll or cancel) without leaving the page. The server-rendered page works without this file.
 "use strict";
 
 (function () {
@@ -156,62 +156,72 @@
     live.textContent = "Live counts are unavailable; reload the page to see progress.";
   }
 
-  // -- cohort upload ----------------------------------------------------------------------
-  function plural(n, word) {
-    return `${n} ${word}${n === 1 ? "" : "s"}`;
+  // -- cohort launch: upload -> dry run -> enroll or cancel ----------------------------------
+  // The server renders the launch box (templates/_journey_launch.html) for the page and for
+  // this script alike; answers carry it as `html`, autoescaped there.
+  function showBox(box, html) {
+    box.innerHTML = html;
+    const first = box.querySelector(".launch-preview h4, .flash");
+    if (first) {
+      first.setAttribute("tabindex", "-1");
+      first.focus();
+    }
   }
 
-  function showReport(box, report) {
-    const nodes = [];
-    if (report.error) {
-      nodes.push(el("p", { class: "flash error" }, report.error.message || String(report.error)));
-    } else {
-      nodes.push(el("p", { class: "flash ok" },
-        `${report.rows} rows: ${report.enrolled} enrolled, ${report.already} already enrolled, `
-        + `${plural(report.patients_created, "new patient")}, ${plural(report.error_count, "error")}.`));
-      if (report.errors.length) {
-        const list = el("ul", { class: "row-errors" });
-        for (const line of report.errors) list.append(el("li", {}, line));
-        nodes.push(list);
-        const more = report.error_count - report.errors.length;
-        if (more > 0) nodes.push(el("p", { class: "hint" }, `…and ${more} more.`));
-      }
+  function showError(box, message) {
+    box.replaceChildren(el("p", { class: "flash error" }, message));
+  }
+
+  async function post(box, url, body, button, busy) {
+    button.disabled = true;
+    box.setAttribute("aria-busy", "true");
+    const note = el("p", { class: "hint" }, busy);
+    box.prepend(note);
+    try {
+      const response = await fetch(url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRF-Token": csrf, Accept: "application/json" },
+        body,
+      });
+      const answer = await response.json().catch(() => ({ error: { message: `HTTP ${response.status}` } }));
+      if (answer.html) showBox(box, answer.html);
+      else showError(box, answer.error?.message || `HTTP ${response.status}`);
+      return response.ok ? answer : null;
+    } catch (err) {
+      showError(box, "The request did not reach the hub; check the connection and try again.");
+      return null;
+    } finally {
+      button.disabled = false;
+      box.removeAttribute("aria-busy");
+      note.remove();
     }
-    box.replaceChildren(...nodes);
   }
 
   for (const form of document.querySelectorAll("form.cohort-form")) {
+    const section = form.closest("section[data-journey]");
+    const box = section.querySelector('[data-field="launch"]');
     form.addEventListener("submit", async (event) => {
-      const section = form.closest("section[data-journey]");
-      const box = section.querySelector('[data-field="launch"]');
       const file = form.querySelector('input[type="file"]').files[0];
       if (!file) return; // the browser says the field is required
       event.preventDefault();
       if (file.size > Number(form.dataset.maxBytes)) {
-        showReport(box, { error: { message: `The file is larger than ${form.dataset.maxMb} MB; split it into smaller files (enrolling a patient twice changes nothing).` } });
+        showError(box, `The file is larger than ${form.dataset.maxMb} MB; split it into smaller files (enrolling a patient twice changes nothing).`);
         return;
       }
       const button = form.querySelector('button[type="submit"]');
-      button.disabled = true;
-      box.replaceChildren(el("p", { class: "hint" }, `Enrolling ${file.name}…`));
-      try {
-        const response = await fetch(form.action, {
-          method: "POST",
-          credentials: "same-origin",
-          headers: { "X-CSRF-Token": csrf, Accept: "application/json" },
-          body: new FormData(form),
-        });
-        const answer = await response.json().catch(() => ({ error: { message: `HTTP ${response.status}` } }));
-        showReport(box, answer);
-        if (response.ok) {
-          form.reset();
-          schedule(section.dataset.journey);
-        }
-      } catch (err) {
-        showReport(box, { error: { message: "The upload did not reach the hub; check the connection and try again." } });
-      } finally {
-        button.disabled = false;
-      }
+      const answer = await post(box, form.action, new FormData(form), button, `Checking ${file.name}…`);
+      if (answer) form.reset();
+    });
+    // The dry run's "Enroll" and "Cancel" forms arrive with the answer: listen on the box.
+    box.addEventListener("submit", async (event) => {
+      const action = event.target.closest("form.launch-confirm, form.launch-cancel");
+      if (!action) return;
+      event.preventDefault();
+      const button = action.querySelector('button[type="submit"]');
+      const enrolling = action.classList.contains("launch-confirm");
+      const answer = await post(box, action.action, new FormData(action), button, enrolling ? "Enrolling…" : "Cancelling…");
+      if (answer && enrolling) schedule(section.dataset.journey);
     });
   }
 })();
