@@ -265,3 +265,34 @@ async def test_a_spanish_speaker_texting_at_night_gets_the_spanish_reply_by_sms(
 
 async def _has_messages(stack: Stack) -> bool:
     return bool(stack.fake.messages)
+
+
+async def test_the_emergency_text_may_be_written_per_language(db: Database, ring: KeyRing) -> None:
+    await do_set_setting(
+        db,
+        SYSTEM,
+        "triage.reply",
+        {"en": "Call 911 now.", "es": "Llame al 911 ahora, {{ first_name }}."},
+    )
+    await closed_front_desk(db)
+    await patient(db, ring, language="es-MX")
+    await text_in(db, ring, "tengo dolor de pecho, chest pain")
+    assert [body for _, body in await outbound(db, ring)] == ["Llame al 911 ahora, Avery."]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ({"es": ""}, r"triage.reply.es: expected the non-empty text"),
+        ({"klingon!": "x"}, r"triage.reply.klingon!: expected a language code"),
+        ({"es": "Llame {{ phone }}"}, r"triage.reply.es: unknown placeholder"),
+        ({}, r"triage.reply: expected the text"),
+    ],
+)
+async def test_a_bad_emergency_text_is_refused_naming_the_language(
+    db: Database, value: object, error: str
+) -> None:
+    from hub.routing.rules import RuleInvalid
+
+    with pytest.raises(RuleInvalid, match=error):
+        await do_set_setting(db, SYSTEM, "triage.reply", value)

@@ -7,8 +7,10 @@ Real browser (Playwright, Debian's chromium), real `hub worker`, fake Twilio, ai
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,7 +25,7 @@ from hub.inbox import actions
 from hub.inbox.actions.staff import do_create_token
 from hub.inbox.models import Conversation, Message
 from hub.inbox.schemas import NewPatient
-from tests.browser import ARTIFACTS, assert_accessible
+from tests.browser import assert_accessible
 from tests.stack import Stack
 from tests.staff_helpers import PASSWORD
 from tests.twilio_helpers import PATIENT_NUMBER
@@ -33,6 +35,7 @@ pytestmark = pytest.mark.slow
 PATIENT_EMAIL = "rowan.sample@example.org"
 PATIENT_ZONE = "America/New_York"
 STAFF_EMAIL = "nia.nurse@demo-clinic.example.org"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
 def evening_offset(local_hh_mm: tuple[int, int]) -> float:
@@ -128,8 +131,8 @@ async def test_stop_then_send_sends_nothing_until_staff_choose_email(
         "Yes, of course: bring him along."
     )
     assert await outbound_count(stack) == 0
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / "reply-refused.png"), full_page=True)
+    if os.environ.get("HUB_UPDATE_SCREENSHOTS") == "1":
+        await page.locator("#reply-form").screenshot(path=str(SCREENSHOTS / "reply-refused.png"))
 
     await mail.check()
     await page.get_by_role("button", name="Send").click()
@@ -144,7 +147,10 @@ async def test_stop_then_send_sends_nothing_until_staff_choose_email(
 
     # On a phone the reasons wrap inside the screen instead of being cut off.
     await page.set_viewport_size({"width": 390, "height": 844})
-    await page.screenshot(path=str(ARTIFACTS / "reply-refused-phone.png"), full_page=True)
+    if os.environ.get("HUB_UPDATE_SCREENSHOTS") == "1":
+        await page.locator("#reply-form").screenshot(
+            path=str(SCREENSHOTS / "reply-refused-phone.png")
+        )
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     box = await page.locator("#reply-channel-voice-why").bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390

@@ -9,6 +9,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from hub.enums import RECEIVE_ONLY
 from hub.inbox.access import StaffContext
 from web.auth import CTX, SESSION
 from web.keys import SETTINGS, TEMPLATES
@@ -17,7 +18,13 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 FLASH_COOKIE = "hub_flash"
 
 
-CHANNEL_NAMES = {"sms": "SMS", "email": "Email", "voice": "Phone call", "chat": "Web chat"}
+CHANNEL_NAMES = {
+    "sms": "SMS",
+    "email": "Email",
+    "voice": "Phone call",
+    "chat": "Web chat",
+    "whatsapp": "WhatsApp",
+}
 """How staff read a channel's name; an unlisted channel shows its stored name."""
 
 
@@ -30,6 +37,9 @@ def make_environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.globals["channel_names"] = CHANNEL_NAMES
+    # Channels the hub only receives on are offered in a reply box only where the patient
+    # wrote on one (to say why it cannot be used), never as one more refused option.
+    env.globals["receive_only"] = frozenset(c.value for c in RECEIVE_ONLY)
     return env
 
 

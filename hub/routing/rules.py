@@ -29,6 +29,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from hub.contact import language_tag
 from hub.enums import Channel, Priority
 from hub.errors import HubError
 from hub.routing.triage import TRIAGE_REPLY_SETTING, PhraseMatcher, display_phrase
@@ -335,12 +336,20 @@ def check_setting(key: object, value: object) -> None:
     if not isinstance(key, str) or len(key) > 120 or not SETTING_KEY.match(key):
         raise RuleInvalid(f"key: expected a dotted lower-case name like triage.reply, got {key!r}")
     if key == TRIAGE_REPLY_SETTING:
-        if not isinstance(value, str) or not value.strip():
-            raise RuleInvalid(f"{key}: expected the non-empty text of the emergency reply")
-        if len(value) > MAX_REPLY_LENGTH:
-            raise RuleInvalid(f"{key}: at most {MAX_REPLY_LENGTH} characters")
-        if (problem := template_problem(value)) is not None:
-            raise RuleInvalid(f"{key}: {problem}")
+        # One text (the clinic default language's) or texts by language, {"es": "..."}.
+        texts = value if isinstance(value, dict) else {"": value}
+        if not texts:
+            raise RuleInvalid(f"{key}: expected the text of the emergency reply")
+        for lang, text in texts.items():
+            where = f"{key}.{lang}" if lang else key
+            if lang and language_tag(lang) != lang:
+                raise RuleInvalid(f"{where}: expected a language code like en, es or zh-Hant")
+            if not isinstance(text, str) or not text.strip():
+                raise RuleInvalid(f"{where}: expected the non-empty text of the emergency reply")
+            if len(text) > MAX_REPLY_LENGTH:
+                raise RuleInvalid(f"{where}: at most {MAX_REPLY_LENGTH} characters")
+            if (problem := template_problem(text)) is not None:
+                raise RuleInvalid(f"{where}: {problem}")
     plain_json({"value": value}, key)
 
 
