@@ -230,3 +230,102 @@ async def test_the_clinic_extends_the_list_and_saving_warns_about_its_terms(
             )
         ).one()
     assert event.detail == {"terms": 2}
+
+
+# --- the admin page and the API -----------------------------------------------------------
+
+ADMIN_EMAIL = "tara.admin@demo-clinic.example.org"
+AGENT_EMAIL = "ari.agent@demo-clinic.example.org"
+TYPO = "Hi {{ patient.frist_name }}, see you {{ appointment.start | date }}. - {{ clinic.name }}"
+
+
+@pytest.fixture
+async def client(db: Database, settings: Any, aiohttp_client: Any) -> Any:
+    from dataclasses import replace
+
+    from tests.conftest import make_staff
+    from web.app import create_app
+
+    await do_seed_templates(db)
+    await make_staff(db, ADMIN_EMAIL, role="admin")
+    await make_staff(db, AGENT_EMAIL, role="agent")
+    app = create_app(replace(settings, public_url="http://127.0.0.1"), db=db)
+    return await aiohttp_client(app)
+
+
+@pytest.mark.usefixtures("fresh_redis")
+async def test_the_admin_page_refuses_a_typo_and_keeps_the_typed_text(
+    client: Any, db: Database
+) -> None:
+    import html as html_lib
+
+    from tests.staff_helpers import csrf_of, sign_in
+
+    await sign_in(client, ADMIN_EMAIL)
+    csrf = await csrf_of(client, "/admin/templates")
+    before = _stored(await do_list_templates(db), "appointment_reminder", "sms", "en")
+    refused = await client.post(
+        "/admin/templates",
+        data={
+            "csrf_token": csrf,
+            "key": "appointment_reminder",
+            "channel": "sms",
+            "locale": "en",
+            "body": TYPO,
+        },
+    )
+    page = await refused.text()
+    assert refused.status == 422
+    assert "Saved." not in page
+    assert "patient.frist_name is not a variable of appointment_reminder" in html_lib.unescape(page)
+    # The refusal sits in the form that was sent, which still holds what the admin typed.
+    form = page.split('id="variant-appointment_reminder-sms-en"')[1].split("</form>")[0]
+    assert 'role="alert"' in form and 'aria-invalid="true"' in form
+    assert (
+        html_lib.unescape(form.split("<textarea")[1].split(">", 1)[1].split("</textarea")[0])
+        == TYPO
+    )
+    assert _stored(await do_list_templates(db), "appointment_reminder", "sms", "en") == before
+
+    # The clinic's own clinical words are saved from the same page.
+    saved_terms = await client.post(
+        "/admin/templates/clinical-terms",
+        data={"csrf_token": csrf, "terms": "Ozempic\nweight clinic"},
+        allow_redirects=False,
+    )
+    assert saved_terms.status in (302, 303)
+    assert await do_get_clinical_terms(db) == ["Ozempic", "weight clinic"]
+    page = await (await client.get("/admin/templates")).text()
+    assert "Ozempic\nweight clinic</textarea>" in page
+
+
+@pytest.mark.usefixtures("fresh_redis")
+async def test_the_api_refuses_a_typo_with_422_and_the_reason(client: Any, db: Database) -> None:
+    from tests.staff_helpers import csrf_of, sign_in
+
+    await sign_in(client, ADMIN_EMAIL)
+    headers = {"X-CSRF-Token": await csrf_of(client, "/")}
+    url = "/api/templates/appointment_reminder/sms/en"
+    refused = await client.put(url, json={"body": TYPO}, headers=headers)
+    assert refused.status == 422
+    error = (await refused.json())["error"]
+    assert error["code"] == "template_invalid"
+    assert (error["name"], error["line"], error["part"]) == ("patient.frist_name", 1, "text")
+    assert "did you mean patient.first_name?" in error["message"]
+
+    fixed = TYPO.replace("frist_name", "first_name | default('there')")
+    saved = await client.put(url, json={"body": fixed + " Your HIV results"}, headers=headers)
+    assert saved.status == 200
+    answer = await saved.json()
+    assert answer["variant"]["body"] == fixed + " Your HIV results"
+    (warning,) = answer["warnings"]
+    assert '"HIV"' in warning
+    missing = await client.put("/api/templates/nope/sms/en", json={"body": "Hi"}, headers=headers)
+    assert missing.status == 404
+    listed = await (await client.get("/api/templates")).json()
+    assert "appointment_reminder" in {t["key"] for t in listed["items"]}
+
+    await client.post("/logout", headers=headers)
+    await sign_in(client, AGENT_EMAIL)
+    headers = {"X-CSRF-Token": await csrf_of(client, "/")}
+    assert (await client.put(url, json={"body": fixed}, headers=headers)).status == 404

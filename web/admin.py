@@ -313,58 +313,88 @@ async def save_consent_policy(request: web.Request) -> web.StreamResponse:
     raise redirect_with("/admin/consent", "ok", "Consent policy saved.")
 
 
-async def templates_page(request: web.Request) -> web.Response:
+async def _templates_page(request: web.Request, *, status: int = 200, **extra: Any) -> web.Response:
     from hub.inbox.actions import listing
-    from hub.templates.actions import do_list_templates
+    from hub.templates.actions import do_get_clinical_terms, do_list_templates
+    from hub.templates.lint import DEFAULT_CLINICAL_TERMS
 
-    _admin(request)
-    templates = await do_list_templates(request.app[DB])
+    db = request.app[DB]
     # Patients to preview with: the newest conversations (a PHI view, audited as a list).
     page = await listing.do_list_inbox(
-        request.app[DB],
-        request.app[RING],
-        current(request),
-        listing.InboxFilters(status="any"),
-        limit=30,
+        db, request.app[RING], current(request), listing.InboxFilters(status="any"), limit=30
     )
+    values: dict[str, Any] = {"preview": None, "chosen": None, "refused": None}
+    values.update(extra)
     return render(
         request,
         "admin_templates.html",
+        status=status,
         nav="admin",
-        templates=templates,
+        templates=await do_list_templates(db),
         patients=page.rows,
-        preview=None,
-        chosen=None,
+        shipped_terms=DEFAULT_CLINICAL_TERMS,
+        clinic_terms=extra.get("clinic_terms") or await do_get_clinical_terms(db),
+        **{k: v for k, v in values.items() if k != "clinic_terms"},
     )
 
 
+async def templates_page(request: web.Request) -> web.Response:
+    _admin(request)
+    return await _templates_page(request)
+
+
 async def save_template_variant(request: web.Request) -> web.StreamResponse:
+    from hub.templates import TemplateInvalid
     from hub.templates.actions import do_save_variant
 
     actor = _admin(request)
     form = await request.post()
+    typed = {
+        name: str(form.get(name, ""))
+        for name in ("key", "channel", "locale", "subject", "body", "html")
+    }
     try:
         saved = await do_save_variant(
             request.app[DB],
             actor,
-            str(form.get("key", "")),
-            str(form.get("channel", "")),
-            str(form.get("locale", "")),
-            str(form.get("subject", "")) or None,
-            str(form.get("body", "")),
-            str(form.get("html", "")) or None,
+            typed["key"],
+            typed["channel"],
+            typed["locale"],
+            typed["subject"] or None,
+            typed["body"],
+            typed["html"] or None,
         )
+    except TemplateInvalid as exc:
+        # The page again, with what the admin typed still in its form and the reason beside
+        # it: a redirect would lose the text they were fixing.
+        refused = {**typed, "error": f"Not saved: {exc}", "line": exc.line}
+        return await _templates_page(request, status=422, refused=refused)
     except (HubError, ValueError) as exc:
         raise redirect_with("/admin/templates", "error", f"Not saved: {exc}") from None
     note = "Saved." + (" Warnings: " + "; ".join(saved.warnings) if saved.warnings else "")
     raise redirect_with("/admin/templates", "warn" if saved.warnings else "ok", note)
 
 
+async def save_clinical_terms(request: web.Request) -> web.StreamResponse:
+    from hub.templates import TemplateInvalid
+    from hub.templates.actions import do_set_clinical_terms
+
+    actor = _admin(request)
+    form = await request.post()
+    typed = str(form.get("terms", ""))
+    try:
+        terms = await do_set_clinical_terms(request.app[DB], actor, typed)
+    except TemplateInvalid as exc:
+        return await _templates_page(
+            request, status=422, terms_error=f"Not saved: {exc}", clinic_terms=typed.splitlines()
+        )
+    raise redirect_with("/admin/templates", "ok", f"Clinical words saved ({len(terms)} added).")
+
+
 async def preview_template(request: web.Request) -> web.Response:
     from datetime import UTC, datetime, timedelta
 
-    from hub.inbox.actions import listing
-    from hub.templates.actions import do_list_templates, do_preview
+    from hub.templates.actions import do_preview
 
     actor = _admin(request)
     form = await request.post()
@@ -389,19 +419,8 @@ async def preview_template(request: web.Request) -> web.Response:
         )
     except (HubError, ValueError) as exc:
         error_text = str(exc)
-    page = await listing.do_list_inbox(
-        request.app[DB],
-        request.app[RING],
-        current(request),
-        listing.InboxFilters(status="any"),
-        limit=30,
-    )
-    return render(
+    return await _templates_page(
         request,
-        "admin_templates.html",
-        nav="admin",
-        templates=await do_list_templates(request.app[DB]),
-        patients=page.rows,
         preview=preview,
         preview_error=error_text,
         chosen={

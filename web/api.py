@@ -309,3 +309,47 @@ async def export_consents(request: web.Request) -> web.Response:
     except NotFound:
         return error(404, "No such patient.")
     return web.json_response(bundle, content_type="application/fhir+json")
+
+
+def _template_admin(request: web.Request) -> web.Response | None:
+    """Templates are the admins' (as on the pages): anyone else is told there is nothing."""
+    return None if current(request).is_admin else error(404, "Not found.")
+
+
+async def list_templates(request: web.Request) -> web.Response:
+    from hub.templates.actions import do_list_templates
+
+    if (refused := _template_admin(request)) is not None:
+        return refused
+    return web.json_response({"items": plain(await do_list_templates(request.app[DB]))})
+
+
+async def put_template_variant(request: web.Request) -> web.Response:
+    """Create or replace one variant after the save check; 422 names the variable, filter or
+    test and its line, and nothing is saved."""
+    from hub.templates import TemplateInvalid, TemplateMissing
+    from hub.templates.actions import do_save_variant
+
+    if (refused := _template_admin(request)) is not None:
+        return refused
+    data = await read_json(request)
+    body, subject, html = data.get("body"), data.get("subject"), data.get("html")
+    if not isinstance(body, str):
+        return error(422, "body: expected the text of the message", "template_invalid")
+    for name, value in (("subject", subject), ("html", html)):
+        if value is not None and not isinstance(value, str):
+            return error(422, f"{name}: expected text or null", "template_invalid")
+    m = request.match_info
+    try:
+        saved = await do_save_variant(
+            request.app[DB], current(request).actor, m["key"], m["channel"], m["locale"],
+            subject, body, html,
+        )  # fmt: skip
+    except TemplateMissing as exc:
+        return error(404, str(exc))
+    except TemplateInvalid as exc:
+        problem = {"status": 422, "message": f"Not saved: {exc}", "code": "template_invalid"}
+        where = {"name": exc.name, "line": exc.line, "part": exc.part}
+        problem.update({k: v for k, v in where.items() if v is not None})
+        return web.json_response({"error": problem}, status=422)
+    return web.json_response({"variant": plain(saved.variant), "warnings": saved.warnings})

@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hub.journeys.reporting import do_render_failure_totals
 from hub.outbox import count_pending
 from web.keys import DB, METRICS, REDIS
 
@@ -45,5 +46,9 @@ async def metrics(request: web.Request) -> web.Response:
             app[METRICS].outbox_pending.set(await count_pending(session))
     except Exception:
         log.warning("could not count pending outbox events for /metrics")
+    try:
+        app[METRICS].count_render_failures(await do_render_failure_totals(app[DB]))
+    except Exception:
+        log.warning("could not count template render failures for /metrics")
     body = generate_latest(app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

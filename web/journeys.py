@@ -70,6 +70,7 @@ async def render_page(
         status=status,
         nav="journeys",
         funnels=[await reporting.do_funnel(db, key) for key in keys],
+        template_failures=await reporting.do_template_failures(db),
         surveys={k: s for k, s in surveys.items() if s.questions},
         columns=reporting.FUNNEL_COLUMNS,
         labels={c.key: c.label for c in reporting.FUNNEL_COLUMNS},

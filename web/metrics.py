@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -47,3 +48,20 @@ class Metrics:
         self.outbox_pending = Gauge(
             "hub_outbox_pending", "Side effects committed but not yet released", registry=r
         )
+        self.template_render_failures = Counter(
+            "hub_template_render_failures",
+            "Journey messages not sent because their template failed to render",
+            ["template", "channel"],
+            registry=r,
+        )
+        self._render_failures_seen: dict[tuple[str, str], int] = {}
+
+    def count_render_failures(self, totals: Mapping[tuple[str, str], int]) -> None:
+        """Advance the counter to the totals stored in the database: the workers that render
+        are other processes, so the count comes from what they recorded, not from memory.
+        Never goes back (an erased patient's messages leave the total where it was)."""
+        for labels, total in totals.items():
+            seen = self._render_failures_seen.get(labels, 0)
+            if total > seen:
+                self.template_render_failures.labels(*labels).inc(total - seen)
+                self._render_failures_seen[labels] = total

@@ -114,6 +114,9 @@ def document() -> dict[str, Any]:
                                 "status": {"type": "integer"},
                                 "message": {"type": "string"},
                                 "code": {"type": "string"},
+                                "name": {"type": "string"},
+                                "line": {"type": "integer"},
+                                "part": {"type": "string"},
                             },
                         }
                     },
@@ -193,6 +196,47 @@ def document() -> dict[str, Any]:
                 )
             },
             "/api/canned-responses": {"get": _op("Saved replies", errors=(401,))},
+            "/api/templates": {
+                "get": _op("Message templates with their variants (admins)", errors=(401, 404))
+            },
+            "/api/templates/{key}/{channel}/{locale}": {
+                "put": _op(
+                    "Create or replace one variant (admins). Checked first against what the "
+                    "key's sends provide: an unknown variable, filter or test, a syntax error, "
+                    "or an optional variable used as if always there is 422 with "
+                    "error.code template_invalid and error.name, error.line, error.part; "
+                    "nothing is saved. Saved: the variant and lint `warnings` (clinical words "
+                    "in SMS or voice, length, encoding).",
+                    params=[
+                        *KEY,
+                        {
+                            "name": "channel",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"enum": ["sms", "email", "voice", "chat"]},
+                        },
+                        {
+                            "name": "locale",
+                            "in": "path",
+                            "required": True,
+                            "schema": {
+                                "type": "string",
+                                "pattern": "^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
+                            },
+                        },
+                    ],
+                    body={
+                        "type": "object",
+                        "required": ["body"],
+                        "properties": {
+                            "body": {"type": "string", "minLength": 1},
+                            "subject": {"type": ["string", "null"]},
+                            "html": {"type": ["string", "null"]},
+                        },
+                    },
+                    errors=(400, 401, 404, 422),
+                )
+            },
             "/api/journeys/{key}/funnel": {
                 "get": _op(
                     "Patients per step and funnel column (enrolled, waiting, skipped, stopped, "

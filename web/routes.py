@@ -78,6 +78,11 @@ def setup_routes(app: web.Application) -> None:
             web.post(
                 "/admin/templates/preview", admin.preview_template, name="admin_preview_template"
             ),
+            web.post(
+                "/admin/templates/clinical-terms",
+                admin.save_clinical_terms,
+                name="admin_save_clinical_terms",
+            ),
             web.post("/admin/consent", admin.save_consent_policy, name="admin_save_consent"),
             web.get("/attachments/{id}", pages.attachment, name="attachment"),
             # admin
@@ -109,6 +114,12 @@ def setup_routes(app: web.Application) -> None:
                 "/api/patients/{id}/consents.fhir", api.export_consents, name="api_consents_fhir"
             ),
             web.get("/api/canned-responses", api.list_canned, name="api_canned"),
+            web.get("/api/templates", api.list_templates, name="api_templates"),
+            web.put(
+                "/api/templates/{key}/{channel}/{locale}",
+                api.put_template_variant,
+                name="api_template_variant",
+            ),
             web.get(
                 "/api/canned-responses/{id}/render", api.render_canned, name="api_canned_render"
             ),

@@ -42,6 +42,8 @@ from hub.journeys.models import (
     SurveyAnswer,
 )
 from hub.journeys.replies import Reply, classify_reply
+from hub.templates import TemplateRenderError
+from hub.templates.render import log_render_failure
 
 ASK_OPEN_FOR = timedelta(days=7)
 """A question stays answerable this long after it was sent; later, a reply is just a message."""
@@ -249,7 +251,9 @@ async def _answer_back(
     context = template_context(view_patient(ring, patient), appointment, clinic)
     try:
         rendered = await render_template(session, template, channel.value, context)
-    except HubError:
+    except HubError as exc:
+        if isinstance(exc, TemplateRenderError):
+            log_render_failure(exc, sender="journey reply")
         return ()  # no variant for this channel or language: staff see the reply and answer
     _message, effects = await queue_outbound(
         session,

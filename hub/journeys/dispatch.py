@@ -47,8 +47,9 @@ from hub.journeys.models import (
 )
 from hub.journeys.step_choice import VariantCache, choose_for_step
 from hub.outbox import add_effect
+from hub.templates import RENDER_FAILED_CODE, TemplateRenderError
 from hub.templates.actions import template_context
-from hub.templates.render import Rendered, VariantText, render_variant
+from hub.templates.render import Rendered, VariantText, log_render_failure, render_variant
 
 PROGRESS_ROOM = "journeys"
 """socket.io room of the coordinators' journey pages."""
@@ -298,8 +299,13 @@ async def _dispatch_one(
         try:
             rendered = _render(batch, choice.variant, enrollment, patient)
         except HubError as exc:
+            code = "template"
+            if isinstance(exc, TemplateRenderError):
+                # Its own code: the journeys page and /metrics count these from the database.
+                code = RENDER_FAILED_CODE
+                log_render_failure(exc, sender="journey")
             reason = f"not sent: {exc}"
-            message.update(status=MessageStatus.FAILED, error_code="template", error_reason=reason)
+            message.update(status=MessageStatus.FAILED, error_code=code, error_reason=reason)
             outcome = "failed"
         else:
             message["body_enc"] = _seal(batch.ring, "body_enc", message_id, rendered.body)

@@ -9,14 +9,14 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import phonenumbers
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.audit import record
 from hub.crypto import KeyRing
-from hub.db import Database
+from hub.db import Database, utcnow
 from hub.inbox import queries as inbox_queries
 from hub.inbox.access import StaffContext
 from hub.inbox.exceptions import NotFound
@@ -26,6 +26,8 @@ from hub.journeys import reporting_queries as rq
 from hub.journeys.actions import definition_of
 from hub.journeys.models import Journey, RunStatus, StepRun
 from hub.outbox import add_effect
+from hub.templates import RENDER_FAILED_CODE
+from hub.templates import queries as template_queries
 
 PROGRESS_ROOM = "journeys"
 """socket.io room of the /staff namespace that coordinators and admins join on connect."""
@@ -465,3 +467,65 @@ async def do_survey_report(
             )
         )
     return SurveyReport(journey.key, journey.name, since, until, questions, rows)
+
+
+RENDER_FAILURES_SHOWN_FOR = timedelta(days=7)
+"""The journeys page warns about template render failures this recent."""
+
+
+@dataclass(frozen=True)
+class TemplateFailure:
+    """Step messages one template failed to render for, grouped by reason (no PHI)."""
+
+    journey: str
+    journey_name: str
+    step_id: str
+    template: str
+    channel: str
+    reason: str
+    count: int
+    last_at: datetime
+
+
+async def do_template_failures(db: Database, now: datetime | None = None) -> list[TemplateFailure]:
+    """Render failures of the last RENDER_FAILURES_SHOWN_FOR, most frequent first, leaving
+    out those from before the template was last changed (an admin's fix clears the warning)."""
+    since = (now or utcnow()) - RENDER_FAILURES_SHOWN_FOR
+    async with db.reader() as session:
+        rows = await rq.render_failures(session, RENDER_FAILED_CODE, since)
+        journeys = {j.id: j for j in await queries.all_journeys(session)}
+        changed = {t.key: t.updated_at for t in await template_queries.all_templates(session)}
+    found = []
+    for journey_id, step_id, channel, reason, count, last_at in rows:
+        journey = journeys.get(journey_id)
+        if journey is None:
+            continue
+        step = next((s for s in definition_of(journey).steps if s.id == step_id), None)
+        template = step.template if step else "?"
+        if template in changed and last_at < changed[template]:
+            continue
+        text = scrub(reason.removeprefix("not sent: "))
+        found.append(
+            TemplateFailure(
+                journey.key, journey.name, step_id, template, channel, text, count, last_at
+            )
+        )
+    return sorted(found, key=lambda f: (-f.count, f.journey, f.step_id))
+
+
+async def do_render_failure_totals(db: Database) -> dict[tuple[str, str], int]:
+    """Step messages ever failed to render, by (template, channel): what /metrics counts."""
+    async with db.reader() as session:
+        rows = await rq.render_failures(session, RENDER_FAILED_CODE)
+        journeys = {j.id: j for j in await queries.all_journeys(session)}
+    totals: dict[tuple[str, str], int] = {}
+    for journey_id, step_id, channel, _reason, count, _last in rows:
+        journey = journeys.get(journey_id)
+        step = (
+            next((s for s in definition_of(journey).steps if s.id == step_id), None)
+            if journey
+            else None
+        )
+        key = (step.template if step else "unknown", channel)
+        totals[key] = totals.get(key, 0) + count
+    return totals

@@ -338,3 +338,31 @@ async def survey_asks(
         .group_by(StepRun.step_id)
     )
     return {r[0]: int(r[1]) for r in (await session.execute(stmt)).all()}
+
+
+async def render_failures(
+    session: AsyncSession, error_code: str, since: datetime | None = None
+) -> list[tuple[uuid.UUID, str, str, str, int, datetime]]:
+    """(journey id, step id, channel, reason, count, last at) of step messages that failed
+    with ``error_code`` (a template that did not render), from ``since`` when given. Counted
+    from the stored messages, so every process sees the same numbers; reasons hold no PHI."""
+    stmt = (
+        select(
+            Enrollment.journey_id,
+            StepRun.step_id,
+            Message.channel,
+            Message.error_reason,
+            func.count(),
+            func.max(Message.created_at),
+        )
+        .join(StepRun, StepRun.message_id == Message.id)
+        .join(Enrollment, Enrollment.id == StepRun.enrollment_id)
+        .where(Message.error_code == error_code)
+        .group_by(Enrollment.journey_id, StepRun.step_id, Message.channel, Message.error_reason)
+    )
+    if since is not None:
+        stmt = stmt.where(Message.created_at >= since)
+    return [
+        (r[0], r[1], r[2].value, r[3] or "", int(r[4]), r[5])
+        for r in (await session.execute(stmt)).all()
+    ]

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from hub.errors import HubError
 
+RENDER_FAILED_CODE = "template_render"
+"""The error code a sender stores on a message whose template failed to render: what the
+journeys page and /metrics count (from the database, so every process agrees)."""
+
 
 class TemplateRenderError(HubError):
     """A template could not be rendered for this send; the message says what and where."""
@@ -56,4 +60,4 @@ class TemplateInvalid(HubError):
         super().__init__(message)
 
 
-__all__ = ["TemplateInvalid", "TemplateMissing", "TemplateRenderError"]
+__all__ = ["RENDER_FAILED_CODE", "TemplateInvalid", "TemplateMissing", "TemplateRenderError"]

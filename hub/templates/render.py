@@ -12,6 +12,7 @@ the values, so they can be stored as a send's failure reason and logged.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from jinja2.utils import missing
 
 from hub.templates import TemplateInvalid, TemplateRenderError
 from hub.templates.variables import DECLARED
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LOCALE = "en"
 """The clinic's default locale: the last fallback when a patient's language has no variant."""
@@ -408,3 +411,22 @@ def check_variant(channel: str, subject: str | None, body: str, html: str | None
                 line=exc.lineno,
                 part=part,
             ) from None
+
+
+def log_render_failure(error: TemplateRenderError, *, sender: str) -> None:
+    """One warning for a send that failed to render: the template key, channel, locale, the
+    variable path and line; never a value (the message itself names paths and types only)."""
+    log.warning(
+        "template %s (%s, %s) failed to render; nothing was sent",
+        error.key,
+        error.channel,
+        error.locale,
+        extra={
+            "template": error.key,
+            "channel": error.channel,
+            "locale": error.locale,
+            "variable": error.missing,
+            "line": error.line,
+            "sender": sender,
+        },
+    )
