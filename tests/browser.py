@@ -76,3 +76,12 @@ async def assert_accessible(page: Any, *, include: str | None = None) -> None:
     """Fail with the list of serious or critical axe-core violations on the page."""
     found = await axe_violations(page, include=include)
     assert found == [], "axe-core found:\n" + "\n".join(found)
+
+
+async def sign_in_page(page: Any, hub_url: str, email: str, password: str) -> None:
+    """Sign in through the login form, as a person would; returns on the inbox."""
+    await page.goto(f"{hub_url}/login")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(f"{hub_url}/")

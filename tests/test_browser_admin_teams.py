@@ -18,7 +18,7 @@ from hub.inbox import actions
 from hub.inbox.models import Team
 from hub.inbox.schemas import NewPatient
 from hub.templates.actions import do_seed_templates
-from tests.browser import assert_accessible
+from tests.browser import assert_accessible, sign_in_page
 from tests.stack import Stack, eventually
 from tests.staff_helpers import PASSWORD
 from tests.test_routing import WED_NIGHT_NY
@@ -30,6 +30,20 @@ ADMIN = "nia.nurse@demo-clinic.example.org"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
+async def save_new_team(page: Any, language: str, text: str) -> None:
+    """Fill the "New team" form: weekday hours in New York, the after-hours reply on, and a
+    text in ``language``; then Save."""
+    new = page.locator("section.card").last
+    await new.get_by_label("Name").fill("Front desk")
+    await new.get_by_label("Time zone (IANA)").fill("America/New_York")
+    await new.get_by_label("Business hours", exact=False).fill("mon-fri 09:00-17:00")
+    await new.get_by_label("Answer a patient who writes while this team is closed").check()
+    await new.get_by_label("Add a text in another language", exact=False).fill(language)
+    await new.get_by_label("Its text").fill(text)
+    await new.get_by_label("Default team for unrouted conversations").check()
+    await new.get_by_role("button", name="Save").click()
+
+
 async def test_an_admin_writes_the_after_hours_reply_per_language(
     stack: Stack, browser: Any
 ) -> None:
@@ -38,22 +52,10 @@ async def test_an_admin_writes_the_after_hours_reply_per_language(
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(f"{stack.hub_url}/login")
-    await page.get_by_label("Email").fill(ADMIN)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(f"{stack.hub_url}/")
+    await sign_in_page(page, stack.hub_url, ADMIN, PASSWORD)
     await page.goto(f"{stack.hub_url}/admin/teams")
 
-    new = page.locator("section.card").last
-    await new.get_by_label("Name").fill("Front desk")
-    await new.get_by_label("Time zone (IANA)").fill("America/New_York")
-    await new.get_by_label("Business hours", exact=False).fill("mon-fri 09:00-17:00")
-    await new.get_by_label("Answer a patient who writes while this team is closed").check()
-    await new.get_by_label("Add a text in another language", exact=False).fill("klingon")
-    await new.get_by_label("Its text").fill("Qapla'")
-    await new.get_by_label("Default team for unrouted conversations").check()
-    await new.get_by_role("button", name="Save").click()
+    await save_new_team(page, "klingon", "Qapla'")
     flash = page.locator(".flash.error")
     await flash.wait_for()
     assert "Not saved: language 'klingon' is not a language code" in await flash.inner_text()
@@ -62,15 +64,7 @@ async def test_an_admin_writes_the_after_hours_reply_per_language(
             await session.scalars(select(Team).where(Team.name == "Front desk"))
         ).first() is None
 
-    new = page.locator("section.card").last
-    await new.get_by_label("Name").fill("Front desk")
-    await new.get_by_label("Time zone (IANA)").fill("America/New_York")
-    await new.get_by_label("Business hours", exact=False).fill("mon-fri 09:00-17:00")
-    await new.get_by_label("Answer a patient who writes while this team is closed").check()
-    await new.get_by_label("Add a text in another language", exact=False).fill("ES")
-    await new.get_by_label("Its text").fill("Hola {{ first_name }}: abrimos a las 9.")
-    await new.get_by_label("Default team for unrouted conversations").check()
-    await new.get_by_role("button", name="Save").click()
+    await save_new_team(page, "ES", "Hola {{ first_name }}: abrimos a las 9.")
     await page.locator(".flash.ok").wait_for()
     saved = page.locator("section.card").filter(has_text="Front desk").first
     spanish = saved.get_by_label("Your text in Spanish (es;", exact=False)

@@ -70,17 +70,25 @@ def test_a_team_that_never_opens_has_no_open_time() -> None:
     )
 
 
+AT_21_44 = ny(2026, 12, 8, 21, 44)
+"""A Tuesday evening in New York, after the team's 08:00-17:00."""
+
+
+async def texted_at_21_44(stack: Stack, body: str) -> Conversation:
+    """The patient texts the front desk (weekdays 08:00-17:00, New York) at 21:44."""
+    assert stack.clock_file is not None
+    stack.clock_file.write_text(repr((AT_21_44 - datetime.now(UTC)).total_seconds()))
+    await closed_front_desk(stack.db, business_hours=WEEKDAYS_8_TO_17)
+    await stack.text_from_patient(body)
+    async with stack.db.reader() as session:
+        return (await session.scalars(select(Conversation))).one()
+
+
 @pytest.mark.slow
 async def test_a_text_at_21_44_is_due_four_open_hours_after_opening(stack: Stack) -> None:
     """Through the real webhook and intake: the conversation's first-response deadline, which
     the inbox's SLA countdown shows, is Wednesday 12:00, not Wednesday 01:44."""
-    at = ny(2026, 12, 8, 21, 44)
-    assert stack.clock_file is not None
-    stack.clock_file.write_text(repr((at - datetime.now(UTC)).total_seconds()))
-    await closed_front_desk(stack.db, business_hours=WEEKDAYS_8_TO_17)
-    await stack.text_from_patient("Can I get a refill of my prescription?")
-    async with stack.db.reader() as session:
-        conversation = (await session.scalars(select(Conversation))).one()
+    conversation = await texted_at_21_44(stack, "Can I get a refill of my prescription?")
     assert conversation.priority is Priority.NORMAL
     assert conversation.first_response_due_at is not None
     due = conversation.first_response_due_at.astimezone(NY)
@@ -89,14 +97,8 @@ async def test_a_text_at_21_44_is_due_four_open_hours_after_opening(stack: Stack
 
 @pytest.mark.slow
 async def test_an_urgent_text_at_night_is_due_on_the_clock(stack: Stack) -> None:
-    at = ny(2026, 12, 8, 21, 44)
-    assert stack.clock_file is not None
-    stack.clock_file.write_text(repr((at - datetime.now(UTC)).total_seconds()))
-    await closed_front_desk(stack.db, business_hours=WEEKDAYS_8_TO_17)
-    await stack.text_from_patient("I have chest pain and can't breathe")
-    async with stack.db.reader() as session:
-        conversation = (await session.scalars(select(Conversation))).one()
+    conversation = await texted_at_21_44(stack, "I have chest pain and can't breathe")
     assert conversation.priority is Priority.URGENT
     assert conversation.first_response_due_at is not None
-    late = conversation.first_response_due_at - at
+    late = conversation.first_response_due_at - AT_21_44
     assert timedelta(minutes=14) < late <= timedelta(minutes=16)

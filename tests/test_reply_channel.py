@@ -25,7 +25,7 @@ from hub.inbox import actions
 from hub.inbox.actions.staff import do_create_token
 from hub.inbox.models import Conversation, Message
 from hub.inbox.schemas import NewPatient
-from tests.browser import assert_accessible
+from tests.browser import assert_accessible, sign_in_page
 from tests.stack import Stack
 from tests.staff_helpers import PASSWORD
 from tests.twilio_helpers import PATIENT_NUMBER
@@ -95,11 +95,7 @@ async def test_stop_then_send_sends_nothing_until_staff_choose_email(
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(f"{stack.hub_url}/login")
-    await page.get_by_label("Email").fill(STAFF_EMAIL)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(f"{stack.hub_url}/")
+    await sign_in_page(page, stack.hub_url, STAFF_EMAIL, PASSWORD)
     await page.goto(f"{stack.hub_url}/conversations/{conversation_id}")
     await page.wait_for_function("() => window.hubSocketConnected === true", timeout=10_000)
 
