@@ -118,7 +118,7 @@ async def test_the_enrollment_api_refuses_an_unknown_language(
     )
     await make_staff(db, "cole.coord@demo-clinic.example.org", role="coordinator")
     await sign_in(client, "cole.coord@demo-clinic.example.org")
-    headers = {"X-CSRF-Token": await csrf_of(client, "/journeys")}
+    headers = {"X-CSRF-Token": await csrf_of(client)}
     url = f"/api/journeys/{KEY}/enrollments"
     appointment = {"id": "api-1", "start": "2030-12-02T09:00:00-05:00"}
     patient = {"phone": "+12015550181", "language": "klingon"}

@@ -15,11 +15,14 @@ from hub.audit import Actor
 from hub.channels.base import WebhookRequest
 from hub.channels.twilio_sms.adapter import TwilioSmsAdapter
 from hub.consent import actions as consent
+from hub.db import Database
 from hub.enums import Channel, Direction
 from hub.inbox.actions.staff import do_create_token
 from hub.inbox.models import Conversation, Message, Patient
 from hub.journeys.definitions import JourneyInvalid
 from hub.journeys.parse import parse_journey
+from hub.templates import TemplateInvalid
+from hub.templates.actions import do_save_variant, do_seed_templates
 from tests.stack import Stack
 from tests.twilio_helpers import (
     ACCOUNT_SID,
@@ -124,3 +127,11 @@ async def test_stop_on_whatsapp_opts_out_of_whatsapp_only(stack: Stack) -> None:
         assert await consent.is_opted_out(session, patient.id, Channel.WHATSAPP)
         assert not await consent.is_opted_out(session, patient.id, Channel.SMS)
     assert stack.fake.requests == []
+
+
+async def test_no_template_is_saved_for_whatsapp(db: Database) -> None:
+    await do_seed_templates(db)
+    with pytest.raises(TemplateInvalid, match="unknown channel 'whatsapp'; expected sms, email"):
+        await do_save_variant(
+            db, Actor.system("test"), "appointment_reminder", "whatsapp", "en", None, "Hi", None
+        )

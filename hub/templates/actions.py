@@ -24,7 +24,7 @@ from hub.audit import Actor, record
 from hub.consent.models import Purpose
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
-from hub.enums import Channel
+from hub.enums import RECEIVE_ONLY, Channel
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Patient
 from hub.settings_store import put_setting_in, setting_value
@@ -175,12 +175,13 @@ def template_context(
 
 
 def _channel(value: str) -> Channel:
-    try:
-        return Channel(value)
-    except ValueError:
+    sendable = [c.value for c in Channel if c not in RECEIVE_ONLY]
+    if value not in sendable:
+        # A template is something the hub sends: a receive-only channel has none.
         raise TemplateInvalid(
-            f"unknown channel {value!r}; expected sms, email, voice or chat"
-        ) from None
+            f"unknown channel {value!r}; expected {', '.join(sendable[:-1])} or {sendable[-1]}"
+        )
+    return Channel(value)
 
 
 def _text(key: str, variant: TemplateVariant) -> VariantText:
@@ -293,10 +294,8 @@ async def do_save_variant(
     variables, filters and tests, and a trial render with optional variables missing);
     audited (no text in the event). Raises TemplateInvalid naming what is wrong."""
     ch, loc = _channel(channel), normalize_locale(locale)
-    # A browser posts a textarea's lines with CRLF; a CR would cost an SMS character.
-    body = body.replace("\r\n", "\n")
-    subject = subject.replace("\r\n", "\n") if subject and subject.strip() else None
-    html = html.replace("\r\n", "\n") if html and html.strip() else None
+    subject = subject if subject and subject.strip() else None
+    html = html if html and html.strip() else None
     async with db.transaction() as session:
         template = await queries.template_by_key(session, key, for_update=True)
         if template is None:
