@@ -294,8 +294,10 @@ async def do_save_variant(
     variables, filters and tests, and a trial render with optional variables missing);
     audited (no text in the event). Raises TemplateInvalid naming what is wrong."""
     ch, loc = _channel(channel), normalize_locale(locale)
-    subject = subject if subject and subject.strip() else None
-    html = html if html and html.strip() else None
+    # A browser posts a textarea's lines with CRLF; a CR would cost an SMS character.
+    body = body.replace("\r\n", "\n")
+    subject = subject.replace("\r\n", "\n") if subject and subject.strip() else None
+    html = html.replace("\r\n", "\n") if html and html.strip() else None
     async with db.transaction() as session:
         template = await queries.template_by_key(session, key, for_update=True)
         if template is None:
