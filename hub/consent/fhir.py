@@ -88,6 +88,7 @@ CHANNEL_DISPLAY = {
     Channel.EMAIL: "Email",
     Channel.VOICE: "Voice call",
     Channel.CHAT: "Web chat",
+    Channel.WHATSAPP: "WhatsApp",
 }
 PURPOSE_DISPLAY = {
     Purpose.CARE: "Care communication",
