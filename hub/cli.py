@@ -430,7 +430,7 @@ def journey() -> None:
     "cohort",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="CSV of patients (phone/email, name, language, time_zone, appointment_*).",
+    help="CSV of patients (phone/email, name, language, country, time_zone, appointment_*).",
 )
 @click.option(
     "--definition",
