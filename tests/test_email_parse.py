@@ -589,7 +589,8 @@ def _storable(email: ParsedEmail) -> None:
     assert email.visible_text.strip() or not email.text.strip()
 
 
-FIXTURE_NAMES = sorted(path.name for path in FIXTURES.glob("*.eml"))
+# Every fixture, the DSN and automatic-mail ones in their folders included.
+FIXTURE_NAMES = sorted(str(path.relative_to(FIXTURES)) for path in FIXTURES.rglob("*.eml"))
 MUTATED_HEADERS = [
     name.encode()
     for names in (

@@ -209,6 +209,16 @@ def test_an_answer_below_a_quote_is_kept_and_a_sign_off_above_it_too() -> None:
     assert visible == "Thanks, I'll come at 10.\n\nPer Avery\n\nAnd could I bring my daughter?"
 
 
+def test_a_patient_s_last_line_is_never_joined_to_the_header_below_it() -> None:
+    header = f"ma 7. jouluk. 2026 klo 10.15 Demo Clinic (<{ADDR}>) kirjoitti:"
+    assert parse_email(reply(f"Tulen klo 10.\n{header}\n{QUOTED}")).visible_text == (
+        "Tulen klo 10."
+    )
+    wrapped = header.replace("(<", "(<\n")
+    visible = parse_email(reply(f"Tulen klo 10.\n{wrapped}\n{QUOTED}")).visible_text
+    assert visible.startswith("Tulen klo 10.")  # shown whole rather than cut above it
+
+
 @pytest.mark.parametrize(
     "line",
     [

@@ -343,7 +343,10 @@ def normalize(line: str) -> str:
 def _attribution(lines: list[str], index: int) -> int | None:
     """The last line of an attribution starting at ``index``, if one does."""
     joined = ""
-    for offset in range(MAX_WRAPPED_LINES):
+    # A wrapped attribution opens a paragraph below the reply (clients leave a blank line
+    # above it); joining a patient's line to the header below it would hide that line.
+    wraps = MAX_WRAPPED_LINES if index > 0 and not lines[index - 1].strip() else 1
+    for offset in range(wraps):
         if index + offset >= len(lines):
             break
         part = normalize(lines[index + offset])
