@@ -186,7 +186,10 @@ async def test_outbound_mail_carries_message_id_reply_token_and_unsubscribe(hub:
     assert message.sent_at is not None  # the relay took it; nothing else will report
 
     # A journey reminder: automatic and unsubscribable the RFC 8058 way.
-    _, reminder = await journey_email(hub)
+    reminder_id, reminder = await journey_email(hub)
+    async with hub.db.reader() as session:
+        sent = await session.get(Message, reminder_id)
+    assert sent is not None and sent.status is MessageStatus.SENT  # a dispatch batch's too
     assert reminder["Auto-Submitted"] == "auto-generated"
     links = [part.strip(" <>") for part in reminder["List-Unsubscribe"].split(",")]
     assert links[0].startswith(f"{PUBLIC_URL}/unsubscribe/")
