@@ -4,14 +4,26 @@ report carries it, and "failed" is final whatever the status class (RFC 3464 2.3
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from hub.audit import Actor
 from hub.channels.email_smtp.parse import parse_email
+from hub.consent.models import Purpose
+from hub.crypto import KeyRing
+from hub.db import Database
+from hub.enums import Channel, Direction, MessageStatus
+from hub.inbox import actions
+from hub.inbox.actions.email_intake import do_receive_email
+from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
+from hub.inbox.schemas import NewPatient
 
 DSN = Path(__file__).resolve().parent.parent / "hub/channels/email_smtp/fixtures/dsn"
 OUR_ID = "0192f3a0-7c1e-7d2a-9b1c-3f4e5a6b7c8d@reply.demo-clinic.example.org"
+DOMAIN = "reply.demo-clinic.example.org"
 EARLIER = "0192f399-0000-7000-8000-000000000001@reply.demo-clinic.example.org"
 
 # fixture -> (status, action, permanent, recipient)
@@ -93,3 +105,85 @@ def test_our_message_id_is_found_anywhere_in_a_report_without_structure() -> Non
     assert bounce.original_message_id == OUR_ID
     assert (bounce.action, bounce.permanent) == ("failed", True)
     assert "gw-0001@gw.example.net" not in bounce.mentioned_ids  # the report's own id
+
+
+# -- through the intake ----------------------------------------------------------------------
+
+OUR_UUID = uuid.UUID(OUR_ID.split("@")[0])
+
+
+async def sent_mail(db: Database, ring: KeyRing) -> uuid.UUID:
+    """A reminder of ours (OUR_ID) the relay accepted; its patient's id."""
+    patient_id = await actions.do_create_patient(
+        db,
+        ring,
+        Actor.system("test"),
+        NewPatient(name="Sam Example", email="slow.patient@example.org", time_zone="UTC"),
+        region="US",
+    )
+    async with db.transaction() as session:
+        conversation = Conversation(patient_id=patient_id, channel=Channel.EMAIL)
+        session.add(conversation)
+        await session.flush()
+        session.add(
+            Message(
+                id=OUR_UUID,
+                conversation_id=conversation.id,
+                direction=Direction.OUTBOUND,
+                channel=Channel.EMAIL,
+                provider="email_smtp",
+                provider_message_id=OUR_ID,
+                status=MessageStatus.SENT,
+                purpose=Purpose.CARE.value,
+                send_attempts=1,
+            )
+        )
+        await session.flush()
+        session.add(
+            DeliveryAttempt(
+                message_id=OUR_UUID,
+                attempt=1,
+                provider="email_smtp",
+                provider_message_id=OUR_ID,
+                status=MessageStatus.SENT,
+            )
+        )
+    return patient_id
+
+
+@pytest.mark.parametrize(
+    ("name", "unreachable"),
+    [
+        # The queue expired: this mail failed for good, the address is not known to be bad.
+        ("office365_expired.eml", None),
+        ("postfix_expired.eml", None),
+        ("exchange_2007_broken.eml", "hard_bounce"),
+        ("qmail.eml", "hard_bounce"),
+    ],
+)
+async def test_a_final_report_fails_the_sent_mail_and_only_a_5xx_the_address(
+    db: Database, ring: KeyRing, name: str, unreachable: str | None
+) -> None:
+    patient_id = await sent_mail(db, ring)
+    result = await do_receive_email(
+        db, ring, (DSN / name).read_bytes(), reply_domain=DOMAIN, clinic={"name": "Demo Clinic"}
+    )
+    assert result.outcome == "bounce" and result.effect_ids
+    async with db.reader() as session:
+        message = await session.get(Message, OUR_UUID)
+        patient = await session.get(Patient, patient_id)
+        conversations = (await session.scalars(select(Conversation))).all()
+    assert message is not None and message.status is MessageStatus.FAILED
+    assert patient is not None and patient.unreachable.get("email") == unreachable
+    assert len(conversations) == 1  # no ticket for the report
+
+
+async def test_a_delay_notice_leaves_the_sent_mail_sent(db: Database, ring: KeyRing) -> None:
+    await sent_mail(db, ring)
+    for name in ("gmail_delay.eml", "exim_delay.eml"):
+        raw = (DSN / name).read_bytes()
+        await do_receive_email(db, ring, raw, reply_domain=DOMAIN, clinic={})
+    async with db.reader() as session:
+        message = await session.get(Message, OUR_UUID)
+    assert message is not None and message.status is MessageStatus.SENT
+    assert [n.startswith("delivery delayed") for n in message.delivery_notes] == [True, True]

@@ -446,12 +446,15 @@ async def _bounce(
     attempt = await queries.attempt_of(session, message.id, message.send_attempts)
     if attempt is None:
         return []
+    # A server that gave up on a temporary condition (a 4.x.x with "failed": its queue
+    # expired) failed this mail for good, but says nothing against the address itself.
+    gave_up = (bounce.status or "").startswith("4.")
     failure = FailureClass(
         f"bounce_{bounce.status or 'failed'}"[:32],
-        f"the recipient's mail server returned it ({what})",
+        f"the recipient's mail server {'gave up on' if gave_up else 'returned'} it ({what})",
         transient=False,
-        effect=FailureEffect.UNREACHABLE,
-        unreachable_reason="hard_bounce",
+        effect=FailureEffect.NONE if gave_up else FailureEffect.UNREACHABLE,
+        unreachable_reason=None if gave_up else "hard_bounce",
     )
     return await fail_or_retry_in(
         session, message, attempt, failure, MessageStatus.FAILED, retry_base_s
