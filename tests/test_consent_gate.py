@@ -66,6 +66,9 @@ def expected(
     purpose: Purpose, state: ConsentState | None, inside: bool, channel: Channel
 ) -> tuple[Outcome, str]:
     """An oracle written from the policy text, independent of the implementation."""
+    if channel is Channel.WHATSAPP:
+        # Received only: nothing can be sent on it, whatever the patient agreed to.
+        return Outcome.REFUSED, "not_connected"
     if state is ConsentState.REVOKED:
         return Outcome.REFUSED, "opted_out"
     if purpose in (Purpose.SURVEYS, Purpose.MARKETING) and state is not ConsentState.GRANTED:
@@ -121,7 +124,7 @@ def test_may_send_table(
         assert nb - at <= timedelta(hours=11)
     if decision.outcome is Outcome.ALLOWED and purpose is Purpose.CARE and not inside:
         assert decision.warnings and "outside 08:00-21:00" in decision.warnings[0]
-    if state is ConsentState.REVOKED:
+    if decision.code == "opted_out":
         # The day the patient lived (15:00 UTC on Nov 2 is already Nov 3 in Tokyo).
         day = datetime(2026, 11, 2, 15, 0, tzinfo=UTC).astimezone(ZoneInfo(tz)).date()
         assert "opted out of" in decision.reason
