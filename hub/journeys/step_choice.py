@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,6 +48,7 @@ FALLBACK_NOTE = "sent in the fallback language"
 _SHOWN_LANGUAGE = re.compile(r"[A-Za-z0-9_-]{1,20}")
 
 
+@lru_cache(maxsize=1024)
 def own_locales(language: str | None) -> tuple[str, ...] | None:
     """The locales that are the patient's own language, best first ("es-MX" -> es-MX, es);
     None when the patient stated none (any variant will do). A value that is not a language
@@ -62,6 +64,7 @@ def own_locales(language: str | None) -> tuple[str, ...] | None:
     return tuple(c for c in chain if c != "und")
 
 
+@lru_cache(maxsize=1024)
 def language_label(language: str | None) -> str:
     """The patient's language as a coordinator may read it on a screen or in a reason: the
     tag, or "unrecognised" for a value that is not one (it may be text typed by mistake)."""
