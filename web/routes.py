@@ -96,12 +96,12 @@ def setup_routes(app: web.Application) -> None:
             web.get("/admin/canned", admin.canned_page, name="admin_canned"),
             web.post("/admin/canned", admin.save_canned, name="admin_save_canned"),
             *journeys.routes(),
+            *journey_launch.routes(),
             # REST API
             web.get("/api/openapi.json", openapi.openapi, name="api_openapi"),
             web.get("/chat/{token}", chat.chat_page, name="chat_page"),
             web.post("/conversations/{id}/chat-invite", chat.send_chat_invite, name="chat_invite"),
             web.get("/api/me", api.me, name="api_me"),
-            *journey_launch.routes(),
             web.get("/api/conversations", api.list_conversations, name="api_conversations"),
             web.post("/api/conversations/claim-next", api.claim_next, name="api_claim_next"),
             web.get("/api/conversations/{id}", api.get_conversation, name="api_conversation"),
