@@ -159,6 +159,26 @@ PLAIN = [
         f"\u202c\n\n{QUOTED}",
     ),
     ("hu gmail", f"{CLINIC} ezt írta (időpont: 2026. dec. 7., H, 10:15):\n\n{QUOTED}"),
+    # Outlook's header block in more languages (desktop, web and Windows Mail write the same).
+    *[
+        (
+            f"{lang} outlook",
+            f"{a}: {CLINIC}\n{b}: 7.12.2026 10:15\n{c}: {PATIENT}\n{d}: x\n\n{BODY}",
+        )
+        for lang, (a, b, c, d) in {
+            "nl": ("Van", "Verzonden", "Aan", "Onderwerp"),
+            "no": ("Fra", "Sendt", "Til", "Emne"),
+            "cs": ("Od", "Odesláno", "Komu", "Předmět"),
+            "tr": ("Kimden", "Gönderildi", "Kime", "Konu"),
+            "ja": ("差出人", "送信日時", "宛先", "件名"),
+            "zh": ("发件人", "发送时间", "收件人", "主题"),
+            "ko": ("보낸 사람", "보낸 날짜", "받는 사람", "제목"),
+            "el": ("Από", "Στάλθηκε", "Προς", "Θέμα"),
+            "he": ("מאת", "נשלח", "אל", "נושא"),
+            "ar": ("من", "تم الإرسال", "إلى", "الموضوع"),
+            "hu": ("Feladó", "Elküldve", "Címzett", "Tárgy"),
+        }.items()
+    ],
     (
         "de gmail forward",
         f"---------- Weitergeleitete Nachricht ---------\nVon: {CLINIC}\n"
