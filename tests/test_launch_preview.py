@@ -24,11 +24,12 @@ from hub.inbox.models import Message, Patient
 from hub.inbox.schemas import NewPatient
 from hub.journeys import actions as journeys
 from hub.journeys.cohort import launch
+from hub.journeys.definitions import load_examples
 from hub.journeys.dispatch import do_prepare_batch, providers_for
 from hub.journeys.models import Enrollment, RunStatus, StepRun
 from hub.journeys.preview import LaunchPreview, do_preview_launch
 from hub.journeys.reporting import do_funnel
-from hub.templates.actions import do_seed_templates
+from hub.templates.actions import do_seed_templates, load_seed
 from hub.templates.models import MessageTemplate, TemplateVariant
 from tests.conftest import stored_rows
 
@@ -283,3 +284,20 @@ async def test_the_shipped_survey_warns_that_nobody_has_an_opt_in(
         "Step nps needs a surveys opt-in: 1 of 4 patients have one on a channel it may use; "
         "it would fail for 3."
     )
+
+
+def test_every_shipped_journey_text_is_written_in_every_shipped_language() -> None:
+    """A step without the patient's language is skipped, so the shipped journeys must not
+    lack a language the shipped templates speak (the day-of reminder was English only)."""
+    seeds = {seed["key"]: seed for seed in load_seed()}
+    languages = {v["locale"] for seed in seeds.values() for v in seed["variants"]}
+    missing = []
+    for journey in load_examples().values():
+        for key in sorted(journey.template_keys()):
+            by_channel: dict[str, set[str]] = {}
+            for v in seeds[key]["variants"]:
+                by_channel.setdefault(v["channel"], set()).add(v["locale"])
+            for channel, locales in sorted(by_channel.items()):
+                if languages - locales:
+                    missing.append(f"{journey.key}: {key} ({channel}) has no {languages - locales}")
+    assert missing == []
