@@ -9,9 +9,11 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from babel import Locale, UnknownLocaleError
 from sqlalchemy import select
 
 from hub.audit import Actor, record
+from hub.contact import InvalidLanguage, normalize_language
 from hub.enums import Role
 from hub.errors import HubError
 from hub.inbox.actions import do_add_staff_user
@@ -20,8 +22,7 @@ from hub.inbox.passwords import one_time_password
 from hub.inbox.schemas import NewStaffUser
 from hub.routing.replies import AFTER_HOURS_TEMPLATE
 from hub.routing.rules import ReplyNotRendered, render_reply
-from hub.templates import TemplateInvalid
-from hub.templates.actions import do_list_templates, normalize_locale
+from hub.templates.actions import do_list_templates
 from web.auth import current
 from web.keys import DB, RING, SETTINGS
 from web.render import redirect_with, render
@@ -91,6 +92,7 @@ async def teams_page(request: web.Request) -> web.Response:
         teams=teams,
         json=json,
         shipped_after_hours=shipped or ["none"],
+        language_names={lang: language_name(lang) for t in teams for lang in t.after_hours_replies},
     )
 
 
@@ -124,19 +126,27 @@ def _hours(raw: str) -> dict[str, list[list[str]]]:
     return hours
 
 
+def language_name(tag: str) -> str:
+    """ "es-MX" -> "Spanish (Mexico)", for staff reading a list of language codes."""
+    try:
+        return str(Locale.parse(tag, sep="-").get_display_name("en") or tag)
+    except (ValueError, UnknownLocaleError):
+        return tag
+
+
 def _after_hours_texts(form: Any) -> dict[str, str]:
     """The team's after-hours texts by language from the form: one field per language
     (``after_hours_reply.<lang>``; emptied means removed) and a new language with its text."""
     texts: dict[str, str] = {}
     for field_name, value in form.items():
         if field_name.startswith("after_hours_reply.") and str(value).strip():
-            texts[normalize_locale(field_name.split(".", 1)[1])] = str(value).strip()
+            texts[normalize_language(field_name.split(".", 1)[1])] = str(value).strip()
     new_lang = str(form.get("after_hours_new_lang", "")).strip()
     new_text = str(form.get("after_hours_new_text", "")).strip()
     if new_text and not new_lang:
         raise ValueError("say which language the new after-hours text is in (e.g. es, vi)")
     if new_lang and new_text:
-        texts[normalize_locale(new_lang)] = new_text
+        texts[normalize_language(new_lang)] = new_text
     for lang, text in texts.items():
         try:
             render_reply(text, first_name="Sam", clinic_name="Clinic")
@@ -165,7 +175,7 @@ async def save_team(request: web.Request) -> web.StreamResponse:
         tz = str(form.get("time_zone", "UTC")).strip() or "UTC"
         zoneinfo.ZoneInfo(tz)
         replies = _after_hours_texts(form)
-    except (ValueError, TemplateInvalid, zoneinfo.ZoneInfoNotFoundError) as exc:
+    except (ValueError, InvalidLanguage, zoneinfo.ZoneInfoNotFoundError) as exc:
         raise redirect_with("/admin/teams", "error", f"Not saved: {exc}") from None
     team_id = str(form.get("id", ""))
     async with request.app[DB].transaction() as session:
