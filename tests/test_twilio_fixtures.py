@@ -27,7 +27,7 @@ STATUS_FIELDS = {
 FIXTURE_NAMES = [
     "inbound_sms", "inbound_sms_messaging_service", "inbound_mms", "status_queued", "status_sent",
     "status_delivered", "status_undelivered_30003", "status_failed_21610", "status_failed_30006",
-    "status_read", "inbound_whatsapp", "inbound_whatsapp_button",
+    "status_read", "inbound_whatsapp", "inbound_whatsapp_button", "inbound_whatsapp_location",
 ]  # fmt: skip
 
 
@@ -59,6 +59,8 @@ def test_fixture_shape(name: str) -> None:
         if params["MessageType"] == "button":
             assert params["ButtonText"] == params["Body"] and params["ButtonPayload"]
             assert re.fullmatch(r"SM[0-9a-f]{32}", params["OriginalRepliedMessageSid"])
+        if params["MessageType"] == "location":
+            assert params["Body"] == "" and float(params["Latitude"]) and params["Longitude"]
         assert data["path"] == "/webhooks/twilio/sms"
         assert params["SmsSid"] == params["SmsMessageSid"] == params["MessageSid"]
     elif name.startswith("inbound"):

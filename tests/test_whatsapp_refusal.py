@@ -54,6 +54,11 @@ def test_whatsapp_payloads_are_read_as_whatsapp() -> None:
     assert text.body == "Hello, is the clinic open on Saturday?"
     button = parsed("inbound_whatsapp_button")
     assert (button.channel, button.body) == (Channel.WHATSAPP, "STOP")
+    location = parsed("inbound_whatsapp_location")
+    assert location.body == (
+        "Shared a location: 39.7817, -89.6501 (Springfield Example Pharmacy, 100 Example Ave, "
+        "Springfield, IL 62701)"
+    )
     assert parsed("inbound_sms").channel is Channel.SMS
 
 

@@ -66,6 +66,19 @@ def _required(params: dict[str, str], name: str) -> str:
     return value
 
 
+def _shared_location(params: dict[str, str]) -> str:
+    """A WhatsApp location pin (MessageType=location: an empty Body, Latitude and Longitude,
+    and Label/Address for a named place) as the text staff read; "" when there is none."""
+    try:
+        lat, lon = float(params.get("Latitude", "")), float(params.get("Longitude", ""))
+    except ValueError:
+        return ""
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise MalformedPayload("Latitude/Longitude are not a place on Earth")
+    place = ", ".join(p for p in (params.get("Label"), params.get("Address")) if p)
+    return f"Shared a location: {lat}, {lon}" + (f" ({place})" if place else "")
+
+
 class TwilioSmsAdapter(TwilioRest):
     name = PROVIDER
     needs_credentials_to = "send SMS"
@@ -138,6 +151,8 @@ class TwilioSmsAdapter(TwilioRest):
             media.append(
                 InboundMedia(url=url, content_type=_required(params, f"MediaContentType{i}"))
             )
+        if not body and not media and channel is Channel.WHATSAPP:
+            body = _shared_location(params)
         if not body and not media:
             raise MalformedPayload("neither Body nor media is present")
         if self.account_sid and params.get("AccountSid") not in (None, "", self.account_sid):
