@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -190,6 +191,13 @@ class Message(Sealed, Base):
     __table_args__ = (
         UniqueConstraint("provider", "provider_message_id"),
         Index("ix_inbox_message_conversation_created", "conversation_id", "created_at"),
+        # Only rows with an error: counting failures by code never reads every message.
+        Index(
+            "ix_inbox_message_error_code",
+            "error_code",
+            postgresql_where=text("error_code IS NOT NULL"),
+            sqlite_where=text("error_code IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
