@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hub.enums import Role
-from tests.browser import ARTIFACTS
+from tests.browser import ARTIFACTS, assert_accessible, sign_in_page
 from tests.stack import Stack
 from tests.staff_helpers import PASSWORD
 
@@ -26,11 +26,7 @@ async def test_live_inbox_reply_and_delivery_tick(stack: Stack, browser: Any) ->
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 
-    await page.goto(f"{stack.hub_url}/login")
-    await page.get_by_label("Email").fill("nia.nurse@demo-clinic.example.org")
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(f"{stack.hub_url}/")
+    await sign_in_page(page, stack.hub_url, "nia.nurse@demo-clinic.example.org", PASSWORD)
     # Wait for the live connection before the patient writes, so the test measures delivery.
     await page.wait_for_function("() => window.hubSocketConnected === true", timeout=10_000)
 
@@ -42,6 +38,7 @@ async def test_live_inbox_reply_and_delivery_tick(stack: Stack, browser: Any) ->
     assert live_after < LIVE_WITHIN_S
     assert "flu shot" in await row.inner_text()
     assert (await page.evaluate("document.title")).startswith("(1)")
+    await assert_accessible(page)
     await page.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
 
     await row.locator("a").click()
@@ -55,6 +52,7 @@ async def test_live_inbox_reply_and_delivery_tick(stack: Stack, browser: Any) ->
         ".some(t => t.dataset.status === 'delivered')",
         timeout=20_000,
     )
+    await assert_accessible(page)
     await page.screenshot(path=str(ARTIFACTS / "conversation.png"), full_page=True)
 
     sent = [m for m in stack.fake.messages if m.to == stack.patient_number]

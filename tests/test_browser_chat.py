@@ -28,7 +28,7 @@ from hub.inbox import actions
 from hub.inbox.models import Message
 from hub.inbox.schemas import NewPatient
 from hub.links import chat_token
-from tests.browser import ARTIFACTS
+from tests.browser import ARTIFACTS, assert_accessible, sign_in_page
 from tests.conftest import make_staff
 from tests.staff_helpers import PASSWORD
 from tests.test_chat import send_in_process
@@ -107,11 +107,7 @@ async def test_patient_and_staff_chat_live_and_the_history_survives_a_reload(
     staff_context = await browser.new_context(viewport={"width": 1280, "height": 860})
     staff = await staff_context.new_page()
     staff.on("pageerror", lambda exc: errors.append(f"staff: {exc}"))
-    await staff.goto(f"{hub.url}/login")
-    await staff.get_by_label("Email").fill(STAFF_EMAIL)
-    await staff.get_by_label("Password").fill(PASSWORD)
-    await staff.get_by_role("button", name="Sign in").click()
-    await staff.wait_for_url(f"{hub.url}/")
+    await sign_in_page(staff, hub.url, STAFF_EMAIL, PASSWORD)
     await staff.wait_for_function("() => window.hubSocketConnected === true", timeout=10_000)
 
     patient_context = await browser.new_context(viewport={"width": 420, "height": 760})
@@ -152,6 +148,8 @@ async def test_patient_and_staff_chat_live_and_the_history_survives_a_reload(
     )
     assert await mine.locator(".hub-chat-body").inner_text() == QUESTION
     assert await patient.locator(".hub-chat-log b").count() == 0  # no markup from a message
+    await assert_accessible(patient)
+    await assert_accessible(staff)
     await patient.screenshot(path=str(ARTIFACTS / "chat-patient.png"), full_page=True)
     await staff.screenshot(path=str(ARTIFACTS / "chat-staff.png"), full_page=True)
 

@@ -41,7 +41,9 @@
     const summary = CHART_COLUMNS.map((c) => `${step.counts[c] || 0} ${labels[c]}`).join(", ");
     const chart = svg("svg", {
       class: "step-chart", viewBox: `0 0 ${CHART.width} ${height}`, width: CHART.width, height,
-      role: "img", "aria-label": `${step.step_id}: ${summary}`,
+      // A group, not an image: an image's children are presentational, and the bars are
+      // links (a mouse's way into the table's cells, hidden from screen readers).
+      role: "group", "aria-label": `${step.step_id}: ${summary}`,
     });
     chart.append(svg("text", { class: "step-title", x: 0, y: 14 }, step.step_id));
     CHART_COLUMNS.forEach((c, i) => {
