@@ -42,6 +42,13 @@ def load_settings() -> Settings:
     from hub.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    if settings.clinic["phone"] is None:
+        # Every shipped reminder prints the number to call; without one, each would fail to
+        # render at send time, seen only in the journeys page's banner.
+        log.warning(
+            "neither HUB_CLINIC_PHONE nor TWILIO_FROM_NUMBER is set: templates that print "
+            "{{ clinic.phone }} (every shipped reminder) will fail to render; set HUB_CLINIC_PHONE"
+        )
     return settings
 
 
