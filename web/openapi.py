@@ -355,7 +355,14 @@ def document() -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     k: {"type": "string"}
-                                    for k in ("phone", "email", "name", "language", "time_zone")
+                                    for k in (
+                                        "phone",
+                                        "email",
+                                        "name",
+                                        "language",
+                                        "country",
+                                        "time_zone",
+                                    )
                                 },
                             },
                             "appointment": {
