@@ -42,6 +42,11 @@ def load_settings() -> Settings:
     from hub.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def warn_of_gaps(settings: Settings) -> None:
+    """Settings that are valid but leave sends to fail later, said once the hub starts."""
     if settings.clinic["phone"] is None:
         # Every shipped reminder prints the number to call; without one, each would fail to
         # render at send time, seen only in the journeys page's banner.
@@ -49,7 +54,6 @@ def load_settings() -> Settings:
             "neither HUB_CLINIC_PHONE nor TWILIO_FROM_NUMBER is set: templates that print "
             "{{ clinic.phone }} (every shipped reminder) will fail to render; set HUB_CLINIC_PHONE"
         )
-    return settings
 
 
 @contextlib.contextmanager
@@ -148,6 +152,7 @@ def serve() -> None:
     """Run the web app: staff UI, API, webhooks, socket.io."""
     settings = load_settings()
     asyncio.run(_check_database(settings, require_migrated=True))
+    warn_of_gaps(settings)
     with redis_for(settings) as ready:
         _serve(ready)
 
@@ -166,6 +171,7 @@ def worker(burst: bool, processes: int) -> None:
     running jobs finish first."""
     settings = load_settings()
     asyncio.run(_check_database(settings, require_migrated=True))
+    warn_of_gaps(settings)
     from worker.main import run_worker
 
     with redis_for(settings) as ready:
