@@ -152,8 +152,8 @@ def serve() -> None:
     """Run the web app: staff UI, API, webhooks, socket.io."""
     settings = load_settings()
     asyncio.run(_check_database(settings, require_migrated=True))
-    warn_of_gaps(settings)
     with redis_for(settings) as ready:
+        warn_of_gaps(ready)
         _serve(ready)
 
 
@@ -171,10 +171,10 @@ def worker(burst: bool, processes: int) -> None:
     running jobs finish first."""
     settings = load_settings()
     asyncio.run(_check_database(settings, require_migrated=True))
-    warn_of_gaps(settings)
     from worker.main import run_worker
 
     with redis_for(settings) as ready:
+        warn_of_gaps(ready)
         run_worker(ready, processes=processes, burst=burst)
 
 
