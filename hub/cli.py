@@ -463,7 +463,8 @@ def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bo
 
     A dry run comes first: what each step would do for these patients (opt-ins they lack,
     languages without a template variant, no usable channel), with counts, and the rows that
-    cannot be read. Nothing is enrolled until you answer yes (or pass --yes)."""
+    cannot be read. Nothing is enrolled until you answer yes. With --yes nobody is asked, so
+    the file is read once: the same counts and warnings are printed after the enrollment."""
     import gc
     from pathlib import Path
 
@@ -475,7 +476,7 @@ def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bo
     from hub.journeys import queries as journey_queries
     from hub.journeys.actions import do_install_journey
     from hub.journeys.cohort import count_rows, launch
-    from hub.journeys.preview import do_preview_launch
+    from hub.journeys.preview import do_preview_launch, judged_launch
 
     settings = load_settings()
     asyncio.run(_check_database(settings, require_migrated=True))
@@ -483,22 +484,23 @@ def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bo
     definition_text = Path(definition).read_text(encoding="utf-8") if definition else None
     actor = Actor.system("cli:journey-launch")
 
+    async def installed(db: Database) -> None:
+        if definition is not None and definition_text is not None:
+            await do_install_journey(db, actor, definition_text, definition)
+        async with db.reader() as session:
+            found = await journey_queries.journey_by_key(session, key)
+        if found is None:
+            from importlib import resources
+
+            shipped = resources.files("hub.journeys").joinpath("examples", f"{key}.yaml")
+            if not shipped.is_file():
+                raise HubError(f"no journey {key!r}: pass --definition FILE.yaml")
+            await do_install_journey(db, actor, shipped.read_text(encoding="utf-8"), f"{key}.yaml")
+
     async def dry_run() -> Any:
         db = Database.connect(settings.database_url)
         try:
-            if definition is not None and definition_text is not None:
-                await do_install_journey(db, actor, definition_text, definition)
-            async with db.reader() as session:
-                installed = await journey_queries.journey_by_key(session, key)
-            if installed is None:
-                from importlib import resources
-
-                shipped = resources.files("hub.journeys").joinpath("examples", f"{key}.yaml")
-                if not shipped.is_file():
-                    raise HubError(f"no journey {key!r}: pass --definition FILE.yaml")
-                await do_install_journey(
-                    db, actor, shipped.read_text(encoding="utf-8"), f"{key}.yaml"
-                )
+            await installed(db)
             return await do_preview_launch(
                 db,
                 ring,
@@ -510,12 +512,19 @@ def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bo
         finally:
             await db.dispose()
 
-    async def run() -> Any:
+    async def run(judge: bool) -> Any:
+        """The launch; with ``judge``, the dry run's step counts gathered as it goes."""
         db = Database.connect(settings.database_url)
         try:
+            judged, on_committed = None, None
+            if judge:
+                await installed(db)
+                judged, on_committed = await judged_launch(
+                    db, key, available=connected_providers(settings)
+                )
             with Progress(TextColumn("enrolling"), BarColumn(), MofNCompleteColumn()) as bar:
                 task = bar.add_task("enrolling", total=total)
-                return await launch(
+                report = await launch(
                     db,
                     ring,
                     actor,
@@ -523,7 +532,9 @@ def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bo
                     rows,
                     region=settings.default_region,
                     on_progress=lambda n: bar.advance(task, n),
+                    on_committed=on_committed,
                 )
+            return report, judged
         finally:
             await db.dispose()
 
@@ -534,20 +545,24 @@ def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bo
     with open(cohort, encoding="utf-8-sig", newline="") as rows:
         total = count_rows(rows)
         rows.seek(0)
-        preview = asyncio.run(dry_run())
-        for line in preview.report_lines():
-            click.echo(line)
-        for line in preview.error_lines():
-            click.echo(line, err=True)
-        if preview.nothing_to_do:
-            click.echo("Nothing to enroll.")
-            raise SystemExit(1 if preview.error_count else 0)
-        question = f"Enroll {preview.enroll} patient{'' if preview.enroll == 1 else 's'}?"
-        if not assume_yes and not click.confirm(question, default=False):
-            click.echo("Nothing was enrolled.")
-            return
-        rows.seek(0)
-        report = asyncio.run(run())
+        if not assume_yes:
+            preview = asyncio.run(dry_run())
+            for line in preview.report_lines():
+                click.echo(line)
+            for line in preview.error_lines():
+                click.echo(line, err=True)
+            if preview.nothing_to_do:
+                click.echo("Nothing to enroll.")
+                raise SystemExit(1 if preview.error_count else 0)
+            question = f"Enroll {preview.enroll} patient{'' if preview.enroll == 1 else 's'}?"
+            if not click.confirm(question, default=False):
+                click.echo("Nothing was enrolled.")
+                return
+            rows.seek(0)
+        report, judged = asyncio.run(run(judge=assume_yes))
+        if judged is not None:
+            for line in judged.outlook_lines():
+                click.echo(line)
     click.echo(
         f"{report.rows} rows: {report.enrolled} enrolled, {report.already} already "
         f"enrolled, {report.patients_created} new patients, {report.error_count} errors"

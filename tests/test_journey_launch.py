@@ -94,8 +94,9 @@ def test_launch_enrolls_reports_bad_rows_and_is_idempotent(
     assert "4/4" in first.stdout  # the progress bar reached its total
     assert "line 4: not a phone number" in first.stderr
     assert "line 5: appointment_start needs a UTC offset" in first.stderr
+    # --yes: nobody is asked, so no dry run first; the file is read once.
     again = launch("--yes")
-    assert "0 would be enrolled" in again.stdout and "Enroll" not in again.stdout
+    assert "Dry run" not in again.stdout and "Enroll" not in again.stdout
     assert "0 enrolled, 2 already enrolled, 0 new patients" in again.stdout
     assert counts(fresh_db_url) == (2, 6)  # 3 planned steps each
 
@@ -124,3 +125,12 @@ def test_launch_warns_with_counts_before_enrolling_a_survey_nobody_opted_in_to(
     assert demo.returncode == 0, demo.stderr
     assert "Enroll 5" not in demo.stdout
     assert "5 rows: 5 enrolled" in demo.stdout
+    # The same counts and warning, gathered by the launch itself, follow its report.
+    assert "What the steps of post_visit_follow_up will do for the patients just enrolled" in (
+        demo.stdout
+    )
+    assert "step nps (nps_survey): 5 planned: 0 would be sent, 5 would fail" in demo.stdout
+    assert (
+        "Warning: Step nps needs a surveys opt-in: 0 of 5 patients have one on a channel it "
+        "may use; it would fail for all 5." in demo.stdout
+    )

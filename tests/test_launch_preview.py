@@ -301,3 +301,73 @@ def test_every_shipped_journey_text_is_written_in_every_shipped_language() -> No
                 if languages - locales:
                     missing.append(f"{journey.key}: {key} ({channel}) has no {languages - locales}")
     assert missing == []
+
+
+CALL_FIRST = """\
+key: call_first
+name: Call first
+purpose: care
+anchor: enrollment
+steps:
+  - {id: call, offset: +0h, template: visit_follow_up, channels: [voice]}
+"""
+# The same instant is 10:00 in New York, 00:00 in Tokyo and 07:00 in Los Angeles: a care call
+# is placed only inside the send window, so the patients' zones change what the step does. The
+# first six (every language and address mix) are in New York: a decision remembered without
+# the window would then count everyone after them as called.
+LANGUAGES = ("en", "es", "vi")
+ZONES = ("America/New_York", "Asia/Tokyo", "America/Los_Angeles")
+ZONES_COHORT = (
+    HEADER
+    + "".join(
+        f"Patient {n},+1555010{n:04d},{f'p{n}@example.org' if n % 2 else ''},"
+        f"{LANGUAGES[n % 3]},{ZONES[0 if n <= 6 else 1 + n % 2]}\n"
+        for n in range(1, 19)
+    )
+    + "Emery Example,+15550100105,,en,America/New_York\n"
+)
+
+
+async def test_deciding_each_combination_once_counts_what_deciding_each_row_counts(
+    db: Database, ring: KeyRing, seeded: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dry run decides each distinct set of facts once (a 100,000-row cohort has few);
+    the counts must be those of deciding every patient's every step on its own: here the
+    patients' zones put a care call inside or outside the send window."""
+    from hub.journeys import preview as preview_module
+
+    await install(db, CALL_FIRST)
+    connected = {Channel.SMS, Channel.EMAIL, Channel.VOICE}
+
+    async def dry_run() -> LaunchPreview:
+        return await do_preview_launch(
+            db,
+            ring,
+            "call_first",
+            io.StringIO(ZONES_COHORT, newline=""),
+            region="US",
+            available=connected,
+            now=NOW,
+        )
+
+    remembered = await dry_run()
+
+    class Forgetful(dict[tuple[object, ...], Any]):
+        def __setitem__(self, key: tuple[object, ...], value: Any) -> None:
+            pass  # every row's every step decided on its own
+
+    class EachRow(preview_module._Judging):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.decided = Forgetful()
+
+    monkeypatch.setattr(preview_module, "_Judging", EachRow)
+    each = await dry_run()
+    [step] = remembered.steps
+    assert step.summary() == each.steps[0].summary()
+    assert remembered.warnings == each.warnings
+    assert (step.sending, step.no_channel) == (each.steps[0].sending, each.steps[0].no_channel)
+    assert step.untranslated == each.steps[0].untranslated
+    assert step.refusals == each.steps[0].refusals
+    # Tokyo and Los Angeles are outside the window; New York's are called.
+    assert step.refusals.get("voice: outside the call window") and step.sending

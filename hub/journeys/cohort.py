@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import csv
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,7 @@ from hub.journeys.bulk import (
     COHORT_SOURCE,
     DEFAULT_CHUNK_ROWS,
     ROW_ERRORS,
+    ChunkWork,
     EnrollRow,
     ParsedChunk,
     describe,
@@ -244,6 +245,7 @@ async def launch(
     on_progress: Callable[[int], None] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     now: datetime | None = None,
+    on_committed: Callable[[ChunkWork], Awaitable[None]] | None = None,
 ) -> LaunchReport:
     """Enroll the cohort read from ``lines`` (an open text file, opened with ``newline=""``).
 
@@ -258,7 +260,14 @@ async def launch(
     try:
         while (chunk := await ahead.next()) is not None:
             result = await do_enroll_chunk(
-                db, ring, actor, journey, chunk, now=now, while_writing=ahead.start
+                db,
+                ring,
+                actor,
+                journey,
+                chunk,
+                now=now,
+                while_writing=ahead.start,
+                on_committed=on_committed,
             )
             report.rows += result.rows
             report.enrolled += result.enrolled

@@ -17,14 +17,16 @@ consent that changes before the step is due.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.consent import actions as consent
 from hub.consent import queries as consent_queries
 from hub.consent.models import ConsentRecord, Purpose
-from hub.consent.rules import ConsentPolicy
+from hub.consent.rules import ConsentPolicy, in_window
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel
@@ -33,6 +35,7 @@ from hub.inbox.models import DEFAULT_CHANNEL_ORDER, Patient
 from hub.journeys import bulk_queries
 from hub.journeys.bulk import (
     DEFAULT_CHUNK_ROWS,
+    UNSEALED,
     ChunkWork,
     EnrollRow,
     LaunchJourney,
@@ -45,6 +48,7 @@ from hub.journeys.definitions import StepDefinition
 from hub.journeys.models import EnrollmentStatus, RunStatus
 from hub.journeys.step_choice import (
     NO_VARIANT_CODE,
+    StepChoice,
     VariantCache,
     choose_for_step,
     language_label,
@@ -177,11 +181,19 @@ class LaunchPreview:
             f"({self.patients_created} new patients), {self.already} already enrolled, "
             f"{self.error_count} rows with errors"
         ]
-        lines += [f"  step {step.summary()}" for step in self.steps]
+        return lines + self._step_lines()
+
+    def outlook_lines(self) -> list[str]:
+        """What the steps will do for the patients a launch enrolled (``--yes``: printed after
+        the launch, which was not asked to wait for a confirmation)."""
+        header = f"What the steps of {self.journey} will do for the patients just enrolled:"
+        return [header, *self._step_lines()]
+
+    def _step_lines(self) -> list[str]:
+        lines = [f"  step {step.summary()}" for step in self.steps]
         if self.cancelled:
             lines.append(f"  {self.cancelled} have a cancelled appointment: nothing is sent")
-        lines += [f"Warning: {warning}" for warning in self.warnings]
-        return lines
+        return lines + [f"Warning: {warning}" for warning in self.warnings]
 
     def error_lines(self) -> list[str]:
         """The rows that would not be enrolled, by line."""
@@ -204,6 +216,25 @@ class _Carried:
     enrollments: dict[str, EnrollmentRecord] = field(default_factory=dict)
 
 
+async def _outlook(db: Database, journey: LaunchJourney) -> tuple[LaunchPreview, ConsentPolicy]:
+    """An empty preview of ``journey``'s steps, and the clinic's consent policy."""
+    definition = journey.definition
+    async with db.reader() as session:
+        policy = await consent.load_policy(session)
+    preview = LaunchPreview(journey.key, definition.name)
+    preview.steps = [
+        StepOutlook(
+            s.id,
+            s.template,
+            s.purpose or definition.purpose,
+            (s.purpose or definition.purpose) in policy.opt_in_required,
+            fallback_locale=definition.fallback_language,
+        )
+        for s in definition.steps
+    ]
+    return preview, policy
+
+
 async def do_preview_launch(
     db: Database,
     ring: KeyRing,
@@ -219,26 +250,32 @@ async def do_preview_launch(
     the channels connected on this hub (``connected_providers``). Writes nothing."""
     journey = await load_journey(db, journey_key)
     now = now or utcnow()
-    definition = journey.definition
-    async with db.reader() as session:
-        policy = await consent.load_policy(session)
-    preview = LaunchPreview(journey.key, definition.name)
-    preview.steps = [
-        StepOutlook(
-            s.id,
-            s.template,
-            s.purpose or definition.purpose,
-            (s.purpose or definition.purpose) in policy.opt_in_required,
-            fallback_locale=definition.fallback_language,
-        )
-        for s in definition.steps
-    ]
+    preview, policy = await _outlook(db, journey)
+    judging = _Judging(preview, journey, policy, set(available))
     carried = _Carried()
-    usable = set(available)
     for raw in read_chunks(lines, chunk_rows):
         chunk = await parse_chunk(ring, region, raw)
-        await _preview_chunk(db, ring, journey, chunk, now, carried, preview, usable, policy)
+        await _preview_chunk(db, ring, journey, chunk, now, carried, judging)
     return preview
+
+
+async def judged_launch(
+    db: Database, journey_key: str, *, available: Iterable[Channel]
+) -> tuple[LaunchPreview, Callable[[ChunkWork], Awaitable[None]]]:
+    """The dry run's step counts gathered by the launch itself, for a launch nobody is asked
+    to confirm (``hub journey launch --yes``): the file is read once, not twice. Pass the
+    callable to ``cohort.launch(on_committed=...)``; each committed chunk's new enrollments are
+    judged as the dry run judges them, and the preview's steps and warnings then say what the
+    journey will do for them. Its row counts stay empty: the launch's own report has them."""
+    journey = await load_journey(db, journey_key)
+    preview, policy = await _outlook(db, journey)
+    judging = _Judging(preview, journey, policy, set(available))
+
+    async def on_committed(work: ChunkWork) -> None:
+        async with db.reader() as session:
+            await judging.judge(session, work, [e for e in work.enrollments.values() if e.new])
+
+    return preview, on_committed
 
 
 async def _preview_chunk(
@@ -248,11 +285,10 @@ async def _preview_chunk(
     chunk: ParsedChunk,
     now: datetime,
     carried: _Carried,
-    preview: LaunchPreview,
-    usable: set[Channel],
-    policy: ConsentPolicy,
+    judging: _Judging,
 ) -> None:
-    work = ChunkWork(ring, journey, now)
+    preview = judging.preview
+    work = ChunkWork(ring, journey, now, writes=False)
     work.by_phone.update(carried.by_phone)  # type: ignore[arg-type]
     work.by_email.update(carried.by_email)  # type: ignore[arg-type]
     work.appointments.update(carried.appointments)
@@ -262,21 +298,7 @@ async def _preview_chunk(
             items = await work.load(session, chunk.parsed)
         await work.enroll_all(items)
         new = [e for e in work.enrollments.values() if e.new and e.key not in carried.enrollments]
-        stored_ids = {
-            e.patient_id
-            for e in new
-            if e.patient_id is not None and e.patient_id not in work.created_from
-        }
-        stored = await inbox_queries.patients_by_id(session, stored_ids)
-        latest = await consent_queries.latest_records_of(session, stored_ids)
-        variants = VariantCache(session)
-        for enrollment in new:
-            assert enrollment.patient_id is not None
-            patient = stored.get(enrollment.patient_id) or _as_stored(
-                work, enrollment.patient_id, work.created_from[enrollment.patient_id]
-            )
-            records = {ch: latest.get((patient.id, ch), {}) for ch in Channel}
-            await _judge(preview, journey, enrollment, patient, records, variants, usable, policy)
+        await judging.judge(session, work, new)
     preview.rows += chunk.rows
     preview.enroll += work.enrolled
     preview.already += work.already
@@ -293,33 +315,122 @@ async def _preview_chunk(
         carried.enrollments[enrollment.key] = enrollment
 
 
-def _as_stored(work: ChunkWork, patient_id: uuid.UUID, row: EnrollRow) -> Patient:
-    """The patient the launch would create from ``row``, as ``bulk`` stores them (never added
-    to a session: nothing is written)."""
-    return Patient(
-        id=patient_id,
-        phone_enc=work.seal(patient_id, "phone_enc", row.phone),
-        phone_bidx=row.phone_bidx,
-        email_enc=work.seal(patient_id, "email_enc", row.email),
-        email_bidx=row.email_bidx,
-        language=row.language,
-        time_zone=row.time_zone,
-        channel_order=list(DEFAULT_CHANNEL_ORDER),
-        tags=[],
-        verified=True,
-        unreachable={},
-    )
+@dataclass
+class _Judging:
+    """Judging a launch's new enrollments, chunk after chunk, into ``preview``; each distinct
+    combination of facts (``_Subject``) is decided once for the whole file."""
+
+    preview: LaunchPreview
+    journey: LaunchJourney
+    policy: ConsentPolicy
+    usable: set[Channel]
+    decided: dict[tuple[object, ...], StepChoice] = field(default_factory=dict)
+
+    async def judge(
+        self, session: AsyncSession, work: ChunkWork, new: list[EnrollmentRecord]
+    ) -> None:
+        stored_ids = {
+            e.patient_id
+            for e in new
+            if e.patient_id is not None and e.patient_id not in work.created_from
+        }
+        stored = await inbox_queries.patients_by_id(session, stored_ids)
+        latest = await consent_queries.latest_records_of(session, stored_ids)
+        variants = VariantCache(session)
+        for enrollment in new:
+            patient_id = enrollment.patient_id
+            assert patient_id is not None
+            known = stored.get(patient_id)
+            if known is not None:
+                records = {ch: latest.get((patient_id, ch), {}) for ch in Channel}
+                subject = _Subject.of(known, records)
+            else:
+                subject = _Subject.would_be(patient_id, work.created_from[patient_id])
+            await _judge(
+                self.preview,
+                self.journey,
+                enrollment,
+                subject,
+                variants,
+                self.usable,
+                self.policy,
+                self.decided,
+            )
+
+
+_NO_RECORDS: Mapping[Channel, dict[Purpose, ConsentRecord]] = {ch: {} for ch in Channel}
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """Whom a step is judged for. ``traits``: everything ``choose_for_step`` reads of the
+    patient and their records that changes what the dry run counts (the records by state only:
+    dates and evidence are not counted). A cohort of 100,000 has a handful of distinct traits,
+    so each combination is decided once, and a Patient is built only for a new one."""
+
+    traits: tuple[object, ...]
+    language: str | None
+    time_zone: str
+    records: Mapping[Channel, dict[Purpose, ConsentRecord]]
+    patient: Callable[[], Patient]
+
+    @classmethod
+    def of(
+        cls, patient: Patient, records: Mapping[Channel, dict[Purpose, ConsentRecord]]
+    ) -> _Subject:
+        states = sorted(
+            (c.value, p.value, r.state.value) for c, rs in records.items() for p, r in rs.items()
+        )
+        traits = (
+            patient.language,
+            tuple(patient.channel_order),
+            patient.phone_enc is not None,
+            patient.email_enc is not None,
+            tuple(sorted(patient.unreachable.items())),
+            tuple(states),
+        )
+        return cls(traits, patient.language, patient.time_zone, records, lambda: patient)
+
+    @classmethod
+    def would_be(cls, patient_id: uuid.UUID, row: EnrollRow) -> _Subject:
+        """The patient the launch would create from ``row``, as ``bulk`` stores them (never
+        added to a session: nothing is written)."""
+        traits = (
+            row.language,
+            tuple(DEFAULT_CHANNEL_ORDER),
+            row.phone is not None,
+            row.email is not None,
+            (),
+            (),
+        )
+
+        def build() -> Patient:
+            return Patient(
+                id=patient_id,
+                phone_enc=UNSEALED if row.phone else None,
+                phone_bidx=row.phone_bidx,
+                email_enc=UNSEALED if row.email else None,
+                email_bidx=row.email_bidx,
+                language=row.language,
+                time_zone=row.time_zone,
+                channel_order=list(DEFAULT_CHANNEL_ORDER),
+                tags=[],
+                verified=True,
+                unreachable={},
+            )
+
+        return cls(traits, row.language, row.time_zone, _NO_RECORDS, build)
 
 
 async def _judge(
     preview: LaunchPreview,
     journey: LaunchJourney,
     enrollment: EnrollmentRecord,
-    patient: Patient,
-    records: Mapping[Channel, dict[Purpose, ConsentRecord]],
+    subject: _Subject,
     variants: VariantCache,
     usable: set[Channel],
     policy: ConsentPolicy,
+    decided: dict[tuple[object, ...], StepChoice],
 ) -> None:
     if enrollment.status is EnrollmentStatus.CANCELLED:
         preview.cancelled += 1
@@ -332,19 +443,24 @@ async def _judge(
         if run.status is RunStatus.SKIPPED:
             outlook.late += 1
             continue
-        choice = await choose_for_step(
-            variants,
-            patient,
-            step,
-            outlook.purpose,
-            run.due_at,
-            fallback_language=journey.definition.fallback_language,
-            policy=policy,
-            available=usable,
-            latest=records,
-            caps=None,  # caps defer a message, never drop it
-        )
-        language = language_label(patient.language)
+        # The time counts only through the send window: a call outside it is refused; other
+        # sends are deferred, which counts as sent.
+        facts = (step.id, *subject.traits, in_window(policy, subject.time_zone, run.due_at))
+        choice = decided.get(facts)
+        if choice is None:
+            choice = decided[facts] = await choose_for_step(
+                variants,
+                subject.patient(),
+                step,
+                outlook.purpose,
+                run.due_at,
+                fallback_language=journey.definition.fallback_language,
+                policy=policy,
+                available=usable,
+                latest=subject.records,
+                caps=None,  # caps defer a message, never drop it
+            )
+        language = language_label(subject.language)
         if choice.untranslated is not None:
             outlook.untranslated[language] = outlook.untranslated.get(language, 0) + 1
             outlook.untranslated_channels.setdefault(language, set()).update(
