@@ -296,3 +296,24 @@ async def test_a_bad_emergency_text_is_refused_naming_the_language(
 
     with pytest.raises(RuleInvalid, match=error):
         await do_set_setting(db, SYSTEM, "triage.reply", value)
+
+
+async def test_an_urgent_whatsapp_message_gets_the_emergency_answer_by_text(
+    db: Database, ring: KeyRing
+) -> None:
+    """The hub cannot send on WhatsApp yet; the emergency answer goes by SMS to the same
+    number rather than being refused and lost."""
+    await closed_front_desk(db)
+    await patient(db, ring)
+    inbound = InboundMessage(
+        provider="twilio_sms",
+        provider_message_id="SM" + uuid.uuid4().hex,
+        channel=Channel.WHATSAPP,
+        from_address=PHONE,
+        to_address="+15550109999",
+        body="I have chest pain",
+    )
+    await actions.do_receive_inbound(db, ring, inbound, {}, help_text="help", clinic=CLINIC)
+    replies = await outbound(db, ring)
+    assert len(replies) == 1 and replies[0][0] is Channel.SMS
+    assert "911" in replies[0][1]

@@ -32,7 +32,7 @@ from hub.consent import actions as consent
 from hub.consent.models import Purpose
 from hub.crypto import KeyRing
 from hub.db import Database
-from hub.enums import Channel, Priority
+from hub.enums import RECEIVE_ONLY, Channel, Priority
 from hub.inbox import queries as inbox_queries
 from hub.inbox.actions.delivery import queue_outbound
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS, view_patient
@@ -372,7 +372,9 @@ async def apply_routing(
         patient,
         conversation,
         clinic if clinic is not None else {"name": clinic_name},
-        Channel.SMS if channel is Channel.VOICE else channel,
+        # A call, or a message on a channel the hub cannot send on (WhatsApp), is answered by
+        # text to the same number: an emergency answer must not be lost for want of a sender.
+        Channel.SMS if channel is Channel.VOICE or channel in RECEIVE_ONLY else channel,
         answered,
         now,
         RoutingOutcome(),
