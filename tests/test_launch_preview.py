@@ -85,9 +85,11 @@ async def install(db: Database, text: str) -> None:
     await journeys.do_install_journey(db, SYSTEM, text, "test.yaml")
 
 
-async def preview(db: Database, ring: KeyRing, key: str, cohort: str) -> LaunchPreview:
+async def preview(
+    db: Database, ring: KeyRing, key: str, cohort: str, available: set[Channel] = CONNECTED
+) -> LaunchPreview:
     return await do_preview_launch(
-        db, ring, key, io.StringIO(cohort, newline=""), region="US", available=CONNECTED, now=NOW
+        db, ring, key, io.StringIO(cohort, newline=""), region="US", available=available, now=NOW
     )
 
 
@@ -339,18 +341,7 @@ async def test_deciding_each_combination_once_counts_what_deciding_each_row_coun
     await install(db, CALL_FIRST)
     connected = {Channel.SMS, Channel.EMAIL, Channel.VOICE}
 
-    async def dry_run() -> LaunchPreview:
-        return await do_preview_launch(
-            db,
-            ring,
-            "call_first",
-            io.StringIO(ZONES_COHORT, newline=""),
-            region="US",
-            available=connected,
-            now=NOW,
-        )
-
-    remembered = await dry_run()
+    remembered = await preview(db, ring, "call_first", ZONES_COHORT, connected)
 
     class Forgetful(dict[tuple[object, ...], Any]):
         def __setitem__(self, key: tuple[object, ...], value: Any) -> None:
@@ -362,7 +353,7 @@ async def test_deciding_each_combination_once_counts_what_deciding_each_row_coun
             self.decided = Forgetful()
 
     monkeypatch.setattr(preview_module, "_Judging", EachRow)
-    each = await dry_run()
+    each = await preview(db, ring, "call_first", ZONES_COHORT, connected)
     [step] = remembered.steps
     assert step.summary() == each.steps[0].summary()
     assert remembered.warnings == each.warnings
