@@ -5,6 +5,8 @@ no serious violation on the refused page, at desktop and phone width."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from tests.staff_helpers import PASSWORD
 pytestmark = pytest.mark.slow
 
 ADMIN = "rowan.admin@demo-clinic.example.org"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 TYPO = (
     "Hi{% if patient.first_name is defined %} {{ patient.first_name }}{% endif %},\n"
     "see you at {{ appointment.start | time }}, {{ patient.frist_name }}."
@@ -49,6 +52,8 @@ async def test_an_admin_sees_a_typo_refused_with_the_text_kept(stack: Stack, bro
     assert await form.get_by_label("Text").get_attribute("aria-invalid") == "true"
     assert not await page.get_by_text("Saved.").count()
     await assert_accessible(page)
+    if os.environ.get("HUB_UPDATE_SCREENSHOTS") == "1":  # the docs' picture, on purpose only
+        await form.screenshot(path=str(SCREENSHOTS / "template-refused.png"))
     await page.set_viewport_size({"width": 390, "height": 844})
     assert await alert.is_visible()
     await assert_accessible(page)
