@@ -1,7 +1,8 @@
-"""Error mapping and request metrics."""
+"""Error mapping, request metrics and the deadline for reading a request body."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -10,7 +11,7 @@ from aiohttp import web
 
 from hub.db import database_unavailable
 from hub.errors import HubError
-from web.keys import METRICS
+from web.keys import METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +20,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RETRY_AFTER_S = 5
 """What a 503 asks callers to wait: about as long as a database restart or failover takes."""
 
+DEFAULT_BODY_READ_TIMEOUT_S = 60.0
+"""Longest a client may take to send a whole request body (a 10 MB upload at 2 Mbit/s fits);
+a client that stalls or trickles its body past it gets 408 instead of holding the connection."""
+
 REASONS = {
     400: "The request was malformed.",
     401: "Sign in first.",
     403: "You are not allowed to do this.",
     404: "Nothing here.",
     405: "That method is not allowed here.",
+    408: "The request body did not arrive in time; send the request again.",
     413: "The request is too large.",
     500: "Something went wrong on our side; it has been logged.",
     503: "A service the hub depends on is unavailable.",
@@ -50,15 +56,45 @@ def _error(status: int, detail: str | None = None) -> web.Response:
     )
 
 
+class BodyReadTimeout(asyncio.TimeoutError):
+    """The body did not arrive within the deadline. A TimeoutError so that aiohttp, which
+    drains an unread body after the response, stops at once and closes the connection."""
+
+
+def arm_body_deadline(request: web.Request, timeout_s: float) -> asyncio.TimerHandle | None:
+    """Fail every read of this request's body that is still waiting after ``timeout_s``.
+
+    The deadline sits on the body stream itself rather than around the handler, so it bounds
+    every way a handler reads (form, JSON, multipart, the webhooks' capped loop) and never
+    cuts a handler that is slow after the body has fully arrived.
+    """
+    content = request.content
+    if not request.can_read_body or content.is_eof():
+        return None
+
+    def expire() -> None:
+        if not content.is_eof():
+            content.set_exception(BodyReadTimeout())
+
+    return asyncio.get_running_loop().call_later(timeout_s, expire)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
     route = _route_name(request)
     started = time.perf_counter()
     status = 500
+    deadline = arm_body_deadline(request, DEFAULT_BODY_READ_TIMEOUT_S)
     try:
         response = await handler(request)
         status = response.status
+        return response
+    except BodyReadTimeout:
+        # Nothing was stored: every handler reads its body before it writes anything.
+        status = 408
+        response = _error(408)
+        response.force_close()  # the rest of the body may still be on its way
         return response
     except web.HTTPException as exc:
         status = exc.status
@@ -83,5 +119,27 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("unhandled error", extra={"route": route})
         return _error(500)
     finally:
+        if deadline is not None:
+            deadline.cancel()
         metrics.requests.labels(route, request.method, str(status)).inc()
         metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    if request.app[SETTINGS].public_url.startswith("https://"):
+        for morsel in response.cookies.values():
+            morsel["secure"] = True
+
+
+@web.middleware
+async def secure_cookies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Under https every cookie the hub sets is Secure, whoever set it: helpers such as
+    ``redirect_with`` (the flash) do not know the settings, and a cookie sent once over plain
+    http can be read on the way."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _secure(request, exc)
+        raise
+    _secure(request, response)
+    return response

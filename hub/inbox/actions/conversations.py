@@ -37,6 +37,9 @@ from hub.outbox import add_effect
 
 MENTION_RE = re.compile(r"(?<![\w.])@([A-Za-z0-9._-]+)")
 """@dana.agent mentions the staff member whose email starts with dana.agent@."""
+DEFAULT_MAX_NOTE_CHARS = 10_000
+"""Longest internal note: a few pages of handover text. Without a cap one paste could store
+megabytes that every later view of the conversation decrypts and sends."""
 DEFAULT_CONNECTED = frozenset({Channel.SMS})
 """Channels offered when the caller does not say (the web app passes what is configured)."""
 CHANNEL_NOT_CONNECTED = {
@@ -227,6 +230,11 @@ async def do_add_note(
     body = body.strip()
     if not body:
         raise ValueError("a note needs some text")
+    if len(body) > DEFAULT_MAX_NOTE_CHARS:
+        raise ValueError(
+            f"a note can be at most {DEFAULT_MAX_NOTE_CHARS:,} characters; this one has "
+            f"{len(body):,}: shorten it or split it into several notes"
+        )
     async with db.transaction() as session:
         conversation = await visible_conversation(session, ctx, conversation_id)
         handles = {h.lower().rstrip(".") for h in MENTION_RE.findall(body)}

@@ -1,0 +1,186 @@
+"""Limits on what a client or an author can make the hub hold: how long a request body may take
+to arrive, how long a note may be, how much a template may render."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from hub.audit import Actor
+from hub.config import Settings
+from hub.crypto import KeyRing
+from hub.db import Database
+from hub.enums import Channel
+from hub.inbox import actions
+from hub.inbox.access import StaffContext
+from hub.inbox.actions.conversations import DEFAULT_MAX_NOTE_CHARS, do_add_note
+from hub.inbox.models import Message
+from hub.inbox.schemas import NewPatient
+from tests.conftest import make_staff, stored_rows
+from tests.staff_helpers import csrf_of, sign_in
+from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, CLINIC_NUMBER
+from web import middleware
+from web.app import create_app
+from web.keys import METRICS
+from web.metrics import Metrics
+
+ADMIN = "robin.admin@demo-clinic.example.org"
+TOO_LONG = "Handover. " * (DEFAULT_MAX_NOTE_CHARS // 10) + "!"
+
+pytestmark = pytest.mark.usefixtures("fresh_redis")
+
+DEADLINE_S = 0.2
+"""A small body deadline for the tests, so a stalled client is answered quickly."""
+ANSWER_WITHIN_S = 5.0
+"""How long a test waits for the hub's answer before calling it hung."""
+
+
+@pytest.fixture
+def short_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(middleware, "DEFAULT_BODY_READ_TIMEOUT_S", DEADLINE_S)
+
+
+@pytest.fixture
+async def client(db: Database, settings: Settings, aiohttp_client: Any) -> TestClient:
+    twilio = replace(
+        settings,
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_from_number=CLINIC_NUMBER,
+        public_url="http://127.0.0.1",  # plain http, so the test client keeps Secure-less cookies
+    )
+    return await aiohttp_client(create_app(twilio, db=db))  # type: ignore[no-any-return]
+
+
+async def _open(host: str, port: int, path: str, length: int, first: bytes) -> Any:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {length}\r\n\r\n".encode()
+        + first
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def _answer(reader: asyncio.StreamReader) -> bytes:
+    # The hub closes the connection after a 408, so reading to the end is the whole answer.
+    return await asyncio.wait_for(reader.read(), ANSWER_WITHIN_S)
+
+
+async def test_a_stalled_webhook_body_is_answered_408_and_stores_nothing(
+    short_deadline: None, client: TestClient, db: Database
+) -> None:
+    before = await stored_rows(db)
+    reader, writer = await _open(
+        client.host, client.port, "/webhooks/twilio/sms", 500, b"From=%2B1555"
+    )
+    try:
+        answer = await _answer(reader)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"did not arrive in time" in answer
+    assert await stored_rows(db) == before
+
+
+async def test_a_trickled_form_body_is_cut_at_the_deadline(
+    short_deadline: None, client: TestClient
+) -> None:
+    # Slowloris: a byte at a time, each well inside any idle timeout, never finishing.
+    reader, writer = await _open(client.host, client.port, "/login", 10_000, b"e")
+
+    async def trickle() -> None:
+        while not writer.is_closing():
+            writer.write(b"x")
+            await asyncio.sleep(DEADLINE_S / 10)
+
+    sender = asyncio.create_task(trickle())
+    try:
+        answer = await _answer(reader)
+    finally:
+        sender.cancel()
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_work_after_the_body_has_arrived_is_not_cut(
+    short_deadline: None, aiohttp_client: Any
+) -> None:
+    # The deadline bounds reading the body, not the handler: a slow database after a
+    # complete body must still answer.
+    read = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        body = await request.read()
+        read.set()
+        await asyncio.sleep(DEADLINE_S * 3)  # the handler's own slow work, past the deadline
+        return web.Response(text=f"{len(body)}")
+
+    app = web.Application(middlewares=[middleware.error_middleware])
+    app[METRICS] = Metrics()
+    app.router.add_post("/slow", slow)
+    client: TestClient = await aiohttp_client(TestServer(app))
+    response = await client.post("/slow", data=b"x" * 100_000)
+    assert read.is_set()
+    assert response.status == 200
+    assert await response.text() == "100000"
+
+
+@pytest.fixture
+async def conversation(db: Database, ring: KeyRing) -> uuid.UUID:
+    patient_id = await actions.do_create_patient(
+        db,
+        ring,
+        Actor.system("test"),
+        NewPatient(name="Ada Testpatient", phone="+15550100123", email=None),
+        region="US",
+    )
+    message_id = await actions.do_record_inbound(db, ring, patient_id, Channel.SMS, "Hello")
+    async with db.reader() as session:
+        message = await session.get(Message, message_id)
+        assert message is not None
+        return message.conversation_id
+
+
+async def test_a_note_over_the_cap_is_refused_in_plain_words_and_not_stored(
+    db: Database, ring: KeyRing, conversation: uuid.UUID
+) -> None:
+    admin: StaffContext = await make_staff(db, ADMIN)
+    before = await stored_rows(db)
+    with pytest.raises(ValueError, match=f"at most {DEFAULT_MAX_NOTE_CHARS:,} characters"):
+        await do_add_note(db, ring, admin, conversation, TOO_LONG)
+    assert await stored_rows(db) == before
+    # The cap counts the note as kept: surrounding blanks are trimmed before it applies.
+    await do_add_note(db, ring, admin, conversation, "  " + "n" * DEFAULT_MAX_NOTE_CHARS + "\n")
+
+
+async def test_the_note_cap_answers_in_the_api_and_on_the_page(
+    client: TestClient, db: Database, conversation: uuid.UUID
+) -> None:
+    await make_staff(db, ADMIN)
+    await sign_in(client, ADMIN)
+    token = await csrf_of(client)
+    before = await stored_rows(db)
+    api = await client.post(
+        f"/api/conversations/{conversation}/notes",
+        json={"body": TOO_LONG},
+        headers={"X-CSRF-Token": token},
+    )
+    assert api.status == 422
+    assert "at most 10,000 characters" in (await api.json())["error"]["message"]
+    page = await client.post(
+        f"/conversations/{conversation}/notes",
+        data={"body": TOO_LONG, "csrf_token": token},
+        headers={"Referer": str(client.make_url(f"/conversations/{conversation}"))},
+    )
+    assert page.status == 200
+    assert "at most 10,000 characters" in await page.text()
+    assert await stored_rows(db) == before
