@@ -4,12 +4,18 @@ Each event's hash covers its own fields and the previous event's hash, and a sin
 holds the last sequence number and hash. Appends take the head row's lock, so the chain has no
 forks and no gaps; editing, deleting or reordering any row, or truncating the tail, breaks
 ``verify``. Events hold ids and action names, never PHI.
+
+Someone who can write the tables could still cut the newest rows and rewind the head to the last
+row kept, leaving a shorter chain that verifies. An ``Anchor`` (a head's sequence and hash,
+shipped off the machine) closes that: ``verify`` with an anchor also requires the chain to reach
+it unchanged. On PostgreSQL, migration 0014's triggers refuse the cut in the first place.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db import Base, utcnow
+from hub.errors import HubError
 
 GENESIS_HASH = "0" * 64
 """The previous hash of the first event."""
@@ -146,6 +153,30 @@ async def record(
     return event
 
 
+_ANCHOR = re.compile(r"(\d+):([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A head as it once was: the chain must still reach row ``seq`` with this ``hash``."""
+
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+    @classmethod
+    def parse(cls, value: str) -> Anchor:
+        match = _ANCHOR.fullmatch(value.strip().lower())
+        if match is None:
+            raise HubError(
+                "an audit anchor is SEQ:HASH as printed by `hub audit anchor` (a row number, a "
+                "colon and 64 hex digits)"
+            )
+        return cls(int(match[1]), match[2])
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool
@@ -174,8 +205,14 @@ async def _events(session: AsyncSession) -> AsyncIterator[AuditEvent]:
         session.expunge_all()
 
 
-async def verify(session: AsyncSession) -> VerifyResult:
-    """Walk the chain from the first event; report the first row that does not fit."""
+async def verify(session: AsyncSession, anchor: Anchor | None = None) -> VerifyResult:
+    """Walk the chain from the first event; report the first row that does not fit.
+
+    With an anchor, the chain must also pass through it: a shorter chain (tail cut, head rewound)
+    or a different row at the anchor (a rewrite with recomputed hashes) is reported.
+    """
+    if anchor is not None and anchor.seq == 0 and anchor.hash != GENESIS_HASH:
+        return VerifyResult(False, 0, 0, "the anchor for row 0 must be the genesis hash")
     prev_hash, expected_seq, checked = GENESIS_HASH, 1, 0
     async for ev in _events(session):
         if ev.seq != expected_seq:
@@ -186,7 +223,22 @@ async def verify(session: AsyncSession) -> VerifyResult:
             )
         if ev.expected_hash() != ev.hash:
             return VerifyResult(False, checked, ev.seq, "its contents do not match its hash")
+        if anchor is not None and ev.seq == anchor.seq and ev.hash != anchor.hash:
+            return VerifyResult(
+                False,
+                checked,
+                ev.seq,
+                "its hash differs from the anchor: this row or one before it was rewritten",
+            )
         prev_hash, expected_seq, checked = ev.hash, ev.seq + 1, checked + 1
+    if anchor is not None and anchor.seq > checked:
+        return VerifyResult(
+            False,
+            checked,
+            checked + 1,
+            f"the chain ends at row {checked} but the anchor records row {anchor.seq}: "
+            "rows were cut from the end and the head rewound",
+        )
     head = await session.scalar(select(AuditHead).where(AuditHead.id == 1))
     if head is None:
         return VerifyResult(False, checked, None, "the audit_head row is missing")
@@ -199,3 +251,15 @@ async def verify(session: AsyncSession) -> VerifyResult:
             "rows were deleted from the end or the head was edited",
         )
     return VerifyResult(True, checked)
+
+
+async def anchor(session: AsyncSession) -> Anchor:
+    """The head of a verified chain; refuses a broken one (an anchor must vouch for the chain)."""
+    result = await verify(session)
+    if not result.ok:
+        raise HubError(
+            f"audit chain broken at row {result.bad_seq}: {result.reason}; no anchor printed"
+        )
+    head = await session.scalar(select(AuditHead).where(AuditHead.id == 1))
+    assert head is not None  # verify reported a missing head
+    return Anchor(head.seq, head.hash)

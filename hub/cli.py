@@ -368,8 +368,25 @@ def audit() -> None:
     """The hash-chained audit log."""
 
 
+def _parse_anchor(value: str | None) -> Any:
+    from hub.audit import Anchor
+
+    if value is None:
+        return None
+    try:
+        return Anchor.parse(value)
+    except HubError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @audit.command("verify")
-def audit_verify() -> None:
+@click.option(
+    "--anchor",
+    metavar="SEQ:HASH",
+    callback=lambda _ctx, _param, value: _parse_anchor(value),
+    help="An earlier `hub audit anchor` line: also fail unless the chain still reaches it.",
+)
+def audit_verify(anchor: Any) -> None:
     """Walk the audit chain; name the first row that was altered, removed or reordered."""
     from hub.audit import verify
     from hub.db import Database
@@ -381,7 +398,7 @@ def audit_verify() -> None:
         db = Database.connect(settings.database_url)
         try:
             async with db.reader() as session:
-                return await verify(session)
+                return await verify(session, anchor)
         finally:
             await db.dispose()
 
@@ -391,7 +408,28 @@ def audit_verify() -> None:
             f"audit chain broken at row {result.bad_seq}: {result.reason} "
             f"({result.checked} rows before it verified)"
         )
-    click.echo(f"audit chain intact: {result.checked} rows verified")
+    reaches = f", reaching anchor row {anchor.seq}" if anchor is not None else ""
+    click.echo(f"audit chain intact: {result.checked} rows verified{reaches}")
+
+
+@audit.command("anchor")
+def audit_anchor() -> None:
+    """Verify the chain and print its head as SEQ:HASH, for a log kept off this machine."""
+    from hub.audit import anchor
+    from hub.db import Database
+
+    settings = load_settings()
+    asyncio.run(_check_database(settings, require_migrated=True))
+
+    async def run() -> Any:
+        db = Database.connect(settings.database_url)
+        try:
+            async with db.reader() as session:
+                return await anchor(session)
+        finally:
+            await db.dispose()
+
+    click.echo(str(asyncio.run(run())))
 
 
 @main.group()
