@@ -52,8 +52,32 @@ PHI_FIELD_NAMES = frozenset(
 _EMAIL_RE = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)+")
 # A run of digits with phone punctuation; redacted when it holds 7 or more digits. It is broad on
 # purpose (dates in messages get caught too): a missed phone number costs more than a lost date.
-_PHONE_RE = re.compile(r"(?<![\w])\+?\(?\d[\d\s().\-/]{5,}\d(?![\w])")
+# The one place digits are known not to be a number someone dials is an access line's status and
+# size after the request line (`"GET /x HTTP/1.1" 200 15550`): spaces join them into one 7+ digit
+# run, and a large size is such a run alone, so neither may start a match.
+_PHONE_RE = re.compile(
+    r"(?<![\w])(?<!HTTP/\d\.\d\" )(?<!HTTP/\d\.\d\" \d{3} )\+?\(?\d[\d\s().\-/]{5,}\d(?![\w])"
+)
 _QUERY_RE = re.compile(r"\?[^\s\"']*")
+
+SECRET_PATHS = ("/chat/{token}", "/unsubscribe/{token}", "/journeys/{key}/cohort/{token}")
+"""Routes (in the route table's syntax) whose ``{token}`` segment is a bearer secret: whoever
+reads it from a log can open the patient's chat or change their consent. A route with a
+``{token}`` must be listed here (tests/test_logs.py checks the route table)."""
+
+_SEGMENT = r"[^/\s\"'?#]+"
+
+
+def _secret_path_re(template: str) -> re.Pattern[str]:
+    before, sep, _ = template.partition("{token}")
+    if not sep:
+        raise ValueError(f"{template!r} has no {{token}} segment to hide")
+    # Other parameters (a journey's key) stay in the line: they are not secrets.
+    prefix = _SEGMENT.join(re.escape(part) for part in re.split(r"\{\w+\}", before))
+    return re.compile(f"({prefix}){_SEGMENT}")
+
+
+_SECRET_PATH_RES = tuple(_secret_path_re(t) for t in SECRET_PATHS)
 _STD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
@@ -68,9 +92,11 @@ read as phone numbers."""
 
 
 def scrub(text: str) -> str:
-    """Remove email addresses, phone-like digit runs and URL query strings."""
+    """Remove email addresses, phone-like digit runs, URL query strings and path tokens."""
     text = _EMAIL_RE.sub("[email]", text)
     text = _QUERY_RE.sub("?[query]", text)
+    for secret in _SECRET_PATH_RES:
+        text = secret.sub(r"\1[token]", text)
     parts, last = [], 0
     for match in _UUID_RE.finditer(text):
         parts.append(_PHONE_RE.sub(_phone_sub, text[last : match.start()]))

@@ -5,10 +5,18 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime
 
 import pytest
+from aiohttp import web
 
+from hub.crypto import KeyRing
+from hub.links import Unsubscribe, chat_token, unsubscribe_token
 from hub.logs import PhiFilter, scrub
+from web.routes import setup_routes
 
 
 @pytest.fixture
@@ -100,3 +108,64 @@ def test_ids_are_not_mistaken_for_phone_numbers() -> None:
     job = "job outbox-01a200b7-9778-7027-a479-87b3cf66de21 done; call 555-010-0101 back"
     assert scrub(job) == "job outbox-01a200b7-9778-7027-a479-87b3cf66de21 done; call [phone] back"
     assert scrub("a9b7d50c-1234-5678-b722-000000000000") == "a9b7d50c-1234-5678-b722-000000000000"
+
+
+# The shape aiohttp's default access log format gives a line: %a %t "%r" %s %b referer agent.
+ACCESS = '127.0.0.1 [07/Dec/2026:05:40:00 +0000] "GET {path} HTTP/1.1" {status} {size} "-" "curl/8"'
+
+
+@pytest.mark.parametrize(("status", "size"), [(200, 15550), (200, 1234567890), (404, 5551234)])
+def test_access_lines_keep_status_and_size(status: int, size: int) -> None:
+    line = ACCESS.format(path="/inbox/rows/3", status=status, size=size)
+    assert scrub(line) == line
+
+
+def test_path_tokens_are_hidden_and_the_rest_of_the_line_kept() -> None:
+    ring = KeyRing.generate("t1")
+    chat = chat_token(ring, uuid.uuid4(), datetime.now(UTC))
+    unsubscribe = unsubscribe_token(ring, Unsubscribe(uuid.uuid4(), "surveys", uuid.uuid4()))
+    cohort = secrets.token_urlsafe(24)
+    for path, shown in [
+        (f"/chat/{chat}", "/chat/[token]"),
+        (f"/unsubscribe/{unsubscribe}", "/unsubscribe/[token]"),
+        (f"/journeys/flu-shot/cohort/{cohort}/cancel", "/journeys/flu-shot/cohort/[token]/cancel"),
+    ]:
+        out = scrub(ACCESS.format(path=path, status=200, size=15550))
+        assert out == ACCESS.format(path=shown, status=200, size=15550)
+    # The same link anywhere in a line (a referer, a note about a sent invite).
+    assert scrub(f"invite sent: https://hub.example.org/chat/{chat}") == (
+        "invite sent: https://hub.example.org/chat/[token]"
+    )
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "+1 (555) 123-4567",
+        "(555) 123-4567",
+        "5551234567",
+        "+15551234567",
+        "555-010-0101",
+        "555.123.4567",
+        "555 123 4567",
+        "+44 20 7946 0018",
+    ],
+)
+def test_phone_numbers_in_every_shape_are_still_masked(number: str) -> None:
+    assert scrub(f"call {number} back") == "call [phone] back"
+    # In an access line the number may sit right before the status and size it must not eat.
+    line = ACCESS.format(path=f"/p/{number.replace(' ', '-')}", status=200, size=15)
+    assert scrub(line) == ACCESS.format(path="/p/[phone]", status=200, size=15)
+
+
+def test_every_token_route_is_hidden() -> None:
+    """A new route with a ``{token}`` segment fails here until hub.logs knows it."""
+    app = web.Application()
+    setup_routes(app)
+    secret = "s3cret" + "x" * 30
+    templates = {r.canonical for r in app.router.resources() if "{token}" in r.canonical}
+    assert {"/chat/{token}", "/unsubscribe/{token}"} <= templates
+    for template in templates:
+        path = re.sub(r"\{token\}", secret, template)
+        path = re.sub(r"\{\w+\}", "key", path)
+        assert secret not in scrub(f'"GET {path} HTTP/1.1" 200 15'), template
