@@ -37,6 +37,10 @@ def _admin(request: web.Request) -> Actor:
 
 async def staff_page(request: web.Request) -> web.Response:
     _admin(request)
+    return await _staff_page(request)
+
+
+async def _staff_page(request: web.Request, new_password: str | None = None) -> web.Response:
     async with request.app[DB].reader() as session:
         people = (await session.scalars(select(StaffUser).order_by(StaffUser.display_name))).all()
         teams = (await session.scalars(select(Team).order_by(Team.name))).all()
@@ -47,7 +51,7 @@ async def staff_page(request: web.Request) -> web.Response:
         people=people,
         teams=teams,
         roles=[r.value for r in Role],
-        new_password=None,
+        new_password=new_password,
     )
 
 
@@ -70,7 +74,9 @@ async def add_staff(request: web.Request) -> web.StreamResponse:
         )
     except (HubError, ValueError) as exc:
         raise redirect_with("/admin/staff", "error", str(exc)) from None
-    raise redirect_with("/admin/staff", "ok", f"Added. One-time password (shown once): {password}")
+    # Shown in this answer only, never in the flash: a cookie is stored by the browser and
+    # sent back with the next request, and a password does not belong in either.
+    return await _staff_page(request, new_password=password)
 
 
 async def teams_page(request: web.Request) -> web.Response:

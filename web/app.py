@@ -29,7 +29,7 @@ from web.keys import (
     TEMPLATES,
 )
 from web.metrics import Metrics
-from web.middleware import error_middleware
+from web.middleware import error_middleware, secure_cookies
 from web.presence import Presence
 from web.realtime import SocketIONotifier, close_socketio, create_socketio
 from web.render import make_environment
@@ -51,7 +51,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> web.Applica
         raise ValueError("create_app needs settings.redis_url; start the embedded Redis first")
     redis_url = settings.redis_url
     app = web.Application(
-        middlewares=[security_headers, error_middleware, auth_middleware],
+        middlewares=[security_headers, secure_cookies, error_middleware, auth_middleware],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[SETTINGS] = settings

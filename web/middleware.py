@@ -1,4 +1,4 @@
-"""Error mapping, request metrics and the deadline for reading a request body."""
+"""Error mapping, request metrics, the deadline for reading a request body, and Secure cookies."""
 
 from __future__ import annotations
 
