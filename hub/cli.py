@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from hub.cli_users import add_commands as add_staff_commands
 from hub.config import Settings, redact_url
 from hub.errors import ConfigError, HubError
 
@@ -443,10 +444,11 @@ def token() -> None:
 @click.option(
     "--days",
     type=click.IntRange(1, 3650),
-    default=None,
-    help="Expire after this many days (default: never; revoke instead).",
+    default=90,
+    show_default=True,
+    help="Expire after this many days.",
 )
-def token_create(email: str, name: str, days: int | None) -> None:
+def token_create(email: str, name: str, days: int) -> None:
     """Create a token that acts with EMAIL's rights; printed once, stored only as a hash."""
     from hub.audit import Actor
     from hub.db import Database
@@ -467,6 +469,9 @@ def token_create(email: str, name: str, days: int | None) -> None:
     value = asyncio.run(run())
     click.echo(value)
     click.echo("Send it as 'Authorization: Bearer <token>'. It is not shown again.", err=True)
+
+
+add_staff_commands(user, token)
 
 
 @main.group()

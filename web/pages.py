@@ -133,7 +133,10 @@ async def login(request: web.Request) -> web.StreamResponse:
             "admin to reset your password.",
             429,
         )
-    signed_in = await staff.do_authenticate(request.app[DB], email, password)
+    try:
+        signed_in = await staff.do_authenticate(request.app[DB], email, password)
+    except staff.AccountDeactivated as exc:
+        return again(str(exc), 403)
     if signed_in is None:
         await guard.failed(email, address)
         return again("That email and password do not match an active account.", 401)

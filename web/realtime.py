@@ -17,7 +17,7 @@ from sqlalchemy import select
 from hub.enums import Role
 from hub.inbox.access import StaffContext
 from hub.inbox.actions.conversations import visible_conversation
-from hub.inbox.actions.staff import do_load_staff
+from hub.inbox.actions.staff import REVOKED_TOPIC, do_load_staff
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Team
 from hub.journeys.reporting import PROGRESS_ROOM
@@ -28,6 +28,7 @@ from web.sessions import COOKIE_NAME
 from web.tasks import hand_out_soon
 from worker.effects import ClosableRedisManager, socketio_channel
 
+REVOKED_EVENT = REVOKED_TOPIC.removeprefix("notify:")
 NOT_FOUND = {"error": {"status": 404, "message": "No such conversation."}}
 
 
@@ -164,10 +165,26 @@ class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         )
 
 
+class StaffRedisManager(ClosableRedisManager):
+    """Every `hub serve` receives each staff event through Redis; ``staff:revoked`` (access
+    taken away: deactivation, password reset) also disconnects that person's sockets held
+    by this process, so no further broadcast reaches them wherever they are connected."""
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        await super()._handle_emit(message)  # the client learns why before it is dropped
+        if message.get("event") != REVOKED_EVENT or message.get("namespace") != STAFF_NAMESPACE:
+            return
+        room = message.get("room")
+        if not isinstance(room, str) or not room.startswith("staff:"):
+            return
+        for sid, _eio_sid in list(self.get_participants(STAFF_NAMESPACE, room)):
+            await self.server.disconnect(sid, namespace=STAFF_NAMESPACE)
+
+
 def create_socketio(redis_url: str, app: web.Application) -> socketio.AsyncServer:
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
-        client_manager=ClosableRedisManager(redis_url, channel=socketio_channel(redis_url)),
+        client_manager=StaffRedisManager(redis_url, channel=socketio_channel(redis_url)),
         cors_allowed_origins=[],  # same origin only: the staff UI is served by this app
         logger=False,
         engineio_logger=False,

@@ -34,6 +34,15 @@ def needs_rehash(stored_hash: str) -> bool:
     return _hasher.check_needs_rehash(stored_hash)
 
 
+OTP_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"
+"""One-time passwords are read off a screen or a phone and typed: no l/I/1, O/o/0, no symbols."""
+OTP_LENGTH = 16
+"""About 92 bits from OTP_ALPHABET; enough for a password that lives until first sign-in."""
+
+
 def one_time_password() -> str:
-    """A random password to print once (demo admin, `hub user add` without --password)."""
-    return secrets.token_urlsafe(15)
+    """A random password to hand over once (new staff, a reset), easy to read back aloud."""
+    while True:
+        password = "".join(secrets.choice(OTP_ALPHABET) for _ in range(OTP_LENGTH))
+        if len(set(password)) >= 4:  # hash_password's floor; a miss is astronomically rare
+            return password
