@@ -22,6 +22,9 @@ from hub.inbox.access import StaffContext
 from hub.inbox.actions.conversations import DEFAULT_MAX_NOTE_CHARS, do_add_note
 from hub.inbox.models import Message
 from hub.inbox.schemas import NewPatient
+from hub.templates import TemplateInvalid, TemplateRenderError
+from hub.templates.lint import check_for_save
+from hub.templates.render import VariantText, render_variant
 from tests.conftest import make_staff, stored_rows
 from tests.staff_helpers import csrf_of, sign_in
 from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, CLINIC_NUMBER
@@ -184,3 +187,72 @@ async def test_the_note_cap_answers_in_the_api_and_on_the_page(
     assert page.status == 200
     assert "at most 10,000 characters" in await page.text()
     assert await stored_rows(db) == before
+
+
+# --- the template sandbox's bounds -----------------------------------------------------------
+
+OVER_THE_BOUNDS = [
+    ("{{ 'x' * 300000 }}", "repeating text or a list would make 300,000"),
+    ("{{ ['x' * 1000] * 300 }}", "repeating text or a list would make 300,300"),
+    ("{{ 10 ** 2000 }}", "a power would make a number over 4,096 bits"),
+    ("{{ '%300000s' % 'a' }}", "formatting text would make 300,000"),
+    ("{{ '{:>300000}'.format('a') }}", "format() would make 300,000"),
+    ("{{ 'a'.ljust(300000) }}", "ljust() would make 300,000"),
+    ("{{ 'a' | center(300000) }}", "the center filter would make 300,000"),
+    ("{% set s = 'x' * 1000 %}{{ s | replace('x', s) }}", "the replace filter would make"),
+    ("{{ range(1000) | join('x' * 1000) }}", "the join filter would make"),
+    (
+        "{% set ns = namespace(s='x') %}{% for i in range(19) %}"
+        "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+        "joining text with ~ would make 262,144",
+    ),
+    (
+        "{% for a in range(200) %}{% for b in range(200) %}{% endfor %}{% endfor %}done",
+        "takes more than 20,000 loop steps and calls",
+    ),
+    ("{% for i in range(3000) %}{{ 'y' * 100 }}{% endfor %}", "renders more than 200,000"),
+    (
+        "{% set b %}{% for i in range(3000) %}{{ 'y' * 100 }}{% endfor %}{% endset %}"
+        "{{ b | length }}",
+        "renders more than 200,000",
+    ),
+    ("{% for i in range(2100) %}" + "y" * 100 + "{% endfor %}", "renders more than 200,000"),
+    ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "calls a macro within itself"),
+]
+
+
+@pytest.mark.parametrize(("body", "problem"), OVER_THE_BOUNDS)
+def test_a_render_past_a_bound_fails_naming_the_problem(body: str, problem: str) -> None:
+    # Sizes just past the bounds: without them these render (slowly, or huge), and pass.
+    with pytest.raises(TemplateRenderError) as caught:
+        render_variant(VariantText("limits_test", "sms", "en", body), {})
+    assert problem in str(caught.value)
+    assert "xxxx" not in str(caught.value) and "yyyy" not in str(caught.value)
+
+
+def test_ordinary_templates_are_within_the_bounds() -> None:
+    body = (
+        "Hi {{ 'ab' * 3 }} {% for i in range(3) %}{{ i }}{% endfor %} {{ '%05d' % 42 }} "
+        "{{ 'a b' | replace('a', 'c') }} {{ [1, 2] | join(', ') }} {{ '{:>4}'.format(7) }} "
+        "{{ 2 ** 10 }} {% set ns = namespace(n=0) %}{% for i in range(5) %}"
+        "{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}"
+    )
+    rendered = render_variant(VariantText("limits_test", "sms", "en", body), {})
+    assert rendered.body == "Hi ababab 012 00042 c b 1, 2    7 1024 10"
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("{% if false %}{{ 'x' * 10**9 }}{% endif %}See you soon.", "1,000,000,000 characters"),
+        ("{% if false %}{{ ['a', 'b'] * 200000 }}{% endif %}See you soon.", "400,000 characters"),
+        ("{% if false %}{{ 9 ** 99999 }}{% endif %}See you soon.", "over 4,096 bits"),
+    ],
+)
+def test_saving_refuses_a_huge_literal_even_where_no_send_reaches_it(
+    body: str, problem: str
+) -> None:
+    # The trial renders never take the branch: only reading the text finds it.
+    with pytest.raises(TemplateInvalid, match="the text, line 1: this ") as refused:
+        check_for_save("appointment_reminder", "sms", "en", None, body, None)
+    assert problem in str(refused.value)

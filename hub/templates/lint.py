@@ -13,6 +13,7 @@ Pure: no I/O. Messages name variables, filters, terms and lines, never rendered 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator
@@ -22,6 +23,7 @@ import jinja2
 from jinja2 import nodes
 
 from hub.templates import TemplateInvalid, TemplateRenderError
+from hub.templates.limits import DEFAULT_MAX_POWER_BITS, DEFAULT_MAX_RENDER_CHARS
 from hub.templates.render import (
     HTML_ENV,
     TEXT_ENV,
@@ -279,6 +281,65 @@ def _unknown_filters(part: str, tree: nodes.Template, env: jinja2.Environment) -
         )
 
 
+def _literal_int(node: nodes.Node) -> int | None:
+    """The value of a whole-number literal (``10**9`` included), or None. A power past the
+    bound counts as just past it: enough to refuse, without computing it."""
+    if isinstance(node, nodes.Const) and type(node.value) is int:
+        return node.value
+    if isinstance(node, nodes.Neg):
+        inner = _literal_int(node.node)
+        return None if inner is None else -inner
+    if isinstance(node, (nodes.Mul, nodes.Pow)):
+        left, right = _literal_int(node.left), _literal_int(node.right)
+        if left is None or right is None:
+            return None
+        if isinstance(node, nodes.Mul):
+            return left * right
+        if right < 0 or abs(left) < 2:
+            return None
+        if right * math.log2(abs(left)) > DEFAULT_MAX_POWER_BITS:
+            return 1 << DEFAULT_MAX_POWER_BITS
+        return int(left**right)
+    return None
+
+
+def _literal_size(node: nodes.Node) -> int | None:
+    """Characters of a text literal, items of a list literal, or what a literal repetition of
+    one makes."""
+    if isinstance(node, nodes.Const) and isinstance(node.value, str):
+        return len(node.value)
+    if isinstance(node, (nodes.List, nodes.Tuple)):
+        return len(node.items)
+    if isinstance(node, nodes.Mul):
+        for sized, count in ((node.left, node.right), (node.right, node.left)):
+            size, times = _literal_size(sized), _literal_int(count)
+            if size is not None and times is not None:
+                return size * times
+    return None
+
+
+def _huge_literals(part: str, tree: nodes.Template) -> None:
+    """Refuse a literal repetition or power past the render bounds wherever it is written,
+    even in a branch the trial renders do not take (``'x' * 10**9``)."""
+    for node in tree.find_all((nodes.Mul, nodes.Pow)):
+        size = _literal_size(node) if isinstance(node, nodes.Mul) else None
+        if size is not None and size > DEFAULT_MAX_RENDER_CHARS:
+            raise TemplateInvalid(
+                f"the {part}, line {node.lineno}: this repetition makes {size:,} characters or "
+                f"items; a template may render at most {DEFAULT_MAX_RENDER_CHARS:,}",
+                line=node.lineno,
+                part=part,
+            )
+        number = _literal_int(node)
+        if number is not None and abs(number).bit_length() > DEFAULT_MAX_POWER_BITS:
+            raise TemplateInvalid(
+                f"the {part}, line {node.lineno}: this number is over "
+                f"{DEFAULT_MAX_POWER_BITS:,} bits long",
+                line=node.lineno,
+                part=part,
+            )
+
+
 def _trial_renders(text: VariantText, declared: Declared) -> None:
     """Render with every variable, with every optional one missing, and with each missing
     alone: what a send may meet. The first failure is the reason the text is refused."""
@@ -323,5 +384,6 @@ def check_for_save(
         env = HTML_ENV if part == "HTML" else TEXT_ENV
         tree = env.parse(source)
         _unknown_filters(part, tree, env)
+        _huge_literals(part, tree)
         _unknown_variables(key, part, tree, declared, env)
     _trial_renders(VariantText(key, channel, locale, body, subject, html), declared)

@@ -30,7 +30,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
-from hub.templates import TemplateInvalid, TemplateRenderError
+from hub.templates import TemplateInvalid, TemplateRenderError, limits
 from hub.templates.variables import DECLARED
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,19 @@ def _datetime(ctx: Context, value: Any, fmt: str | None = None) -> str:
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
+    # Size is the sandbox's blind spot: see hub.templates.limits for what each hook bounds.
+    intercepted_binops = limits.BINOPS
+    code_generator_class = limits.BoundedCodeGenerator
+    bounded_join = staticmethod(limits.bounded_join)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        limits.check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        limits.check_call(obj, args, kwargs)
+        return super().call(context, obj, *args, **kwargs)
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Most lookups in a message are a variable of a group (patient.first_name): answer
         # them from the group's values. The generic path would probe the object and run the
@@ -264,8 +277,18 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
 
 def _environment(*, html: bool) -> ImmutableSandboxedEnvironment:
-    env = _Sandbox(undefined=_Missing, autoescape=html, trim_blocks=True, lstrip_blocks=True)
+    env = _Sandbox(
+        undefined=_Missing,
+        autoescape=html,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        finalize=limits.finalize,
+    )
     env.filters.update(date=_date, time=_time, datetime=_datetime)
+    env.filters = {name: limits.bounded_filter(name, f) for name, f in env.filters.items()}
+    env.filters[limits.COUNTED_FILTER] = limits.counted
+    env.globals["namespace"] = limits.BoundedNamespace
+    env.globals["lipsum"] = limits.lipsum
     return env
 
 
@@ -318,7 +341,13 @@ def _render_part(variant: VariantText, part: str, source: str, values: dict[str,
         return TemplateRenderError(variant.key, variant.channel, variant.locale, problem, **extra)
 
     try:
-        return _compile(source, part == "html").render(values)
+        with limits.render_budget():
+            chunks, total = [], 0
+            for chunk in _compile(source, part == "html").generate(values):
+                total += len(chunk)
+                limits.check_output(total)
+                chunks.append(chunk)
+            return "".join(chunks)
     except jinja2.TemplateSyntaxError as exc:
         raise fail(
             f"has a syntax error in its {part} on line {exc.lineno}: {exc.message}"
@@ -332,6 +361,8 @@ def _render_part(variant: VariantText, part: str, source: str, values: dict[str,
     except (SecurityError, jinja2.TemplateError) as exc:
         line = _template_line(exc.__traceback__)
         raise fail(f"failed in its {part} on line {line}: {exc}", line=line) from None
+    except RecursionError:
+        raise fail(f"calls a macro within itself too deeply in its {part}") from None
     except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
         # Python's own messages may quote the values (PHI): name the kind of error only.
         line = _template_line(exc.__traceback__)
