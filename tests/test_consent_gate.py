@@ -28,7 +28,9 @@ from hub.inbox.schemas import NewPatient, PatientView
 from hub.outbox import OutboxEvent
 
 ZONES = ("America/New_York", "Europe/Berlin", "Asia/Tokyo")
-STATES = (None, ConsentState.GRANTED, ConsentState.REVOKED)
+STATES = (None, ConsentState.GRANTED, ConsentState.REVOKED, ConsentState.UNKNOWN)
+"""UNKNOWN is what START after STOP leaves for surveys and marketing, and what imports write:
+neither an opt-in nor an opt-out."""
 AUTOMATED = {Purpose.REMINDERS, Purpose.SURVEYS, Purpose.MARKETING}
 
 
@@ -129,6 +131,25 @@ def test_may_send_table(
         day = datetime(2026, 11, 2, 15, 0, tzinfo=UTC).astimezone(ZoneInfo(tz)).date()
         assert "opted out of" in decision.reason
         assert f"on {day:%Y-%m-%d} by replying STOP" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("source", "evidence"), [(ConsentSource.KEYWORD, "START"), (ConsentSource.IMPORT, "import")]
+)
+@pytest.mark.parametrize("channel", [Channel.SMS, Channel.EMAIL, Channel.VOICE, Channel.CHAT])
+def test_an_unknown_record_is_no_opt_in_and_no_opt_out(
+    source: ConsentSource, evidence: str, channel: Channel
+) -> None:
+    p = patient_in("America/New_York")
+    at = local("America/New_York", 2026, 11, 18, 12, 0)
+    for purpose in Purpose:
+        if purpose is Purpose.SERVICE:
+            continue
+        unknown = record(p, channel, purpose, ConsentState.UNKNOWN)
+        unknown.source, unknown.evidence = source, evidence
+        decision = decide(p, channel, purpose, at, {purpose: unknown}, ConsentPolicy(), CapUsage())
+        wanted = "no_opt_in" if purpose in (Purpose.SURVEYS, Purpose.MARKETING) else "ok"
+        assert decision.code == wanted, (purpose, decision.reason)
 
 
 @pytest.mark.parametrize(
