@@ -49,7 +49,11 @@ PHI_FIELD_NAMES = frozenset(
 )
 """``extra={...}`` keys whose values are always replaced, whatever they hold."""
 
-_EMAIL_RE = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)+")
+# The local part takes RFC 5322's other characters too: "o'brien@..." or a client's
+# "reply+...=@..." must not leave the part before the odd character in clear. An apostrophe
+# only inside it, so a quoted "'a@b.org'" keeps its quotes; never "/", so a path stays readable.
+_LOCAL = r"[\w.!#$%&*+=?^`{|}~-]+"
+_EMAIL_RE = re.compile(rf"{_LOCAL}(?:'{_LOCAL})*@[\w-]+(?:\.[\w-]+)+")
 # A run of digits with phone punctuation; redacted when it holds 7 or more digits. It is broad on
 # purpose (dates in messages get caught too): a missed phone number costs more than a lost date.
 # The one place digits are known not to be a number someone dials is an access line's status and

@@ -169,3 +169,19 @@ def test_every_token_route_is_hidden() -> None:
         path = re.sub(r"\{token\}", secret, template)
         path = re.sub(r"\{\w+\}", "key", path)
         assert secret not in scrub(f'"GET {path} HTTP/1.1" 200 15'), template
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        # A mail client's reply address carries the thread's token; all of it is hidden.
+        (
+            "to reply+v1.8Hq2nX3kLw.Zt-9_a=@reply.demo-clinic.example.org",
+            "to [email]",
+        ),
+        ("{'email': 'o'brien.sample@example.org'}", "{'email': '[email]'}"),
+        ("bounce for a!b#c@example.org", "bounce for [email]"),
+    ],
+)
+def test_email_addresses_with_rarer_characters_are_masked_whole(text: str, scrubbed: str) -> None:
+    assert scrub(text) == scrubbed
