@@ -16,7 +16,7 @@ from hub.consent.models import RECORDED_PURPOSES
 from hub.enums import Channel, ConversationStatus, Priority
 from hub.errors import HubError
 from hub.inbox import actions
-from hub.inbox.actions import assignment, conversations, listing, staff
+from hub.inbox.actions import assignment, conversations, listing, sign_in_audit, staff
 from hub.inbox.exceptions import NotFound, WeakPassword
 from hub.inbox.models import CannedResponse, StaffUser, Team
 from hub.inbox.passwords import MIN_PASSWORD_LENGTH
@@ -139,6 +139,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         return again(str(exc), 403)
     if signed_in is None:
         await guard.failed(email, address)
+        # Locked now means this failure is the one that locked it: audited once, not per refusal.
+        locked = (await guard.check(email, address)).locked
+        await sign_in_audit.do_audit_failed_sign_in(request.app[DB], email, locked=locked)
         return again("That email and password do not match an active account.", 401)
     await guard.succeeded(email)
     # A session this browser already held ends here: a sign-in never leaves an old id alive.
