@@ -400,3 +400,87 @@ async def test_hub_user_and_token_commands(
     assert hub("user", "reactivate", AGENT).returncode == 0
     last = hub("user", "deactivate", ADMIN)
     assert last.returncode == 1 and "last active admin" in last.stderr
+
+
+async def test_admin_staff_buttons_deactivate_reset_edit_and_reactivate(
+    client: TestClient, db: Database
+) -> None:
+    agent = await make_ctx(db, AGENT)
+    assert (await sign_in(client, AGENT)).status == 303
+    csrf = await csrf_of(client)
+    refused = await client.post(
+        "/admin/staff/deactivate", data={"email": ADMIN, "csrf_token": csrf}
+    )
+    assert refused.status == 404  # agents do not have the admin pages
+    await client.post("/logout", data={"csrf_token": csrf})
+
+    assert (await sign_in(client, ADMIN)).status == 303
+    csrf = await csrf_of(client, "/admin/staff")
+    missing = await client.post("/admin/staff/deactivate", data={"email": AGENT})
+    assert missing.status == 403  # no CSRF token, nothing done
+    assert (await make_ctx(db, AGENT)).staff_id == agent.staff_id
+
+    reset = await client.post(
+        "/admin/staff/reset-password", data={"email": AGENT, "csrf_token": csrf}
+    )
+    page = await reset.text()
+    assert reset.status == 200 and f"New password for {AGENT}" in page
+    otp = page.split("<code>")[1].split("</code>")[0]
+    assert set(otp) <= set(OTP_ALPHABET) and "hub_flash" not in reset.cookies
+
+    await actions.do_ensure_team(db, SYSTEM, "Billing")
+    edited = await client.post(
+        "/admin/staff/edit",
+        data={
+            "email": AGENT,
+            "role": "agent",
+            "capacity": "4",
+            "team": "Billing",
+            "csrf_token": csrf,
+        },
+    )
+    assert edited.status == 200 and f"Saved {AGENT}." in await edited.text()
+    [person] = [p for p in await do_list_staff(db) if p.email == AGENT]
+    assert (person.teams, person.max_open_conversations) == (("Billing",), 4)
+
+    gone = await client.post("/admin/staff/deactivate", data={"email": AGENT, "csrf_token": csrf})
+    text = await gone.text()
+    assert f"Deactivated {AGENT}: signed out everywhere" in text
+    assert "Reactivate: they can sign in again" in text
+    back = await client.post("/admin/staff/reactivate", data={"email": AGENT, "csrf_token": csrf})
+    assert f"Reactivated {AGENT}" in await back.text()
+    [event] = await audited(db, "staff.deactivate")
+    assert event.actor == f"staff:{(await make_ctx(db, ADMIN)).staff_id}"
+
+
+@pytest.mark.slow
+async def test_an_admin_resets_and_deactivates_in_a_browser(stack: Any, browser: Any) -> None:
+    from tests.browser import assert_accessible, sign_in_page
+
+    await stack.add_staff(ADMIN, role=Role.ADMIN)
+    await stack.add_staff(AGENT, role=Role.AGENT, teams=("Front desk",))
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await sign_in_page(page, stack.hub_url, ADMIN, PASSWORD)
+    await page.goto(f"{stack.hub_url}/admin/staff")
+
+    row = page.locator("details").filter(has_text=AGENT)
+    await row.locator("summary").click()
+    await row.get_by_role("button", name="Reset password", exact=False).click()
+    shown = page.locator(".flash.ok code")
+    await shown.wait_for()
+    otp = await shown.inner_text()
+    assert len(otp) == 16 and set(otp) <= set(OTP_ALPHABET)
+    font = await shown.evaluate("e => getComputedStyle(e).fontFamily")
+    assert "monospace" in font
+    await assert_accessible(page)
+
+    row = page.locator("details").filter(has_text=AGENT)
+    await row.locator("summary").click()
+    await row.get_by_role("button", name="Deactivate", exact=False).click()
+    flash = page.locator(".flash.ok")
+    await flash.wait_for()
+    assert f"Deactivated {AGENT}: signed out everywhere" in await flash.inner_text()
+    await assert_accessible(page)
+    assert errors == []

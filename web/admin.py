@@ -17,6 +17,7 @@ from hub.contact import InvalidLanguage, normalize_language
 from hub.enums import Role
 from hub.errors import HubError
 from hub.inbox.actions import do_add_staff_user
+from hub.inbox.actions import staff as staff_actions
 from hub.inbox.models import CannedResponse, StaffUser, Team
 from hub.inbox.passwords import one_time_password
 from hub.inbox.schemas import NewStaffUser
@@ -24,8 +25,9 @@ from hub.routing.replies import AFTER_HOURS_TEMPLATE
 from hub.routing.rules import ReplyNotRendered, render_reply
 from hub.templates.actions import do_list_templates
 from web.auth import current
-from web.keys import DB, RING, SETTINGS
+from web.keys import DB, RING, SESSIONS, SETTINGS
 from web.render import redirect_with, render
+from web.tasks import release_soon
 
 
 def _admin(request: web.Request) -> Actor:
@@ -40,7 +42,9 @@ async def staff_page(request: web.Request) -> web.Response:
     return await _staff_page(request)
 
 
-async def _staff_page(request: web.Request, new_password: str | None = None) -> web.Response:
+async def _staff_page(
+    request: web.Request, new_password: str | None = None, password_for: str | None = None
+) -> web.Response:
     async with request.app[DB].reader() as session:
         people = (await session.scalars(select(StaffUser).order_by(StaffUser.display_name))).all()
         teams = (await session.scalars(select(Team).order_by(Team.name))).all()
@@ -52,6 +56,7 @@ async def _staff_page(request: web.Request, new_password: str | None = None) -> 
         teams=teams,
         roles=[r.value for r in Role],
         new_password=new_password,
+        password_for=password_for,
     )
 
 
@@ -77,6 +82,53 @@ async def add_staff(request: web.Request) -> web.StreamResponse:
     # Shown in this answer only, never in the flash: a cookie is stored by the browser and
     # sent back with the next request, and a password does not belong in either.
     return await _staff_page(request, new_password=password)
+
+
+STAFF_ACTIONS = ("deactivate", "reactivate", "reset-password", "edit")
+"""What the buttons of /admin/staff do to one person (the same actions as `hub user ...`)."""
+
+
+async def staff_action(request: web.Request) -> web.StreamResponse:
+    """One person's deactivate / reactivate / reset-password / edit button."""
+    actor = _admin(request)
+    what = request.match_info["action"]
+    if what not in STAFF_ACTIONS:
+        raise web.HTTPNotFound()
+    form = await request.post()
+    email = str(form.get("email", ""))
+    app = request.app
+    try:
+        if what == "deactivate":
+            done = await staff_actions.do_deactivate_staff(app[DB], actor, email, app[SESSIONS])
+            release_soon(app, done.effect_ids)
+            message = (
+                f"Deactivated {email}: signed out everywhere, {done.tokens_revoked} API tokens "
+                f"revoked, {len(done.conversations_returned)} conversations back in the queue."
+            )
+        elif what == "reactivate":
+            await staff_actions.do_reactivate_staff(app[DB], actor, email)
+            message = f"Reactivated {email}; they sign in with their password."
+        elif what == "reset-password":
+            password, effects = await staff_actions.do_reset_password(
+                app[DB], actor, email, app[SESSIONS]
+            )
+            release_soon(app, effects)
+            # Shown in this answer only, like a new person's: never in the flash cookie.
+            return await _staff_page(request, new_password=password, password_for=email)
+        else:
+            capacity = str(form.get("capacity", "")).strip()
+            await staff_actions.do_edit_staff(
+                app[DB],
+                actor,
+                email,
+                role=Role(str(form.get("role", ""))),
+                teams=[str(t) for t in form.getall("team", [])],
+                capacity=int(capacity) if capacity else None,
+            )
+            message = f"Saved {email}."
+    except (HubError, ValueError) as exc:
+        raise redirect_with("/admin/staff", "error", str(exc)) from None
+    raise redirect_with("/admin/staff", "ok", message)
 
 
 async def teams_page(request: web.Request) -> web.Response:

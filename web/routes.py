@@ -88,6 +88,7 @@ def setup_routes(app: web.Application) -> None:
             # admin
             web.get("/admin/staff", admin.staff_page, name="admin_staff"),
             web.post("/admin/staff", admin.add_staff, name="admin_add_staff"),
+            web.post("/admin/staff/{action}", admin.staff_action, name="admin_staff_action"),
             web.get("/admin/teams", admin.teams_page, name="admin_teams"),
             web.post("/admin/teams", admin.save_team, name="admin_save_team"),
             web.get("/admin/routing", admin.routing_page, name="admin_routing"),
