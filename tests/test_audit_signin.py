@@ -1,7 +1,8 @@
-"""Failed sign-ins are audited, an email that names no account too, and so is a lockout."""
+"""Failed sign-ins are audited: an email that names no account, a lockout, a deactivated account."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -9,9 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from hub.audit import AuditEvent, verify
+from hub.audit import Actor, AuditEvent, verify
 from hub.config import Settings
 from hub.db import Database
+from hub.inbox.actions.staff import do_deactivate_staff
 from tests.conftest import make_staff
 from tests.staff_helpers import PASSWORD, sign_in
 from web.app import create_app
@@ -22,6 +24,13 @@ pytestmark = pytest.mark.usefixtures("fresh_redis")
 EMAIL = "rowan.agent@demo-clinic.example.org"
 STRANGER = "guess.who@elsewhere.example.org"
 WRONG = "not the password at all"
+
+
+class NoSessions:
+    """No one is signed in: nothing to end."""
+
+    async def destroy_all_for(self, staff_id: uuid.UUID, keep: str | None = None) -> None:
+        return None
 
 
 @pytest.fixture
@@ -87,3 +96,16 @@ async def test_a_lockout_on_an_unknown_email_is_audited(client: TestClient, db: 
     assert await _sign_in_events(db) == [unknown] * MAX_FAILS_PER_ACCOUNT + [
         ("system:sign-in", "staff.login_locked", "unknown")
     ]
+
+
+async def test_the_right_password_for_a_deactivated_account_is_audited(
+    client: TestClient, db: Database
+) -> None:
+    agent = await make_staff(db, EMAIL, role="agent")
+    await do_deactivate_staff(db, Actor.system("test"), EMAIL, NoSessions())
+
+    response = await sign_in(client, EMAIL, PASSWORD)
+    assert response.status == 403
+    staff_id = str(agent.staff_id)
+    assert await _sign_in_events(db) == [("staff:" + staff_id, "staff.login_refused", staff_id)]
+    assert await _chain_ok(db)

@@ -136,6 +136,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     try:
         signed_in = await staff.do_authenticate(request.app[DB], email, password)
     except staff.AccountDeactivated as exc:
+        await sign_in_audit.do_audit_deactivated_sign_in(request.app[DB], email)
         return again(str(exc), 403)
     if signed_in is None:
         await guard.failed(email, address)

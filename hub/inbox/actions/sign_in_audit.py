@@ -31,3 +31,22 @@ async def do_audit_failed_sign_in(db: Database, email: str, *, locked: bool) -> 
         if locked:
             subject = staff.id if staff is not None else UNKNOWN_ACCOUNT
             await record(session, SIGN_IN, "staff.login_locked", "staff", subject)
+
+
+async def do_audit_deactivated_sign_in(db: Database, email: str) -> None:
+    """Audit the right password given for a deactivated account: someone who left is trying.
+
+    ``do_authenticate`` refuses it by raising, which rolls back its own transaction, so the
+    event is written here.
+    """
+    async with db.transaction() as session:
+        staff = await queries.staff_by_email(session, email)
+        if staff is not None:
+            await record(
+                session,
+                Actor.staff(staff.id),
+                "staff.login_refused",
+                "staff",
+                staff.id,
+                {"reason": "deactivated"},
+            )
