@@ -462,6 +462,10 @@ async def test_an_admin_resets_and_deactivates_in_a_browser(stack: Any, browser:
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    agent_context = await browser.new_context()
+    agent_page = await agent_context.new_page()
+    await sign_in_page(agent_page, stack.hub_url, AGENT, PASSWORD)
+    await agent_page.wait_for_function("window.hubSocketConnected === true")
     await sign_in_page(page, stack.hub_url, ADMIN, PASSWORD)
     await page.goto(f"{stack.hub_url}/admin/staff")
 
@@ -474,6 +478,9 @@ async def test_an_admin_resets_and_deactivates_in_a_browser(stack: Any, browser:
     assert len(otp) == 16 and set(otp) <= set(OTP_ALPHABET)
     font = await shown.evaluate("e => getComputedStyle(e).fontFamily")
     assert "monospace" in font
+    # The agent's open inbox is told at once, and sent where they sign in with the new one.
+    await agent_page.wait_for_url(f"{stack.hub_url}/login", timeout=10_000)
+    await agent_context.close()
     await assert_accessible(page)
 
     row = page.locator("details").filter(has_text=AGENT)

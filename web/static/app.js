@@ -61,6 +61,9 @@
     window.hubSocketConnected = false;
     say("Reconnecting…");
   });
+  // Deactivated or password reset by an admin: the server drops this socket right after, and
+  // a dropped socket does not come back by itself, so go where the person learns why.
+  socket.on("staff:revoked", () => window.location.assign("/login"));
   setInterval(() => {
     if (socket.connected) socket.emit("heartbeat", {}, (answer) => {
       if (answer && answer.ok === false) window.location.assign("/login");
