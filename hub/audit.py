@@ -183,6 +183,8 @@ class VerifyResult:
     checked: int
     bad_seq: int | None = None
     reason: str | None = None
+    head: Anchor | None = None
+    """The head the walk ended at, when the chain verified."""
 
 
 async def _events(session: AsyncSession) -> AsyncIterator[AuditEvent]:
@@ -250,16 +252,15 @@ async def verify(session: AsyncSession, anchor: Anchor | None = None) -> VerifyR
             f"the chain ends at row {checked} but the head records row {head.seq}: "
             "rows were deleted from the end or the head was edited",
         )
-    return VerifyResult(True, checked)
+    return VerifyResult(True, checked, head=Anchor(head.seq, head.hash))
 
 
 async def anchor(session: AsyncSession) -> Anchor:
     """The head of a verified chain; refuses a broken one (an anchor must vouch for the chain)."""
+    # The head the walk verified, not a fresh read: appends committed meanwhile are unverified.
     result = await verify(session)
-    if not result.ok:
+    if not result.ok or result.head is None:
         raise HubError(
             f"audit chain broken at row {result.bad_seq}: {result.reason}; no anchor printed"
         )
-    head = await session.scalar(select(AuditHead).where(AuditHead.id == 1))
-    assert head is not None  # verify reported a missing head
-    return Anchor(head.seq, head.hash)
+    return result.head

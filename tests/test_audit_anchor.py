@@ -127,6 +127,13 @@ async def test_rewritten_chain_is_caught_at_the_anchor(db: Database) -> None:
     assert "differs from the anchor" in (result.reason or "")
 
 
+async def test_an_anchor_at_row_zero_must_be_the_genesis_hash(db: Database) -> None:
+    await _append(db, 2)
+    result = await _verify(db, Anchor(0, "ab" * 32))
+    assert (result.ok, result.bad_seq) == (False, 0)
+    assert "genesis" in (result.reason or "")
+
+
 async def test_anchor_is_refused_for_a_broken_chain(db: Database) -> None:
     await _append(db, 3)
     async with db.transaction() as session:
