@@ -8,6 +8,7 @@ sessions in Redis and to release the socket effects right away rather than at th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -44,46 +45,76 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+class _NoSessionStore:
+    """Stands in when Redis cannot be reached: the account change must not wait for it."""
+
+    async def destroy_all_for(self, staff_id: uuid.UUID, keep: str | None = None) -> None:
+        return None
+
+
 def _with_sessions(
     settings: Settings,
     work: Callable[[Database, SessionRevoker], Awaitable[tuple[T, tuple[uuid.UUID, ...]]]],
 ) -> T:
     """Run an action that ends sessions, then release its effects (dropping live sockets in
-    every `hub serve`). A failed release is left to the serve's relay, which retries it."""
+    every `hub serve`). A failed release is left to the serve's relay, which retries it.
+
+    Taking access away must work when Redis is down, so an unreachable Redis is a warning:
+    the account change commits, and every request and socket event checks the account."""
+    from hub.cli import redis_for
+    from hub.errors import ConfigError
+
+    with contextlib.ExitStack() as stack:
+        try:
+            ready: Settings | None = stack.enter_context(redis_for(settings))
+        except ConfigError as exc:
+            click.echo(
+                f"hub: warning: {exc}. Going ahead: the account change takes effect at the "
+                "person's next request; `hub serve` drops live sockets once it reaches Redis.",
+                err=True,
+            )
+            ready = None
+        return asyncio.run(_run_with_sessions(ready or settings, ready is not None, work))
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack swallows nothing
+
+
+async def _run_with_sessions(
+    settings: Settings,
+    reachable: bool,
+    work: Callable[[Database, SessionRevoker], Awaitable[tuple[T, tuple[uuid.UUID, ...]]]],
+) -> T:
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
-    from hub.cli import redis_for
     from hub.db import Database
     from hub.outbox import release_events
     from web.sessions import SessionStore
     from worker.effects import OutboxSink, RedisNotifier
 
-    with redis_for(settings) as ready:
-        url = ready.redis_url
-        assert url is not None
-
-        async def run() -> T:
-            db = Database.connect(ready.database_url)
-            redis = AsyncRedis.from_url(url)
-            notifier = RedisNotifier(url)
-            connection = Redis.from_url(url)
-            try:
-                store = SessionStore(
-                    redis,
-                    idle_s=ready.session_idle_minutes * 60,
-                    absolute_s=ready.session_max_hours * 3600,
-                )
-                result, effect_ids = await work(db, store)
-                await release_events(db, OutboxSink(connection, notifier), effect_ids)
-                return result
-            finally:
-                connection.close()
-                await notifier.aclose()
-                await redis.aclose()
-                await db.dispose()
-
-        return asyncio.run(run())
+    db = Database.connect(settings.database_url)
+    try:
+        if not reachable or settings.redis_url is None:
+            result, _effects = await work(db, _NoSessionStore())  # the relay releases them
+            return result
+        url = settings.redis_url
+        redis = AsyncRedis.from_url(url)
+        notifier = RedisNotifier(url)
+        connection = Redis.from_url(url)
+        try:
+            store = SessionStore(
+                redis,
+                idle_s=settings.session_idle_minutes * 60,
+                absolute_s=settings.session_max_hours * 3600,
+            )
+            result, effect_ids = await work(db, store)
+            await release_events(db, OutboxSink(connection, notifier), effect_ids)
+            return result
+        finally:
+            connection.close()
+            await notifier.aclose()
+            await redis.aclose()
+    finally:
+        await db.dispose()
 
 
 def _actor(what: str) -> Any:

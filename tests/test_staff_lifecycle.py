@@ -479,7 +479,7 @@ async def test_an_admin_resets_and_deactivates_in_a_browser(stack: Any, browser:
     font = await shown.evaluate("e => getComputedStyle(e).fontFamily")
     assert "monospace" in font
     # The agent's open inbox is told at once, and sent where they sign in with the new one.
-    await agent_page.wait_for_url(f"{stack.hub_url}/login", timeout=10_000)
+    await agent_page.wait_for_url(f"{stack.hub_url}/login", timeout=30_000)
     await agent_context.close()
     await assert_accessible(page)
 
@@ -491,3 +491,28 @@ async def test_an_admin_resets_and_deactivates_in_a_browser(stack: Any, browser:
     assert f"Deactivated {AGENT}: signed out everywhere" in await flash.inner_text()
     await assert_accessible(page)
     assert errors == []
+
+
+@pytest.mark.slow
+async def test_hub_user_deactivate_goes_ahead_when_redis_is_down(
+    committed_db: Database, fresh_db_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    """Taking access away cannot wait for Redis: the account is off, and the socket effect
+    stays in the outbox for `hub serve`'s relay."""
+    from hub.outbox import OutboxEvent
+
+    db = committed_db
+    await make_staff(db, ADMIN, role="admin")
+    await make_staff(db, AGENT, role="agent")
+    down = replace(settings, database_url=fresh_db_url, redis_url="redis://127.0.0.1:1/0")
+    done = hub_command(down, tmp_path, "user", "deactivate", AGENT)
+    assert done.returncode == 0, done.stderr
+    assert "warning" in done.stderr and "next request" in done.stderr
+    assert [p.active for p in await do_list_staff(db) if p.email == AGENT] == [False]
+    async with db.reader() as session:
+        pending = (
+            await session.scalars(
+                select(OutboxEvent.topic).where(OutboxEvent.released_at.is_(None))
+            )
+        ).all()
+    assert "notify:staff:revoked" in pending
