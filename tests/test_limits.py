@@ -217,6 +217,11 @@ OVER_THE_BOUNDS = [
         "renders more than 200,000",
     ),
     ("{% for i in range(2100) %}" + "y" * 100 + "{% endfor %}", "renders more than 200,000"),
+    (
+        "{% set b %}{% for i in range(2100) %}" + "y" * 100 + "{% endfor %}{% endset %}"
+        "{{ b | length }}",
+        "renders more than 200,000",
+    ),
     ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "calls a macro within itself"),
 ]
 

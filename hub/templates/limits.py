@@ -241,8 +241,8 @@ class BoundedNamespace(Namespace):
 
 
 class BoundedCodeGenerator(CodeGenerator):
-    """Routes ``~`` joins and ``for`` sequences through the checks above; Jinja compiles both
-    to plain Python the sandbox never sees."""
+    """Routes ``~`` joins, ``for`` sequences and the template's own text through the checks
+    above; Jinja compiles them to plain Python the sandbox never sees."""
 
     def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
         for loop in node.find_all(nodes.For):
@@ -250,6 +250,9 @@ class BoundedCodeGenerator(CodeGenerator):
                 loop.iter, COUNTED_FILTER, [], [], None, None, lineno=loop.iter.lineno
             )
         super().visit_Template(node, frame)
+
+    def _output_const_repr(self, group: Iterable[Any]) -> str:
+        return f"environment.counted_text({super()._output_const_repr(group)})"
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.bounded_join(")
@@ -271,6 +274,13 @@ def check_output(total: int) -> None:
     """The text a template part outputs, counted as it is generated."""
     if total > DEFAULT_MAX_RENDER_CHARS:
         raise RenderTooLarge(f"renders more than {DEFAULT_MAX_RENDER_CHARS:,} characters")
+
+
+def counted_text(text: str) -> str:
+    """The template's own text as it is output: in a loop inside a captured block it is as
+    much output as a ``{{ }}``."""
+    count_output(len(text))
+    return text
 
 
 def finalize(value: Any) -> Any:

@@ -253,6 +253,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = limits.BINOPS
     code_generator_class = limits.BoundedCodeGenerator
     bounded_join = staticmethod(limits.bounded_join)
+    counted_text = staticmethod(limits.counted_text)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         limits.check_binop(operator, left, right)
