@@ -162,12 +162,14 @@ async def probe_conversations(db: Database, ring: KeyRing, numbers: list[int]) -
     return found
 
 
-async def transport_floor(socket: StaffSocket, redis_url: str, staff_room: str) -> list[float]:
+async def transport_floor(
+    socket: StaffSocket, redis_url: str, ring: KeyRing, staff_room: str
+) -> list[float]:
     """message:new through socket.io's Redis manager straight to the socket: what any event
     costs on this machine before the hub does anything."""
     from worker.effects import RedisNotifier
 
-    notifier = RedisNotifier(redis_url)
+    notifier = RedisNotifier(redis_url, ring)
     seen: dict[str, asyncio.Future[float]] = {}
     previous = socket.on_message
 
@@ -228,7 +230,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await socket.connect(hub_url, STAFF_EMAIL, STAFF_PASSWORD)
         staff_room = f"staff:{await staff_id_of(db, STAFF_EMAIL)}"
         say("transport floor: message:new through Redis to the socket, no load")
-        floor = await transport_floor(socket, redis_url, staff_room)
+        floor = await transport_floor(socket, redis_url, ring, staff_room)
 
         prober = Prober(socket, hub_url)
         for number in numbers:  # opens each probe patient's conversation

@@ -98,7 +98,7 @@ async def _run_with_sessions(
             return result
         url = settings.redis_url
         redis = AsyncRedis.from_url(url)
-        notifier = RedisNotifier(url)
+        notifier = RedisNotifier(url, settings.key_ring())
         connection = Redis.from_url(url)
         try:
             store = SessionStore(

@@ -23,7 +23,7 @@ from hub.inbox.models import Team
 from hub.journeys.reporting import PROGRESS_ROOM
 from hub.notify import STAFF_NAMESPACE, UNROUTED_ROOM, room_for_team
 from web.chat import install_chat
-from web.keys import DB, PRESENCE, SESSIONS, SETTINGS
+from web.keys import DB, PRESENCE, RING, SESSIONS, SETTINGS
 from web.sessions import COOKIE_NAME
 from web.tasks import hand_out_soon
 from worker.effects import ClosableRedisManager, socketio_channel
@@ -184,7 +184,9 @@ class StaffRedisManager(ClosableRedisManager):
 def create_socketio(redis_url: str, app: web.Application) -> socketio.AsyncServer:
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
-        client_manager=StaffRedisManager(redis_url, channel=socketio_channel(redis_url)),
+        client_manager=StaffRedisManager(
+            redis_url, channel=socketio_channel(redis_url), ring=app[RING]
+        ),
         cors_allowed_origins=[],  # same origin only: the staff UI is served by this app
         logger=False,
         engineio_logger=False,

@@ -4,8 +4,10 @@ channel. Used by ``hub serve`` (fast path after a commit, and the relay loop) an
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,10 +16,13 @@ from redis import Redis
 from redis.connection import parse_url
 from rq import Queue
 
+from hub.crypto import CryptoError, KeyRing, associated_data
 from hub.notify import STAFF_NAMESPACE, Notifier, room_for_team
 
 log = logging.getLogger(__name__)
 
+SEALED_KEY = "sealed"
+"""The one field of a message on the socket.io channel: the sealed JSON of python-socketio's."""
 SOCKETIO_CHANNEL = "hub-socketio"
 """Redis pub/sub channel shared by every `hub serve` and worker for socket.io events."""
 
@@ -46,13 +51,47 @@ class UnknownTopic(Exception):
 
 
 class ClosableRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
-    """python-socketio's Redis manager has no close, and its listener task and its first
-    publish can each connect, the later one replacing (and orphaning) the other's client.
-    Keep every client it made so shutdown closes them all."""
+    """python-socketio's Redis manager, with two changes.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    Sealed: every message between processes (a chat line to a patient's other tabs, a
+    conversation's tags) is encrypted and authenticated with the key ring before it reaches
+    Redis, so whoever can read Redis traffic (a shared Redis, a MONITOR, a replica) reads no
+    PHI, and nobody who can only publish to Redis can make a hub emit to staff or patients:
+    a message that does not open under the ring is dropped.
+
+    Closable: the stock manager has no close, and its listener task and its first publish can
+    each connect, the later one replacing (and orphaning) the other's client. Keep every
+    client it made so shutdown closes them all."""
+
+    def __init__(self, *args: Any, ring: KeyRing, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._ring = ring
         self._clients: list[Any] = []
+
+    def _aad(self) -> bytes:
+        # Bound to the channel: a message sealed for one hub's channel does not open on another.
+        return associated_data("socketio", "channel", self.channel)
+
+    async def _publish(self, data: Any) -> Any:
+        sealed = self._ring.encrypt(self.json.dumps(data).encode("utf-8"), self._aad())
+        return await super()._publish({SEALED_KEY: base64.b64encode(sealed).decode("ascii")})
+
+    async def _listen(self) -> AsyncIterator[dict[str, Any]]:
+        async for raw in super()._listen():
+            data = self._open(raw)
+            if data is not None:
+                yield data
+
+    def _open(self, raw: Any) -> dict[str, Any] | None:
+        try:
+            envelope = self.json.loads(raw)
+            blob = base64.b64decode(envelope[SEALED_KEY], validate=True)
+            data = self.json.loads(self._ring.decrypt(blob, self._aad()))
+        except (ValueError, TypeError, KeyError, CryptoError):
+            # No content in the log: it may be a forgery or another hub's traffic.
+            log.warning("dropped a socket.io message that is not sealed with this key ring")
+            return None
+        return data if isinstance(data, dict) else None
 
     def _redis_connect(self) -> None:
         super()._redis_connect()
@@ -71,9 +110,9 @@ class ClosableRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 class RedisNotifier:
     """A write-only socket.io manager: emits reach clients of every `hub serve` process."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, ring: KeyRing) -> None:
         self._manager = ClosableRedisManager(
-            redis_url, channel=socketio_channel(redis_url), write_only=True
+            redis_url, channel=socketio_channel(redis_url), write_only=True, ring=ring
         )
 
     async def emit(self, event: str, data: dict[str, Any], room: str) -> None:

@@ -34,9 +34,10 @@ async def job_runtime(settings: Settings | None = None) -> AsyncIterator[JobRunt
         raise RuntimeError("HUB_REDIS_URL is not set in the worker's environment")
     db = Database.connect(settings.database_url)
     connection = Redis.from_url(settings.redis_url)
-    notifier = RedisNotifier(settings.redis_url)
+    ring = settings.key_ring()
+    notifier = RedisNotifier(settings.redis_url, ring)
     try:
-        yield JobRuntime(settings, settings.key_ring(), db, OutboxSink(connection, notifier))
+        yield JobRuntime(settings, ring, db, OutboxSink(connection, notifier))
     finally:
         await notifier.aclose()
         connection.close()
