@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from hub.channels.registry import resolve_adapter
 from hub.config import Settings
 from hub.db import Database
+from hub.storage_faults import storage_watch
 from web.auth import auth_middleware, security_headers
 from web.email import smtp_receiver
 from web.keys import (
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> web.Applica
     async def database(app: web.Application) -> AsyncIterator[None]:
         owned = db is None
         app[DB] = db if db is not None else Database.connect(settings.database_url)
+        storage_watch(app[DB].engine)  # from the first request on, so /healthz can say why
         yield
         if owned:
             await app[DB].dispose()

@@ -48,6 +48,12 @@ class Metrics:
         self.outbox_pending = Gauge(
             "hub_outbox_pending", "Side effects committed but not yet released", registry=r
         )
+        self.storage_free_bytes = Gauge(
+            "hub_storage_free_bytes",
+            "Free bytes on the filesystem of the SQLite database and of HUB_VAR_DIR",
+            ["volume"],
+            registry=r,
+        )
         self.template_render_failures = Counter(
             "hub_template_render_failures",
             "Journey messages not sent because their template failed to render",

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from hub.db import database_unavailable
 from hub.errors import HubError
+from hub.storage_faults import storage_fault
 from web.keys import METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             status = 503
             log.warning("database unavailable", extra={"route": route})
             response = _error(503, "The database is unavailable; try again shortly.")
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
+        if (fault := storage_fault(exc)) is not None:
+            # A full disk or a read-only database is an outage too, not a bug in the request:
+            # the transaction rolled back whole, so the provider's retry stores it once.
+            status = 503
+            log.warning("database cannot store: %s", fault, extra={"route": route})
+            response = _error(503, "The database cannot store anything right now; try again.")
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
             return response
         log.exception("unhandled error", extra={"route": route})
