@@ -25,7 +25,7 @@ from sqlalchemy import BigInteger, Index, Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hub.db import Base, utcnow
+from hub.db import Base, Database, utcnow
 from hub.errors import HubError
 
 GENESIS_HASH = "0" * 64
@@ -264,3 +264,18 @@ async def anchor(session: AsyncSession) -> Anchor:
             f"audit chain broken at row {result.bad_seq}: {result.reason}; no anchor printed"
         )
     return result.head
+
+
+async def do_audit_export(
+    db: Database,
+    actor: Actor,
+    what: str,
+    subject_type: str,
+    subject_id: object,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """An export of patient data left the hub (a CSV downloaded, a bundle fetched): who took
+    what, and how much, never the data itself. For exports whose reading is not already
+    audited inside its own transaction."""
+    async with db.transaction() as session:
+        await record(session, actor, f"{what}.export", subject_type, subject_id, detail)

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from hub.audit import Actor
+from hub.audit import Actor, AuditEvent
 from hub.channels.base import InboundMessage
 from hub.consent import actions as consent
 from hub.consent.models import ConsentSource
@@ -482,5 +482,15 @@ async def test_survey_report_and_csv(
     assert lines[0] == "journey,question,score,answered_at,enrollment_id"
     assert lines[1].startswith("test_survey,nps,6,")
     assert "Avery" not in csv_text and "5550100101" not in csv_text
+    async with db.reader() as session:  # the download, not the JSON view, is an export
+        [export] = await session.scalars(
+            select(AuditEvent).where(AuditEvent.action.like("%export"))
+        )
+    assert (export.action, export.subject_id, export.detail["rows"]) == (
+        "survey.export",
+        "test_survey",
+        1,
+    )
+    assert export.actor.startswith("staff:")
     bad = await client.get("/api/journeys/test_survey/survey?from=yesterday")
     assert bad.status == 400

@@ -30,7 +30,7 @@ import socketio
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from hub.audit import Actor
+from hub.audit import Actor, AuditEvent
 from hub.config import Settings
 from hub.consent.models import ConsentRecord
 from hub.crypto import KeyRing
@@ -40,12 +40,14 @@ from hub.inbox import actions
 from hub.inbox.actions.assignment import do_assign
 from hub.inbox.actions.conversations import do_add_note
 from hub.inbox.actions.email_intake import ORIGINAL_NAME
+from hub.inbox.denials import DENIED_ACTION
 from hub.inbox.models import (
     Attachment,
     CannedResponse,
     Conversation,
     Message,
     Note,
+    StaffUser,
     Team,
 )
 from hub.inbox.schemas import NewPatient, NewStaffUser
@@ -492,6 +494,19 @@ async def test_an_agent_cannot_reach_another_teams_conversation_by_page_or_api(
         )
         assert response.status == 404, path
     assert await _state(db, theirs) == before
+    # Each refusal of a record that exists is in the audit log, with where it was asked for;
+    # an id that names nothing is not (a typo is not a look at another team's patient).
+    assert (await client.get(f"/conversations/{uuid.uuid4()}")).status == 404
+    denied = await _denials(db)
+    agent_a = await _staff_id(db, AGENT_A)
+    assert {(actor, s_type, s_id) for actor, s_type, s_id, _ in denied} == {
+        (f"staff:{agent_a}", "conversation", str(theirs)),
+        (f"staff:{agent_a}", "patient", str(patient_b)),
+    }
+    assert {surface for *_, surface in denied} == {"page", "api"}
+    # The conversation page, one of its messages and the two forms (a list row's refresh
+    # answers 204 from the list's own filter, like any row that left the list).
+    assert len([d for d in denied if d[3] == "page"]) == 4
     # The list, even filtered on the other team's id, shows only Team A's conversation.
     for query in ("", f"?team={clinic.team_b}", "?status=any&view=all"):
         listed = await (await client.get(f"/api/conversations{query}")).json()
@@ -499,6 +514,22 @@ async def test_an_agent_cannot_reach_another_teams_conversation_by_page_or_api(
         assert [i["id"] for i in listed["items"]] == expected, query
         page = await (await client.get(f"/{query}")).text()
         assert NAME_B not in page, query
+
+
+async def _denials(db: Database) -> list[tuple[str, str, str, str]]:
+    """The audit log's denied-access events, oldest first: actor, subject, surface."""
+    async with db.reader() as session:
+        rows = await session.scalars(
+            select(AuditEvent).where(AuditEvent.action == DENIED_ACTION).order_by(AuditEvent.seq)
+        )
+        return [(e.actor, e.subject_type, e.subject_id, e.detail["surface"]) for e in rows]
+
+
+async def _staff_id(db: Database, email: str) -> uuid.UUID:
+    async with db.reader() as session:
+        staff = await session.scalar(select(StaffUser).where(StaffUser.email == email))
+        assert staff is not None
+        return staff.id
 
 
 async def _staff_socket(client: TestClient, received: asyncio.Queue[Any]) -> socketio.AsyncClient:
@@ -543,6 +574,9 @@ async def test_another_teams_socket_events_never_reach_an_agent(
             "join_conversation", {"conversation_id": str(clinic.conv_b)}, namespace="/staff"
         )
         assert denied == {"error": {"status": 404, "message": "No such conversation."}}
+        assert [(s_id, surface) for _, _, s_id, surface in await _denials(db)] == [
+            (str(clinic.conv_b), "socket")
+        ]
         # Typing into a room Alex was refused reaches no one.
         await alex_sio.emit("typing", {"conversation_id": str(clinic.conv_b)}, namespace="/staff")
         # Team B's patient writes in: Bo hears of it, Alex does not.

@@ -12,6 +12,7 @@ from hub.channels.registry import resolve_adapter
 from hub.config import Settings
 from hub.db import Database
 from hub.storage_faults import storage_watch
+from web.access_audit import audit_denials
 from web.auth import auth_middleware, security_headers
 from web.email import smtp_receiver
 from web.keys import (
@@ -52,7 +53,13 @@ def create_app(settings: Settings, *, db: Database | None = None) -> web.Applica
         raise ValueError("create_app needs settings.redis_url; start the embedded Redis first")
     redis_url = settings.redis_url
     app = web.Application(
-        middlewares=[security_headers, secure_cookies, error_middleware, auth_middleware],
+        middlewares=[
+            security_headers,
+            secure_cookies,
+            error_middleware,
+            auth_middleware,
+            audit_denials,
+        ],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[SETTINGS] = settings

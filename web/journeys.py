@@ -13,6 +13,7 @@ from weakref import WeakKeyDictionary
 
 from aiohttp import web
 
+from hub.audit import do_audit_export
 from hub.contact import InvalidContact
 from hub.enums import Role
 from hub.errors import HubError
@@ -316,8 +317,9 @@ async def api_survey_csv(request: web.Request) -> web.Response:
 
 
 async def api_survey(request: web.Request, *, as_csv: bool = False) -> web.Response:
-    """The survey report of a journey for a period (JSON), or its answers as CSV."""
-    coordinator(request)
+    """The survey report of a journey for a period (JSON), or its answers as CSV (audited as
+    an export: each row is one patient's answer)."""
+    ctx = coordinator(request)
     try:
         since, until = _period(request.query)
         report = await reporting.do_survey_report(
@@ -328,6 +330,14 @@ async def api_survey(request: web.Request, *, as_csv: bool = False) -> web.Respo
     except ValueError as exc:
         return error(400, f"from/to must be dates like 2026-11-01 ({exc})")
     if as_csv:
+        await do_audit_export(
+            request.app[DB],
+            ctx.actor,
+            "survey",
+            "journey",
+            report.key,
+            {"from": since.isoformat(), "until": until.isoformat(), "rows": len(report.rows)},
+        )
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["journey", "question", "score", "answered_at", "enrollment_id"])

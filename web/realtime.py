@@ -18,10 +18,12 @@ from hub.enums import Role
 from hub.inbox.access import StaffContext
 from hub.inbox.actions.conversations import visible_conversation
 from hub.inbox.actions.staff import REVOKED_TOPIC, do_load_staff
+from hub.inbox.denials import Denial, watching_denials
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Team
 from hub.journeys.reporting import PROGRESS_ROOM
 from hub.notify import STAFF_NAMESPACE, UNROUTED_ROOM, room_for_team
+from web.access_audit import audit_quietly
 from web.chat import install_chat
 from web.keys import DB, PRESENCE, RING, SESSIONS, SETTINGS
 from web.sessions import COOKIE_NAME
@@ -129,11 +131,14 @@ class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         ctx = await self._ctx(sid)
         if ctx is None:
             return {"error": {"status": 401, "message": "Your session ended."}}
+        denied: list[Denial] = []
         try:
             cid = uuid.UUID(str((data or {}).get("conversation_id")))
-            async with self.app[DB].reader() as db_session:
-                await visible_conversation(db_session, ctx, cid)
+            with watching_denials() as denied:
+                async with self.app[DB].reader() as db_session:
+                    await visible_conversation(db_session, ctx, cid)
         except (ValueError, NotFound):
+            await audit_quietly(self.app, denied, "socket")
             return NOT_FOUND
         room = f"conversation:{cid}"
         await self.enter_room(sid, room)

@@ -22,6 +22,7 @@ from hub.db import Database, utcnow
 from hub.enums import RECEIVE_ONLY, Channel, ConversationStatus, Direction, Priority
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
+from hub.inbox.denials import note_denied
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Conversation, Message, Note, Patient, StaffUser
 from hub.inbox.schemas import (
@@ -68,6 +69,8 @@ async def visible_conversation(
         stmt = stmt.with_for_update()
     conversation = (await session.scalars(stmt)).first()
     if conversation is None or not ctx.can_see(conversation):
+        if conversation is not None:
+            note_denied(ctx.actor, "conversation", conversation_id)
         raise NotFound("no such conversation")
     return conversation
 
@@ -369,6 +372,8 @@ async def visible_patient(
         ctx.is_admin
         or await queries.patient_has_conversation_in(session, patient_id, ctx.visible_filter())
     ):
+        if patient is not None:
+            note_denied(ctx.actor, "patient", patient_id)
         raise NotFound("no such patient")
     return patient
 
