@@ -5,6 +5,7 @@ from hub.consent import models as consent_models
 from hub.db import Base
 from hub.inbox import models as inbox_models
 from hub.journeys import models as journey_models
+from hub.rights import models as rights_models
 from hub.routing import models as routing_models
 from hub.templates import models as template_models
 
@@ -17,6 +18,7 @@ __all__ = [
     "journey_models",
     "metadata",
     "outbox",
+    "rights_models",
     "rotation",
     "routing_models",
     "template_models",

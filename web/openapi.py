@@ -386,6 +386,14 @@ def document() -> dict[str, Any]:
                     params=ID,
                 )
             },
+            "/api/patients/{id}/export": {
+                "get": _op(
+                    "Admins: everything held about the patient (Patient, every message as a "
+                    "Communication, Consent, Appointment, QuestionnaireResponse) as a FHIR R4 "
+                    "Bundle (application/fhir+json; audited)",
+                    params=ID,
+                )
+            },
             "/api/canned-responses/{id}/render": {
                 "get": _op(
                     "A saved reply with the patient's first name and the clinic name filled in",

@@ -16,6 +16,7 @@ from web import (
     journeys,
     openapi,
     pages,
+    patient_rights,
     voice,
     webhooks,
 )
@@ -114,6 +115,7 @@ def setup_routes(app: web.Application) -> None:
             web.get(
                 "/api/patients/{id}/consents.fhir", api.export_consents, name="api_consents_fhir"
             ),
+            *patient_rights.routes(),
             web.get("/api/canned-responses", api.list_canned, name="api_canned"),
             web.get("/api/templates", api.list_templates, name="api_templates"),
             web.put(

@@ -31,6 +31,18 @@ def tick() -> str:
     return asyncio.run(run_tick())
 
 
+def retention_purge() -> str:
+    from worker.rights import run_retention_purge
+
+    return asyncio.run(run_retention_purge())
+
+
+def delete_provider_files() -> str:
+    from worker.rights import run_delete_provider_files
+
+    return asyncio.run(run_delete_provider_files())
+
+
 def resolve_stuck_sends() -> str:
     return asyncio.run(run_resolve_stuck_sends())
 

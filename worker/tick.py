@@ -1,8 +1,8 @@
 """The scheduler tick: RQ's cron scheduler (started by `hub worker`) enqueues it every second on
 the urgent queue. It claims due journey steps into dispatch batches, re-queues sends whose job
-was lost, asks the provider about sends whose sender died, wakes snoozed conversations, and
-re-releases outbox effects whose first release failed. Every `hub worker` runs a scheduler;
-a Redis lock lets one tick at a time do the work."""
+was lost, asks the provider about sends whose sender died, wakes snoozed conversations,
+re-releases outbox effects whose first release failed, and starts the nightly retention purge.
+Every `hub worker` runs a scheduler; a Redis lock lets one tick at a time do the work."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from hub.journeys import actions as journeys
 from hub.outbox import purge_released, relay_pending
 from worker.effects import QUEUE_NAMES
 from worker.jobs import resolve_stuck_sends_with
+from worker.rights import start_rights_work
 from worker.runtime import job_runtime
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ async def run_tick(settings: Settings | None = None) -> str:
                 await relay_pending(rt.db, rt.sink)
                 await purge_released(rt.db, utcnow())
                 stuck = await resolve_stuck_sends_with(rt)
+                # Once a minute at most: today's retention purge, provider deletions due.
+                await start_rights_work(rt.db, redis)
                 redis.set(TICK_DONE_KEY, started.isoformat())
             finally:
                 renewal.cancel()

@@ -66,6 +66,10 @@ fake fetches each call's TwiML from its Url (signed), keeps it in ``fake.calls[i
 plays the patient's side with ``press``, ``no_input``, ``hang_up``, ``start_inbound_call``,
 ``recording_done`` and ``transcription_done``; ``script_call(to, outcome)`` makes calls go
 unanswered, busy, failed or to a machine.
+``DELETE .../Recordings/{RecordingSid}.json`` deletes a recording (204, no body; 404 with 20404
+when the fake does not hold it, a repeated deletion included); ``add_recording`` gives the fake
+one, ``deleted_recordings`` lists what was deleted, ``script_recording_deletes(500, ...)`` makes
+the next deletions fail.
 
 Standalone, for other processes (a benchmark): ``python -m fakes.twilio --port 0
 --latency-ms 20 [--no-callbacks]`` prints its base URL on stdout and serves until SIGTERM.

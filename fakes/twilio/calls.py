@@ -147,6 +147,9 @@ class CallsMixin:
         self._calls_by_sid: dict[str, FakeCall] = {}
         self._call_script: dict[str, deque[str]] = {}
         self._recordings: dict[str, bytes] = {}
+        self.deleted_recordings: list[str] = []
+        """Recording sids deleted through ``DELETE .../Recordings/{Sid}.json``, in order."""
+        self._delete_script: deque[int] = deque()
 
     @property
     def _fake(self) -> FakeTwilio:
@@ -159,6 +162,20 @@ class CallsMixin:
         if outcome.partition(":")[0] not in OUTCOMES:
             raise ValueError(f"unknown call outcome {outcome!r}; expected one of {OUTCOMES}")
         self._call_script.setdefault(to, deque()).extend([outcome] * times)
+
+    def add_recording(self, sid: str | None = None, audio: bytes = b"ID3 synthetic") -> str:
+        """A recording Twilio holds (as a finished ``<Record>`` leaves one); its sid."""
+        sid = sid or new_sid("RE")
+        self._recordings[sid] = audio
+        return sid
+
+    def has_recording(self, sid: str) -> bool:
+        return sid in self._recordings
+
+    def script_recording_deletes(self, *statuses: int) -> None:
+        """Answers for the next recording deletions, in order: an HTTP status (500, 503, 429:
+        answered with Twilio's error JSON, nothing deleted). Unscripted deletions go ahead."""
+        self._delete_script.extend(statuses)
 
     def call(self, sid: str) -> FakeCall:
         return self._calls_by_sid[sid]
@@ -244,6 +261,20 @@ class CallsMixin:
             return twilio_error(404, 20404, f"The requested resource {request.path} was not found")
         content_type = "audio/mpeg" if match[2] == ".mp3" else "audio/x-wav"
         return web.Response(body=self._recordings[match[1]], content_type=content_type)
+
+    async def _delete_recording(self, request: web.Request) -> web.Response:
+        """As Twilio: 204 and no body once deleted; 404 (20404) for a recording it does not
+        have, a second deletion included."""
+        name = request.match_info["name"]
+        sid = name.removesuffix(".json")
+        if not name.endswith(".json") or sid not in self._recordings:
+            return twilio_error(404, 20404, f"The requested resource {request.path} was not found")
+        if self._delete_script:
+            status = self._delete_script.popleft()
+            return twilio_error(status, 20000 + status if status != 429 else 20429)
+        del self._recordings[sid]
+        self.deleted_recordings.append(sid)
+        return web.Response(status=204)
 
     # -- playing a call ----------------------------------------------------------------------
 
@@ -445,3 +476,4 @@ def add_call_routes(app: web.Application, fake: CallsMixin) -> None:
     app.router.add_get(f"{calls}/{{sid:CA[0-9a-f]{{32}}}}.json", fake._fetch_call)
     recordings = f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings/{{name}}"
     app.router.add_get(recordings, fake._get_recording)
+    app.router.add_delete(recordings, fake._delete_recording)

@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db import Base, new_id, utcnow
@@ -67,3 +67,24 @@ class ConsentRecord(Base):
         ForeignKey("inbox_message.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsentSuppression(Base):
+    """An opt-out that outlived its patient. Erasing a patient who had opted out keeps the
+    revocation against the blind index of the address it was about (no name, no address), so
+    a patient later created with that address (a re-import, a new text) is not contacted on
+    that channel and purpose until they opt in again (``queries.latest_records``)."""
+
+    __tablename__ = "consent_suppression"
+    __table_args__ = (UniqueConstraint("address_bidx", "channel", "purpose"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    address_bidx: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    """The erased patient's phone blind index (SMS, voice, WhatsApp) or email blind index."""
+    channel: Mapped[Channel] = mapped_column(str_enum(Channel, "channel"))
+    purpose: Mapped[Purpose] = mapped_column(str_enum(Purpose, "purpose"))
+    source: Mapped[ConsentSource] = mapped_column(str_enum(ConsentSource, "consent_source"))
+    evidence: Mapped[str] = mapped_column(String(200))
+    """The opt-out's own evidence ("STOP"), which holds no PHI."""
+    created_at: Mapped[datetime]
+    """When the patient opted out (not when they were erased)."""

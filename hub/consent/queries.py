@@ -7,11 +7,18 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.consent.models import ConsentRecord, Purpose
+from hub.consent.models import (
+    ConsentRecord,
+    ConsentSource,
+    ConsentState,
+    ConsentSuppression,
+    Purpose,
+)
 from hub.enums import Channel
+from hub.inbox.models import Patient
 
 
 async def latest_records(
@@ -26,7 +33,8 @@ async def latest_records(
     latest: dict[Purpose, ConsentRecord] = {}
     for record in (await session.scalars(stmt)).all():
         latest[record.purpose] = record
-    return latest
+    suppressed = await _suppressions_of(session, [patient_id])
+    return _with_suppressions(latest, suppressed.get((patient_id, channel), []), patient_id)
 
 
 async def history(
@@ -105,7 +113,68 @@ async def latest_records_of(
     )
     for record in (await session.scalars(stmt)).all():
         latest.setdefault((record.patient_id, record.channel), {})[record.purpose] = record
+    for (pid, channel), kept in (await _suppressions_of(session, ids)).items():
+        latest[(pid, channel)] = _with_suppressions(latest.get((pid, channel), {}), kept, pid)
     return latest
+
+
+PHONE_CHANNELS = (Channel.SMS, Channel.VOICE, Channel.WHATSAPP)
+"""Channels addressed by the phone number (their suppressions match its blind index)."""
+
+
+async def _suppressions_of(
+    session: AsyncSession, patient_ids: list[uuid.UUID]
+) -> dict[tuple[uuid.UUID, Channel], list[ConsentSuppression]]:
+    """Opt-outs of erased patients whose address these patients now have."""
+    stmt = (
+        select(Patient.id, ConsentSuppression)
+        .join(
+            ConsentSuppression,
+            or_(
+                and_(
+                    ConsentSuppression.address_bidx == Patient.phone_bidx,
+                    ConsentSuppression.channel.in_(PHONE_CHANNELS),
+                ),
+                and_(
+                    ConsentSuppression.address_bidx == Patient.email_bidx,
+                    ConsentSuppression.channel == Channel.EMAIL,
+                ),
+            ),
+        )
+        .where(Patient.id.in_(patient_ids))
+    )
+    found: dict[tuple[uuid.UUID, Channel], list[ConsentSuppression]] = {}
+    for pid, kept in (await session.execute(stmt)).all():
+        found.setdefault((pid, kept.channel), []).append(kept)
+    return found
+
+
+def _with_suppressions(
+    latest: dict[Purpose, ConsentRecord],
+    suppressions: list[ConsentSuppression],
+    patient_id: uuid.UUID,
+) -> dict[Purpose, ConsentRecord]:
+    """A kept opt-out counts as this patient's own revocation unless they decided since. A
+    later import does not lift it: an erased patient who said STOP must not be texted again
+    because the clinic's system still lists them."""
+    merged = dict(latest)
+    for kept in suppressions:
+        own = merged.get(kept.purpose)
+        decided_since = own is not None and own.created_at > kept.created_at
+        if decided_since and own is not None and own.source is not ConsentSource.IMPORT:
+            continue
+        merged[kept.purpose] = ConsentRecord(
+            id=kept.id,
+            patient_id=patient_id,
+            channel=kept.channel,
+            purpose=kept.purpose,
+            state=ConsentState.REVOKED,
+            source=kept.source,
+            actor="system:erasure",
+            evidence=kept.evidence,
+            created_at=kept.created_at,
+        )
+    return merged
 
 
 async def automated_sends_of(

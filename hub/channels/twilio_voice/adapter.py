@@ -12,9 +12,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 
 from hub.channels.base import (
+    ChannelError,
     FailureClass,
     InboundMessage,
     MalformedPayload,
@@ -67,6 +69,10 @@ def call_urls(public_url: str, message_id: uuid.UUID, attempt: int) -> tuple[str
     ref = f"m={message_id}&a={attempt}"
     base = f"{public_url}/webhooks/twilio/voice"
     return f"{base}/outbound?{ref}", f"{base}/status?{ref}"
+
+
+class RecordingNotDeleted(ChannelError):
+    """Twilio did not delete a recording (down, refusing, unreachable): ask again later."""
 
 
 class TwilioVoiceAdapter(TwilioRest):
@@ -193,3 +199,19 @@ class TwilioVoiceAdapter(TwilioRest):
         return SendReceipt(
             PROVIDER, ours[0].sid, STATUS_MAP.get(ours[0].status or "", MessageStatus.SENDING)
         )
+
+    # -- recordings ----------------------------------------------------------------------------
+
+    async def delete_recording(self, sid: str) -> None:
+        """Delete a voicemail recording at Twilio (erasure, retention). One Twilio no longer
+        has (404) is deleted already, which is what was asked. Raises RecordingNotDeleted."""
+        try:
+            await self._sdk().recordings(sid).delete_async()
+        except NotConfigured:
+            raise
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return
+            raise RecordingNotDeleted(f"Twilio answered {exc.status} (error {exc.code})") from None
+        except Exception as exc:
+            raise RecordingNotDeleted(f"could not reach Twilio ({type(exc).__name__})") from None

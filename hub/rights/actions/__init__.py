@@ -1,0 +1,1 @@
+"""Rights actions: each ``do_*`` opens one transaction, audits, and commits."""
