@@ -189,6 +189,21 @@ def user_reset_password(email: str) -> None:
     click.echo(f"one-time password: {password}  (must be changed at first sign-in)")
 
 
+@click.command("reset-2fa")
+@click.argument("email")
+def user_reset_second_factor(email: str) -> None:
+    """Remove EMAIL's second factor and recovery codes (lost phone); their sessions end and
+    they sign in with their password, then set it up again."""
+    from hub.inbox.actions.second_factor import do_reset_second_factor
+
+    async def work(db: Database, sessions: SessionRevoker) -> tuple[None, tuple[uuid.UUID, ...]]:
+        return await do_reset_second_factor(db, _actor("cli:user-reset-2fa"), email, sessions)
+
+    _with_sessions(_settings(), work)
+    who = email.strip().lower()
+    click.echo(f"second factor of {who} removed; they sign in with their password alone")
+
+
 @click.command("edit")
 @click.argument("email")
 @click.option("--role", type=click.Choice(["agent", "coordinator", "admin"]), default=None)
@@ -267,7 +282,14 @@ def token_revoke(token_id: str) -> None:
 
 
 def add_commands(user: click.Group, token: click.Group) -> None:
-    for command in (user_list, user_deactivate, user_reactivate, user_reset_password, user_edit):
+    for command in (
+        user_list,
+        user_deactivate,
+        user_reactivate,
+        user_reset_password,
+        user_reset_second_factor,
+        user_edit,
+    ):
         user.add_command(command)
     token.add_command(token_list)
     token.add_command(token_revoke)

@@ -70,7 +70,7 @@ class Team(Base):
     )
 
 
-class StaffUser(Base):
+class StaffUser(Sealed, Base):
     """A person who signs in. Staff addresses are work contacts, not patient PHI."""
 
     __tablename__ = "inbox_staff_user"
@@ -88,10 +88,32 @@ class StaffUser(Base):
     last_assigned_at: Mapped[datetime | None]
     """Round-robin picks the online agent with the oldest value (never assigned: first)."""
     password_changed_at: Mapped[datetime | None]
+    second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
+    """A TOTP code (or a recovery code) is asked for after the password at every sign-in."""
+    second_factor_since: Mapped[datetime | None]
+    totp_secret_enc: Mapped[bytes | None] = encrypted_column()
+    """The RFC 6238 shared secret: set when set-up starts, in force once ``second_factor``."""
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
+    """The 30-second time step of the last code accepted; that step and earlier ones are
+    refused, so a code read over someone's shoulder cannot be replayed."""
 
     teams: Mapped[list[Team]] = relationship(
         secondary=team_member, back_populates="members", lazy="selectin"
     )
+
+
+class RecoveryCode(Base):
+    """A single-use code that stands in for a TOTP code (lost phone); stored hashed."""
+
+    __tablename__ = "inbox_recovery_code"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    staff_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_staff_user.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None]
 
 
 class Patient(Sealed, Base):

@@ -14,6 +14,7 @@ from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Pri
 from hub.inbox import queries
 from hub.inbox.exceptions import NotFound, StaffUserExists
 from hub.inbox.models import Conversation, Message, Patient, StaffUser, Team
+from hub.inbox.password_policy import check_new_password
 from hub.inbox.passwords import hash_password
 from hub.inbox.schemas import MessageView, NewPatient, NewStaffUser, PatientView
 
@@ -197,6 +198,10 @@ async def do_read_conversation(
 
 async def do_add_staff_user(db: Database, actor: Actor, new: NewStaffUser) -> uuid.UUID:
     email = normalize_email(new.email)
+    if not new.must_change_password:
+        # A password the person keeps (``hub user add --password-stdin``) meets the policy; a
+        # one-time one the hub generated is replaced at first sign-in by one that does.
+        check_new_password(new.password, user_inputs=(email, new.display_name))
     password_hash = hash_password(new.password)
     async with db.transaction() as session:
         if await queries.staff_by_email(session, email) is not None:
