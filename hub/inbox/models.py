@@ -130,6 +130,9 @@ class Patient(Sealed, Base):
     channel_order: Mapped[list[str]] = mapped_column(default=lambda: list(DEFAULT_CHANNEL_ORDER))
     tags: Mapped[list[str]] = mapped_column(default=list)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    birth_date_enc: Mapped[bytes | None] = encrypted_column()
+    """ISO date of birth ("1984-03-07"): the keypad PIN a clinic may ask before a phone
+    cancellation is its month and day (MMDD)."""
     unreachable: Mapped[dict[str, str]] = mapped_column(default=dict)
     """Channel -> reason code ("landline", "bounced") for addresses a provider said won't work."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -245,6 +248,11 @@ class Message(Sealed, Base):
     delivery_notes: Mapped[list[str]] = mapped_column(default=list)
     """Why this channel and time: channels passed over ("sms: refused (opted_out): ...") and
     deferrals. No PHI: reasons only."""
+    sender_verified: Mapped[bool | None] = mapped_column(Boolean)
+    """Inbound email only: whether its From address was proven (SPF/DKIM aligned under DMARC,
+    or a trusted relay's verdict). Unverified mail never acts on a journey or consent."""
+    sender_check: Mapped[str | None] = mapped_column(String(24))
+    """Inbound email only: the check's reason code (``hub.channels.email_smtp.sender_auth``)."""
     send_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

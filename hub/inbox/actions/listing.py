@@ -16,7 +16,7 @@ from hub.enums import Channel, ConversationStatus, Priority
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
 from hub.inbox.models import Conversation
-from hub.inbox.schemas import ConversationRow
+from hub.inbox.schemas import ConversationRow, unverified_words
 
 DEFAULT_PAGE = 25
 MAX_PAGE = 100
@@ -165,6 +165,7 @@ async def do_list_inbox(
                     else body,
                     unread=conversation.last_inbound_at is not None
                     and (read_at is None or read_at < conversation.last_inbound_at),
+                    sender_unverified=unverified_words(message) if message else None,
                 )
             )
         unread = await queries.unread_count(session, ctx.staff_id, filters.clauses(ctx, now))
