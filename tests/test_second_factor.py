@@ -5,6 +5,7 @@ every change audited."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -186,6 +187,19 @@ async def test_a_recovery_code_works_once_and_the_page_says_how_many_remain(
     assert ("staff.recovery_code_used", {"left": 9}) in trail
     assert ("staff.recovery_code_used", {"left": 8}) in trail
     assert ("staff.second_factor_failed", {"kind": "recovery_code", "reason": "wrong"}) in trail
+
+
+async def test_one_recovery_code_used_by_two_sign_ins_at_once_lets_one_in(
+    db: Database, ring: KeyRing
+) -> None:
+    ctx = await make_staff(db, AGENT, role="agent")
+    _, codes = await turn_on(db, ring, ctx)
+    both = await asyncio.gather(
+        sf.do_check_sign_in_code(db, ring, ctx.staff_id, codes[3]),
+        sf.do_check_sign_in_code(db, ring, ctx.staff_id, codes[3]),
+    )
+    assert sorted(v.staff_id is not None for v in both) == [False, True]
+    assert (await sf.do_second_factor_status(db, ctx)).recovery_codes_left == 9
 
 
 async def test_wrong_codes_count_toward_the_same_lockout_as_wrong_passwords(
