@@ -9,6 +9,7 @@ from aiohttp import web
 from web import (
     account,
     admin,
+    admin_phone,
     admin_security,
     api,
     chat,
@@ -90,6 +91,8 @@ def setup_routes(app: web.Application) -> None:
                 name="admin_save_clinical_terms",
             ),
             web.post("/admin/consent", admin.save_consent_policy, name="admin_save_consent"),
+            web.get("/admin/phone", admin_phone.phone_page, name="admin_phone"),
+            web.post("/admin/phone", admin_phone.save_phone, name="admin_save_phone"),
             web.get("/attachments/{id}", pages.attachment, name="attachment"),
             # admin
             web.get("/admin/staff", admin.staff_page, name="admin_staff"),

@@ -236,6 +236,8 @@ class NewPatient:
     channel_order: list[str] = field(default_factory=lambda: ["sms", "email", "voice"])
     tags: list[str] = field(default_factory=list)
     verified: bool = False
+    birth_date: str | None = None
+    """ISO date ("1984-03-07"): its month and day are the phone cancellation PIN."""
 
     def __repr__(self) -> str:
         return "NewPatient(...)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
-from datetime import timedelta
+from datetime import date, timedelta
 
 from hub.audit import Actor, record
 from hub.contact import InvalidContact, normalize_email, normalize_language, normalize_phone
@@ -49,6 +49,21 @@ def view_patient(ring: KeyRing, patient: Patient) -> PatientView:
     )
 
 
+def read_birth_date(value: str | None) -> str | None:
+    """An ISO date of birth, checked ("1984-03-07"); None for none. Raises ValueError saying
+    what is wrong."""
+    if not value or not value.strip():
+        return None
+    try:
+        born = date.fromisoformat(value.strip())
+    except ValueError:
+        # The value itself is PHI: the message names the column only.
+        raise ValueError("birth_date is not a date like 1984-03-07") from None
+    if born > date.today():
+        raise ValueError("birth_date is in the future")
+    return born.isoformat()
+
+
 def build_patient(ring: KeyRing, new: NewPatient, region: str) -> Patient:
     patient = Patient(
         language=normalize_language(new.language),
@@ -58,6 +73,7 @@ def build_patient(ring: KeyRing, new: NewPatient, region: str) -> Patient:
         verified=new.verified,
     )
     patient.seal(ring, "name", new.name)
+    patient.seal(ring, "birth_date", read_birth_date(new.birth_date))
     if new.phone is not None:
         phone = normalize_phone(new.phone, region)
         patient.seal(ring, "phone", phone)
