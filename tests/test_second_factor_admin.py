@@ -13,6 +13,7 @@ from typing import Any
 
 import pyotp
 import pytest
+import socketio
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
@@ -24,7 +25,7 @@ from hub.inbox import queries
 from hub.inbox.actions import second_factor as sf
 from tests.conftest import hub_env, make_staff, sync_url
 from tests.second_factor_helpers import audited, turn_on
-from tests.staff_helpers import csrf_of, sign_in
+from tests.staff_helpers import csrf_of, session_cookie, sign_in
 from web.app import create_app
 
 pytestmark = pytest.mark.usefixtures("fresh_redis")
@@ -152,6 +153,37 @@ async def test_a_person_with_a_one_time_password_cannot_post_elsewhere(
     csrf = await csrf_of(client, "/password")
     posted = await client.post("/conversations/claim-next", data={"csrf_token": csrf})
     assert posted.status == 403 and "Change your password first" in await posted.text()
+
+
+async def test_a_held_person_gets_no_live_inbox_socket(
+    committed_db: Database, fresh_db_url: str, settings: Settings, aiohttp_client: Any
+) -> None:
+    await make_staff(committed_db, ADMIN, role="admin")
+    await sf.do_set_second_factor_policy(committed_db, Actor.system("test"), True)
+    plain = replace(settings, public_url="http://127.0.0.1", database_url=fresh_db_url)
+    client: TestClient = await aiohttp_client(create_app(plain))
+    assert (await sign_in(client, ADMIN)).status == 303
+    page = await (await client.get("/account/second-factor")).text()
+    assert "socket.io.min.js" not in page  # the held page does not even try
+    sio = socketio.AsyncClient(reconnection=False)
+    refusals: list[Any] = []
+    sio.on("connect_error", refusals.append, namespace="/staff")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await sio.connect(
+            str(client.make_url("/")),
+            namespaces=["/staff"],
+            headers={"Cookie": f"hub_session={session_cookie(client)}"},
+            transports=["websocket"],
+        )
+    assert refusals == [{"message": "finish signing in first"}]
+    await sf.do_set_second_factor_policy(committed_db, Actor.system("test"), False)
+    await sio.connect(
+        str(client.make_url("/")),
+        namespaces=["/staff"],
+        headers={"Cookie": f"hub_session={session_cookie(client)}"},
+        transports=["websocket"],
+    )
+    await sio.disconnect()
 
 
 @pytest.mark.slow
