@@ -30,6 +30,7 @@ from hub.inbox.second_factor import (
     normalize_code,
     time_step,
 )
+from hub.rotation import rotate
 from tests.conftest import make_staff
 from tests.second_factor_helpers import audited, code_for, submit_code, turn_on
 from tests.staff_helpers import PASSWORD, csrf_of, sign_in
@@ -272,3 +273,19 @@ async def test_turning_off_and_new_codes_need_the_password_and_are_audited(
         "staff.recovery_codes_regenerate",
         "staff.second_factor_disable",
     ]
+
+
+async def test_key_rotation_reseals_the_secret_and_codes_still_work(
+    committed_db: Database,
+) -> None:
+    old = KeyRing.generate("k1")
+    ctx = await make_staff(committed_db, AGENT, role="agent")
+    secret, _ = await turn_on(committed_db, old, ctx)
+    new = old.with_new_key("k2")
+    report = await rotate(committed_db, new, batch_size=10)
+    assert report.stale_keys == set()
+    only_new = new.without("k1")  # the retired key is gone
+    verdict = await sf.do_check_sign_in_code(
+        committed_db, only_new, ctx.staff_id, code_for(secret, 1)
+    )
+    assert verdict.staff_id == ctx.staff_id and verdict.used == "totp"
