@@ -171,6 +171,10 @@ async def test_a_forged_from_is_kept_and_flagged_and_cancels_nothing(
         enrollment = (await session.scalars(select(Enrollment))).one()
     assert enrollment.cancelled_at is None
     assert (f"_dmarc.{PATIENT_DOMAIN}", "TXT") in dns.asked
+    async with aiohttp.ClientSession() as client, client.get(f"{hub.hub_url}/metrics") as page:
+        metrics = await page.text()
+    counted = 'hub_webhook_accepted_total{kind="sender",outcome="dmarc_fail",provider="email"} 1.0'
+    assert counted in metrics
 
 
 def dkim_key(dns: FakeResolver, selector: str = "s2026") -> bytes:
