@@ -129,7 +129,7 @@ def _when(at: datetime | None) -> str:
 
 @click.command("list")
 def user_list() -> None:
-    """List staff accounts: role, state, teams, capacity, last sign-in."""
+    """List staff accounts: role, state, teams, capacity, last sign-in, second factor."""
     from hub.inbox.actions.staff import do_list_staff
 
     people = _with_db(_settings(), do_list_staff)
@@ -139,7 +139,8 @@ def user_list() -> None:
             state = "one-time password"
         click.echo(
             f"{p.email}\t{p.role}\t{state}\tteams={','.join(p.teams) or '-'}\t"
-            f"capacity={p.max_open_conversations}\tlast sign-in={_when(p.last_login_at)}"
+            f"capacity={p.max_open_conversations}\tlast sign-in={_when(p.last_login_at)}\t"
+            f"2fa={'on' if p.second_factor else 'off'}"
         )
     if not people:
         click.echo("No staff accounts yet: `hub user add EMAIL --name NAME --role admin`.")

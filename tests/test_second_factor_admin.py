@@ -212,8 +212,11 @@ async def test_hub_user_reset_2fa(
             check=False,
         )
 
+    assert f"{AGENT}\tagent\tactive" in hub("list").stdout
+    assert "\t2fa=on" in hub("list").stdout
     done = hub("reset-2fa", AGENT)
     assert done.returncode == 0, done.stderr
+    assert "\t2fa=off" in hub("list").stdout
     assert f"second factor of {AGENT} removed" in done.stdout
     assert not (await sf.do_second_factor_status(committed_db, agent)).enabled
     trail = await audited(committed_db, agent.staff_id)

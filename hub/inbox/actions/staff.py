@@ -205,6 +205,7 @@ class StaffSummary:
     teams: tuple[str, ...]
     max_open_conversations: int
     last_login_at: datetime | None
+    second_factor: bool = False
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ async def do_list_staff(db: Database) -> list[StaffSummary]:
                 tuple(sorted(t.name for t in s.teams)),
                 s.max_open_conversations,
                 s.last_login_at,
+                s.second_factor,
             )
             for s in await sq.all_staff(session)
         ]
