@@ -35,7 +35,9 @@ from tests.conftest import make_staff
 from tests.second_factor_helpers import audited, code_for, submit_code, turn_on
 from tests.staff_helpers import PASSWORD, csrf_of, sign_in
 from web.app import create_app
+from web.keys import REDIS
 from web.sessions import MAX_FAILS_PER_ACCOUNT
+from web.sign_in_code import DEFAULT_CODE_STEP_S, PENDING_PREFIX
 
 pytestmark = pytest.mark.usefixtures("fresh_redis")
 
@@ -146,6 +148,23 @@ async def test_sign_in_asks_for_the_code_and_reaches_nothing_before_it(
     actions = [a for a, _ in await audited(db, ctx.staff_id)]
     assert actions[-2:] == ["staff.second_factor_failed", "staff.login"]
     assert (await audited(db, ctx.staff_id))[-1][1] == {"second_factor": "totp"}
+
+
+async def test_the_code_step_lasts_five_minutes_then_starts_over(
+    client: TestClient, db: Database, ring: KeyRing
+) -> None:
+    ctx = await make_staff(db, AGENT, role="agent")
+    await turn_on(db, ring, ctx)
+    await sign_in(client, AGENT)
+    redis = client.app[REDIS]
+    [key] = await redis.keys(PENDING_PREFIX + "*")
+    assert 0 < await redis.ttl(key) <= DEFAULT_CODE_STEP_S
+    await redis.delete(key)  # as Redis does when the time is up
+    late = await client.get("/login/code", allow_redirects=False)
+    assert late.status == 303 and late.headers["Location"] == "/login"
+    page = await (await client.get("/login")).text()
+    assert "the code must follow within 5 minutes" in page
+    assert (await client.get("/", allow_redirects=False)).status == 303
 
 
 async def test_a_code_used_to_sign_in_is_refused_when_replayed(

@@ -36,6 +36,7 @@ PENDING_COOKIE = "hub_sign_in_pending"
 PENDING_PREFIX = "hub:sign-in-pending:"
 DEFAULT_CODE_STEP_S = 5 * 60
 """How long the code form waits after the password; then the person starts over."""
+EXPIRED = "Sign in with your password first; the code must follow within 5 minutes."
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def _form(request: web.Request, pending: Pending, error: str | None, status: int
 async def code_form(request: web.Request) -> web.StreamResponse:
     pending = await _pending(request).load(request.cookies.get(PENDING_COOKIE))
     if pending is None:
-        raise _start_over(request, "Sign in with your password first (it was over 5 minutes).")
+        raise _start_over(request, EXPIRED)
     return _form(request, pending, None, 200)
 
 
@@ -150,7 +151,7 @@ async def submit_code(request: web.Request) -> web.StreamResponse:
     store = _pending(request)
     pending = await store.load(token)
     if pending is None:
-        raise _start_over(request, "Sign in with your password first (it was over 5 minutes).")
+        raise _start_over(request, EXPIRED)
     form = await request.post()
     if not hmac.compare_digest(pending.csrf, str(form.get(CSRF_FIELD, ""))):
         raise web.HTTPForbidden(text="The sign-in form expired; reload the page and try again.")
