@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -25,10 +26,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
-from fakes.dns import FakeResolver
+from fakes.dns import DnsServer, FakeResolver
 from fakes.smtp import FakeSmtp
 from hub.audit import Actor
 from hub.channels.email_smtp.auth_results import check_relayed
+from hub.channels.email_smtp.resolver import DnsResolver, DnsTempError
 from hub.channels.email_smtp.sender_auth import SenderCheck, check_direct
 from hub.config import Settings
 from hub.consent.models import ConsentRecord
@@ -369,6 +371,32 @@ def test_no_or_several_from_addresses_cannot_pass() -> None:
         SenderCheck(False, "no_from")
     )
     assert check_relayed(raw, PROVIDER_ID).reason == "relay_missing"
+
+
+def test_the_resolver_asks_dns_servers_over_the_wire_within_its_time_box() -> None:
+    table = FakeResolver()
+    table.txt(PATIENT_DOMAIN, "v=spf1 mx -all")
+    table.add(PATIENT_DOMAIN, "MX", f"10 mx.{PATIENT_DOMAIN}")
+    table.add(f"mx.{PATIENT_DOMAIN}", "A", "192.0.2.7")
+    table.txt(f"_dmarc.{PATIENT_DOMAIN}", "v=DMARC1; p=reject")
+    table.fail("slow.example.net")
+    with DnsServer(table) as server:
+        resolver = DnsResolver(0.5, nameservers=["127.0.0.1"], port=server.port)
+        assert resolver.lookup(f"_dmarc.{PATIENT_DOMAIN}", "TXT") == ["v=DMARC1; p=reject"]
+        assert resolver.lookup(f"nothing.{PATIENT_DOMAIN}", "TXT") == []
+        started = time.monotonic()
+        with pytest.raises(DnsTempError):
+            resolver.lookup("slow.example.net", "TXT")
+        assert time.monotonic() - started < 2  # the time box, not dnspython's 5 s default
+        # pyspf's "mx" mechanism through real answers: MX, then the exchange's address.
+        raw = reply_mail("hello").as_bytes()
+        verdict = check_direct(raw, resolver, ip="192.0.2.7", mail_from=PATIENT, helo="h.example")
+        assert verdict == SenderCheck(True, "spf_pass")
+        other = check_direct(raw, resolver, ip="192.0.2.8", mail_from=PATIENT, helo="h.example")
+        assert other == SenderCheck(False, "dmarc_fail")
+        spoofed = reply_mail("hi", sender="a@slow.example.net").as_bytes()
+        late = check_direct(spoofed, resolver, ip="192.0.2.8", mail_from="", helo="h.example")
+        assert late == SenderCheck(False, "temperror")
 
 
 def test_relays_without_an_authserv_id_are_a_config_error() -> None:

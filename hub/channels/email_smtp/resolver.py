@@ -7,6 +7,7 @@ sender is forged, and never drops the mail."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import dns.exception
@@ -36,9 +37,19 @@ class Resolver(Protocol):
 class DnsResolver:
     """The system's resolvers (/etc/resolv.conf) through dnspython, each lookup time-boxed."""
 
-    def __init__(self, timeout_s: float = DEFAULT_DNS_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        timeout_s: float = DEFAULT_DNS_TIMEOUT_S,
+        *,
+        nameservers: Sequence[str] | None = None,
+        port: int = 53,
+    ) -> None:
+        """``nameservers``: ask these instead of the system's (tests run a server of their own)."""
         self.timeout_s = timeout_s
-        self._resolver = dns.resolver.Resolver()
+        self._resolver = dns.resolver.Resolver(configure=nameservers is None)
+        if nameservers is not None:
+            self._resolver.nameservers = list(nameservers)
+            self._resolver.port = port
 
     def lookup(self, name: str, rdtype: str) -> list[str]:
         if rdtype not in RECORD_TYPES:
