@@ -257,6 +257,23 @@ async def test_a_dns_failure_keeps_the_mail_unverified(start_hub: Any, dns: Fake
     assert await appointment_status(hub) is not AppointmentStatus.CANCELLED
 
 
+class BrokenResolver:
+    def lookup(self, name: str, rdtype: str) -> list[str]:
+        raise RuntimeError("a resolver bug")
+
+
+async def test_a_fault_in_the_check_keeps_the_mail_unverified(
+    start_hub: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("web.email.DnsResolver", BrokenResolver)
+    hub = await start_hub()
+    raw = reply_mail("Can I bring my son?").as_bytes()
+    await smtp_send(hub, raw)  # 250, not a 4xx that would have the sender retry for days
+    message = await stored(hub, message_id_of(raw))
+    assert (message.sender_verified, message.sender_check) == (False, "temperror")
+    assert "sender check failed" in caplog.text
+
+
 def with_results(mail: EmailMessage, *headers: str) -> bytes:
     raw = mail.as_bytes()
     top = "".join(f"Authentication-Results: {h}\r\n" for h in headers).encode()

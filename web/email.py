@@ -157,19 +157,19 @@ class _Receiver:
         raw = envelope.original_content or b""
         if isinstance(raw, str):
             raw = raw.encode()
-        # Checked on the bytes as they came: the line added below is not the sender's.
-        sender = await check_sender(
-            self.app,
-            raw,
-            peer=str(session.peer[0]) if isinstance(session.peer, tuple) else "",
-            mail_from=envelope.mail_from or "",
-            helo=session.host_name or "",
-        )
-        if envelope.mail_from in ("", "<>"):
-            # The null sender is how bounces and most auto-replies announce themselves;
-            # headers alone do not say it, so tell the parser.
-            raw = b"Return-Path: <>\r\n" + raw
         try:
+            # Checked on the bytes as they came: the line added below is not the sender's.
+            sender = await check_sender(
+                self.app,
+                raw,
+                peer=str(session.peer[0]) if isinstance(session.peer, tuple) else "",
+                mail_from=envelope.mail_from or "",
+                helo=session.host_name or "",
+            )
+            if envelope.mail_from in ("", "<>"):
+                # The null sender is how bounces and most auto-replies announce themselves;
+                # headers alone do not say it, so tell the parser.
+                raw = b"Return-Path: <>\r\n" + raw
             result = await _receive(self.app, raw, list(envelope.rcpt_tos), sender)
         except MalformedEmail as exc:
             self.app[METRICS].webhook_rejected.labels("email", "smtp", "malformed").inc()

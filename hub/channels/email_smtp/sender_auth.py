@@ -280,3 +280,8 @@ async def run_check(check: Callable[[], SenderCheck]) -> SenderCheck:
         return await asyncio.wait_for(asyncio.to_thread(check), DEFAULT_CHECK_DEADLINE_S + 2)
     except TimeoutError:
         return SenderCheck(False, "temperror")
+    except Exception:
+        # A fault in a check (a resolver or library bug) must not lose the mail or make the
+        # sender retry for days: it is kept, not verified, and the fault is logged.
+        log.exception("sender check failed; the mail is kept as not verified")
+        return SenderCheck(False, "temperror")
