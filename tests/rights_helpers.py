@@ -3,15 +3,19 @@ erasure and retention tests. Every stored text carries a marker the tests search
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select, text
 
 from hub.audit import Actor
 from hub.channels.twilio_voice.events import PROVIDER as VOICE_PROVIDER
+from hub.config import Settings
 from hub.consent.actions import ConsentChange, revoke_channel
 from hub.consent.models import ConsentSource
 from hub.crypto import KeyRing, associated_data
@@ -21,6 +25,7 @@ from hub.inbox import actions
 from hub.inbox.models import Attachment, Conversation, InboundEvent, Message, Note
 from hub.inbox.schemas import NewPatient
 from hub.journeys.models import Appointment, Enrollment, Journey, SurveyAnswer
+from tests.conftest import hub_env, sync_url
 
 STAFF = Actor.staff("00000000-0000-7000-8000-000000000042")
 NAME = "Rowan Markerfield"
@@ -193,3 +198,33 @@ async def readable_markers(
         audit = (await session.execute(text("SELECT detail FROM audit_event"))).all()
         found += ["audit_event.detail" for (d,) in audit if any(m in str(d) for m in markers)]
     return found
+
+
+def hub_environment(settings: Settings, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for `hub` run as an operator would, against the test's stores."""
+    assert settings.keys is not None and settings.redis_url is not None
+    return hub_env(
+        HUB_DATABASE_URL=sync_url(settings.database_url),
+        HUB_REDIS_URL=settings.redis_url,
+        HUB_KEYS=settings.keys.to_spec(),
+        HUB_VAR_DIR=str(tmp_path / "var"),
+        HUB_LOG_FORMAT="text",
+        **extra,
+    )
+
+
+async def hub_command(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """`hub ARGS` in a subprocess, without blocking the loop (a fake Twilio may serve it)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hub",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

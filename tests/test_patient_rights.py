@@ -3,11 +3,9 @@ erase`): everything out, decrypted and valid FHIR; then nothing left that can be
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,13 +30,15 @@ from hub.rights.actions.erase import OpenConversations, do_erase_patient
 from hub.rights.actions.export import do_export_patient
 from hub.rights.fhir import DEFAULT_INLINE_ATTACHMENT_BYTES
 from hub.rights.models import ProviderDeletion
-from tests.conftest import hub_env, make_staff, sync_url
+from tests.conftest import make_staff
 from tests.rights_helpers import (
     EMAIL,
     MARKERS,
     PHONE,
     PHONE_E164,
     STAFF,
+    hub_command,
+    hub_environment,
     readable_markers,
     seed_patient,
 )
@@ -199,34 +199,6 @@ async def test_an_erased_patients_opt_out_outlives_them(db: Database, ring: KeyR
     assert mail.code != "opted_out"  # they never opted out of email
 
 
-def _hub(settings: Settings, tmp_path: Path, **extra: str) -> dict[str, str]:
-    assert settings.keys is not None and settings.redis_url is not None
-    return hub_env(
-        HUB_DATABASE_URL=sync_url(settings.database_url),
-        HUB_REDIS_URL=settings.redis_url,
-        HUB_KEYS=settings.keys.to_spec(),
-        HUB_VAR_DIR=str(tmp_path / "var"),
-        HUB_LOG_FORMAT="text",
-        **extra,
-    )
-
-
-async def _run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hub",
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 @pytest.mark.slow
 async def test_hub_patient_export_and_erase_leave_nothing_readable(
     committed_db: Database, fresh_db_url: str, settings: Settings, ring: KeyRing, tmp_path: Path
@@ -245,7 +217,7 @@ async def test_hub_patient_export_and_erase_leave_nothing_readable(
     runner, base = await start_fake_twilio(fake)
     fake.add_recording(seeded.recording_sid)
     fake.add_recording(other.recording_sid)
-    env = _hub(
+    env = hub_environment(
         settings,
         tmp_path,
         TWILIO_ACCOUNT_SID=ACCOUNT_SID,
@@ -254,7 +226,7 @@ async def test_hub_patient_export_and_erase_leave_nothing_readable(
     )
     try:
         out = tmp_path / "export.json"
-        code, _, err = await _run(
+        code, _, err = await hub_command(
             env, "patient", "export", str(seeded.patient_id), "--out", str(out)
         )
         assert code == 0, err
@@ -263,13 +235,15 @@ async def test_hub_patient_export_and_erase_leave_nothing_readable(
         Bundle.model_validate(bundle)
         assert len(_resources(bundle, "Communication")) == 4
 
-        code, _, err = await _run(env, "patient", "erase", str(seeded.patient_id))
+        code, _, err = await hub_command(env, "patient", "erase", str(seeded.patient_id))
         assert code == 1
         assert "1 conversation staff have not resolved" in err and "--force" in err
         assert "Traceback" not in err
         assert await readable_markers(committed_db, ring) != []  # nothing was erased
 
-        code, said, err = await _run(env, "patient", "erase", str(seeded.patient_id), "--force")
+        code, said, err = await hub_command(
+            env, "patient", "erase", str(seeded.patient_id), "--force"
+        )
         assert code == 0, err
         assert f"patient {seeded.patient_id} erased" in said
         assert "recordings at Twilio: 1 deleted now" in said
@@ -303,7 +277,7 @@ async def test_hub_patient_export_and_erase_leave_nothing_readable(
     assert tombstone.detail["forced_open_conversations"] == 1
     assert deletion.done_at is not None and deletion.resource_sid == seeded.recording_sid
     assert result.ok
-    code, said, err = await _run(env, "audit", "verify")
+    code, said, err = await hub_command(env, "audit", "verify")
     assert code == 0 and "audit chain intact" in said, err
-    code, _, err = await _run(env, "patient", "erase", str(seeded.patient_id), "--force")
+    code, _, err = await hub_command(env, "patient", "erase", str(seeded.patient_id), "--force")
     assert code == 1 and "already erased" in err

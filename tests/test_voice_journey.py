@@ -96,9 +96,7 @@ async def enroll(
     )
     start = utcnow() + timedelta(hours=48)
     appointment = journeys.NewAppointment(f"visit-{name.split()[0]}", start, location="Room 4")
-    await journeys.do_enroll(
-        stack.db, SYSTEM, key, patient_id, appointment=appointment, ring=stack.ring
-    )
+    await journeys.do_enroll(stack.db, SYSTEM, key, patient_id, appointment=appointment)
     return patient_id
 
 

@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 
 from redis import Redis
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from hub.audit import Actor
 from hub.channels.base import ChannelError
@@ -104,6 +106,16 @@ async def run_retention_purge(settings: Settings | None = None) -> str:
     return f"retention {report.day}: {counted}; provider deletions: {outcome['deleted']}"
 
 
+def _waiting(redis: Redis, job_id: str) -> bool:
+    """Whether the day's purge job is queued or running (a finished or failed one may be
+    started again: its run's lease decides whether there is anything left to do)."""
+    try:
+        status = Job.fetch(job_id, connection=redis).get_status()
+    except NoSuchJobError:
+        return False
+    return status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+
+
 async def start_rights_work(db: Database, redis: Redis, now: datetime | None = None) -> list[str]:
     """Called by every tick; at most once a minute (across workers) it enqueues today's purge
     when due and a deletion sweep when deletions wait. Returns the jobs it enqueued."""
@@ -112,9 +124,9 @@ async def start_rights_work(db: Database, redis: Redis, now: datetime | None = N
     now = now or utcnow()
     queue = Queue(QUEUE_NAMES["default"], connection=redis)
     started = []
-    if await do_retention_due(db, now):
-        # One job id per day: a job still queued is not queued twice.
-        queue.enqueue(PURGE_JOB, job_id=f"hub-retention-{run_day(now)}", failure_ttl=86400)
+    job_id = f"hub-retention-{run_day(now)}"
+    if await do_retention_due(db, now) and not _waiting(redis, job_id):
+        queue.enqueue(PURGE_JOB, job_id=job_id, failure_ttl=86400)
         started.append(PURGE_JOB)
     if await do_any_due_deletion(db, now):
         queue.enqueue(DELETIONS_JOB)

@@ -70,7 +70,7 @@ class Team(Base):
     )
 
 
-class StaffUser(Sealed, Base):
+class StaffUser(Base):
     """A person who signs in. Staff addresses are work contacts, not patient PHI."""
 
     __tablename__ = "inbox_staff_user"
@@ -88,32 +88,10 @@ class StaffUser(Sealed, Base):
     last_assigned_at: Mapped[datetime | None]
     """Round-robin picks the online agent with the oldest value (never assigned: first)."""
     password_changed_at: Mapped[datetime | None]
-    second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
-    """A TOTP code (or a recovery code) is asked for after the password at every sign-in."""
-    second_factor_since: Mapped[datetime | None]
-    totp_secret_enc: Mapped[bytes | None] = encrypted_column()
-    """The RFC 6238 shared secret: set when set-up starts, in force once ``second_factor``."""
-    totp_last_step: Mapped[int | None] = mapped_column(Integer)
-    """The 30-second time step of the last code accepted; that step and earlier ones are
-    refused, so a code read over someone's shoulder cannot be replayed."""
 
     teams: Mapped[list[Team]] = relationship(
         secondary=team_member, back_populates="members", lazy="selectin"
     )
-
-
-class RecoveryCode(Base):
-    """A single-use code that stands in for a TOTP code (lost phone); stored hashed."""
-
-    __tablename__ = "inbox_recovery_code"
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    staff_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("inbox_staff_user.id", ondelete="CASCADE"), index=True
-    )
-    code_hash: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    used_at: Mapped[datetime | None]
 
 
 class Patient(Sealed, Base):
@@ -128,10 +106,8 @@ class Patient(Sealed, Base):
     language: Mapped[str] = mapped_column(String(16), default="en")
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
     channel_order: Mapped[list[str]] = mapped_column(default=lambda: list(DEFAULT_CHANNEL_ORDER))
+    tags: Mapped[list[str]] = mapped_column(default=list)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
-    birth_date_enc: Mapped[bytes | None] = encrypted_column()
-    """ISO date of birth ("1984-03-07"): the keypad PIN a clinic may ask before a phone
-    cancellation is its month and day (MMDD)."""
     unreachable: Mapped[dict[str, str]] = mapped_column(default=dict)
     """Channel -> reason code ("landline", "bounced") for addresses a provider said won't work."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -197,6 +173,7 @@ class Conversation(Base):
     channel: Mapped[Channel] = mapped_column(str_enum(Channel, "channel"))
     channel_address: Mapped[str | None] = mapped_column(String(64))
     """The clinic-side address the patient wrote to (our number or mailbox); replies use it."""
+    tags: Mapped[list[str]] = mapped_column(default=list)
     assigned_at: Mapped[datetime | None]
     last_inbound_at: Mapped[datetime | None]
     after_hours_replied_at: Mapped[datetime | None]
@@ -207,42 +184,6 @@ class Conversation(Base):
     first_response_due_at: Mapped[datetime | None]
     first_responded_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
-
-
-class Tag(Sealed, Base):
-    """A tag name the clinic uses, sealed once and pointed at by conversations and patients.
-    Tags are PHI ("oncology", "hiv-followup"); the blind index of the normalized name keeps
-    "find by tag" an index lookup and makes each name one row."""
-
-    __tablename__ = "inbox_tag"
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    bidx: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    name_enc: Mapped[bytes | None] = encrypted_column()
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-conversation_tag = Table(
-    "inbox_conversation_tag",
-    Base.metadata,
-    Column(
-        "conversation_id",
-        ForeignKey("inbox_conversation.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("tag_id", ForeignKey("inbox_tag.id", ondelete="CASCADE"), primary_key=True),
-    # The primary key serves "tags of these conversations"; this serves "conversations with
-    # this tag" (the inbox filter).
-    Index("ix_inbox_conversation_tag_tag", "tag_id", "conversation_id"),
-)
-
-patient_tag = Table(
-    "inbox_patient_tag",
-    Base.metadata,
-    Column("patient_id", ForeignKey("inbox_patient.id", ondelete="CASCADE"), primary_key=True),
-    Column("tag_id", ForeignKey("inbox_tag.id", ondelete="CASCADE"), primary_key=True),
-    Index("ix_inbox_patient_tag_tag", "tag_id", "patient_id"),
-)
 
 
 class Message(Sealed, Base):
@@ -275,10 +216,6 @@ class Message(Sealed, Base):
     )
     provider: Mapped[str | None] = mapped_column(String(32))
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
-    """The provider's id; for inbound email the blind index of its Message-ID (see
-    hub.inbox.email_ids), never the Message-ID itself."""
-    provider_message_id_enc: Mapped[bytes | None] = encrypted_column()
-    """Inbound email only: its Message-ID, sent back in a reply's In-Reply-To and References."""
     status: Mapped[MessageStatus] = mapped_column(str_enum(MessageStatus, "message_status"))
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_reason: Mapped[str | None] = mapped_column(Text)
@@ -286,11 +223,6 @@ class Message(Sealed, Base):
     delivery_notes: Mapped[list[str]] = mapped_column(default=list)
     """Why this channel and time: channels passed over ("sms: refused (opted_out): ...") and
     deferrals. No PHI: reasons only."""
-    sender_verified: Mapped[bool | None] = mapped_column(Boolean)
-    """Inbound email only: whether its From address was proven (SPF/DKIM aligned under DMARC,
-    or a trusted relay's verdict). Unverified mail never acts on a journey or consent."""
-    sender_check: Mapped[str | None] = mapped_column(String(24))
-    """Inbound email only: the check's reason code (``hub.channels.email_smtp.sender_auth``)."""
     send_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -62,6 +62,7 @@ CANCELLED_REASON = "appointment cancelled"
 ROW_ERRORS = (InvalidContact, ValueError, KeyError, HubError)
 """What a bad row raises; the row is reported and the others go on."""
 _CHANNEL_ORDER = list(DEFAULT_CHANNEL_ORDER)
+_NO_TAGS: list[str] = []
 _REACHABLE: dict[str, str] = {}
 """Shared by every created patient's row (never mutated): serialized once per chunk."""
 
@@ -80,8 +81,6 @@ class EnrollRow:
     language: str
     time_zone: str
     appointment: NewAppointment | None
-    birth_date: str | None = None
-    """ISO, checked; stored on patients the file creates (the phone cancellation PIN)."""
 
 
 @dataclass
@@ -164,7 +163,7 @@ async def do_enroll_chunk(
                 # in memory (one connection, one statement at a time: only the CPU overlaps).
                 contacts = asyncio.ensure_future(
                     bulk_queries.store_contacts(
-                        session, ring, work.new_patients, work.appointments.values(), work.stamp
+                        session, work.new_patients, work.appointments.values(), work.stamp
                     )
                 )
                 try:
@@ -254,9 +253,7 @@ class ChunkWork:
         # The other order would match new patients against the other launch's appointments
         # and report "belongs to another patient".
         external = {r.appointment.external_id for r in rows if r.appointment}
-        for appt in await bulk_queries.appointments_by_external(
-            session, self.ring, COHORT_SOURCE, external
-        ):
+        for appt in await bulk_queries.appointments_by_external(session, COHORT_SOURCE, external):
             self.appointments[appt.external_id] = appt
         found = await bulk_queries.patients_by_blind_index(
             session,
@@ -331,11 +328,11 @@ class ChunkWork:
                 row.language,
                 row.time_zone,
                 _CHANNEL_ORDER,
+                _NO_TAGS,
                 True,
                 _REACHABLE,
                 self.stamp,
                 self.stamp,
-                self.seal(patient.id, "birth_date_enc", row.birth_date),
             )
         )
         # Later rows of the chunk with the same phone or email meet this patient.

@@ -33,7 +33,7 @@ from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.errors import HubError
 from hub.inbox import queries as inbox_queries
-from hub.inbox.actions.patients import build_patient, read_birth_date
+from hub.inbox.actions.patients import build_patient
 from hub.inbox.models import Patient
 from hub.inbox.schemas import NewPatient
 from hub.journeys import bulk_queries
@@ -49,7 +49,7 @@ from hub.journeys.bulk import (
     do_enroll_chunk,
     load_journey,
 )
-from hub.journeys.models import MAX_PLACE_CHARS, Appointment
+from hub.journeys.models import Appointment
 
 MAX_ROW_ERRORS_KEPT = 100
 """Row errors listed in the report (the count covers all of them)."""
@@ -117,8 +117,8 @@ def _max_length(model: type[Any], column: str) -> int:
 
 _LIMITS = {
     "appointment_id": _max_length(Appointment, "external_id"),
-    "location": MAX_PLACE_CHARS,  # sealed columns have no width: the limit is the model's
-    "provider": MAX_PLACE_CHARS,
+    "location": _max_length(Appointment, "location"),
+    "provider": _max_length(Appointment, "provider"),
     "language": _max_length(Patient, "language"),
 }
 """Column widths: a longer value is the row's error, not the whole chunk's."""
@@ -157,7 +157,6 @@ def parse_row(ring: KeyRing, region: str, line: int, raw: Mapping[str, str]) -> 
         language,
         raw.get("time_zone") or "UTC",
         appointment,
-        read_birth_date(raw.get("birth_date")),
     )
 
 
@@ -220,7 +219,6 @@ async def match_or_create_patient(
                 time_zone=row.get("time_zone") or "UTC",
                 channel_order=["sms", "email", "voice"],
                 verified=True,
-                birth_date=row.get("birth_date") or None,
             ),
             region,
         )

@@ -22,11 +22,6 @@ from hub.db import Database, utcnow
 from hub.enums import RECEIVE_ONLY, Channel, ConversationStatus, Direction, Priority
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
-from hub.inbox.actions.tags import (
-    set_conversation_tags_in,
-    tags_of_conversation_in,
-    tags_of_patient_in,
-)
 from hub.inbox.denials import note_denied
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Conversation, Message, Note, Patient, StaffUser
@@ -147,7 +142,7 @@ async def patient_card(
         language=patient.language,
         time_zone=patient.time_zone,
         channel_order=list(patient.channel_order),
-        tags=await tags_of_patient_in(session, ring, patient.id),
+        tags=list(patient.tags),
         verified=patient.verified,
         unreachable=dict(patient.unreachable),
         consent=consent_states,
@@ -191,7 +186,7 @@ async def do_open_conversation(
             channel=conversation.channel,
             team_id=conversation.team_id,
             assignee_id=conversation.assignee_id,
-            tags=await tags_of_conversation_in(session, ring, conversation.id),
+            tags=list(conversation.tags),
             created_at=conversation.created_at,
             last_activity_at=conversation.last_activity_at,
             first_response_due_at=conversation.first_response_due_at,
@@ -337,14 +332,14 @@ async def do_set_priority(
 
 
 async def do_set_tags(
-    db: Database, ring: KeyRing, ctx: StaffContext, conversation_id: uuid.UUID, tags: list[str]
+    db: Database, ctx: StaffContext, conversation_id: uuid.UUID, tags: list[str]
 ) -> tuple[uuid.UUID, ...]:
+    clean = sorted({t.strip().lower()[:40] for t in tags if t.strip()})
     async with db.transaction() as session:
         conversation = await visible_conversation(session, ctx, conversation_id, lock=True)
-        await set_conversation_tags_in(session, ring, conversation.id, tags)
-        # The event says only that tags changed: outbox rows are stored, and tags are PHI.
+        conversation.tags = clean
         effect = add_effect(
-            session, "notify:conversation:updated", _event(conversation, tags_changed=True)
+            session, "notify:conversation:updated", _event(conversation, tags=clean)
         )
         await record(session, ctx.actor, "conversation.tags", "conversation", conversation_id)
     return (effect.id,)

@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.channels.base import FailureClass, FailureEffect
 from hub.channels.email_smtp.compose import hub_message_id_of
 from hub.channels.email_smtp.parse import ParsedEmail, parse_email, reply_token_of
-from hub.channels.email_smtp.sender_auth import NOT_CHECKED, SenderCheck
 from hub.consent import queries as consent_queries
 from hub.consent.actions import ConsentChange
 from hub.consent.models import ConsentSource, ConsentState
@@ -47,7 +46,6 @@ from hub.inbox import queries
 from hub.inbox.actions.delivery import fail_or_retry_in, message_new_effect
 from hub.inbox.actions.email_out import UNSUBSCRIBABLE
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
-from hub.inbox.email_ids import email_id_index
 from hub.inbox.models import (
     Attachment,
     AttachmentState,
@@ -64,8 +62,6 @@ PROVIDER = "email"
 """Inbound email's provider name on messages and events (outbound is "email_smtp")."""
 OUTBOUND_PROVIDER = "email_smtp"
 ORIGINAL_NAME = "original.eml"
-HELD = "held: it reads as a journey answer ({}); that was not applied"
-"""The note on a held reply; staff read it under "Sender not verified"."""
 
 
 @dataclass(frozen=True)
@@ -91,23 +87,13 @@ async def do_receive_email(
     reply_domain: str | None,
     clinic: Mapping[str, Any],
     retry_base_s: float = 30.0,
-    sender: SenderCheck = NOT_CHECKED,
 ) -> EmailIntakeResult:
     """Store one inbound email. ``recipients``: the SMTP envelope's RCPT TO addresses (the
-    webhook passes none and the headers are used). ``sender``: whether its From address was
-    proven; mail that was not is kept and shown, but answers no journey question and
-    changes no consent by itself (a forged From could otherwise cancel a patient's
-    appointment). Raises MalformedEmail for input that is not an email (the caller answers
-    4xx / SMTP 550 and stores nothing)."""
+    webhook passes none and the headers are used). Raises MalformedEmail for input that is
+    not an email (the caller answers 4xx / SMTP 550 and stores nothing)."""
     # Parsing is CPU work (MIME walk, HTML sanitizing, quote detection): off the event loop.
     parsed = await asyncio.to_thread(parse_email, raw)
-    # The idempotency key is the Message-ID's blind index (the id itself may name the sender);
-    # mail without one is known by a digest of its bytes.
-    key = (
-        email_id_index(ring, parsed.message_id)
-        if parsed.message_id
-        else "sha256:" + hashlib.sha256(raw).hexdigest()
-    )
+    key = parsed.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
     now = utcnow()
     async with db.transaction() as session:
         event_id = new_id()
@@ -139,7 +125,7 @@ async def do_receive_email(
             failed = await _bounce(session, parsed, reply_domain, now, retry_base_s)
             return EmailIntakeResult("bounce", effect_ids=tuple(failed))
         if parsed.complaint is not None:
-            await _complaint(session, ring, parsed, event_id, reply_domain, sender)
+            await _complaint(session, ring, parsed, event_id, reply_domain)
             return EmailIntakeResult("complaint")
 
         addresses = [*recipients, *parsed.to, *parsed.cc, *parsed.delivered_to]
@@ -191,19 +177,14 @@ async def do_receive_email(
             direction=Direction.INBOUND,
             channel=Channel.EMAIL,
             provider=PROVIDER,
-            provider_message_id=email_id_index(ring, parsed.message_id)
-            if parsed.message_id
-            else None,
+            provider_message_id=parsed.message_id,
             status=MessageStatus.RECEIVED,
             created_at=now,
             delivery_notes=_notes(parsed),
-            sender_verified=sender.verified,
-            sender_check=sender.reason[:24],
         )
         message.seal(ring, "body", parsed.visible_text)
         message.seal(ring, "subject", parsed.subject or None)
         message.seal(ring, "html", parsed.html)
-        message.seal(ring, "provider_message_id", parsed.message_id)
         session.add(message)
         await session.flush()
         _attach(session, ring, message, parsed, raw, now)
@@ -214,28 +195,20 @@ async def do_receive_email(
         effects: list[uuid.UUID] = []
         urgent, assign_to = False, None
         if not parsed.auto_submitted:
-            from hub.journeys.answers import handle_reply_in, pending_answer_in
+            from hub.journeys.answers import handle_reply_in
             from hub.routing import actions as routing
 
-            answered = None
-            if sender.verified:
-                answered = await handle_reply_in(
-                    session,
-                    ring,
-                    patient,
-                    conversation,
-                    parsed.visible_text,
-                    Channel.EMAIL,
-                    message.id,
-                    now,
-                    clinic=clinic,
-                )
-            else:
-                held = await pending_answer_in(
-                    session, patient.id, parsed.visible_text, Channel.EMAIL, now
-                )
-                if held is not None:
-                    message.delivery_notes = [*message.delivery_notes, HELD.format(held)]
+            answered = await handle_reply_in(
+                session,
+                ring,
+                patient,
+                conversation,
+                parsed.visible_text,
+                Channel.EMAIL,
+                message.id,
+                now,
+                clinic=clinic,
+            )
             if answered is not None:
                 effects.extend(answered.effect_ids)
             routed = await routing.apply_routing(
@@ -289,12 +262,8 @@ async def _thread(
             for hub_id in (hub_message_id_of(f"<{i}>", reply_domain or "") for i in ids)
             if hub_id is not None
         ]
-        # Our own Message-IDs are stored as sent, a patient's as their blind index.
         found_message = await queries.message_by_email_ids(
-            session,
-            ours,
-            [*ids, *(email_id_index(ring, i) for i in ids)],
-            (PROVIDER, OUTBOUND_PROVIDER),
+            session, ours, ids, (PROVIDER, OUTBOUND_PROVIDER)
         )
         if found_message is not None:
             return await session.get(Conversation, found_message.conversation_id), "references"
@@ -324,7 +293,7 @@ async def _new_patient(
     session: AsyncSession, ring: KeyRing, parsed: ParsedEmail
 ) -> tuple[Patient, bool]:
     address = _address(parsed)
-    patient = Patient(verified=False, channel_order=["email", "sms", "voice"])
+    patient = Patient(verified=False, tags=[], channel_order=["email", "sms", "voice"])
     patient.id = new_id()
     if address is not None:
         patient.seal(ring, "email", address)
@@ -397,7 +366,6 @@ async def _complaint(
     parsed: ParsedEmail,
     event_id: uuid.UUID,
     reply_domain: str | None,
-    sender: SenderCheck,
 ) -> None:
     """A mailbox provider's feedback loop says the patient marked our mail as spam: no more
     clinic-initiated mail to that address (reminders, surveys, marketing: what the one-click
@@ -418,15 +386,10 @@ async def _complaint(
             bidx = None
         matches = await queries.patients_by_email_index(session, bidx) if bidx else []
         patient_id = matches[0].id if len(matches) == 1 else None
-    if patient_id is None or not complaint.unwanted or not sender.verified:
-        # An unverified report is anyone's word: it must not stop a patient's reminders.
+    if patient_id is None or not complaint.unwanted:
         log.info(
             "feedback report recorded without a consent change",
-            extra={
-                "feedback_type": complaint.feedback_type,
-                "ours": patient_id is not None,
-                "sender": sender.reason,
-            },
+            extra={"feedback_type": complaint.feedback_type, "ours": patient_id is not None},
         )
         return
     # Evidence without PHI: the report kind and where the report itself is kept (encrypted,

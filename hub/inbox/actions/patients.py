@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
-from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import timedelta
 
 from hub.audit import Actor, record
 from hub.contact import InvalidContact, normalize_email, normalize_language, normalize_phone
@@ -13,10 +12,8 @@ from hub.crypto import BlindIndexKind, KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
 from hub.inbox import queries
-from hub.inbox.actions.tags import set_patient_tags_in, tags_of_patient_in
 from hub.inbox.exceptions import NotFound, StaffUserExists
 from hub.inbox.models import Conversation, Message, Patient, StaffUser, Team
-from hub.inbox.password_policy import check_new_password
 from hub.inbox.passwords import hash_password
 from hub.inbox.schemas import MessageView, NewPatient, NewStaffUser, PatientView
 
@@ -37,9 +34,7 @@ def _check_time_zone(name: str) -> str:
     return name
 
 
-def view_patient(ring: KeyRing, patient: Patient, tags: Sequence[str] = ()) -> PatientView:
-    """``tags``: the patient's, read by the caller where a person sees the view (a message
-    template has no use for them, and they are rows of their own)."""
+def view_patient(ring: KeyRing, patient: Patient) -> PatientView:
     return PatientView(
         id=patient.id,
         name=patient.unseal(ring, "name"),
@@ -48,37 +43,20 @@ def view_patient(ring: KeyRing, patient: Patient, tags: Sequence[str] = ()) -> P
         language=patient.language,
         time_zone=patient.time_zone,
         channel_order=list(patient.channel_order),
-        tags=list(tags),
+        tags=list(patient.tags),
         verified=patient.verified,
     )
 
 
-def read_birth_date(value: str | None) -> str | None:
-    """An ISO date of birth, checked ("1984-03-07"); None for none. Raises ValueError saying
-    what is wrong."""
-    if not value or not value.strip():
-        return None
-    try:
-        born = date.fromisoformat(value.strip())
-    except ValueError:
-        # The value itself is PHI: the message names the column only.
-        raise ValueError("birth_date is not a date like 1984-03-07") from None
-    if born > date.today():
-        raise ValueError("birth_date is in the future")
-    return born.isoformat()
-
-
 def build_patient(ring: KeyRing, new: NewPatient, region: str) -> Patient:
-    """A new patient row; ``new.tags`` are not on it (they are rows of their own, stored by
-    ``do_create_patient``)."""
     patient = Patient(
         language=normalize_language(new.language),
         time_zone=_check_time_zone(new.time_zone),
         channel_order=list(new.channel_order),
+        tags=list(new.tags),
         verified=new.verified,
     )
     patient.seal(ring, "name", new.name)
-    patient.seal(ring, "birth_date", read_birth_date(new.birth_date))
     if new.phone is not None:
         phone = normalize_phone(new.phone, region)
         patient.seal(ring, "phone", phone)
@@ -97,7 +75,6 @@ async def do_create_patient(
     async with db.transaction() as session:
         session.add(patient)
         await session.flush()
-        await set_patient_tags_in(session, ring, patient.id, new.tags)
         await record(session, actor, "patient.create", "patient", patient.id)
     return patient.id
 
@@ -109,7 +86,7 @@ async def do_read_patient(
         patient = await queries.get_patient(session, patient_id)
         if patient is None:
             raise NotFound(f"no patient with id {patient_id}")
-        view = view_patient(ring, patient, await tags_of_patient_in(session, ring, patient.id))
+        view = view_patient(ring, patient)
         await record(session, actor, "patient.read", "patient", patient_id)
     return view
 
@@ -120,10 +97,7 @@ async def _find_by_index(
     bidx = ring.blind_index(kind, normalized)
     lookup = queries.patients_by_phone_index if kind == "phone" else queries.patients_by_email_index
     async with db.transaction() as session:
-        found = [
-            view_patient(ring, p, await tags_of_patient_in(session, ring, p.id))
-            for p in await lookup(session, bidx)
-        ]
+        found = [view_patient(ring, p) for p in await lookup(session, bidx)]
         await record(
             session,
             actor,
@@ -223,10 +197,6 @@ async def do_read_conversation(
 
 async def do_add_staff_user(db: Database, actor: Actor, new: NewStaffUser) -> uuid.UUID:
     email = normalize_email(new.email)
-    if not new.must_change_password:
-        # A password the person keeps (``hub user add --password-stdin``) meets the policy; a
-        # one-time one the hub generated is replaced at first sign-in by one that does.
-        check_new_password(new.password, user_inputs=(email, new.display_name))
     password_hash = hash_password(new.password)
     async with db.transaction() as session:
         if await queries.staff_by_email(session, email) is not None:
