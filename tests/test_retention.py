@@ -37,6 +37,7 @@ from hub.rights.models import ProviderDeletion, RetentionRun
 from hub.rights.retention import RetentionInvalid, RetentionPolicy
 from tests.rights_helpers import Seeded, hub_command, hub_environment, seed_patient
 from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN
+from web.app import create_app
 from worker.effects import QUEUE_NAMES
 from worker.rights import RIGHTS_CHECK_KEY, run_retention_purge, start_rights_work, sweep_deletions
 
@@ -327,3 +328,27 @@ async def test_hub_retention_set_and_show(
             select(func.count()).where(AuditEvent.action == "retention.set")
         )
     assert changes == 3
+
+
+async def test_metrics_show_the_last_purge_and_deletions_owed(
+    db: Database, settings: Settings, aiohttp_client: Any, fresh_redis: None
+) -> None:
+    finished = datetime(2026, 12, 6, 2, 0, 5, tzinfo=UTC)
+    async with db.transaction() as session:
+        session.add(
+            RetentionRun(
+                day="2026-12-06",
+                started_at=finished - timedelta(seconds=5),
+                finished_at=finished,
+                counts={"messages": 12, "recordings": 2},
+            )
+        )
+        session.add(RetentionRun(day="2026-12-07", started_at=finished, counts={"messages": 1}))
+        session.add(ProviderDeletion(provider="twilio_voice", resource_sid="RE1", reason="erasure"))
+    client = await aiohttp_client(create_app(settings, db=db))
+    text = await (await client.get("/metrics")).text()
+    [line] = [t for t in text.splitlines() if t.startswith("hub_retention_last_run_timestamp")]
+    assert float(line.split()[1]) == finished.timestamp()
+    assert 'hub_retention_last_run_deleted{kind="messages"} 12.0' in text  # not the unfinished
+    assert 'hub_retention_last_run_deleted{kind="recordings"} 2.0' in text
+    assert "hub_provider_deletions_pending 1.0" in text

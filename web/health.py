@@ -10,8 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub.journeys.reporting import do_render_failure_totals
 from hub.outbox import count_pending
+from hub.rights.actions.retention import RetentionFigures, do_retention_figures
 from hub.storage_faults import database_fault, free_bytes, sqlite_path, storage_fault
 from web.keys import DB, METRICS, REDIS, SETTINGS
+from web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,22 @@ async def metrics(request: web.Request) -> web.Response:
         app[METRICS].count_render_failures(await do_render_failure_totals(app[DB]))
     except Exception:
         log.warning("could not count template render failures for /metrics")
+    try:
+        _count_retention(app[METRICS], await do_retention_figures(app[DB]))
+    except Exception:
+        log.warning("could not read the retention figures for /metrics")
     _measure_free_space(app)
     body = generate_latest(app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _count_retention(metrics: Metrics, figures: RetentionFigures) -> None:
+    """Figures the workers record in the database (the purge runs in a worker, not here)."""
+    finished = figures.last_finished_at
+    metrics.retention_last_run.set(finished.timestamp() if finished else 0)
+    for kind, n in figures.last_counts.items():
+        metrics.retention_deleted.labels(kind).set(n)
+    metrics.provider_deletions_pending.set(figures.pending_provider_deletions)
 
 
 def _measure_free_space(app: web.Application) -> None:

@@ -61,6 +61,22 @@ class Metrics:
             registry=r,
         )
         self._render_failures_seen: dict[tuple[str, str], int] = {}
+        self.retention_last_run = Gauge(
+            "hub_retention_last_run_timestamp_seconds",
+            "When the last retention purge finished (0: never)",
+            registry=r,
+        )
+        self.retention_deleted = Gauge(
+            "hub_retention_last_run_deleted",
+            "What the last retention purge deleted, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.provider_deletions_pending = Gauge(
+            "hub_provider_deletions_pending",
+            "Files (recordings) the hub asked a provider to delete that are not deleted yet",
+            registry=r,
+        )
 
     def count_render_failures(self, totals: Mapping[tuple[str, str], int]) -> None:
         """Advance the counter to the totals stored in the database: the workers that render

@@ -197,6 +197,16 @@ async def retention_run_for_update(session: AsyncSession, day: str) -> Retention
     return await session.get(RetentionRun, day, with_for_update=True)
 
 
+async def last_finished_run(session: AsyncSession) -> RetentionRun | None:
+    stmt = (
+        select(RetentionRun)
+        .where(RetentionRun.finished_at.is_not(None))
+        .order_by(RetentionRun.day.desc())
+        .limit(1)
+    )
+    return (await session.scalars(stmt)).first()
+
+
 # -- provider deletions -----------------------------------------------------------------------
 
 

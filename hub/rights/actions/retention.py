@@ -203,6 +203,25 @@ async def do_finish_run(db: Database, actor: Actor, day: str, holder: str) -> di
     return counts
 
 
+@dataclass(frozen=True)
+class RetentionFigures:
+    """For /metrics: the last finished run and the deletions still owed by providers."""
+
+    last_finished_at: datetime | None
+    last_counts: dict[str, int]
+    pending_provider_deletions: int
+
+
+async def do_retention_figures(db: Database) -> RetentionFigures:
+    async with db.reader() as session:
+        run = await queries.last_finished_run(session)
+        pending = await queries.pending_deletions(session)
+    if run is None:
+        return RetentionFigures(None, {}, pending)
+    counts = {k: int(v) for k, v in (run.counts or {}).items()}
+    return RetentionFigures(run.finished_at, counts, pending)
+
+
 async def purge(
     db: Database,
     actor: Actor,
