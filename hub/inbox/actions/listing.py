@@ -15,8 +15,14 @@ from hub.db import Database, utcnow
 from hub.enums import Channel, ConversationStatus, Priority
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
+from hub.inbox.actions.tags import (
+    clinic_tags_in,
+    conversation_tags_in,
+    normalize_tag,
+    tagged_filter,
+)
 from hub.inbox.models import Conversation
-from hub.inbox.schemas import ConversationRow
+from hub.inbox.schemas import ConversationRow, unverified_words
 
 DEFAULT_PAGE = 25
 MAX_PAGE = 100
@@ -38,6 +44,8 @@ class InboxFilters:
     channel: Channel | None = None
     priority: Priority | None = None
     overdue: bool = False
+    tag: str | None = None
+    """Only conversations with this tag (compared as tags are stored: see normalize_tag)."""
 
     @classmethod
     def parse(cls, q: dict[str, str]) -> InboxFilters:
@@ -57,13 +65,14 @@ class InboxFilters:
                 channel=Channel(q["channel"]) if q.get("channel") else None,
                 priority=Priority(q["priority"]) if q.get("priority") else None,
                 overdue=q.get("overdue") in ("1", "true", "yes"),
+                tag=normalize_tag(q["tag"]) if q.get("tag") else None,
             )
         except (ValueError, KeyError) as exc:
             if isinstance(exc, BadFilter):
                 raise
             raise BadFilter(f"bad filter: {exc}") from None
 
-    def clauses(self, ctx: StaffContext, now: datetime) -> list[Any]:
+    def clauses(self, ctx: StaffContext, ring: KeyRing, now: datetime) -> list[Any]:
         where: list[Any] = [ctx.visible_filter()]
         if self.view == "mine":
             where.append(Conversation.assignee_id == ctx.staff_id)
@@ -82,6 +91,8 @@ class InboxFilters:
         if self.overdue:
             where.append(Conversation.first_responded_at.is_(None))
             where.append(Conversation.first_response_due_at < now)
+        if self.tag is not None:
+            where.append(tagged_filter(ring, self.tag))
         return where
 
 
@@ -110,6 +121,8 @@ class InboxPage:
     next_cursor: str | None
     unread: int
     now: datetime
+    tag_names: tuple[str, ...] = ()
+    """Every tag name at the clinic, for the filter's picker (none for a single-row render)."""
 
 
 async def do_list_inbox(
@@ -126,7 +139,7 @@ async def do_list_inbox(
     now = utcnow()
     limit = max(1, min(limit, MAX_PAGE))
     after = decode_cursor(cursor) if cursor else None
-    where = filters.clauses(ctx, now)
+    where = filters.clauses(ctx, ring, now)
     if only is not None:
         where.append(Conversation.id == only)
     async with db.transaction() as session:
@@ -138,6 +151,8 @@ async def do_list_inbox(
         markers = await queries.read_markers(session, ctx.staff_id, ids)
         names = await queries.staff_names(session, {c.assignee_id for c, _ in page})
         patients = await queries.patients_by_id(session, {c.patient_id for c, _ in page})
+        tags = await conversation_tags_in(session, ring, ids)
+        tag_names = tuple(await clinic_tags_in(session, ring)) if only is None else ()
         rows = []
         for conversation, _rank in page:
             patient = patients[conversation.patient_id]
@@ -156,7 +171,7 @@ async def do_list_inbox(
                     team_id=conversation.team_id,
                     assignee_id=conversation.assignee_id,
                     assignee_name=names.get(conversation.assignee_id),
-                    tags=list(conversation.tags),
+                    tags=tags.get(conversation.id, []),
                     last_activity_at=conversation.last_activity_at,
                     first_response_due_at=conversation.first_response_due_at,
                     first_responded_at=conversation.first_responded_at,
@@ -165,9 +180,10 @@ async def do_list_inbox(
                     else body,
                     unread=conversation.last_inbound_at is not None
                     and (read_at is None or read_at < conversation.last_inbound_at),
+                    sender_unverified=unverified_words(message) if message else None,
                 )
             )
-        unread = await queries.unread_count(session, ctx.staff_id, filters.clauses(ctx, now))
+        unread = await queries.unread_count(session, ctx.staff_id, filters.clauses(ctx, ring, now))
         if rows:
             # The list shows names and message previews: a view of PHI like any other.
             await record(
@@ -182,4 +198,4 @@ async def do_list_inbox(
     if more and page:
         c, r = page[-1]
         next_cursor = encode_cursor(r, c.last_activity_at, c.id)
-    return InboxPage(rows, next_cursor, unread, now)
+    return InboxPage(rows, next_cursor, unread, now, tag_names)
