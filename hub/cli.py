@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from hub.cli_backup import add_commands as add_backup_commands
 from hub.cli_patients import add_commands as add_patient_commands
 from hub.cli_users import add_commands as add_staff_commands
 from hub.config import Settings, redact_url
@@ -473,6 +474,7 @@ def token_create(email: str, name: str, days: int) -> None:
 
 
 add_staff_commands(user, token)
+add_backup_commands(main)
 add_patient_commands(main)
 
 
