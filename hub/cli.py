@@ -119,7 +119,8 @@ async def _migrate(settings: Settings) -> None:
     from hub.migrations import upgrade_url
 
     await _check_database(settings, require_migrated=False)
-    await upgrade_url(settings.database_url)
+    # The ring seals what older schemas kept in clear (tags, appointment places, Message-IDs).
+    await upgrade_url(settings.database_url, ring=settings.key_ring())
     from hub.db import Database
     from hub.templates.actions import do_seed_templates
 

@@ -40,7 +40,6 @@ def patient_in(tz: str) -> Patient:
         time_zone=tz,
         channel_order=["sms", "email", "voice"],
         unreachable={},
-        tags=[],
     )
     # decide() only asks whether an address exists; any bytes do.
     p.phone_enc = p.email_enc = b"x"

@@ -82,6 +82,7 @@ async def test_steps_go_out_at_their_times_confirm_stops_asks_and_a_score_is_sto
         "e2e_reminders",
         patient_id,
         appointment=journeys.NewAppointment("visit-1", start, location="Room 2"),
+        ring=stack.ring,
     )
     texts = stack.fake.messages
 

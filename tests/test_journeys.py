@@ -131,14 +131,26 @@ async def dispatch_due(db: Database, ring: KeyRing, at: datetime) -> list[Dispat
 
 
 async def test_enrollment_plans_local_times_and_is_idempotent(
-    db: Database, setup: dict[str, Any]
+    db: Database, ring: KeyRing, setup: dict[str, Any]
 ) -> None:
     now = datetime(2026, 11, 20, 12, tzinfo=UTC)
     first = await journeys.do_enroll(
-        db, SYSTEM, "test_reminders", setup["patient_id"], appointment=appointment(), now=now
+        db,
+        SYSTEM,
+        "test_reminders",
+        setup["patient_id"],
+        appointment=appointment(),
+        now=now,
+        ring=ring,
     )
     again = await journeys.do_enroll(
-        db, SYSTEM, "test_reminders", setup["patient_id"], appointment=appointment(), now=now
+        db,
+        SYSTEM,
+        "test_reminders",
+        setup["patient_id"],
+        appointment=appointment(),
+        now=now,
+        ring=ring,
     )
     assert first.created and not again.created and first.enrollment_id == again.enrollment_id
     planned = await runs(db)
@@ -148,11 +160,17 @@ async def test_enrollment_plans_local_times_and_is_idempotent(
 
 
 async def test_moved_appointment_moves_pending_steps_and_cancelled_cancels(
-    db: Database, setup: dict[str, Any]
+    db: Database, ring: KeyRing, setup: dict[str, Any]
 ) -> None:
     now = datetime(2026, 11, 20, 12, tzinfo=UTC)
     await journeys.do_enroll(
-        db, SYSTEM, "test_reminders", setup["patient_id"], appointment=appointment(), now=now
+        db,
+        SYSTEM,
+        "test_reminders",
+        setup["patient_id"],
+        appointment=appointment(),
+        now=now,
+        ring=ring,
     )
     moved = await journeys.do_enroll(
         db,
@@ -161,6 +179,7 @@ async def test_moved_appointment_moves_pending_steps_and_cancelled_cancels(
         setup["patient_id"],
         appointment=appointment(VISIT + timedelta(days=3)),
         now=now,
+        ring=ring,
     )
     assert moved.moved == 2
     assert (await runs(db))["sms_24h"].due_at == datetime(2026, 11, 29, 10, 0, tzinfo=NY)
@@ -171,6 +190,7 @@ async def test_moved_appointment_moves_pending_steps_and_cancelled_cancels(
         setup["patient_id"],
         appointment=appointment(VISIT + timedelta(days=3), cancelled=True),
         now=now,
+        ring=ring,
     )
     assert cancelled.cancelled == 2
     assert {r.status for r in (await runs(db)).values()} == {RunStatus.CANCELLED}
@@ -186,6 +206,7 @@ async def test_due_steps_go_out_once_on_their_channel(
         setup["patient_id"],
         appointment=appointment(),
         now=datetime(2026, 11, 20, tzinfo=UTC),
+        ring=ring,
     )
     assert await journeys.do_claim_due(db, now=datetime(2026, 11, 24, 9, 59, tzinfo=NY)) == []
     at = datetime(2026, 11, 24, 10, 0, tzinfo=NY)
@@ -210,7 +231,7 @@ async def test_due_steps_go_out_once_on_their_channel(
 
 
 async def test_a_batch_that_died_is_taken_over_after_its_lease(
-    db: Database, setup: dict[str, Any]
+    db: Database, ring: KeyRing, setup: dict[str, Any]
 ) -> None:
     await journeys.do_enroll(
         db,
@@ -219,6 +240,7 @@ async def test_a_batch_that_died_is_taken_over_after_its_lease(
         setup["patient_id"],
         appointment=appointment(),
         now=datetime(2026, 11, 20, tzinfo=UTC),
+        ring=ring,
     )
     at = datetime(2026, 11, 24, 10, 0, tzinfo=NY)
     claimed = await journeys.do_claim_due(db, now=at)  # ...and this batch never dispatches
@@ -244,6 +266,7 @@ async def test_sms_revoked_goes_by_email_and_all_revoked_fails_with_reasons(
         pid,
         appointment=appointment(),
         now=datetime(2026, 11, 20, tzinfo=UTC),
+        ring=ring,
     )
     await dispatch_due(db, ring, datetime(2026, 11, 26, 10, tzinfo=NY))
     run = (await runs(db))["sms_24h"]
@@ -264,6 +287,7 @@ async def test_sms_revoked_goes_by_email_and_all_revoked_fails_with_reasons(
         pid,
         appointment=journeys.NewAppointment("appt-2002", VISIT + timedelta(days=7)),
         now=datetime(2026, 11, 20, tzinfo=UTC),
+        ring=ring,
     )
     results = await dispatch_due(db, ring, datetime(2026, 12, 3, 10, tzinfo=NY))
     failed = [d for d in results if d.outcome == "failed"]
@@ -294,6 +318,7 @@ async def test_c_by_sms_confirms_and_skips_the_remaining_asks(
         pid,
         appointment=appointment(),
         now=datetime(2026, 11, 20, tzinfo=UTC),
+        ring=ring,
     )
     await dispatch_due(db, ring, datetime(2026, 11, 24, 10, tzinfo=NY))  # the email asks
     await actions.do_receive_inbound(db, ring, inbound("C"), {}, help_text="help")
@@ -317,6 +342,7 @@ async def test_2_by_sms_cancels_and_tells_staff(
         pid,
         appointment=appointment(),
         now=datetime(2026, 11, 20, tzinfo=UTC),
+        ring=ring,
     )
     await dispatch_due(db, ring, datetime(2026, 11, 24, 10, tzinfo=NY))
     await actions.do_receive_inbound(db, ring, inbound(" 2 "), {}, help_text="help")
@@ -344,7 +370,9 @@ async def test_survey_score_is_stored_once(
         session.add(
             change.record(pid, Channel.SMS, Purpose.SURVEYS, ConsentState.GRANTED, discharge)
         )
-    await journeys.do_enroll(db, SYSTEM, "test_survey", pid, anchor_at=discharge, now=discharge)
+    await journeys.do_enroll(
+        db, SYSTEM, "test_survey", pid, anchor_at=discharge, now=discharge, ring=ring
+    )
     sent = await dispatch_due(db, ring, datetime(2026, 11, 19, 15, tzinfo=NY))
     assert [d.outcome for d in sent] == ["sending"], [d.reason for d in sent]
     await actions.do_receive_inbound(db, ring, inbound("9"), {}, help_text="help")
@@ -376,7 +404,13 @@ steps:
     await journeys.do_install_journey(db, SYSTEM, recall, "recall.yaml")
     start = datetime.now(UTC).replace(microsecond=0)
     await journeys.do_enroll(
-        db, SYSTEM, "test_recall", setup["patient_id"], anchor_at=start, now=start
+        db,
+        SYSTEM,
+        "test_recall",
+        setup["patient_id"],
+        anchor_at=start,
+        now=start,
+        ring=ring,
     )
     await dispatch_due(db, ring, start)
     await actions.do_receive_inbound(
@@ -464,7 +498,9 @@ async def test_survey_report_and_csv(
         session.add(
             change.record(pid, Channel.SMS, Purpose.SURVEYS, ConsentState.GRANTED, discharge)
         )
-    await journeys.do_enroll(db, SYSTEM, "test_survey", pid, anchor_at=discharge, now=discharge)
+    await journeys.do_enroll(
+        db, SYSTEM, "test_survey", pid, anchor_at=discharge, now=discharge, ring=ring
+    )
     await dispatch_due(db, ring, utcnow())
     await actions.do_receive_inbound(db, ring, inbound("6"), {}, help_text="help")
 

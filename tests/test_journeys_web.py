@@ -41,7 +41,7 @@ from tests.conftest import make_staff
 from tests.staff_helpers import csrf_of, session_cookie, sign_in
 from web import journeys as journeys_web
 from web.app import create_app
-from web.keys import SINK
+from web.keys import RING, SINK
 
 pytestmark = pytest.mark.usefixtures("fresh_redis")
 
@@ -154,9 +154,12 @@ async def funnel_data(db: Database, ring: KeyRing, client: TestClient) -> dict[i
             ids[n],
             appointment=appointment(n, start, cancelled=n == 6),
             now=now - timedelta(days=1),
+            ring=ring,
         )
     late = appointment(7, now + timedelta(hours=30))  # enrolled after sms_48h was due
-    await journeys.do_enroll(db, SYSTEM, "web_reminders", ids[7], appointment=late, now=now)
+    await journeys.do_enroll(
+        db, SYSTEM, "web_reminders", ids[7], appointment=late, now=now, ring=ring
+    )
     stop = consent.ConsentChange(ConsentSource.KEYWORD, "patient", "STOP")
     async with db.transaction() as session:  # Devon opted out before anything was sent
         await consent.revoke_channel(session, ids[4], Channel.SMS, stop)
@@ -214,7 +217,13 @@ async def test_a_reply_counts_on_the_last_step_received(
     pid = await patient(db, ring, 1)
     start = appointment(1, now + timedelta(hours=24, minutes=-2))  # both steps are due
     await journeys.do_enroll(
-        db, SYSTEM, "web_reminders", pid, appointment=start, now=now - timedelta(days=3)
+        db,
+        SYSTEM,
+        "web_reminders",
+        pid,
+        appointment=start,
+        now=now - timedelta(days=3),
+        ring=ring,
     )
     assert len(await dispatch(db, ring, now - timedelta(hours=24, minutes=1))) == 1
     assert len(await dispatch(db, ring, now - timedelta(minutes=1))) == 1
@@ -512,7 +521,8 @@ async def test_fhir_bundle_enrolls_idempotently_moves_and_cancels(
     async with db.reader() as session:
         appts = (await session.scalars(select(Appointment).order_by(Appointment.external_id))).all()
         people = (await session.scalars(select(Patient))).all()
-    assert [(a.source, a.external_id, a.provider) for a in appts] == [
+    ring = client.server.app[RING]
+    assert [(a.source, a.external_id, a.unseal(ring, "provider")) for a in appts] == [
         ("fhir", "fhir-appt-1", "Dr. Demo"),
         ("fhir", "fhir-appt-2", "Dr. Demo"),
     ]
@@ -585,7 +595,9 @@ async def test_survey_report_on_the_page(client: TestClient, db: Database, ring:
             session.add(
                 change.record(pid, Channel.SMS, Purpose.SURVEYS, ConsentState.GRANTED, discharge)
             )
-        await journeys.do_enroll(db, SYSTEM, "web_survey", pid, anchor_at=discharge, now=discharge)
+        await journeys.do_enroll(
+            db, SYSTEM, "web_survey", pid, anchor_at=discharge, now=discharge, ring=ring
+        )
     await dispatch(db, ring, datetime.now(UTC))
     for n, score in ((1, "10"), (2, "8"), (3, "3")):
         await text_in(db, ring, n, score)

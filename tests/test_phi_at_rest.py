@@ -5,35 +5,56 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import subprocess
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from hub.audit import Actor
 from hub.crypto import IntegrityCheckFailed, KeyRing
 from hub.db import Database
 from hub.enums import Channel
 from hub.inbox import actions
-from hub.inbox.models import Patient
+from hub.inbox.actions.tags import tagged_filter, tags_of_conversation_in
+from hub.inbox.models import Conversation, Message, Patient
 from hub.inbox.schemas import NewPatient
+from hub.journeys.models import Appointment
 from tests.conftest import ON_POSTGRES
+from tests.sealed_helpers import (
+    CONVERSATION_TAG,
+    LOCATION,
+    MAIL_ID,
+    PATIENT_TAG,
+    PROVIDER,
+    seed_sealed_values,
+)
 
 STAFF = Actor.staff("00000000-0000-7000-8000-000000000001")
 
 
-async def _seed(db: Database, ring: KeyRing) -> tuple[object, object]:
+async def _seed(db: Database, ring: KeyRing) -> tuple[uuid.UUID, uuid.UUID]:
     patient_id = await actions.do_create_patient(
         db,
         ring,
         STAFF,
-        NewPatient(name="Avery Sample", phone="+1 (555) 123-4567", email="Avery@Example.org"),
+        NewPatient(
+            name="Avery Sample",
+            phone="+1 (555) 123-4567",
+            email="Avery@Example.org",
+            tags=[PATIENT_TAG],
+        ),
         region="US",
     )
     message_id = await actions.do_record_inbound(
         db, ring, patient_id, Channel.SMS, "chest pain since Tuesday"
     )
+    async with db.reader() as session:
+        message = await session.get(Message, message_id)
+        assert message is not None
+        conversation_id = message.conversation_id
+    await seed_sealed_values(db, ring, STAFF, patient_id, conversation_id)
     return patient_id, message_id
 
 
@@ -93,6 +114,15 @@ async def test_dump_holds_no_phone_digits_or_message_words(
         b"avery@example.org",
         b"since Tuesday",
         b"Tuesday",
+        PATIENT_TAG.encode(),
+        CONVERSATION_TAG.encode(),
+        b"oncology",
+        LOCATION.encode(),
+        b"Hematology",
+        PROVIDER.encode(),
+        b"Marlowe",
+        MAIL_ID.encode(),
+        b"avery.private",
     ]:
         assert needle not in dump, needle
     # "chest pain" is also a triage phrase the clinic configures; outside that configuration
@@ -115,6 +145,23 @@ async def test_dump_holds_no_phone_digits_or_message_words(
             await actions.do_find_patients_by_phone(db, ring, STAFF, "555 123 4568", region="US")
             == []
         )
+        # Sealed, and still read back and found: tags by their index, the place for templates.
+        assert found[0].tags == [PATIENT_TAG]
+        async with db.reader() as session:
+            tagged = (
+                await session.scalars(
+                    select(Conversation.id).where(tagged_filter(ring, " Chemo-Week "))
+                )
+            ).all()
+            assert len(tagged) == 1
+            assert await tags_of_conversation_in(session, ring, tagged[0]) == [CONVERSATION_TAG]
+            appointment = (await session.scalars(select(Appointment))).one()
+            assert appointment.unseal(ring, "location") == LOCATION
+            assert appointment.unseal(ring, "provider") == PROVIDER
+            inbound = (
+                await session.scalars(select(Message).where(Message.channel == Channel.EMAIL))
+            ).one()
+            assert inbound.unseal(ring, "provider_message_id") == MAIL_ID
     finally:
         await db.dispose()
 

@@ -7,15 +7,27 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import select
 
 from hub.audit import Actor
-from hub.crypto import KeyRing
-from hub.db import Database
+from hub.crypto import KeyRing, key_id_of
+from hub.db import Base, Database, encrypted_columns
 from hub.enums import Channel
 from hub.inbox import actions
+from hub.inbox.actions.tags import tags_of_conversation_in, tags_of_patient_in
+from hub.inbox.models import Message
 from hub.inbox.schemas import NewPatient
+from hub.journeys.models import Appointment
 from hub.rotation import key_usage, rotate
 from tests.conftest import hub_env, sync_url
+from tests.sealed_helpers import (
+    CONVERSATION_TAG,
+    LOCATION,
+    MAIL_ID,
+    PATIENT_TAG,
+    PROVIDER,
+    seed_sealed_values,
+)
 
 STAFF = Actor.staff("00000000-0000-7000-8000-000000000002")
 PATIENTS = 40
@@ -154,3 +166,59 @@ def test_cli_rotate_reports_counts_and_retires_old_key(fresh_db_url: str, tmp_pa
     assert status.returncode == 0, status.stderr
     assert f"k2: {PATIENTS * 4} ciphertexts (in ring)" in status.stdout
     assert "k1" not in status.stdout
+
+
+async def test_rotation_reseals_tags_places_and_message_ids(committed_db: Database) -> None:
+    old = KeyRing.generate("k1")
+    patient_id = await actions.do_create_patient(
+        committed_db,
+        old,
+        STAFF,
+        NewPatient(name="Synthetic Tagged", phone="+15550109876", tags=[PATIENT_TAG]),
+        region="US",
+    )
+    message_id = await actions.do_record_inbound(
+        committed_db, old, patient_id, Channel.SMS, "synthetic text"
+    )
+    async with committed_db.reader() as session:
+        texted = await session.get(Message, message_id)
+        assert texted is not None
+    sealed = await seed_sealed_values(committed_db, old, STAFF, patient_id, texted.conversation_id)
+    columns = {
+        ("inbox_tag", "name_enc"),
+        ("journey_appointment", "location_enc"),
+        ("journey_appointment", "provider_enc"),
+        ("inbox_message", "provider_message_id_enc"),
+    }
+    assert columns <= set(encrypted_columns())
+    before = await _count_in(committed_db, columns, "k1")
+    assert before == 5  # two tag names, location, provider, the mail's Message-ID
+
+    new = old.with_new_key("k2")
+    report = await rotate(committed_db, new, batch_size=2)
+    assert report.stale_keys == set()
+    assert await _count_in(committed_db, columns, "k1") == 0
+    assert await _count_in(committed_db, columns, "k2") == before
+
+    only_new = new.without("k1")  # everything reads without the retired key
+    async with committed_db.reader() as session:
+        assert await tags_of_conversation_in(session, only_new, texted.conversation_id) == [
+            CONVERSATION_TAG
+        ]
+        assert await tags_of_patient_in(session, only_new, patient_id) == [PATIENT_TAG]
+        appointment = (await session.scalars(select(Appointment))).one()
+        assert appointment.unseal(only_new, "location") == LOCATION
+        assert appointment.unseal(only_new, "provider") == PROVIDER
+        mail = await session.get(Message, sealed.email_message_id)
+        assert mail is not None and mail.unseal(only_new, "provider_message_id") == MAIL_ID
+
+
+async def _count_in(db: Database, columns: set[tuple[str, str]], key_id: str) -> int:
+    """Ciphertexts under ``key_id`` in ``columns``."""
+    found = 0
+    async with db.reader() as session:
+        for table_name, column_name in columns:
+            column = Base.metadata.tables[table_name].c[column_name]
+            blobs = (await session.scalars(select(column).where(column.is_not(None)))).all()
+            found += sum(key_id_of(blob) == key_id for blob in blobs)
+    return found

@@ -14,11 +14,13 @@ from sqlalchemy import select
 from hub.config import Settings
 from hub.db import Database
 from hub.enums import Direction, MessageStatus, Priority
+from hub.inbox.actions.tags import tags_of_conversation_in
 from hub.inbox.models import Conversation, Message, Team
 from tests.conftest import make_staff
 from tests.staff_helpers import csrf_of, sign_in
 from tests.twilio_helpers import ACCOUNT_SID, AUTH_TOKEN, fixture, sign
 from web.app import create_app
+from web.keys import RING
 
 PUBLIC = "http://127.0.0.1"
 
@@ -80,7 +82,9 @@ async def test_chest_pain_is_urgent_on_top_and_answered_in_the_same_request(
         ).all()
     assert len(replies) == 1
     assert replies[0].status is MessageStatus.QUEUED and replies[0].purpose == "care"
-    assert "urgent" in urgent.tags
+    async with db.reader() as session:
+        tags = await tags_of_conversation_in(session, client.server.app[RING], urgent.id)
+    assert "urgent" in tags
     assert urgent.first_response_due_at is not None
     assert (urgent.first_response_due_at - urgent.created_at).total_seconds() <= 15 * 60
 
@@ -124,5 +128,6 @@ async def test_admin_rule_routes_billing_questions_to_billing(
     async with db.reader() as session:
         conversation = (await session.scalars(select(Conversation))).one()
         billing = (await session.scalars(select(Team).where(Team.name == "Billing"))).one()
+        tags = await tags_of_conversation_in(session, client.server.app[RING], conversation.id)
     assert conversation.team_id == billing.id
-    assert conversation.tags == ["billing"] and conversation.priority is Priority.HIGH
+    assert tags == ["billing"] and conversation.priority is Priority.HIGH

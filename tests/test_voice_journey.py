@@ -96,7 +96,9 @@ async def enroll(
     )
     start = utcnow() + timedelta(hours=48)
     appointment = journeys.NewAppointment(f"visit-{name.split()[0]}", start, location="Room 4")
-    await journeys.do_enroll(stack.db, SYSTEM, key, patient_id, appointment=appointment)
+    await journeys.do_enroll(
+        stack.db, SYSTEM, key, patient_id, appointment=appointment, ring=stack.ring
+    )
     return patient_id
 
 

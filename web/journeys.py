@@ -213,6 +213,7 @@ async def api_enroll(request: web.Request) -> web.Response:
             request.match_info["key"],
             patient_id,
             appointment=appointment,
+            ring=request.app[RING],
         )
     except NotFound as exc:
         return error(404, str(exc))
@@ -255,6 +256,7 @@ async def _enroll_appointment(
                 provider=appt.provider,
                 cancelled=appt.action == "cancel",
             ),
+            ring=request.app[RING],
         )
     except (InvalidContact, ValueError, HubError) as exc:
         return {**entry, "outcome": "error", "message": str(exc)}

@@ -68,6 +68,7 @@ LIST_PARAMS = [
         ("channel", {"enum": ["sms", "email", "voice", "chat"]}),
         ("priority", {"enum": ["low", "normal", "high", "urgent"]}),
         ("overdue", {"enum": ["1", "0"]}),
+        ("tag", {"type": "string", "maxLength": 40}),
         ("cursor", {"type": "string"}),
         ("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
     ]

@@ -429,6 +429,7 @@ async def set_tags(request: web.Request) -> web.StreamResponse:
     try:
         effects = await conversations.do_set_tags(
             request.app[DB],
+            request.app[RING],
             current(request),
             _uuid(request, "id"),
             str(form.get("tags", "")).split(","),

@@ -106,7 +106,6 @@ class Patient(Sealed, Base):
     language: Mapped[str] = mapped_column(String(16), default="en")
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
     channel_order: Mapped[list[str]] = mapped_column(default=lambda: list(DEFAULT_CHANNEL_ORDER))
-    tags: Mapped[list[str]] = mapped_column(default=list)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     unreachable: Mapped[dict[str, str]] = mapped_column(default=dict)
     """Channel -> reason code ("landline", "bounced") for addresses a provider said won't work."""
@@ -173,7 +172,6 @@ class Conversation(Base):
     channel: Mapped[Channel] = mapped_column(str_enum(Channel, "channel"))
     channel_address: Mapped[str | None] = mapped_column(String(64))
     """The clinic-side address the patient wrote to (our number or mailbox); replies use it."""
-    tags: Mapped[list[str]] = mapped_column(default=list)
     assigned_at: Mapped[datetime | None]
     last_inbound_at: Mapped[datetime | None]
     after_hours_replied_at: Mapped[datetime | None]
@@ -184,6 +182,42 @@ class Conversation(Base):
     first_response_due_at: Mapped[datetime | None]
     first_responded_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
+
+
+class Tag(Sealed, Base):
+    """A tag name the clinic uses, sealed once and pointed at by conversations and patients.
+    Tags are PHI ("oncology", "hiv-followup"); the blind index of the normalized name keeps
+    "find by tag" an index lookup and makes each name one row."""
+
+    __tablename__ = "inbox_tag"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    bidx: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    name_enc: Mapped[bytes | None] = encrypted_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+conversation_tag = Table(
+    "inbox_conversation_tag",
+    Base.metadata,
+    Column(
+        "conversation_id",
+        ForeignKey("inbox_conversation.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("tag_id", ForeignKey("inbox_tag.id", ondelete="CASCADE"), primary_key=True),
+    # The primary key serves "tags of these conversations"; this serves "conversations with
+    # this tag" (the inbox filter).
+    Index("ix_inbox_conversation_tag_tag", "tag_id", "conversation_id"),
+)
+
+patient_tag = Table(
+    "inbox_patient_tag",
+    Base.metadata,
+    Column("patient_id", ForeignKey("inbox_patient.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag_id", ForeignKey("inbox_tag.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_inbox_patient_tag_tag", "tag_id", "patient_id"),
+)
 
 
 class Message(Sealed, Base):
@@ -216,6 +250,10 @@ class Message(Sealed, Base):
     )
     provider: Mapped[str | None] = mapped_column(String(32))
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    """The provider's id; for inbound email the blind index of its Message-ID (see
+    hub.inbox.email_ids), never the Message-ID itself."""
+    provider_message_id_enc: Mapped[bytes | None] = encrypted_column()
+    """Inbound email only: its Message-ID, sent back in a reply's In-Reply-To and References."""
     status: Mapped[MessageStatus] = mapped_column(str_enum(MessageStatus, "message_status"))
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_reason: Mapped[str | None] = mapped_column(Text)

@@ -12,6 +12,7 @@ from functools import lru_cache
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.audit import Actor, record
+from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Patient
@@ -118,9 +119,11 @@ async def do_enroll(
     appointment: NewAppointment | None = None,
     anchor_at: datetime | None = None,
     now: datetime | None = None,
+    ring: KeyRing | None = None,
 ) -> EnrollResult:
     """Enroll a patient. The same patient and appointment again changes nothing, except that
-    a moved appointment moves its pending steps and a cancelled one cancels them."""
+    a moved appointment moves its pending steps and a cancelled one cancels them. ``ring``
+    seals the appointment's location and provider (needed when either is given)."""
     now = now or utcnow()
     async with db.transaction() as session:
         journey = await queries.journey_by_key(session, journey_key)
@@ -132,7 +135,7 @@ async def do_enroll(
         definition = definition_of(journey)
         appt = None
         if appointment is not None:
-            appt = await _upsert_appointment(session, patient_id, appointment)
+            appt = await _upsert_appointment(session, ring, patient_id, appointment)
             anchor = appt.start_at
             key = f"{patient_id}:appointment:{appt.id}"
         else:
@@ -169,10 +172,12 @@ async def do_enroll(
 
 
 async def _upsert_appointment(
-    session: AsyncSession, patient_id: uuid.UUID, new: NewAppointment
+    session: AsyncSession, ring: KeyRing | None, patient_id: uuid.UUID, new: NewAppointment
 ) -> Appointment:
     if new.start_at.utcoffset() is None:
         raise ValueError("appointment start must be timezone-aware")
+    if ring is None and (new.location or new.provider):
+        raise ValueError("an appointment's location and provider are sealed: pass the key ring")
     appt = await queries.appointment_by_external(session, new.source, new.external_id)
     if appt is None:
         appt = Appointment(
@@ -184,7 +189,15 @@ async def _upsert_appointment(
         session.add(appt)
     elif appt.patient_id != patient_id:
         raise ValueError(f"appointment {new.external_id} belongs to another patient")
-    appt.start_at, appt.location, appt.provider = new.start_at, new.location, new.provider
+    appt.start_at = new.start_at
+    if ring is None:  # neither is given (checked above): the booking names no place
+        appt.location_enc = appt.provider_enc = None
+    else:
+        # Resealed only when changed: the same booking again must leave the row as it was.
+        for field in ("location", "provider"):
+            value = getattr(new, field) or None
+            if appt.unseal(ring, field) != value:
+                appt.seal(ring, field, value)
     if new.cancelled:
         appt.status = AppointmentStatus.CANCELLED
     await session.flush()

@@ -244,7 +244,11 @@ async def _answer_back(
     if not decision.allowed:
         return ()
     appointment = (
-        {"start": appt.start_at, "location": appt.location, "provider": appt.provider}
+        {
+            "start": appt.start_at,
+            "location": appt.unseal(ring, "location"),
+            "provider": appt.unseal(ring, "provider"),
+        }
         if appt
         else None
     )

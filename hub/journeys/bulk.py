@@ -62,7 +62,6 @@ CANCELLED_REASON = "appointment cancelled"
 ROW_ERRORS = (InvalidContact, ValueError, KeyError, HubError)
 """What a bad row raises; the row is reported and the others go on."""
 _CHANNEL_ORDER = list(DEFAULT_CHANNEL_ORDER)
-_NO_TAGS: list[str] = []
 _REACHABLE: dict[str, str] = {}
 """Shared by every created patient's row (never mutated): serialized once per chunk."""
 
@@ -163,7 +162,7 @@ async def do_enroll_chunk(
                 # in memory (one connection, one statement at a time: only the CPU overlaps).
                 contacts = asyncio.ensure_future(
                     bulk_queries.store_contacts(
-                        session, work.new_patients, work.appointments.values(), work.stamp
+                        session, ring, work.new_patients, work.appointments.values(), work.stamp
                     )
                 )
                 try:
@@ -253,7 +252,9 @@ class ChunkWork:
         # The other order would match new patients against the other launch's appointments
         # and report "belongs to another patient".
         external = {r.appointment.external_id for r in rows if r.appointment}
-        for appt in await bulk_queries.appointments_by_external(session, COHORT_SOURCE, external):
+        for appt in await bulk_queries.appointments_by_external(
+            session, self.ring, COHORT_SOURCE, external
+        ):
             self.appointments[appt.external_id] = appt
         found = await bulk_queries.patients_by_blind_index(
             session,
@@ -328,7 +329,6 @@ class ChunkWork:
                 row.language,
                 row.time_zone,
                 _CHANNEL_ORDER,
-                _NO_TAGS,
                 True,
                 _REACHABLE,
                 self.stamp,

@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
+from hub.crypto import KeyRing, associated_data
 from hub.inbox.models import Patient
 from hub.journeys.models import (
     Appointment,
@@ -54,7 +55,6 @@ PATIENT_COLUMNS = (
     "language",
     "time_zone",
     "channel_order",
-    "tags",
     "verified",
     "unreachable",
     "created_at",
@@ -67,8 +67,8 @@ _APPOINTMENT_COLUMNS = (
     "source",
     "external_id",
     "start_at",
-    "location",
-    "provider",
+    "location_enc",
+    "provider_enc",
     "status",
     "updated_at",
 )
@@ -191,9 +191,25 @@ async def patients_by_blind_index(
     return (await session.execute(stmt)).all()
 
 
+def _aad(appointment_id: uuid.UUID, column: str) -> bytes:
+    return associated_data(Appointment.__tablename__, column, appointment_id)
+
+
+def _unseal(
+    ring: KeyRing, appointment_id: uuid.UUID, column: str, blob: bytes | None
+) -> str | None:
+    return None if blob is None else ring.decrypt_text(blob, _aad(appointment_id, column))
+
+
+def _seal(ring: KeyRing, appointment_id: uuid.UUID, column: str, value: str | None) -> bytes | None:
+    return None if value is None else ring.encrypt_text(value, _aad(appointment_id, column))
+
+
 async def appointments_by_external(
-    session: AsyncSession, source: str, external_ids: Collection[str]
+    session: AsyncSession, ring: KeyRing, source: str, external_ids: Collection[str]
 ) -> list[AppointmentRecord]:
+    """Stored appointments with those ids, location and provider unsealed (a re-launch
+    compares them with the file's)."""
     if not external_ids:
         return []
     stmt = select(
@@ -201,13 +217,21 @@ async def appointments_by_external(
         Appointment.external_id,
         Appointment.patient_id,
         Appointment.start_at,
-        Appointment.location,
-        Appointment.provider,
+        Appointment.location_enc,
+        Appointment.provider_enc,
         Appointment.status,
     ).where(Appointment.source == source, _one_of(session, Appointment.external_id, external_ids))
     return [
         AppointmentRecord(
-            id_, source, external_id, patient_id, start, location, provider, status, False
+            id_,
+            source,
+            external_id,
+            patient_id,
+            start,
+            _unseal(ring, id_, "location_enc", location),
+            _unseal(ring, id_, "provider_enc", provider),
+            status,
+            False,
         )
         for id_, external_id, patient_id, start, location, provider, status in (
             await session.execute(stmt)
@@ -263,6 +287,7 @@ async def runs_in_status(
 
 async def store_contacts(
     session: AsyncSession,
+    ring: KeyRing,
     patients: Sequence[tuple[Any, ...]],
     appointments: Iterable[AppointmentRecord],
     stamp: datetime,
@@ -279,8 +304,8 @@ async def store_contacts(
                     a.source,
                     a.external_id,
                     a.start_at,
-                    a.location,
-                    a.provider,
+                    _seal(ring, a.id, "location_enc", a.location),
+                    _seal(ring, a.id, "provider_enc", a.provider),
                     a.status,
                     stamp,
                 )
@@ -290,8 +315,8 @@ async def store_contacts(
                 {
                     ID_PARAM: a.id,
                     "start_at": a.start_at,
-                    "location": a.location,
-                    "provider": a.provider,
+                    "location_enc": _seal(ring, a.id, "location_enc", a.location),
+                    "provider_enc": _seal(ring, a.id, "provider_enc", a.provider),
                     "status": a.status,
                     "updated_at": stamp,
                 }

@@ -49,7 +49,7 @@ from hub.journeys.bulk import (
     do_enroll_chunk,
     load_journey,
 )
-from hub.journeys.models import Appointment
+from hub.journeys.models import MAX_PLACE_CHARS, Appointment
 
 MAX_ROW_ERRORS_KEPT = 100
 """Row errors listed in the report (the count covers all of them)."""
@@ -117,8 +117,8 @@ def _max_length(model: type[Any], column: str) -> int:
 
 _LIMITS = {
     "appointment_id": _max_length(Appointment, "external_id"),
-    "location": _max_length(Appointment, "location"),
-    "provider": _max_length(Appointment, "provider"),
+    "location": MAX_PLACE_CHARS,  # sealed columns have no width: the limit is the model's
+    "provider": MAX_PLACE_CHARS,
     "language": _max_length(Patient, "language"),
 }
 """Column widths: a longer value is the row's error, not the whole chunk's."""

@@ -452,10 +452,11 @@ def _render(
     assert variant is not None  # a chosen channel always has its lookup's answer
     appointment = None
     if enrollment.appointment_start is not None:
+        location, provider = enrollment.appointment_place(batch.ring)
         appointment = {
             "start": enrollment.appointment_start,
-            "location": enrollment.appointment_location,
-            "provider": enrollment.appointment_provider,
+            "location": location,
+            "provider": provider,
         }
     named = _Named(patient.unseal(batch.ring, "name"), patient.language, patient.time_zone)
     return render_variant(variant, template_context(named, appointment, batch.clinic))

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Uuid, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.crypto import KeyRing, associated_data
 from hub.enums import Channel, Direction
 from hub.inbox.models import Conversation, Message
 from hub.journeys.models import Appointment, Enrollment, RunStatus, StepRun, SurveyAnswer
@@ -87,8 +88,23 @@ class EnrollmentFacts(NamedTuple):
     created_at: datetime
     appointment_start: datetime | None
     """None when the enrollment has no appointment (the column itself is never null)."""
-    appointment_location: str | None
-    appointment_provider: str | None
+    appointment_id: uuid.UUID | None
+    appointment_location_enc: bytes | None
+    appointment_provider_enc: bytes | None
+
+    def appointment_place(self, ring: KeyRing) -> tuple[str | None, str | None]:
+        """The appointment's location and provider, unsealed (only a rendered template needs
+        them, so they are decrypted there and not for every run claimed)."""
+        return (
+            self._unseal(ring, "location_enc", self.appointment_location_enc),
+            self._unseal(ring, "provider_enc", self.appointment_provider_enc),
+        )
+
+    def _unseal(self, ring: KeyRing, column: str, blob: bytes | None) -> str | None:
+        if blob is None or self.appointment_id is None:
+            return None
+        aad = associated_data(Appointment.__tablename__, column, self.appointment_id)
+        return ring.decrypt_text(blob, aad)
 
 
 async def enrollment_facts(
@@ -105,8 +121,9 @@ async def enrollment_facts(
             Enrollment.confirmed_at,
             Enrollment.created_at,
             Appointment.start_at,
-            Appointment.location,
-            Appointment.provider,
+            Appointment.id,
+            Appointment.location_enc,
+            Appointment.provider_enc,
         )
         .outerjoin(Appointment, Appointment.id == Enrollment.appointment_id)
         .where(_among(session, Enrollment.id, wanted))

@@ -65,9 +65,13 @@ class Journey(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class Appointment(Base):
-    """An appointment as the clinic's scheduling system knows it (no PHI beyond ids/times;
-    location and provider are clinic data)."""
+MAX_PLACE_CHARS = 200
+"""Longest appointment location or provider name accepted (a booking system's display text)."""
+
+
+class Appointment(Sealed, Base):
+    """An appointment as the clinic's scheduling system knows it. Location and provider are
+    sealed: "Oncology, room 4" or a psychiatrist's name says what the patient is treated for."""
 
     __tablename__ = "journey_appointment"
     __table_args__ = (UniqueConstraint("source", "external_id"),)
@@ -79,8 +83,8 @@ class Appointment(Base):
     source: Mapped[str] = mapped_column(String(40), default="api")
     external_id: Mapped[str] = mapped_column(String(120))
     start_at: Mapped[datetime]
-    location: Mapped[str | None] = mapped_column(String(200))
-    provider: Mapped[str | None] = mapped_column(String(200))
+    location_enc: Mapped[bytes | None] = encrypted_column()
+    provider_enc: Mapped[bytes | None] = encrypted_column()
     status: Mapped[AppointmentStatus] = mapped_column(
         str_enum(AppointmentStatus, "appointment_status"), default=AppointmentStatus.BOOKED
     )

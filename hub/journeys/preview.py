@@ -414,7 +414,6 @@ class _Subject:
                 language=row.language,
                 time_zone=row.time_zone,
                 channel_order=list(DEFAULT_CHANNEL_ORDER),
-                tags=[],
                 verified=True,
                 unreachable={},
             )

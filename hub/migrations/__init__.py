@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
@@ -10,6 +11,9 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.db import create_engine
+
+if TYPE_CHECKING:
+    from hub.crypto import KeyRing
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,9 +26,12 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
-def _upgrade(connection: Connection, revision: str) -> None:
+def _upgrade(connection: Connection, revision: str, ring: KeyRing | None) -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
+    # Data migrations that seal existing rows read it here (0015); without it they work only
+    # on a database that holds nothing to seal.
+    cfg.attributes["ring"] = ring
     command.upgrade(cfg, revision)
 
 
@@ -34,9 +41,11 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(
+    engine: AsyncEngine, revision: str = "head", *, ring: KeyRing | None = None
+) -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(_upgrade, revision)
+        await conn.run_sync(_upgrade, revision, ring)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
@@ -50,9 +59,9 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-async def upgrade_url(url: str, revision: str = "head") -> None:
+async def upgrade_url(url: str, revision: str = "head", *, ring: KeyRing | None = None) -> None:
     engine = create_engine(url)
     try:
-        await upgrade(engine, revision)
+        await upgrade(engine, revision, ring=ring)
     finally:
         await engine.dispose()

@@ -36,6 +36,7 @@ from hub.enums import RECEIVE_ONLY, Channel, Priority
 from hub.inbox import queries as inbox_queries
 from hub.inbox.actions.delivery import queue_outbound
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS, view_patient
+from hub.inbox.actions.tags import add_conversation_tags_in, tags_of_patient_in
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Conversation, Patient, Team
 from hub.outbox import add_effect
@@ -169,11 +170,9 @@ async def _set_priority(run: _Run, priority: Priority) -> None:
         conversation.first_response_due_at = due
 
 
-def _add_tags(run: _Run, tags: tuple[str, ...]) -> None:
-    new = [t for t in tags if t not in run.conversation.tags]
-    if new:
-        run.conversation.tags = [*run.conversation.tags, *new]  # reassign: JSON is not tracked
-        run.outcome.tags_added.extend(t for t in new if t not in run.outcome.tags_added)
+async def _add_tags(run: _Run, tags: tuple[str, ...]) -> None:
+    new = await add_conversation_tags_in(run.session, run.ring, run.conversation.id, tags)
+    run.outcome.tags_added.extend(t for t in new if t not in run.outcome.tags_added)
 
 
 async def _team_open(run: _Run, team: Team | None) -> bool:
@@ -280,7 +279,7 @@ async def _triage(run: _Run, body: str) -> None:
         return
     run.outcome.urgent, run.outcome.triage_phrase = True, found
     await _set_priority(run, Priority.URGENT)
-    _add_tags(run, (URGENT_TAG,))
+    await _add_tags(run, (URGENT_TAG,))
     run.conversation.last_activity_at = run.now  # to the top of every activity-sorted list
     stored = await queries.setting(run.session, TRIAGE_REPLY_SETTING)
     custom = _custom_texts(stored.value if stored is not None else None)
@@ -308,7 +307,7 @@ async def _apply(run: _Run, source: str, actions: Actions) -> None:
             run.skip(source, "priority", "the conversation is urgent; only staff lower that")
         else:
             await _set_priority(run, actions.priority)
-    _add_tags(run, actions.add_tags)
+    await _add_tags(run, actions.add_tags)
     if actions.assign_to is not None:
         staff = await inbox_queries.staff_by_email(run.session, actions.assign_to)
         if staff is None or not staff.active:
@@ -379,12 +378,12 @@ async def apply_routing(
         now,
         RoutingOutcome(),
     )
-    before = (conversation.priority, conversation.team_id, list(conversation.tags))
+    before = (conversation.priority, conversation.team_id)
     await _triage(run, message_body)
     facts = Facts(
         channel=channel.value,
         body=message_body,
-        patient_tags=frozenset(t.casefold() for t in patient.tags),
+        patient_tags=frozenset(await tags_of_patient_in(session, ring, patient.id)),
         patient_language=patient.language or "",
         patient_is_new=is_new_patient,
         team_open=True,
@@ -417,12 +416,13 @@ async def apply_routing(
                 if text is not None and await _send(run, "after_hours", text):
                     conversation.after_hours_replied_at = now
     run.outcome.team_id, run.outcome.priority = conversation.team_id, conversation.priority
-    if (conversation.priority, conversation.team_id, list(conversation.tags)) != before:
+    if (conversation.priority, conversation.team_id) != before or run.outcome.tags_added:
+        # No tag names in the event: outbox rows are stored, and tags are PHI.
         payload: dict[str, Any] = {
             "conversation_id": str(conversation.id),
             "team_id": str(conversation.team_id) if conversation.team_id else None,
             "priority": conversation.priority.value,
-            "tags": list(conversation.tags),
+            "tags_changed": bool(run.outcome.tags_added),
         }
         run.outcome.effect_ids.append(
             add_effect(session, "notify:conversation:updated", payload).id

@@ -22,6 +22,11 @@ from hub.db import Database, utcnow
 from hub.enums import RECEIVE_ONLY, Channel, ConversationStatus, Direction, Priority
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
+from hub.inbox.actions.tags import (
+    set_conversation_tags_in,
+    tags_of_conversation_in,
+    tags_of_patient_in,
+)
 from hub.inbox.denials import note_denied
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Conversation, Message, Note, Patient, StaffUser
@@ -142,7 +147,7 @@ async def patient_card(
         language=patient.language,
         time_zone=patient.time_zone,
         channel_order=list(patient.channel_order),
-        tags=list(patient.tags),
+        tags=await tags_of_patient_in(session, ring, patient.id),
         verified=patient.verified,
         unreachable=dict(patient.unreachable),
         consent=consent_states,
@@ -186,7 +191,7 @@ async def do_open_conversation(
             channel=conversation.channel,
             team_id=conversation.team_id,
             assignee_id=conversation.assignee_id,
-            tags=list(conversation.tags),
+            tags=await tags_of_conversation_in(session, ring, conversation.id),
             created_at=conversation.created_at,
             last_activity_at=conversation.last_activity_at,
             first_response_due_at=conversation.first_response_due_at,
@@ -332,14 +337,14 @@ async def do_set_priority(
 
 
 async def do_set_tags(
-    db: Database, ctx: StaffContext, conversation_id: uuid.UUID, tags: list[str]
+    db: Database, ring: KeyRing, ctx: StaffContext, conversation_id: uuid.UUID, tags: list[str]
 ) -> tuple[uuid.UUID, ...]:
-    clean = sorted({t.strip().lower()[:40] for t in tags if t.strip()})
     async with db.transaction() as session:
         conversation = await visible_conversation(session, ctx, conversation_id, lock=True)
-        conversation.tags = clean
+        await set_conversation_tags_in(session, ring, conversation.id, tags)
+        # The event says only that tags changed: outbox rows are stored, and tags are PHI.
         effect = add_effect(
-            session, "notify:conversation:updated", _event(conversation, tags=clean)
+            session, "notify:conversation:updated", _event(conversation, tags_changed=True)
         )
         await record(session, ctx.actor, "conversation.tags", "conversation", conversation_id)
     return (effect.id,)

@@ -46,6 +46,7 @@ from hub.inbox import queries
 from hub.inbox.actions.delivery import fail_or_retry_in, message_new_effect
 from hub.inbox.actions.email_out import UNSUBSCRIBABLE
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
+from hub.inbox.email_ids import email_id_index
 from hub.inbox.models import (
     Attachment,
     AttachmentState,
@@ -93,7 +94,13 @@ async def do_receive_email(
     not an email (the caller answers 4xx / SMTP 550 and stores nothing)."""
     # Parsing is CPU work (MIME walk, HTML sanitizing, quote detection): off the event loop.
     parsed = await asyncio.to_thread(parse_email, raw)
-    key = parsed.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+    # The idempotency key is the Message-ID's blind index (the id itself may name the sender);
+    # mail without one is known by a digest of its bytes.
+    key = (
+        email_id_index(ring, parsed.message_id)
+        if parsed.message_id
+        else "sha256:" + hashlib.sha256(raw).hexdigest()
+    )
     now = utcnow()
     async with db.transaction() as session:
         event_id = new_id()
@@ -177,7 +184,9 @@ async def do_receive_email(
             direction=Direction.INBOUND,
             channel=Channel.EMAIL,
             provider=PROVIDER,
-            provider_message_id=parsed.message_id,
+            provider_message_id=email_id_index(ring, parsed.message_id)
+            if parsed.message_id
+            else None,
             status=MessageStatus.RECEIVED,
             created_at=now,
             delivery_notes=_notes(parsed),
@@ -185,6 +194,7 @@ async def do_receive_email(
         message.seal(ring, "body", parsed.visible_text)
         message.seal(ring, "subject", parsed.subject or None)
         message.seal(ring, "html", parsed.html)
+        message.seal(ring, "provider_message_id", parsed.message_id)
         session.add(message)
         await session.flush()
         _attach(session, ring, message, parsed, raw, now)
@@ -262,8 +272,12 @@ async def _thread(
             for hub_id in (hub_message_id_of(f"<{i}>", reply_domain or "") for i in ids)
             if hub_id is not None
         ]
+        # Our own Message-IDs are stored as sent, a patient's as their blind index.
         found_message = await queries.message_by_email_ids(
-            session, ours, ids, (PROVIDER, OUTBOUND_PROVIDER)
+            session,
+            ours,
+            [*ids, *(email_id_index(ring, i) for i in ids)],
+            (PROVIDER, OUTBOUND_PROVIDER),
         )
         if found_message is not None:
             return await session.get(Conversation, found_message.conversation_id), "references"
@@ -293,7 +307,7 @@ async def _new_patient(
     session: AsyncSession, ring: KeyRing, parsed: ParsedEmail
 ) -> tuple[Patient, bool]:
     address = _address(parsed)
-    patient = Patient(verified=False, tags=[], channel_order=["email", "sms", "voice"])
+    patient = Patient(verified=False, channel_order=["email", "sms", "voice"])
     patient.id = new_id()
     if address is not None:
         patient.seal(ring, "email", address)

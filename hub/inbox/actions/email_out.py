@@ -14,6 +14,7 @@ from hub.consent.models import Purpose
 from hub.crypto import KeyRing
 from hub.enums import Channel, Direction
 from hub.inbox import queries
+from hub.inbox.email_ids import email_id_of
 from hub.inbox.models import Conversation, Message
 from hub.links import Unsubscribe, reply_token, unsubscribe_token
 
@@ -73,12 +74,9 @@ def build_extras(
     """``email_extras`` for a message whose thread the caller already has (a new journey
     message has none)."""
     thread = thread or []
-    ids = [m.provider_message_id for m in thread if m.provider_message_id]
-    inbound_ids = [
-        m.provider_message_id
-        for m in thread
-        if m.provider_message_id and m.direction is Direction.INBOUND
-    ]
+    known = [(m, email_id_of(ring, m)) for m in thread]
+    ids = [i for _, i in known if i]
+    inbound_ids = [i for m, i in known if i and m.direction is Direction.INBOUND]
     purpose = Purpose(message.purpose)
     unsubscribe = None
     if purpose in UNSUBSCRIBABLE:

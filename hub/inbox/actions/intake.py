@@ -94,7 +94,7 @@ async def patient_for_phone(
         # Shared family phones map to several patients; the earliest record is the account
         # holder until staff split the thread (the inbox shows all matches).
         return matches[0], False
-    patient = Patient(verified=False, tags=[], channel_order=["sms", "email", "voice"])
+    patient = Patient(verified=False, channel_order=["sms", "email", "voice"])
     patient.seal(ring, "phone", phone)
     patient.phone_bidx = bidx
     session.add(patient)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from collections.abc import Sequence
 from datetime import timedelta
 
 from hub.audit import Actor, record
@@ -12,6 +13,7 @@ from hub.crypto import BlindIndexKind, KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
 from hub.inbox import queries
+from hub.inbox.actions.tags import set_patient_tags_in, tags_of_patient_in
 from hub.inbox.exceptions import NotFound, StaffUserExists
 from hub.inbox.models import Conversation, Message, Patient, StaffUser, Team
 from hub.inbox.passwords import hash_password
@@ -34,7 +36,9 @@ def _check_time_zone(name: str) -> str:
     return name
 
 
-def view_patient(ring: KeyRing, patient: Patient) -> PatientView:
+def view_patient(ring: KeyRing, patient: Patient, tags: Sequence[str] = ()) -> PatientView:
+    """``tags``: the patient's, read by the caller where a person sees the view (a message
+    template has no use for them, and they are rows of their own)."""
     return PatientView(
         id=patient.id,
         name=patient.unseal(ring, "name"),
@@ -43,17 +47,18 @@ def view_patient(ring: KeyRing, patient: Patient) -> PatientView:
         language=patient.language,
         time_zone=patient.time_zone,
         channel_order=list(patient.channel_order),
-        tags=list(patient.tags),
+        tags=list(tags),
         verified=patient.verified,
     )
 
 
 def build_patient(ring: KeyRing, new: NewPatient, region: str) -> Patient:
+    """A new patient row; ``new.tags`` are not on it (they are rows of their own, stored by
+    ``do_create_patient``)."""
     patient = Patient(
         language=normalize_language(new.language),
         time_zone=_check_time_zone(new.time_zone),
         channel_order=list(new.channel_order),
-        tags=list(new.tags),
         verified=new.verified,
     )
     patient.seal(ring, "name", new.name)
@@ -75,6 +80,7 @@ async def do_create_patient(
     async with db.transaction() as session:
         session.add(patient)
         await session.flush()
+        await set_patient_tags_in(session, ring, patient.id, new.tags)
         await record(session, actor, "patient.create", "patient", patient.id)
     return patient.id
 
@@ -86,7 +92,7 @@ async def do_read_patient(
         patient = await queries.get_patient(session, patient_id)
         if patient is None:
             raise NotFound(f"no patient with id {patient_id}")
-        view = view_patient(ring, patient)
+        view = view_patient(ring, patient, await tags_of_patient_in(session, ring, patient.id))
         await record(session, actor, "patient.read", "patient", patient_id)
     return view
 
@@ -97,7 +103,10 @@ async def _find_by_index(
     bidx = ring.blind_index(kind, normalized)
     lookup = queries.patients_by_phone_index if kind == "phone" else queries.patients_by_email_index
     async with db.transaction() as session:
-        found = [view_patient(ring, p) for p in await lookup(session, bidx)]
+        found = [
+            view_patient(ring, p, await tags_of_patient_in(session, ring, p.id))
+            for p in await lookup(session, bidx)
+        ]
         await record(
             session,
             actor,

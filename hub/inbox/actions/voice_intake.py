@@ -33,6 +33,7 @@ from hub.inbox import queries, voice_queries
 from hub.inbox.actions.delivery import message_new_effect
 from hub.inbox.actions.intake import REOPEN_WINDOW, patient_for_phone
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
+from hub.inbox.actions.tags import add_conversation_tags_in
 from hub.inbox.models import (
     Attachment,
     AttachmentState,
@@ -397,7 +398,7 @@ async def _new_voicemail(
         patient, new_patient = await patient_for_phone(session, ring, event.from_address)
     else:
         # A withheld number: the message still reaches staff, from an unknown caller.
-        patient = Patient(verified=False, tags=[])
+        patient = Patient(verified=False)
         session.add(patient)
         await session.flush()
         new_patient = True
@@ -485,14 +486,13 @@ async def _apply_transcript(
         current = conversation.first_response_due_at
         if conversation.first_responded_at is not None or current is None or due < current:
             conversation.first_response_due_at = due
-        if routing.URGENT_TAG not in conversation.tags:
-            conversation.tags = [*conversation.tags, routing.URGENT_TAG]
+        added = await add_conversation_tags_in(session, ring, conversation.id, [routing.URGENT_TAG])
         conversation.last_activity_at = now
         payload = {
             "conversation_id": str(conversation.id),
             "team_id": str(conversation.team_id) if conversation.team_id else None,
             "priority": conversation.priority.value,
-            "tags": list(conversation.tags),
+            "tags_changed": bool(added),
         }
         effects.append(add_effect(session, "notify:conversation:updated", payload).id)
     return effects
