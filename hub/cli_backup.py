@@ -71,7 +71,7 @@ def add_commands(main: click.Group) -> None:
             "them.",
             err=True,
         )
-        if settings.keys is None:
+        if settings.keys is None and (settings.var_dir / DEV_KEYS_FILE).is_file():
             click.echo(
                 f"HUB_KEYS is unset: this hub uses the development ring in "
                 f"{settings.var_dir / DEV_KEYS_FILE}; keep a copy of it apart from the backup.",

@@ -277,6 +277,17 @@ async def test_without_the_ring_a_restore_refuses_and_nothing_is_readable(
         assert "Traceback" not in result.stderr
     assert not target.exists()  # refused before writing anything
 
+    # A development ring (no HUB_KEYS) put back from escrow into the new directory is used,
+    # and no new ring is made in its place.
+    escrowed = var / "dev-restore"
+    escrowed.mkdir()
+    (escrowed / "dev-keys.txt").write_text(ring.to_spec() + "\n")
+    dev_env = {**running.env, "HUB_VAR_DIR": str(escrowed)}
+    dev_env.pop("HUB_KEYS")
+    from_dev_ring = hub("backup", "restore", str(backup), env=dev_env)
+    assert from_dev_ring.returncode == 0, from_dev_ring.stderr
+    assert (escrowed / "dev-keys.txt").read_text() == ring.to_spec() + "\n"
+
     # The files alone (copied by hand, say) are ciphertexts: another ring gets an error naming
     # the missing key for every value, never a wrong plaintext.
     target.mkdir()
