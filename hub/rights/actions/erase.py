@@ -20,6 +20,7 @@ from hub.audit import Actor, record
 from hub.channels.twilio_voice.events import PROVIDER as VOICE_PROVIDER
 from hub.consent import queries as consent_queries
 from hub.consent.models import ConsentRecord, ConsentState, ConsentSuppression
+from hub.consent.queries import PHONE_CHANNELS
 from hub.db import Database, utcnow
 from hub.enums import Channel
 from hub.errors import HubError
@@ -28,8 +29,6 @@ from hub.inbox.models import Attachment, Conversation, Message, Note, Patient
 from hub.journeys.models import Appointment, Enrollment, SurveyAnswer
 from hub.rights import queries
 from hub.rights.actions.deletions import queue_deletions_in
-
-PHONE_CHANNELS = (Channel.SMS, Channel.VOICE, Channel.WHATSAPP)
 
 
 class OpenConversations(HubError):
@@ -50,9 +49,10 @@ async def _keep_opt_outs(session: AsyncSession, patient: Patient) -> int:
     index; choices other than a revocation go with the patient."""
     kept = 0
     for channel in Channel:
-        bidx = patient.email_bidx if channel is Channel.EMAIL else None
-        if channel in PHONE_CHANNELS:
-            bidx = patient.phone_bidx
+        # Chat has no address to keep a choice against: its link went with the patient.
+        bidx = patient.phone_bidx if channel in PHONE_CHANNELS else None
+        if channel is Channel.EMAIL:
+            bidx = patient.email_bidx
         if bidx is None:
             continue
         latest = await consent_queries.latest_records(session, patient.id, channel)
