@@ -164,9 +164,9 @@ async def seed(db: Database, ring: KeyRing, steps: int, now: datetime, zone: str
                 source="cohort",
                 external_id=f"bench-{i:06d}",
                 start_at=start,
-                location=LOCATION,
                 updated_at=enrolled_at,
             )
+            appointment.seal(ring, "location", LOCATION)  # sealed, as do_enroll stores it
             enrollment = Enrollment(
                 id=new_id(),
                 journey_id=journey_id,

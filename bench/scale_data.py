@@ -36,7 +36,7 @@ from bench.common import bench_database_url, database_name, fresh_database, user
 
 DATASET_TABLE = "bench_scale_dataset"
 """Where a generated database records what it holds (one row)."""
-FORMAT = 2
+FORMAT = 3
 """Bump when the generator's output changes shape: kept databases are then regenerated."""
 HEAVY_SIZE = 200
 """Messages in each long thread (the conversations the inbox benchmark opens)."""
@@ -71,6 +71,8 @@ FIRST = ("Avery", "Blake", "Casey", "Devon", "Emery", "Finley", "Harper", "Jorda
          "Morgan", "Noel", "Parker", "Quinn", "Riley", "Sawyer", "Taylor", "Rowan")  # fmt: skip
 LAST = ("Sample", "Placeholder", "Fictional", "Testperson", "Example", "Mock", "Dummy", "Demo")
 TAGS = ("reschedule", "refill", "results", "billing", "referral", "insurance", "forms")
+TAG_IDS = {name: uuid.uuid5(uuid.NAMESPACE_URL, f"hub-bench-tag:{name}") for name in TAGS}
+"""Each tag's one sealed row (inbox_tag), the same in every worker process."""
 INBOUND = (
     "Hi, can I move my appointment on {day} to {hour}?",
     "I need a refill of my {med} prescription, I have {n} days left.",
@@ -114,21 +116,22 @@ KIDS = ("son", "daughter", "little one")
 
 PATIENT_COLUMNS = (
     "id", "name_enc", "phone_enc", "phone_bidx", "email_enc", "email_bidx", "language",
-    "time_zone", "channel_order", "tags", "verified", "created_at", "updated_at", "unreachable",
+    "time_zone", "channel_order", "verified", "created_at", "updated_at", "unreachable",
 )  # fmt: skip
 CONVERSATION_COLUMNS = (
     "id", "patient_id", "status", "priority", "team_id", "assignee_id", "channel",
     "snoozed_until", "created_at", "last_activity_at", "first_response_due_at",
-    "first_responded_at", "resolved_at", "channel_address", "tags", "assigned_at",
+    "first_responded_at", "resolved_at", "channel_address", "assigned_at",
     "last_inbound_at", "after_hours_replied_at",
 )  # fmt: skip
+CONVERSATION_TAG_COLUMNS = ("conversation_id", "tag_id")
 MESSAGE_COLUMNS = (
     "id", "conversation_id", "direction", "channel", "body_enc", "author_id", "provider",
     "provider_message_id", "status", "error_code", "error_reason", "created_at", "sent_at",
     "delivered_at", "updated_at", "purpose", "send_attempts", "next_attempt_at",
-    "delivery_notes", "subject_enc", "html_enc",
+    "delivery_notes", "subject_enc", "html_enc", "provider_message_id_enc",
 )  # fmt: skip
-LOADED_TABLES = ("inbox_patient", "inbox_conversation", "inbox_message")
+LOADED_TABLES = ("inbox_patient", "inbox_conversation", "inbox_message", "inbox_conversation_tag")
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,6 @@ def patient_rows(plan: Plan, lo: int, hi: int) -> list[tuple[Any, ...]]:
                 "es" if rnd.random() < 0.1 else "en",
                 rnd.choice(ZONES),
                 '["sms", "email", "voice"]',
-                "[]",
                 rnd.random() < 0.95,
                 created,
                 created,
@@ -339,8 +341,8 @@ def _active_chance(age_days: float) -> float:
 
 def conversation_rows(
     plan: Plan, lo: int, hi: int
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Conversations ``lo``..``hi`` and their messages (the messages in time order)."""
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Conversations ``lo``..``hi``, their messages (in time order) and their tag links."""
     from hub.crypto import KeyRing, associated_data
 
     ring = KeyRing.parse(plan.ring_spec)
@@ -349,6 +351,7 @@ def conversation_rows(
     priorities, priority_w = _weighted(PRIORITIES)
     convs: list[tuple[Any, ...]] = []
     msgs: list[tuple[Any, ...]] = []
+    links: list[tuple[Any, ...]] = []
     for i in range(lo, hi):
         rnd = random.Random(plan.spec.seed * 1_000_003 + i)
         created = plan.created[i]
@@ -417,6 +420,8 @@ def conversation_rows(
             )
         last = times[-1]
         due = first_inbound + SLA.total_seconds() if first_inbound is not None else None
+        if rnd.random() < 0.3:
+            links.append((cid, TAG_IDS[rnd.choice(TAGS)]))
         convs.append(
             (
                 cid,
@@ -437,14 +442,13 @@ def conversation_rows(
                 {"sms": CLINIC_NUMBER, "voice": CLINIC_NUMBER, "email": CLINIC_MAILBOX}.get(
                     channel
                 ),
-                json.dumps([rnd.choice(TAGS)]) if rnd.random() < 0.3 else "[]",
                 _utc(first_reply or created) if assignee is not None else None,
                 _utc(last_inbound) if last_inbound is not None else None,
                 None,
             )
         )
     msgs.sort(key=lambda row: row[11])
-    return convs, msgs
+    return convs, msgs, links
 
 
 _PROVIDERS = {"sms": "twilio_sms", "voice": "twilio_voice", "chat": "chat"}
@@ -466,9 +470,14 @@ def _message_row(
 ) -> tuple[Any, ...]:
     created = _utc(at)
     hexid = mid.hex
+    sealed_id = None
     if channel == "email":
         provider = "email" if inbound else "email_smtp"
-        provider_id: str | None = f"<{hexid}@{'example.org' if inbound else 'clinic.example.org'}>"
+        provider_id: str | None = f"{hexid}@{'example.org' if inbound else 'clinic.example.org'}"
+        if inbound:  # as email_intake stores a patient's Message-ID: its index, the id sealed
+            aad = associated_data("inbox_message", "provider_message_id_enc", mid)
+            sealed_id = ring.encrypt(provider_id.encode(), aad)
+            provider_id = "mid:" + ring.blind_index("message_id", provider_id).hex()
     else:
         provider = _PROVIDERS[channel]
         provider_id = None if channel == "chat" else ("RE" if channel == "voice" else "SM") + hexid
@@ -511,6 +520,7 @@ def _message_row(
         "[]",
         subject_enc,
         None,
+        sealed_id,
     )
 
 
@@ -539,11 +549,12 @@ def _load_chunk(args: tuple[str, str, int, int]) -> tuple[int, int]:
         rows = patient_rows(_PLAN, lo, hi)
         asyncio.run(_copy(url, "inbox_patient", PATIENT_COLUMNS, rows))
         return len(rows), 0
-    convs, msgs = conversation_rows(_PLAN, lo, hi)
+    convs, msgs, links = conversation_rows(_PLAN, lo, hi)
 
     async def both() -> None:
         await _copy(url, "inbox_conversation", CONVERSATION_COLUMNS, convs)
         await _copy(url, "inbox_message", MESSAGE_COLUMNS, msgs)
+        await _copy(url, "inbox_conversation_tag", CONVERSATION_TAG_COLUMNS, links)
 
     asyncio.run(both())
     return len(convs), len(msgs)
@@ -638,8 +649,10 @@ async def _restore_indexes(
 async def _seed_people(url: str, plan: Plan) -> None:
     import asyncpg
 
+    from hub.crypto import KeyRing, associated_data
     from hub.inbox.passwords import hash_password
 
+    ring = KeyRing.parse(plan.ring_spec)
     # One hash for everyone: these accounts never sign in (the benchmarks use an API token).
     password_hash = hash_password(os.urandom(16).hex())
     start = _utc(plan.now_s - SPAN_DAYS * 86_400 - 86_400)
@@ -671,6 +684,19 @@ async def _seed_people(url: str, plan: Plan) -> None:
             )
             await conn.executemany(
                 "INSERT INTO inbox_team_member (team_id, staff_id) VALUES ($1, $2)", members
+            )
+            # Tag names, sealed once each like the hub's own (hub.inbox.actions.tags).
+            await conn.executemany(
+                "INSERT INTO inbox_tag (id, bidx, name_enc, created_at) VALUES ($1, $2, $3, $4)",
+                [
+                    (
+                        tag_id,
+                        ring.blind_index("tag", name),
+                        ring.encrypt_text(name, associated_data("inbox_tag", "name_enc", tag_id)),
+                        start,
+                    )
+                    for name, tag_id in TAG_IDS.items()
+                ],
             )
     finally:
         await conn.close()
