@@ -475,9 +475,10 @@ def _message_row(
         provider = "email" if inbound else "email_smtp"
         provider_id: str | None = f"{hexid}@{'example.org' if inbound else 'clinic.example.org'}"
         if inbound:  # as email_intake stores a patient's Message-ID: its index, the id sealed
+            raw_id = f"{hexid}@example.org"
             aad = associated_data("inbox_message", "provider_message_id_enc", mid)
-            sealed_id = ring.encrypt(provider_id.encode(), aad)
-            provider_id = "mid:" + ring.blind_index("message_id", provider_id).hex()
+            sealed_id = ring.encrypt(raw_id.encode(), aad)
+            provider_id = "mid:" + ring.blind_index("message_id", raw_id).hex()
     else:
         provider = _PROVIDERS[channel]
         provider_id = None if channel == "chat" else ("RE" if channel == "voice" else "SM") + hexid
