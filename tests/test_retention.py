@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from redis import Redis
 from rq import Queue
+from rq.registry import FinishedJobRegistry
 from sqlalchemy import func, select, update
 
 from fakes.twilio import FakeTwilio, start_fake_twilio
@@ -286,10 +287,17 @@ async def test_a_failed_twilio_deletion_is_asked_again_after_a_backoff(
     assert row.done_at is not None and row.attempts == 2
 
 
-async def test_the_tick_starts_todays_purge_once(
-    committed_db: Database, redis_url: str, fresh_redis: None
+async def test_the_tick_starts_todays_purge_once_and_a_worker_runs_it(
+    committed_db: Database,
+    job_settings: Settings,
+    ring: KeyRing,
+    redis_url: str,
+    fresh_redis: None,
+    tmp_path: Path,
 ) -> None:
     await do_set_retention(committed_db, ADMIN, POLICY)
+    old = await seed_patient(committed_db, ring, at=utcnow() - timedelta(days=40))
+    await _resolve(committed_db, old)
     redis = Redis.from_url(redis_url)
     try:
         three_am = utcnow().replace(hour=3)
@@ -304,8 +312,17 @@ async def test_the_tick_starts_todays_purge_once(
         # A minute later, the job not yet taken by a worker: not queued a second time.
         assert await start_rights_work(committed_db, redis, three_am) == []
         assert [j.func_name for j in queue.jobs] == ["worker.jobs.retention_purge"]
+
+        # `hub worker` takes it, configured from its environment.
+        env = hub_environment(replace(job_settings, redis_url=redis_url), tmp_path)
+        code, _, err = await hub_command(env, "worker", "--burst")
+        assert code == 0, err
+        [job_id] = FinishedJobRegistry(queue=queue).get_job_ids()
+        job = queue.fetch_job(job_id)
+        assert job is not None and "messages: 4" in str(job.return_value())
     finally:
         redis.close()
+    assert (await _left(committed_db, old))["messages"] == 0
 
 
 async def test_hub_retention_set_and_show(
