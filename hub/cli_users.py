@@ -129,7 +129,7 @@ def _when(at: datetime | None) -> str:
 
 @click.command("list")
 def user_list() -> None:
-    """List staff accounts: role, state, teams, capacity, last sign-in."""
+    """List staff accounts: role, state, teams, capacity, last sign-in, second factor."""
     from hub.inbox.actions.staff import do_list_staff
 
     people = _with_db(_settings(), do_list_staff)
@@ -139,7 +139,8 @@ def user_list() -> None:
             state = "one-time password"
         click.echo(
             f"{p.email}\t{p.role}\t{state}\tteams={','.join(p.teams) or '-'}\t"
-            f"capacity={p.max_open_conversations}\tlast sign-in={_when(p.last_login_at)}"
+            f"capacity={p.max_open_conversations}\tlast sign-in={_when(p.last_login_at)}\t"
+            f"2fa={'on' if p.second_factor else 'off'}"
         )
     if not people:
         click.echo("No staff accounts yet: `hub user add EMAIL --name NAME --role admin`.")
@@ -187,6 +188,21 @@ def user_reset_password(email: str) -> None:
 
     password = _with_sessions(_settings(), work)
     click.echo(f"one-time password: {password}  (must be changed at first sign-in)")
+
+
+@click.command("reset-2fa")
+@click.argument("email")
+def user_reset_second_factor(email: str) -> None:
+    """Remove EMAIL's second factor and recovery codes (lost phone); their sessions end and
+    they sign in with their password, then set it up again."""
+    from hub.inbox.actions.second_factor import do_reset_second_factor
+
+    async def work(db: Database, sessions: SessionRevoker) -> tuple[None, tuple[uuid.UUID, ...]]:
+        return await do_reset_second_factor(db, _actor("cli:user-reset-2fa"), email, sessions)
+
+    _with_sessions(_settings(), work)
+    who = email.strip().lower()
+    click.echo(f"second factor of {who} removed; they sign in with their password alone")
 
 
 @click.command("edit")
@@ -267,7 +283,14 @@ def token_revoke(token_id: str) -> None:
 
 
 def add_commands(user: click.Group, token: click.Group) -> None:
-    for command in (user_list, user_deactivate, user_reactivate, user_reset_password, user_edit):
+    for command in (
+        user_list,
+        user_deactivate,
+        user_reactivate,
+        user_reset_password,
+        user_reset_second_factor,
+        user_edit,
+    ):
         user.add_command(command)
     token.add_command(token_list)
     token.add_command(token_revoke)

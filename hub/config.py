@@ -81,6 +81,11 @@ class Settings:
     clinic_emails: tuple[str, ...] = ()
     """Addresses besides reply+token@HUB_REPLY_DOMAIN the SMTP receiver accepts mail for."""
     email_webhook_secret: str | None = None
+    trusted_authserv_id: str | None = None
+    """The authserv-id of the clinic's mail provider, whose Authentication-Results header the
+    hub believes (mail from ``trusted_mail_relays`` and the inbound-mail webhook)."""
+    trusted_mail_relays: tuple[IPv4Network | IPv6Network, ...] = ()
+    """Relays whose mail the SMTP receiver judges by their verdict instead of checking SPF."""
     dkim_selector: str | None = None
     dkim_key_file: Path | None = None
     email_max_bytes: int = DEFAULT_EMAIL_MAX_BYTES
@@ -173,6 +178,15 @@ class Settings:
         stuck = _positive(
             "HUB_SEND_STUCK_SECONDS", get("HUB_SEND_STUCK_SECONDS"), DEFAULT_SEND_STUCK_S, 24 * 3600
         )
+        authserv_id = get("HUB_TRUSTED_AUTHSERV_ID")
+        mail_relays = _networks("HUB_TRUSTED_MAIL_RELAYS", get("HUB_TRUSTED_MAIL_RELAYS"))
+        if mail_relays and not authserv_id:
+            raise ConfigError(
+                "HUB_TRUSTED_MAIL_RELAYS",
+                "is set without HUB_TRUSTED_AUTHSERV_ID, so the relays' verdict cannot be read",
+                "also set HUB_TRUSTED_AUTHSERV_ID to the name your provider writes first in its "
+                "Authentication-Results header",
+            )
         log_format = (get("HUB_LOG_FORMAT") or "json").lower()
         if log_format not in ("json", "text"):
             raise ConfigError("HUB_LOG_FORMAT", f"unknown format {log_format!r}", "json or text")
@@ -213,6 +227,8 @@ class Settings:
             ),
             clinic_emails=_addresses("HUB_CLINIC_EMAILS", get("HUB_CLINIC_EMAILS"), email_from),
             email_webhook_secret=get("HUB_EMAIL_WEBHOOK_SECRET"),
+            trusted_authserv_id=authserv_id,
+            trusted_mail_relays=mail_relays,
             dkim_selector=dkim_selector,
             dkim_key_file=dkim_key_file,
             trusted_proxies=_networks("HUB_TRUSTED_PROXIES", get("HUB_TRUSTED_PROXIES")),

@@ -97,6 +97,25 @@ class DatabaseFactory:
             run_sync(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+TEST_MAIL_DOMAIN = "example.org"
+"""Test mail comes from this domain; its SPF record (below) lists the loopback addresses."""
+
+
+def default_test_dns() -> Any:
+    """The DNS every test app's sender checks see, unless a test gives its own table: test
+    mail from example.org is sent from this machine, which the domain's SPF allows, as a
+    patient's real mail server is allowed by theirs. Any other domain has no records."""
+    from fakes.dns import FakeResolver
+
+    return FakeResolver().txt(TEST_MAIL_DOMAIN, "v=spf1 ip4:127.0.0.1 ip6:::1 -all")
+
+
+@pytest.fixture(autouse=True)
+def no_real_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches the internet's DNS (sender checks of inbound mail)."""
+    monkeypatch.setattr("web.email.DnsResolver", default_test_dns)
+
+
 @pytest.fixture(scope="session")
 def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
     factory = DatabaseFactory(tmp_path_factory.mktemp("db"))

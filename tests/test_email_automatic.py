@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from hub.audit import Actor
 from hub.channels.email_smtp.parse import parse_email
+from hub.channels.email_smtp.sender_auth import SenderCheck
 from hub.consent import actions as consent
 from hub.consent.models import ConsentRecord, ConsentSource, ConsentState, Purpose
 from hub.crypto import KeyRing
@@ -172,8 +173,14 @@ async def reminded(db: Database, ring: KeyRing) -> tuple[uuid.UUID, uuid.UUID]:
         return patient_id, conversation.id
 
 
-async def receive(db: Database, ring: KeyRing, raw: bytes) -> Any:
-    return await do_receive_email(db, ring, raw, reply_domain=DOMAIN, clinic=CLINIC)
+PROVIDER_SIGNED = SenderCheck(True, "dkim_pass")
+"""Feedback reports come signed by the mailbox provider that sends them."""
+
+
+async def receive(
+    db: Database, ring: KeyRing, raw: bytes, sender: SenderCheck = PROVIDER_SIGNED
+) -> Any:
+    return await do_receive_email(db, ring, raw, reply_domain=DOMAIN, clinic=CLINIC, sender=sender)
 
 
 async def test_a_complaint_stops_clinic_initiated_mail_with_the_report_as_evidence(

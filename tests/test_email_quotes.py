@@ -20,6 +20,7 @@ from sqlalchemy import select
 from hub.audit import Actor
 from hub.channels.email_smtp.compose import make_message_id
 from hub.channels.email_smtp.parse import parse_email
+from hub.channels.email_smtp.sender_auth import SenderCheck
 from hub.crypto import KeyRing
 from hub.db import Database
 from hub.enums import Channel
@@ -384,7 +385,9 @@ async def test_a_journey_answer_above_a_foreign_quote_confirms(
     asked = await asked_by_email(db, ring)
     history = dict(PLAIN)[case]
     raw = reply(f"C\n\n{history}", in_reply_to=make_message_id(asked, DOMAIN))
-    result = await do_receive_email(db, ring, raw, reply_domain=DOMAIN, clinic=CLINIC_INFO)
+    result = await do_receive_email(
+        db, ring, raw, reply_domain=DOMAIN, clinic=CLINIC_INFO, sender=SenderCheck(True, "spf_pass")
+    )
     assert result.outcome == "message" and result.threaded_by == "references"
     async with db.reader() as session:
         enrollment = (await session.scalars(select(Enrollment))).one()

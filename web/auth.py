@@ -31,6 +31,8 @@ PUBLIC_PREFIXES = (
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PASSWORD_PATHS = frozenset({"/password", "/logout"})
 """All a person with a one-time password may reach until they choose their own."""
+SECOND_FACTOR_SETUP_PATHS = frozenset({"/account/second-factor", "/logout"})
+"""All an admin may reach, where the clinic requires a second factor, until they set one up."""
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 CTX = web.RequestKey("ctx", StaffContext)
@@ -72,6 +74,16 @@ def _unauthenticated(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(target)
 
 
+def _hold(request: web.Request, page: str, message: str) -> web.StreamResponse:
+    """Keep a signed-in person on ``page`` until they have done what it asks: a GET goes
+    there, anything else (a form post, the API with their cookie) is refused."""
+    if _is_api(request):
+        return web.json_response({"error": {"status": 403, "message": message}}, status=403)
+    if request.method == "GET":
+        raise web.HTTPSeeOther(page)
+    raise web.HTTPForbidden(text=f"{message} Go to {page}.")
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith(PUBLIC_PREFIXES):
@@ -97,13 +109,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         await app[SESSIONS].destroy(request.cookies.get(COOKIE_NAME))
         return _unauthenticated(request)
     request[CTX], request[SESSION] = ctx, session
-    if ctx.must_change_password and request.path not in PASSWORD_PATHS:
-        if _is_api(request):
-            return web.json_response(
-                {"error": {"status": 403, "message": "Change your password first."}}, status=403
-            )
-        if request.method == "GET":
-            raise web.HTTPSeeOther("/password")
+    if ctx.must_change_password:
+        if request.path not in PASSWORD_PATHS:
+            return _hold(request, "/password", "Change your password first.")
+    elif ctx.must_set_up_second_factor and request.path not in SECOND_FACTOR_SETUP_PATHS:
+        return _hold(request, "/account/second-factor", "Set up your second factor first.")
     if request.method in UNSAFE:
         presented = request.headers.get(CSRF_HEADER)
         if presented is None and request.content_type in (

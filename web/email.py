@@ -9,12 +9,17 @@ import hashlib
 import hmac
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from hub.channels.email_smtp.auth_results import check_relayed
 from hub.channels.email_smtp.parse import MalformedEmail
+from hub.channels.email_smtp.resolver import DnsResolver, Resolver
+from hub.channels.email_smtp.sender_auth import SenderCheck, check_direct, run_check
 from hub.consent.actions import do_unsubscribe
 from hub.inbox.actions.email_intake import EmailIntakeResult, do_receive_email
 from web.keys import DB, METRICS, RING, SETTINGS
@@ -26,9 +31,44 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 """``sha256=<hex HMAC-SHA256 of the raw body>`` with HUB_EMAIL_WEBHOOK_SECRET."""
 SMTP_SERVER = web.AppKey("smtp_server", asyncio.Server)
+MAIL_RESOLVER = web.AppKey("mail_resolver", Resolver)
+"""DNS for sender checks; the system's resolvers unless a test put a table here first."""
 
 
-async def _receive(app: web.Application, raw: bytes, recipients: list[str]) -> EmailIntakeResult:
+def _resolver(app: web.Application) -> Resolver:
+    return app.get(MAIL_RESOLVER) or DnsResolver()
+
+
+async def check_sender(
+    app: web.Application,
+    raw: bytes,
+    *,
+    peer: str | None,
+    mail_from: str | None = None,
+    helo: str | None = None,
+) -> SenderCheck:
+    """Whose verdict counts: a trusted relay's (the webhook, or a connection from one of
+    HUB_TRUSTED_MAIL_RELAYS), else our own SPF/DKIM/DMARC check of the connecting server. The
+    webhook without a trusted provider has no sender IP: DKIM alone can verify its mail."""
+    settings = app[SETTINGS]
+    relayed = peer is None or _is_relay(peer, settings.trusted_mail_relays)
+    if relayed and settings.trusted_authserv_id:
+        return check_relayed(raw, settings.trusted_authserv_id)
+    check = partial(check_direct, raw, _resolver(app), ip=peer, mail_from=mail_from, helo=helo)
+    return await run_check(check)
+
+
+def _is_relay(peer: str, relays: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    try:
+        address = ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in relays)
+
+
+async def _receive(
+    app: web.Application, raw: bytes, recipients: list[str], sender: SenderCheck
+) -> EmailIntakeResult:
     settings = app[SETTINGS]
     result = await do_receive_email(
         app[DB],
@@ -38,7 +78,9 @@ async def _receive(app: web.Application, raw: bytes, recipients: list[str]) -> E
         reply_domain=settings.reply_domain,
         clinic=settings.clinic,
         retry_base_s=settings.send_retry_base_s,
+        sender=sender,
     )
+    app[METRICS].webhook_accepted.labels("email", "sender", sender.reason).inc()
     release_soon(app, result.effect_ids)
     if result.outcome == "message" and result.conversation_id is not None:
         assign_soon(app, result.conversation_id, result.assign_to_staff_id)
@@ -61,7 +103,7 @@ async def inbound_webhook(request: web.Request) -> web.Response:
         app[METRICS].webhook_rejected.labels("email", "inbound", "signature").inc()
         return web.Response(status=401, text=f"missing or wrong {SIGNATURE_HEADER}")
     try:
-        result = await _receive(app, raw, [])
+        result = await _receive(app, raw, [], await check_sender(app, raw, peer=None))
     except MalformedEmail as exc:
         app[METRICS].webhook_rejected.labels("email", "inbound", "malformed").inc()
         return web.Response(status=400, text=str(exc))
@@ -115,12 +157,20 @@ class _Receiver:
         raw = envelope.original_content or b""
         if isinstance(raw, str):
             raw = raw.encode()
-        if envelope.mail_from in ("", "<>"):
-            # The null sender is how bounces and most auto-replies announce themselves;
-            # headers alone do not say it, so tell the parser.
-            raw = b"Return-Path: <>\r\n" + raw
         try:
-            result = await _receive(self.app, raw, list(envelope.rcpt_tos))
+            # Checked on the bytes as they came: the line added below is not the sender's.
+            sender = await check_sender(
+                self.app,
+                raw,
+                peer=str(session.peer[0]) if isinstance(session.peer, tuple) else "",
+                mail_from=envelope.mail_from or "",
+                helo=session.host_name or "",
+            )
+            if envelope.mail_from in ("", "<>"):
+                # The null sender is how bounces and most auto-replies announce themselves;
+                # headers alone do not say it, so tell the parser.
+                raw = b"Return-Path: <>\r\n" + raw
+            result = await _receive(self.app, raw, list(envelope.rcpt_tos), sender)
         except MalformedEmail as exc:
             self.app[METRICS].webhook_rejected.labels("email", "smtp", "malformed").inc()
             return f"550 5.6.0 {str(exc)[:200]}"

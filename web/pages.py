@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from ipaddress import ip_address
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -29,6 +28,7 @@ from web.auth import (
 from web.keys import DB, LOGIN_GUARD, PRESENCE, RING, SESSIONS, SETTINGS
 from web.render import fragment, redirect_with, render
 from web.sessions import COOKIE_NAME, LOGIN_CSRF_COOKIE
+from web.sign_in_code import ask_for_code, client_address
 from web.tasks import hand_out_soon, release_soon
 
 
@@ -51,27 +51,6 @@ def _safe_next(value: str | None) -> str:
     ):
         return value
     return "/"
-
-
-def _client_address(request: web.Request) -> str:
-    """Who is signing in, for per-address throttling. Behind a reverse proxy every request
-    comes from the proxy, so one person's failures would lock all staff out: X-Forwarded-For
-    is read, right to left, past the proxies listed in HUB_TRUSTED_PROXIES (and only from
-    them; anyone else could write that header)."""
-    trusted = request.app[SETTINGS].trusted_proxies
-    address = request.remote or "unknown"
-    if not trusted:
-        return address
-    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
-    for hop in [address, *reversed([h for h in hops if h])]:
-        try:
-            ip = ip_address(hop)
-        except ValueError:
-            return hop[:64]  # not an address: a proxy we trust wrote it, so it names someone
-        if not any(ip in network for network in trusted):
-            return str(ip)
-        address = str(ip)
-    return address  # every hop a proxy of ours
 
 
 # -- signing in --------------------------------------------------------------------------
@@ -124,7 +103,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         )
 
     guard = request.app[LOGIN_GUARD]
-    address = _client_address(request)
+    address = client_address(request)
     verdict = await guard.check(email, address)
     if verdict.locked:
         minutes = max(1, round(verdict.retry_after_s / 60))
@@ -144,6 +123,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         locked = (await guard.check(email, address)).locked
         await sign_in_audit.do_audit_failed_sign_in(request.app[DB], email, locked=locked)
         return again("That email and password do not match an active account.", 401)
+    if signed_in.second_factor:
+        raise await ask_for_code(request, signed_in, email, target)
     await guard.succeeded(email)
     # A session this browser already held ends here: a sign-in never leaves an old id alive.
     await request.app[SESSIONS].destroy(request.cookies.get(COOKIE_NAME))

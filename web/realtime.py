@@ -94,6 +94,9 @@ class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         ctx = await do_load_staff(self.app[DB], session.staff_id)
         if ctx is None:
             raise socketio.exceptions.ConnectionRefusedError("account disabled")
+        if ctx.must_change_password or ctx.must_set_up_second_factor:
+            # Held on one page until done (web/auth.py), and kept off the live inbox too.
+            raise socketio.exceptions.ConnectionRefusedError("finish signing in first")
         await self.save_session(
             sid, {"token": token, "staff_id": str(ctx.staff_id), "name": ctx.display_name}
         )

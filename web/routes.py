@@ -7,7 +7,10 @@ from pathlib import Path
 from aiohttp import web
 
 from web import (
+    account,
     admin,
+    admin_phone,
+    admin_security,
     api,
     chat,
     email,
@@ -17,6 +20,7 @@ from web import (
     openapi,
     pages,
     patient_rights,
+    sign_in_code,
     voice,
     webhooks,
 )
@@ -53,6 +57,8 @@ def setup_routes(app: web.Application) -> None:
             # staff UI
             web.get("/login", pages.login_form, name="login_form"),
             web.post("/login", pages.login, name="login"),
+            web.get("/login/code", sign_in_code.code_form, name="login_code_form"),
+            web.post("/login/code", sign_in_code.submit_code, name="login_code"),
             web.post("/logout", pages.logout, name="logout"),
             web.get("/password", pages.password_form, name="password_form"),
             web.post("/password", pages.change_password, name="change_password"),
@@ -85,6 +91,8 @@ def setup_routes(app: web.Application) -> None:
                 name="admin_save_clinical_terms",
             ),
             web.post("/admin/consent", admin.save_consent_policy, name="admin_save_consent"),
+            web.get("/admin/phone", admin_phone.phone_page, name="admin_phone"),
+            web.post("/admin/phone", admin_phone.save_phone, name="admin_save_phone"),
             web.get("/attachments/{id}", pages.attachment, name="attachment"),
             # admin
             web.get("/admin/staff", admin.staff_page, name="admin_staff"),
@@ -98,6 +106,8 @@ def setup_routes(app: web.Application) -> None:
             web.get("/admin/canned", admin.canned_page, name="admin_canned"),
             web.post("/admin/canned", admin.save_canned, name="admin_save_canned"),
             *journeys.routes(),
+            *account.routes(),
+            *admin_security.routes(),
             *journey_launch.routes(),
             # REST API
             web.get("/api/openapi.json", openapi.openapi, name="api_openapi"),

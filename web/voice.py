@@ -29,6 +29,7 @@ from hub.db import utcnow
 from hub.enums import MessageStatus
 from hub.inbox import actions
 from hub.inbox.actions import voice_intake as intake
+from hub.inbox.actions import voice_pin
 from web.keys import ADAPTERS, DB, METRICS, RING, SETTINGS
 from web.tasks import assign_soon, release_soon
 from web.webhooks import read_signed_form, text_answer
@@ -100,6 +101,8 @@ async def gather(request: web.Request) -> web.Response:
         return parsed
     hook, call = parsed
     digits = call.digits or ""
+    if hook.query.get("step") == "pin":
+        return await _pin_entered(request, hook, call, digits)
     if "m" in hook.query:
         return await _reminder_key(request, hook, call, digits)
     menu = hook.query.get("menu", "main")
@@ -150,8 +153,17 @@ async def _keypress(
     call: CallEvent,
     digit: str,
     message_id: uuid.UUID | None,
+    *,
+    pin_checked: bool = False,
 ) -> web.Response:
     app = request.app
+    if digit == "2" and not pin_checked and await voice_pin.do_cancel_pin_required(app[DB]):
+        # Caller ID can be spoofed: the clinic asked for the date of birth first. The
+        # reminder call's reference rides along, signed with the rest of the URL.
+        carried = {k: v for k, v in hook.query.items() if k in ("m", "a")}
+        _accepted(request, "gather", "pin_asked")
+        action = _url(request, "/gather", step="pin", **carried)
+        return _twiml(twiml.cancel_pin_prompt(gather_action=action))
     result = await intake.do_keypress(
         app[DB],
         app[RING],
@@ -167,6 +179,29 @@ async def _keypress(
     release_soon(app, result.effect_ids)
     language = twiml.say_language(result.language)
     return _twiml(twiml.after_keypress(result.kind, result.spoken, language=language))
+
+
+async def _pin_entered(
+    request: web.Request, hook: WebhookRequest, call: CallEvent, digits: str
+) -> web.Response:
+    """The date-of-birth digits asked for after a 2: only the right ones cancel."""
+    try:
+        message_id = uuid.UUID(hook.query["m"]) if "m" in hook.query else None
+    except ValueError:
+        return _malformed(request, "gather", MalformedPayload("the call reference is damaged"))
+    app = request.app
+    outcome = await voice_pin.do_check_cancel_pin(
+        app[DB],
+        app[RING],
+        call_sid=call.call_sid,
+        digits=digits,
+        message_id=message_id,
+        caller=call.from_address,
+    )
+    _accepted(request, "gather", f"pin_{outcome}")
+    if outcome != "accepted":
+        return _twiml(twiml.pin_not_accepted(outcome))
+    return await _keypress(request, hook, call, "2", message_id, pin_checked=True)
 
 
 async def outbound_call(request: web.Request) -> web.Response:

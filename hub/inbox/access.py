@@ -23,6 +23,9 @@ class StaffContext:
     via: str = "staff"
     """"staff" for a signed-in person, "api" for a bearer token acting for them."""
     must_change_password: bool = False
+    must_set_up_second_factor: bool = False
+    """An admin without a second factor where the clinic requires one: until they set it up,
+    their session reaches nothing else (see web/auth.py)."""
 
     @classmethod
     def of(cls, staff: StaffUser, via: str = "staff") -> StaffContext:

@@ -70,7 +70,7 @@ class Team(Base):
     )
 
 
-class StaffUser(Base):
+class StaffUser(Sealed, Base):
     """A person who signs in. Staff addresses are work contacts, not patient PHI."""
 
     __tablename__ = "inbox_staff_user"
@@ -88,10 +88,32 @@ class StaffUser(Base):
     last_assigned_at: Mapped[datetime | None]
     """Round-robin picks the online agent with the oldest value (never assigned: first)."""
     password_changed_at: Mapped[datetime | None]
+    second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
+    """A TOTP code (or a recovery code) is asked for after the password at every sign-in."""
+    second_factor_since: Mapped[datetime | None]
+    totp_secret_enc: Mapped[bytes | None] = encrypted_column()
+    """The RFC 6238 shared secret: set when set-up starts, in force once ``second_factor``."""
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
+    """The 30-second time step of the last code accepted; that step and earlier ones are
+    refused, so a code read over someone's shoulder cannot be replayed."""
 
     teams: Mapped[list[Team]] = relationship(
         secondary=team_member, back_populates="members", lazy="selectin"
     )
+
+
+class RecoveryCode(Base):
+    """A single-use code that stands in for a TOTP code (lost phone); stored hashed."""
+
+    __tablename__ = "inbox_recovery_code"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    staff_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("inbox_staff_user.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None]
 
 
 class Patient(Sealed, Base):
@@ -107,6 +129,9 @@ class Patient(Sealed, Base):
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
     channel_order: Mapped[list[str]] = mapped_column(default=lambda: list(DEFAULT_CHANNEL_ORDER))
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    birth_date_enc: Mapped[bytes | None] = encrypted_column()
+    """ISO date of birth ("1984-03-07"): the keypad PIN a clinic may ask before a phone
+    cancellation is its month and day (MMDD)."""
     unreachable: Mapped[dict[str, str]] = mapped_column(default=dict)
     """Channel -> reason code ("landline", "bounced") for addresses a provider said won't work."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -261,6 +286,11 @@ class Message(Sealed, Base):
     delivery_notes: Mapped[list[str]] = mapped_column(default=list)
     """Why this channel and time: channels passed over ("sms: refused (opted_out): ...") and
     deferrals. No PHI: reasons only."""
+    sender_verified: Mapped[bool | None] = mapped_column(Boolean)
+    """Inbound email only: whether its From address was proven (SPF/DKIM aligned under DMARC,
+    or a trusted relay's verdict). Unverified mail never acts on a journey or consent."""
+    sender_check: Mapped[str | None] = mapped_column(String(24))
+    """Inbound email only: the check's reason code (``hub.channels.email_smtp.sender_auth``)."""
     send_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

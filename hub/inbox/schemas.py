@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from hub.channels.email_smtp.sender_auth import REASON_WORDS
 from hub.crypto import KeyRing
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority, Role
 from hub.inbox.models import Attachment, Message
@@ -63,6 +64,10 @@ class MessageView:
     attachments: list[AttachmentView] = field(default_factory=list)
     subject: str | None = None
     """Email only: the subject line the patient wrote (or the clinic sent)."""
+    sender_unverified: str | None = None
+    """Inbound email whose From address was not proven: why, in plain words."""
+    held: str | None = None
+    """What such a message would have done to a journey, had its sender been verified."""
 
     def __repr__(self) -> str:
         return f"MessageView(id={self.id}, status={self.status})"
@@ -88,7 +93,24 @@ class MessageView:
             m.purpose,
             attachments or [],
             m.unseal(ring, "subject") if m.channel is Channel.EMAIL else None,
+            unverified_words(m),
+            held_note(m),
         )
+
+
+def held_note(m: Message) -> str | None:
+    """The note an unverified mail's held journey answer left, as a sentence."""
+    if m.sender_verified is not False:
+        return None
+    note = next((n for n in m.delivery_notes if n.startswith("held: ")), None)
+    return note.removeprefix("held: ").capitalize() + "." if note else None
+
+
+def unverified_words(m: Message) -> str | None:
+    """Why the sender of an inbound mail is not proven; None when it is, or was not asked."""
+    if m.sender_verified is not False:
+        return None
+    return REASON_WORDS.get(m.sender_check or "", REASON_WORDS["not_checked"])
 
 
 @dataclass(frozen=True)
@@ -190,6 +212,8 @@ class ConversationRow:
     first_responded_at: datetime | None
     preview: str | None
     unread: bool
+    sender_unverified: str | None = None
+    """The previewed message is mail whose sender was not proven: why, in plain words."""
 
     def __repr__(self) -> str:
         return f"ConversationRow(id={self.id})"
@@ -212,6 +236,8 @@ class NewPatient:
     channel_order: list[str] = field(default_factory=lambda: ["sms", "email", "voice"])
     tags: list[str] = field(default_factory=list)
     verified: bool = False
+    birth_date: str | None = None
+    """ISO date ("1984-03-07"): its month and day are the phone cancellation PIN."""
 
     def __repr__(self) -> str:
         return "NewPatient(...)"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.audit import AuditEvent
 from hub.inbox.models import InboundEvent
 
 
@@ -22,3 +25,20 @@ async def inbound_event_for_update(
         .with_for_update()
     )
     return (await session.scalars(stmt)).first()
+
+
+async def audit_count_since(
+    session: AsyncSession, action: str, subject_type: str, subject_id: str, since: datetime
+) -> int:
+    """How many ``action`` events name this subject since ``since`` (the subject index)."""
+    stmt = (
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(
+            AuditEvent.subject_type == subject_type,
+            AuditEvent.subject_id == subject_id,
+            AuditEvent.action == action,
+            AuditEvent.at >= since,
+        )
+    )
+    return int(await session.scalar(stmt) or 0)

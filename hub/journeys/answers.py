@@ -145,6 +145,21 @@ def _answer(ask: OpenAsk, text: str, channel: Channel) -> Reply | None:
     return reply
 
 
+async def pending_answer_in(
+    session: AsyncSession, patient_id: uuid.UUID, text: str, channel: Channel, now: datetime
+) -> str | None:
+    """What ``text`` would do to the patient's open question ("confirm", "cancel", "score",
+    "text"), without doing it: for a reply held back (an unverified sender) so staff see
+    what it asked for. None when it answers nothing."""
+    ask = await open_ask(session, patient_id, now)
+    reply = _answer(ask, text, channel) if ask is not None else None
+    if reply is None:
+        changed = await open_ask(session, patient_id, now, confirmed=True)
+        if changed is not None and _answer(changed, text, channel) == Reply("cancel"):
+            return "cancel"
+    return reply.kind if reply is not None else None
+
+
 async def open_ask(
     session: AsyncSession, patient_id: uuid.UUID, now: datetime, *, confirmed: bool = False
 ) -> OpenAsk | None:

@@ -80,6 +80,8 @@ class EnrollRow:
     language: str
     time_zone: str
     appointment: NewAppointment | None
+    birth_date: str | None = None
+    """ISO, checked; stored on patients the file creates (the phone cancellation PIN)."""
 
 
 @dataclass
@@ -333,6 +335,7 @@ class ChunkWork:
                 _REACHABLE,
                 self.stamp,
                 self.stamp,
+                self.seal(patient.id, "birth_date_enc", row.birth_date),
             )
         )
         # Later rows of the chunk with the same phone or email meet this patient.

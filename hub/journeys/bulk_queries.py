@@ -59,6 +59,7 @@ PATIENT_COLUMNS = (
     "unreachable",
     "created_at",
     "updated_at",
+    "birth_date_enc",
 )
 """The order of a new patient's values for ``store_contacts``."""
 _APPOINTMENT_COLUMNS = (

@@ -33,7 +33,7 @@ from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.errors import HubError
 from hub.inbox import queries as inbox_queries
-from hub.inbox.actions.patients import build_patient
+from hub.inbox.actions.patients import build_patient, read_birth_date
 from hub.inbox.models import Patient
 from hub.inbox.schemas import NewPatient
 from hub.journeys import bulk_queries
@@ -157,6 +157,7 @@ def parse_row(ring: KeyRing, region: str, line: int, raw: Mapping[str, str]) -> 
         language,
         raw.get("time_zone") or "UTC",
         appointment,
+        read_birth_date(raw.get("birth_date")),
     )
 
 
@@ -219,6 +220,7 @@ async def match_or_create_patient(
                 time_zone=row.get("time_zone") or "UTC",
                 channel_order=["sms", "email", "voice"],
                 verified=True,
+                birth_date=row.get("birth_date") or None,
             ),
             region,
         )

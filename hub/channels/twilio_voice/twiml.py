@@ -248,3 +248,50 @@ def goodbye(text: str = "Thank you for calling. Goodbye.") -> str:
     _say(response, text)
     response.hangup()
     return str(response)
+
+
+CANCEL_PIN_PROMPT = (
+    "To cancel, please enter your date of birth: two digits for the month, then two for the "
+    "day. For example, for March 7th, press 0 3 0 7."
+)
+PIN_ANSWERS = {
+    "refused": (
+        "That does not match our records, so nothing was cancelled. If you need to cancel, "
+        "please call us during opening hours or reply to your reminder. Goodbye."
+    ),
+    "locked": (
+        "We cannot take a cancellation by phone right now, so nothing was cancelled. "
+        "The care team can help during opening hours. Goodbye."
+    ),
+    "no_birth_date": (
+        "We cannot check your details by phone, so nothing was cancelled. "
+        "The care team can help during opening hours. Goodbye."
+    ),
+    "unknown_caller": "Nothing was cancelled. The care team can help. Goodbye.",
+}
+"""Said when a cancellation PIN was not accepted (hub.inbox.actions.voice_pin outcomes)."""
+
+
+def cancel_pin_prompt(*, gather_action: str) -> str:
+    """Ask for the patient's month and day of birth before a cancellation (four keys, or
+    fewer ended with #). No key: nothing is cancelled, and the caller is told so."""
+    response = VoiceResponse()
+    gather = response.gather(
+        num_digits=4,
+        finish_on_key="#",
+        action=gather_action,
+        method="POST",
+        timeout=GATHER_TIMEOUT_S * 2,
+        input="dtmf",
+    )
+    _say(gather, CANCEL_PIN_PROMPT)
+    _say(response, "We did not receive an answer, so nothing was cancelled. Goodbye.")
+    response.hangup()
+    return str(response)
+
+
+def pin_not_accepted(outcome: str) -> str:
+    response = VoiceResponse()
+    _say(response, PIN_ANSWERS.get(outcome, PIN_ANSWERS["refused"]))
+    response.hangup()
+    return str(response)

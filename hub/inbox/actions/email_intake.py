@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.channels.base import FailureClass, FailureEffect
 from hub.channels.email_smtp.compose import hub_message_id_of
 from hub.channels.email_smtp.parse import ParsedEmail, parse_email, reply_token_of
+from hub.channels.email_smtp.sender_auth import NOT_CHECKED, SenderCheck
 from hub.consent import queries as consent_queries
 from hub.consent.actions import ConsentChange
 from hub.consent.models import ConsentSource, ConsentState
@@ -63,6 +64,8 @@ PROVIDER = "email"
 """Inbound email's provider name on messages and events (outbound is "email_smtp")."""
 OUTBOUND_PROVIDER = "email_smtp"
 ORIGINAL_NAME = "original.eml"
+HELD = "held: it reads as a journey answer ({}); that was not applied"
+"""The note on a held reply; staff read it under "Sender not verified"."""
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,14 @@ async def do_receive_email(
     reply_domain: str | None,
     clinic: Mapping[str, Any],
     retry_base_s: float = 30.0,
+    sender: SenderCheck = NOT_CHECKED,
 ) -> EmailIntakeResult:
     """Store one inbound email. ``recipients``: the SMTP envelope's RCPT TO addresses (the
-    webhook passes none and the headers are used). Raises MalformedEmail for input that is
-    not an email (the caller answers 4xx / SMTP 550 and stores nothing)."""
+    webhook passes none and the headers are used). ``sender``: whether its From address was
+    proven; mail that was not is kept and shown, but answers no journey question and
+    changes no consent by itself (a forged From could otherwise cancel a patient's
+    appointment). Raises MalformedEmail for input that is not an email (the caller answers
+    4xx / SMTP 550 and stores nothing)."""
     # Parsing is CPU work (MIME walk, HTML sanitizing, quote detection): off the event loop.
     parsed = await asyncio.to_thread(parse_email, raw)
     # The idempotency key is the Message-ID's blind index (the id itself may name the sender);
@@ -132,7 +139,7 @@ async def do_receive_email(
             failed = await _bounce(session, parsed, reply_domain, now, retry_base_s)
             return EmailIntakeResult("bounce", effect_ids=tuple(failed))
         if parsed.complaint is not None:
-            await _complaint(session, ring, parsed, event_id, reply_domain)
+            await _complaint(session, ring, parsed, event_id, reply_domain, sender)
             return EmailIntakeResult("complaint")
 
         addresses = [*recipients, *parsed.to, *parsed.cc, *parsed.delivered_to]
@@ -190,6 +197,8 @@ async def do_receive_email(
             status=MessageStatus.RECEIVED,
             created_at=now,
             delivery_notes=_notes(parsed),
+            sender_verified=sender.verified,
+            sender_check=sender.reason[:24],
         )
         message.seal(ring, "body", parsed.visible_text)
         message.seal(ring, "subject", parsed.subject or None)
@@ -205,20 +214,28 @@ async def do_receive_email(
         effects: list[uuid.UUID] = []
         urgent, assign_to = False, None
         if not parsed.auto_submitted:
-            from hub.journeys.answers import handle_reply_in
+            from hub.journeys.answers import handle_reply_in, pending_answer_in
             from hub.routing import actions as routing
 
-            answered = await handle_reply_in(
-                session,
-                ring,
-                patient,
-                conversation,
-                parsed.visible_text,
-                Channel.EMAIL,
-                message.id,
-                now,
-                clinic=clinic,
-            )
+            answered = None
+            if sender.verified:
+                answered = await handle_reply_in(
+                    session,
+                    ring,
+                    patient,
+                    conversation,
+                    parsed.visible_text,
+                    Channel.EMAIL,
+                    message.id,
+                    now,
+                    clinic=clinic,
+                )
+            else:
+                held = await pending_answer_in(
+                    session, patient.id, parsed.visible_text, Channel.EMAIL, now
+                )
+                if held is not None:
+                    message.delivery_notes = [*message.delivery_notes, HELD.format(held)]
             if answered is not None:
                 effects.extend(answered.effect_ids)
             routed = await routing.apply_routing(
@@ -380,6 +397,7 @@ async def _complaint(
     parsed: ParsedEmail,
     event_id: uuid.UUID,
     reply_domain: str | None,
+    sender: SenderCheck,
 ) -> None:
     """A mailbox provider's feedback loop says the patient marked our mail as spam: no more
     clinic-initiated mail to that address (reminders, surveys, marketing: what the one-click
@@ -400,10 +418,15 @@ async def _complaint(
             bidx = None
         matches = await queries.patients_by_email_index(session, bidx) if bidx else []
         patient_id = matches[0].id if len(matches) == 1 else None
-    if patient_id is None or not complaint.unwanted:
+    if patient_id is None or not complaint.unwanted or not sender.verified:
+        # An unverified report is anyone's word: it must not stop a patient's reminders.
         log.info(
             "feedback report recorded without a consent change",
-            extra={"feedback_type": complaint.feedback_type, "ours": patient_id is not None},
+            extra={
+                "feedback_type": complaint.feedback_type,
+                "ours": patient_id is not None,
+                "sender": sender.reason,
+            },
         )
         return
     # Evidence without PHI: the report kind and where the report itself is kept (encrypted,

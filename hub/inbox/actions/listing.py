@@ -22,7 +22,7 @@ from hub.inbox.actions.tags import (
     tagged_filter,
 )
 from hub.inbox.models import Conversation
-from hub.inbox.schemas import ConversationRow
+from hub.inbox.schemas import ConversationRow, unverified_words
 
 DEFAULT_PAGE = 25
 MAX_PAGE = 100
@@ -180,6 +180,7 @@ async def do_list_inbox(
                     else body,
                     unread=conversation.last_inbound_at is not None
                     and (read_at is None or read_at < conversation.last_inbound_at),
+                    sender_unverified=unverified_words(message) if message else None,
                 )
             )
         unread = await queries.unread_count(session, ctx.staff_id, filters.clauses(ctx, ring, now))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 import zoneinfo
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 
 from hub.audit import Actor, record
 from hub.contact import InvalidContact, normalize_email, normalize_language, normalize_phone
@@ -16,6 +16,7 @@ from hub.inbox import queries
 from hub.inbox.actions.tags import set_patient_tags_in, tags_of_patient_in
 from hub.inbox.exceptions import NotFound, StaffUserExists
 from hub.inbox.models import Conversation, Message, Patient, StaffUser, Team
+from hub.inbox.password_policy import check_new_password
 from hub.inbox.passwords import hash_password
 from hub.inbox.schemas import MessageView, NewPatient, NewStaffUser, PatientView
 
@@ -52,6 +53,21 @@ def view_patient(ring: KeyRing, patient: Patient, tags: Sequence[str] = ()) -> P
     )
 
 
+def read_birth_date(value: str | None) -> str | None:
+    """An ISO date of birth, checked ("1984-03-07"); None for none. Raises ValueError saying
+    what is wrong."""
+    if not value or not value.strip():
+        return None
+    try:
+        born = date.fromisoformat(value.strip())
+    except ValueError:
+        # The value itself is PHI: the message names the column only.
+        raise ValueError("birth_date is not a date like 1984-03-07") from None
+    if born > date.today():
+        raise ValueError("birth_date is in the future")
+    return born.isoformat()
+
+
 def build_patient(ring: KeyRing, new: NewPatient, region: str) -> Patient:
     """A new patient row; ``new.tags`` are not on it (they are rows of their own, stored by
     ``do_create_patient``)."""
@@ -62,6 +78,7 @@ def build_patient(ring: KeyRing, new: NewPatient, region: str) -> Patient:
         verified=new.verified,
     )
     patient.seal(ring, "name", new.name)
+    patient.seal(ring, "birth_date", read_birth_date(new.birth_date))
     if new.phone is not None:
         phone = normalize_phone(new.phone, region)
         patient.seal(ring, "phone", phone)
@@ -206,6 +223,10 @@ async def do_read_conversation(
 
 async def do_add_staff_user(db: Database, actor: Actor, new: NewStaffUser) -> uuid.UUID:
     email = normalize_email(new.email)
+    if not new.must_change_password:
+        # A password the person keeps (``hub user add --password-stdin``) meets the policy; a
+        # one-time one the hub generated is replaced at first sign-in by one that does.
+        check_new_password(new.password, user_inputs=(email, new.display_name))
     password_hash = hash_password(new.password)
     async with db.transaction() as session:
         if await queries.staff_by_email(session, email) is not None:

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -24,12 +24,14 @@ from hub.inbox.access import StaffContext
 from hub.inbox.actions.assignment import ASSIGNED_TOPIC
 from hub.inbox.exceptions import NotFound, WeakPassword
 from hub.inbox.models import ApiToken, StaffUser
+from hub.inbox.password_policy import check_new_password
 from hub.inbox.passwords import (
     hash_password,
     needs_rehash,
     one_time_password,
     verify_password,
 )
+from hub.inbox.second_factor import required_for_admins_in
 from hub.outbox import add_effect
 
 TOKEN_PREFIX = "hub_"  # noqa: S105 - a prefix, not a secret
@@ -66,13 +68,22 @@ async def do_load_staff(
         staff = await session.get(StaffUser, staff_id)
         if staff is None or not staff.active:
             return None
-        return StaffContext.of(staff, via)
+        ctx = StaffContext.of(staff, via)
+        if (
+            staff.role is Role.ADMIN
+            and not staff.second_factor
+            and await required_for_admins_in(session)
+        ):
+            ctx = replace(ctx, must_set_up_second_factor=True)
+        return ctx
 
 
 @dataclass(frozen=True)
 class SignIn:
     ctx: StaffContext
     must_change_password: bool
+    second_factor: bool = False
+    """The password was right, and a code must follow before the person is signed in."""
 
 
 async def do_authenticate(db: Database, email: str, password: str) -> SignIn | None:
@@ -89,6 +100,9 @@ async def do_authenticate(db: Database, email: str, password: str) -> SignIn | N
             raise AccountDeactivated(DEACTIVATED_MESSAGE)
         if needs_rehash(staff.password_hash):
             staff.password_hash = hash_password(password)
+        if staff.second_factor:
+            # Not signed in yet: the code step records the sign-in, or the wrong code.
+            return SignIn(StaffContext.of(staff), staff.must_change_password, second_factor=True)
         staff.last_login_at = utcnow()
         await record(session, Actor.staff(staff.id), "staff.login", "staff", staff.id)
         return SignIn(StaffContext.of(staff), staff.must_change_password)
@@ -102,7 +116,8 @@ async def do_change_password(db: Database, ctx: StaffContext, current: str, new:
         if staff is None:
             raise NotFound("no such staff user")
         if not verify_password(staff.password_hash, current):
-            raise WeakPassword("the current password is not right")
+            raise WeakPassword("The current password is not right.")
+        check_new_password(new, user_inputs=(staff.email, staff.display_name))
         staff.password_hash = hash_password(new)
         staff.must_change_password = False
         staff.password_changed_at = utcnow()
@@ -190,6 +205,7 @@ class StaffSummary:
     teams: tuple[str, ...]
     max_open_conversations: int
     last_login_at: datetime | None
+    second_factor: bool = False
 
 
 @dataclass(frozen=True)
@@ -238,6 +254,7 @@ async def do_list_staff(db: Database) -> list[StaffSummary]:
                 tuple(sorted(t.name for t in s.teams)),
                 s.max_open_conversations,
                 s.last_login_at,
+                s.second_factor,
             )
             for s in await sq.all_staff(session)
         ]
@@ -284,7 +301,7 @@ async def do_deactivate_staff(
         now = utcnow()
         staff.active = False
         revoked = await sq.revoke_tokens_of(session, staff.id, now)
-        effects = [add_effect(session, REVOKED_TOPIC, _revoked_payload(staff.id)).id]
+        effects = [add_effect(session, REVOKED_TOPIC, revoked_payload(staff.id)).id]
         returned: list[uuid.UUID] = []
         for conversation in await sq.unresolved_assigned_to(session, staff.id):
             conversation.assignee_id = None
@@ -311,7 +328,7 @@ async def do_deactivate_staff(
     return Deactivated(staff.id, revoked, tuple(returned), tuple(effects))
 
 
-def _revoked_payload(staff_id: uuid.UUID) -> dict[str, str]:
+def revoked_payload(staff_id: uuid.UUID) -> dict[str, str]:
     return {"staff_id": str(staff_id), "room": f"staff:{staff_id}"}
 
 
@@ -341,7 +358,7 @@ async def do_reset_password(
         staff.password_hash = hash_password(password)
         staff.must_change_password = True
         staff.password_changed_at = utcnow()
-        effect = add_effect(session, REVOKED_TOPIC, _revoked_payload(staff.id)).id
+        effect = add_effect(session, REVOKED_TOPIC, revoked_payload(staff.id)).id
         await record(session, actor, "staff.password_reset", "staff", staff.id)
     await sessions.destroy_all_for(staff.id)
     return password, (effect,)
