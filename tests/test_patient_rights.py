@@ -18,8 +18,9 @@ from sqlalchemy import select
 from fakes.twilio import FakeTwilio, start_fake_twilio
 from hub.audit import AuditEvent, verify
 from hub.config import Settings
+from hub.consent import queries as consent_queries
 from hub.consent.actions import may_send
-from hub.consent.models import Purpose
+from hub.consent.models import ConsentState, Purpose
 from hub.crypto import KeyRing
 from hub.db import Database
 from hub.enums import Channel, ConversationStatus
@@ -195,6 +196,10 @@ async def test_an_erased_patients_opt_out_outlives_them(db: Database, ring: KeyR
         assert patient is not None
         sms = await may_send(session, patient, Channel.SMS, Purpose.REMINDERS)
         mail = await may_send(session, patient, Channel.EMAIL, Purpose.CARE)
+        # Journey batches read many patients' consents at once: the same answer there.
+        batch = await consent_queries.latest_records_of(session, [again])
+    assert batch[(again, Channel.SMS)][Purpose.REMINDERS].state is ConsentState.REVOKED
+    assert (again, Channel.EMAIL) not in batch
     assert sms.code == "opted_out" and "by replying STOP" in sms.reason
     assert mail.code != "opted_out"  # they never opted out of email
 
