@@ -227,8 +227,8 @@ def user_edit(
     if teams and no_teams:
         raise HubError("give --team or --no-teams, not both")
 
-    async def work(db: Database) -> None:
-        await do_edit_staff(
+    async def work(db: Database, _sessions: SessionRevoker) -> tuple[None, tuple[uuid.UUID, ...]]:
+        effects = await do_edit_staff(
             db,
             _actor("cli:user-edit"),
             email,
@@ -236,8 +236,9 @@ def user_edit(
             teams=list(teams) if teams or no_teams else None,
             capacity=capacity,
         )
+        return None, effects  # released now: their open sockets change rooms at once
 
-    _with_db(_settings(), work)
+    _with_sessions(_settings(), work)
     click.echo(f"updated {email.strip().lower()}")
 
 

@@ -465,7 +465,8 @@ async def test_an_admin_resets_and_deactivates_in_a_browser(stack: Any, browser:
     agent_context = await browser.new_context()
     agent_page = await agent_context.new_page()
     await sign_in_page(agent_page, stack.hub_url, AGENT, PASSWORD)
-    await agent_page.wait_for_function("window.hubSocketConnected === true")
+    # A function, not an expression: polling a bare expression needs eval, which the CSP forbids.
+    await agent_page.wait_for_function("() => window.hubSocketConnected === true")
     await sign_in_page(page, stack.hub_url, ADMIN, PASSWORD)
     await page.goto(f"{stack.hub_url}/admin/staff")
 

@@ -117,7 +117,7 @@ async def staff_action(request: web.Request) -> web.StreamResponse:
             return await _staff_page(request, new_password=password, password_for=email)
         else:
             capacity = str(form.get("capacity", "")).strip()
-            await staff_actions.do_edit_staff(
+            edited = await staff_actions.do_edit_staff(
                 app[DB],
                 actor,
                 email,
@@ -125,6 +125,7 @@ async def staff_action(request: web.Request) -> web.StreamResponse:
                 teams=[str(t) for t in form.getall("team", [])],
                 capacity=int(capacity) if capacity else None,
             )
+            release_soon(app, edited)
             message = f"Saved {email}."
     except (HubError, ValueError) as exc:
         raise redirect_with("/admin/staff", "error", str(exc)) from None

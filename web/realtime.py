@@ -6,6 +6,7 @@ admins: journey progress)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from hub.enums import Role
 from hub.inbox.access import StaffContext
 from hub.inbox.actions.conversations import visible_conversation
-from hub.inbox.actions.staff import REVOKED_TOPIC, do_load_staff
+from hub.inbox.actions.staff import REVOKED_TOPIC, ROOMS_TOPIC, do_load_staff
 from hub.inbox.denials import Denial, watching_denials
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Team
@@ -27,10 +28,11 @@ from web.access_audit import audit_quietly
 from web.chat import install_chat
 from web.keys import DB, PRESENCE, RING, SESSIONS, SETTINGS
 from web.sessions import COOKIE_NAME
-from web.tasks import hand_out_soon
+from web.tasks import hand_out_soon, run_soon
 from worker.effects import ClosableRedisManager, socketio_channel
 
 REVOKED_EVENT = REVOKED_TOPIC.removeprefix("notify:")
+ROOMS_EVENT = ROOMS_TOPIC.removeprefix("notify:")
 NOT_FOUND = {"error": {"status": 404, "message": "No such conversation."}}
 
 
@@ -69,6 +71,17 @@ def _foreign_origin(environ: dict[str, Any], public_url: str) -> bool:
     return netloc not in allowed
 
 
+def rooms_for(role: Role, team_ids: Collection[object]) -> set[str]:
+    """The broadcast rooms a role and teams give (not the person's own room, nor the
+    conversations they open). An admin's ``team_ids`` are every team."""
+    rooms = {room_for_team(str(team_id)) for team_id in team_ids}
+    if role is Role.ADMIN:
+        rooms.add(UNROUTED_ROOM)
+    if role in (Role.COORDINATOR, Role.ADMIN):  # only they have the journeys page
+        rooms.add(PROGRESS_ROOM)
+    return rooms
+
+
 class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     def __init__(self, app: web.Application) -> None:
         super().__init__(STAFF_NAMESPACE)
@@ -101,18 +114,44 @@ class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             sid, {"token": token, "staff_id": str(ctx.staff_id), "name": ctx.display_name}
         )
         await self.enter_room(sid, f"staff:{ctx.staff_id}")
-        if ctx.is_admin:
-            async with self.app[DB].reader() as db_session:
-                team_ids = set((await db_session.scalars(select(Team.id))).all())
-            await self.enter_room(sid, UNROUTED_ROOM)
-        else:
-            team_ids = set(ctx.team_ids)
-        for team_id in team_ids:
-            await self.enter_room(sid, room_for_team(str(team_id)))
-        if ctx.role in (Role.COORDINATOR, Role.ADMIN):  # only they have the journeys page
-            await self.enter_room(sid, PROGRESS_ROOM)
+        for room in await self._rooms_for(ctx):
+            await self.enter_room(sid, room)
         await self.app[PRESENCE].seen(ctx.staff_id, sid)
         hand_out_soon(self.app, ctx.staff_id)  # coming online frees nothing but takes backlog
+
+    async def _rooms_for(self, ctx: StaffContext) -> set[str]:
+        if ctx.is_admin:
+            async with self.app[DB].reader() as db_session:
+                return rooms_for(ctx.role, (await db_session.scalars(select(Team.id))).all())
+        return rooms_for(ctx.role, ctx.team_ids)
+
+    async def move_rooms(self, sid: str, role: Role, team_ids: Collection[object]) -> None:
+        """Bring a live socket's rooms in line with the person's new role and teams: rooms of
+        a team taken away are left, new ones joined, before the next event is handled. Open
+        conversations they may no longer see are left just after (that takes a read)."""
+        wanted = rooms_for(role, team_ids)
+        for room in self.rooms(sid):
+            if (room.startswith("team:") or room == PROGRESS_ROOM) and room not in wanted:
+                await self.leave_room(sid, room)
+        for room in wanted - set(self.rooms(sid)):
+            await self.enter_room(sid, room)
+        run_soon(self.app, self._leave_hidden_conversations(sid))
+
+    async def _leave_hidden_conversations(self, sid: str) -> None:
+        ctx = await self._ctx(sid)
+        if ctx is None:
+            return
+        for room in self.rooms(sid):
+            if not room.startswith("conversation:"):
+                continue
+            try:
+                async with self.app[DB].reader() as db_session:
+                    await visible_conversation(
+                        db_session, ctx, uuid.UUID(room.removeprefix("conversation:"))
+                    )
+            except (ValueError, NotFound):
+                await self._presence(sid, room, await self.get_session(sid), "left")
+                await self.leave_room(sid, room)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         saved = await self.get_session(sid)
@@ -174,19 +213,29 @@ class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
 
 class StaffRedisManager(ClosableRedisManager):
-    """Every `hub serve` receives each staff event through Redis; ``staff:revoked`` (access
-    taken away: deactivation, password reset) also disconnects that person's sockets held
-    by this process, so no further broadcast reaches them wherever they are connected."""
+    """Every `hub serve` receives each staff event through Redis. Two of them also act on the
+    person's sockets held by this process, wherever they are connected: ``staff:revoked``
+    (access taken away: deactivation, password reset) disconnects them, so no further
+    broadcast reaches them; ``staff:rooms`` (role or teams changed) moves them to the rooms
+    they now belong in."""
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         await super()._handle_emit(message)  # the client learns why before it is dropped
-        if message.get("event") != REVOKED_EVENT or message.get("namespace") != STAFF_NAMESPACE:
+        event = message.get("event")
+        if event not in (REVOKED_EVENT, ROOMS_EVENT) or message.get("namespace") != STAFF_NAMESPACE:
             return
         room = message.get("room")
         if not isinstance(room, str) or not room.startswith("staff:"):
             return
+        namespace = self.server.namespace_handlers.get(STAFF_NAMESPACE)
         for sid, _eio_sid in list(self.get_participants(STAFF_NAMESPACE, room)):
-            await self.server.disconnect(sid, namespace=STAFF_NAMESPACE)
+            if event == REVOKED_EVENT:
+                await self.server.disconnect(sid, namespace=STAFF_NAMESPACE)
+            elif isinstance(namespace, StaffNamespace):
+                data: Any = message.get("data")
+                if isinstance(data, list | tuple):  # python-socketio sends the args as a list
+                    data = data[0] if data else {}
+                await namespace.move_rooms(sid, Role(data["role"]), data["team_ids"])
 
 
 def create_socketio(redis_url: str, app: web.Application) -> socketio.AsyncServer:

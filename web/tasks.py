@@ -74,6 +74,11 @@ def hand_out_soon(app: web.Application, staff_id: uuid.UUID) -> None:
     _spawn(app, _hand_out(app, staff_id))
 
 
+def run_soon(app: web.Application, coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` off the caller's path (held by the app until done, like the others)."""
+    _spawn(app, coro)
+
+
 def _spawn(app: web.Application, coro: Coroutine[Any, Any, None]) -> None:
     task = asyncio.create_task(coro)
     app[BACKGROUND].add(task)

@@ -13,11 +13,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.enums import ConversationStatus, Role
-from hub.inbox.models import ApiToken, Conversation, StaffUser
+from hub.inbox.models import ApiToken, Conversation, StaffUser, Team
 
 
 async def all_staff(session: AsyncSession) -> Sequence[StaffUser]:
     return (await session.scalars(select(StaffUser).order_by(StaffUser.email))).all()
+
+
+async def all_team_ids(session: AsyncSession) -> Sequence[uuid.UUID]:
+    return (await session.scalars(select(Team.id))).all()
 
 
 async def active_admins(session: AsyncSession) -> int:

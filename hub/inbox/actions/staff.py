@@ -39,6 +39,9 @@ DEFAULT_TOKEN_DAYS = 90
 """How long an API token works unless created with another lifetime (a forgotten token dies)."""
 REVOKED_TOPIC = "notify:staff:revoked"
 """Outbox topic telling every `hub serve` to drop the person's live staff sockets at once."""
+ROOMS_TOPIC = "notify:staff:rooms"
+"""Outbox topic telling every `hub serve` to move the person's live sockets to the rooms of
+their new role and teams (a socket joins its rooms when it connects)."""
 DEACTIVATED_MESSAGE = "This account is deactivated; ask an admin."
 
 
@@ -372,11 +375,13 @@ async def do_edit_staff(
     role: Role | None = None,
     teams: Sequence[str] | None = None,
     capacity: int | None = None,
-) -> None:
+) -> tuple[uuid.UUID, ...]:
     """Change role, teams (the whole list: the person ends up in exactly these) or capacity.
 
-    Takes effect at the person's next request; a capacity below their current load takes
-    nothing away from them, it only stops new assignments until they are under it.
+    Takes effect at the person's next request, and on their open sockets as soon as the
+    returned effect is released: a team taken away stops sending its events at once. A
+    capacity below their current load takes nothing away from them, it only stops new
+    assignments until they are under it.
     """
     if role is None and teams is None and capacity is None:
         raise HubError("nothing to change: give --role, --team or --capacity")
@@ -404,5 +409,21 @@ async def do_edit_staff(
         if capacity is not None and capacity != staff.max_open_conversations:
             changes["capacity"] = {"from": staff.max_open_conversations, "to": capacity}
             staff.max_open_conversations = capacity
+        effects: tuple[uuid.UUID, ...] = ()
+        if "role" in changes or "teams" in changes:
+            # What the sockets need to know to move, so a serve process moves them without
+            # reading the database in the middle of someone else's release.
+            team_ids = (
+                await sq.all_team_ids(session)
+                if staff.role is Role.ADMIN
+                else [t.id for t in staff.teams]
+            )
+            payload = {
+                **revoked_payload(staff.id),
+                "role": staff.role.value,
+                "team_ids": sorted(str(t) for t in team_ids),
+            }
+            effects = (add_effect(session, ROOMS_TOPIC, payload).id,)
         if changes:
             await record(session, actor, "staff.edit", "staff", staff.id, changes)
+    return effects
