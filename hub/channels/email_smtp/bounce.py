@@ -141,12 +141,19 @@ def _status(text: str | None) -> str | None:
 def _permanent(status: str | None, action: str | None) -> bool:
     """RFC 3464 section 2.3.3: the Action says what happened; the status class only explains
     it. "failed" is final whatever the class: a 4.4.7 with "failed" is a server that kept
-    the message in its queue until it expired and gave up."""
+    the message in its queue until it expired and gave up.
+
+    Without an Action, the class decides (4: still trying, 2: delivered); a report that says
+    neither is a failure, as a bounce written for people is when it names no status and no
+    delay: servers that are still trying say so, and a failure left uncounted would keep
+    mailing an address that does not work."""
     if action in ("failed", "expired"):  # "expired": SendGrid's word for a queue that gave up
         return True
     if action in ("delayed", "delivered", "relayed", "expanded"):
         return False
-    return (status or "").startswith("5.")
+    if status is None:
+        return True
+    return status.startswith("5.")
 
 
 def _encoded_text(part: Message) -> str:
