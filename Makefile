@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 SOCKETIO_JS := web/static/vendor/socket.io.min.js
 NODE_STAMP  := node_modules/.installed-stamp
 
-.PHONY: demo test test-fast lint install serve worker migrate bench clean
+.PHONY: demo test test-fast lint install serve worker migrate bench mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,5 +63,18 @@ worker: install
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+## Mutation trial over the safety-critical rules (docs/testing.md; run before each release, not
+## in CI's default run). mutmut works on a copy under mutants/ with SQLite and the embedded
+## Redis; the rules and their functions are listed in tests/mutation_score.py, which then prints
+## the score per rule and fails on any survivor docs/testing.md does not explain.
+## MUTATE_JOBS bounds the parallel test processes (2 by default: the machine is shared).
+MUTATE_JOBS ?= 2
+mutate: install
+	mkdir -p mutants
+	$(BIN)/python tests/mutation_score.py --targets | tr '\n' '\0' | \
+		xargs -0 $(BIN)/mutmut run --max-children $(MUTATE_JOBS) > mutants/run.log 2>&1 || \
+		{ tail -n 40 mutants/run.log; exit 1; }
+	$(BIN)/python tests/mutation_score.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules web/static/vendor
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache node_modules web/static/vendor mutants
