@@ -2,7 +2,8 @@
 
 `python tests/mutation_score.py --targets` prints the mutant-name patterns for `mutmut run`
 (one per line); with no argument it reads the results under mutants/, prints the score per
-rule and every survivor, and exits 1 when a survivor is not explained in docs/testing.md.
+rule and every survivor, and exits 1 when a survivor is not explained in docs/testing.md
+(`--markdown` prints the score as the table docs/testing.md keeps).
 The list lives here so the run and the score cannot disagree about what was mutated."""
 
 from __future__ import annotations
@@ -106,14 +107,23 @@ def main(argv: list[str]) -> int:
             unexplained.append(f"{name}  (survived; `mutmut show {name}`)")
         else:
             # Not run, no test reaches it, or a crash: as bad as a survivor until looked at.
-            row["survived"] += 1
+            row["untested"] += 1
             unexplained.append(f"{name}  (exit code {code}: not tested)")
-    print(f"{'rule':<24}{'mutants':>8}{'killed':>8}{'survived':>10}{'explained':>11}{'score':>8}")
+    markdown = "--markdown" in argv[1:]
+    line = _markdown if markdown else _line
+    if markdown:
+        print("| rule | mutants | killed | survived | explained | score |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    else:
+        print(
+            f"{'rule':<24}{'mutants':>8}{'killed':>8}{'survived':>10}{'explained':>11}"
+            f"{'untested':>10}{'score':>8}"
+        )
     total: Counter[str] = Counter()
     for rule, row in table.items():
         total.update(row)
-        print(_line(rule, row))
-    print(_line("all", total))
+        print(line(rule, row))
+    print(line("all", total))
     stale = sorted(explained - set(codes))
     if stale:
         print("\nExplained in docs/testing.md but no longer a mutant (renumbered? re-check):")
@@ -125,12 +135,22 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _line(rule: str, row: Counter[str]) -> str:
+def _score(row: Counter[str]) -> str:
+    """Killed among the mutants that are bugs (the explained ones are not)."""
     judged = row["mutants"] - row["explained"]
-    score = f"{100 * row['killed'] / judged:.0f}%" if judged else "-"
+    return f"{100 * row['killed'] / judged:.0f}%" if judged else "-"
+
+
+def _markdown(rule: str, row: Counter[str]) -> str:
+    cells = [row[k] for k in ("mutants", "killed", "survived", "explained", "untested")]
+    return f"| {rule} | " + " | ".join(map(str, cells)) + f" | {_score(row)} |"
+
+
+def _line(rule: str, row: Counter[str]) -> str:
+    score = _score(row)
     return (
         f"{rule:<24}{row['mutants']:>8}{row['killed']:>8}{row['survived']:>10}"
-        f"{row['explained']:>11}{score:>8}"
+        f"{row['explained']:>11}{row['untested']:>10}{score:>8}"
     )
 
 

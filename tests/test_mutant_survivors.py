@@ -10,6 +10,7 @@ import hmac
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from typing import Any
@@ -23,12 +24,15 @@ from hub.channels.email_smtp.bounce import plain_bounce
 from hub.channels.email_smtp.parse import parse_email
 from hub.channels.registry import CHANNEL_PROVIDERS
 from hub.config import Settings
+from hub.consent.actions import do_record_consent
+from hub.consent.models import ConsentState, Purpose
 from hub.crypto import KeyRing
-from hub.db import Database
+from hub.db import Database, utcnow
 from hub.enums import Channel, MessageStatus
 from hub.inbox import actions
 from hub.inbox.models import Conversation, DeliveryAttempt, Message
 from hub.inbox.schemas import NewPatient
+from hub.outbox import OutboxEvent
 from tests.conftest import ON_POSTGRES, make_staff
 from web.app import create_app
 
@@ -339,6 +343,8 @@ def _counter(metrics: str, provider: str, kind: str, reason: str) -> float:
 
 CLINIC = "+15550100999"
 PATIENT = "+15550100123"
+PATIENTS: dict[uuid.UUID, uuid.UUID] = {}
+"""Queued message -> its patient (the fixture's)."""
 
 
 @pytest.fixture
@@ -357,6 +363,7 @@ async def queued(db: Database, ring: KeyRing) -> AsyncIterator[uuid.UUID]:
         await session.flush()
         conversation_id = conversation.id
     reply = await actions.do_reply(db, ring, staff, conversation_id, "Your results are ready.")
+    PATIENTS[reply.message_id] = patient_id
     yield reply.message_id
 
 
@@ -378,6 +385,9 @@ async def test_the_first_claim_hands_over_what_the_patient_gets(
         f"https://hub.example.org/webhooks/twilio/status?m={queued}&a=1"
     )
     assert claim.task.provider == CHANNEL_PROVIDERS[Channel.SMS]
+    assert claim.task.decision.allowed
+    # The staff screen hears the message is on its way.
+    assert await _effects(db, claim.effect_ids) == [("notify:message:status", str(queued))]
     async with db.reader() as session:
         attempts = (await session.scalars(select(DeliveryAttempt))).all()
         message = await session.get(Message, queued)
@@ -399,7 +409,8 @@ async def test_a_channel_not_connected_fails_the_message_in_plain_words(
     )
     assert claim.task is None
     assert claim.skipped == "the sms channel is not connected on this hub"
-    assert len(claim.effect_ids) == 1  # staff see the failure at once
+    # Staff see the failure at once.
+    assert await _effects(db, claim.effect_ids) == [("notify:message:status", str(queued))]
     async with db.reader() as session:
         message = await session.get(Message, queued)
     assert message is not None
@@ -415,3 +426,57 @@ async def test_a_missing_message_is_reported_not_found(db: Database, ring: KeyRi
         db, ring, uuid.uuid4(), provider=CHANNEL_PROVIDERS, public_url="https://hub.example.org"
     )
     assert (claim.task, claim.effect_ids, claim.skipped) == (None, (), "not found")
+
+
+async def _effects(db: Database, ids: tuple[uuid.UUID, ...]) -> list[tuple[str, str | None]]:
+    """The outbox rows behind ``ids``: what is released after commit, and for which message."""
+    async with db.reader() as session:
+        rows = [await session.get(OutboxEvent, effect_id) for effect_id in ids]
+    return [(r.topic, r.payload.get("message_id")) for r in rows if r is not None]
+
+
+async def test_a_send_after_an_opt_out_fails_and_staff_see_why(
+    db: Database, ring: KeyRing, queued: uuid.UUID
+) -> None:
+    staff = await make_staff(db, "ria.admin@demo-clinic.example.org")
+    await do_record_consent(
+        db,
+        staff,
+        PATIENTS[queued],
+        Channel.SMS,
+        [Purpose.CARE],
+        ConsentState.REVOKED,
+        "phone",
+    )
+    claim = await actions.do_claim_send(
+        db, ring, queued, provider=CHANNEL_PROVIDERS, public_url="https://hub.example.org"
+    )
+    assert claim.task is None
+    async with db.reader() as session:
+        message = await session.get(Message, queued)
+        attempts = (await session.scalars(select(DeliveryAttempt))).all()
+    assert message is not None and attempts == []
+    assert message.status is MessageStatus.FAILED
+    assert message.error_code and message.error_reason
+    assert claim.skipped == f"refused: {message.error_reason}"
+    assert await _effects(db, claim.effect_ids) == [("notify:message:status", str(queued))]
+
+
+async def test_a_job_that_runs_early_puts_itself_back(
+    db: Database, ring: KeyRing, queued: uuid.UUID
+) -> None:
+    now = utcnow()
+    async with db.transaction() as session:
+        message = await session.get(Message, queued)
+        assert message is not None
+        message.next_attempt_at = now + timedelta(hours=1)
+    claim = await actions.do_claim_send(
+        db, ring, queued, provider=CHANNEL_PROVIDERS, public_url="https://hub.example.org", now=now
+    )
+    assert (claim.task, claim.skipped) == (None, "not due yet")
+    assert await _effects(db, claim.effect_ids) == [("job:send_message", str(queued))]
+    async with db.reader() as session:
+        event = await session.get(OutboxEvent, claim.effect_ids[0])
+        message = await session.get(Message, queued)
+    assert event is not None and event.payload["delay_s"] == pytest.approx(3600, abs=1)
+    assert message is not None and message.status is MessageStatus.QUEUED
