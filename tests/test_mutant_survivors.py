@@ -29,6 +29,7 @@ from hub.consent.models import ConsentState, Purpose
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel, MessageStatus
+from hub.errors import HubError
 from hub.inbox import actions
 from hub.inbox.models import Conversation, DeliveryAttempt, Message
 from hub.inbox.schemas import NewPatient
@@ -91,6 +92,107 @@ def test_report_action_words(fields: str, permanent: bool) -> None:
     bounce = parse_email(report(fields)).bounce
     assert bounce is not None
     assert bounce.permanent is permanent
+
+
+def multi(*blocks: str, quoted: bool = True) -> bytes:
+    """An RFC 3464 report with one recipient block per argument ("|" between lines)."""
+    fields = "\n\n".join(b.replace("|", "\n") for b in blocks)
+    headers = (
+        f"--B\nContent-Type: text/rfc822-headers\n\nMessage-ID: {OUR_ID}\n\n" if quoted else ""
+    )
+    return f"""From: MAILER-DAEMON@mx.example.org
+To: bounces@reply.demo-clinic.example.org
+Subject: Delivery Status Notification
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+Report.
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.org
+
+{fields}
+
+{headers}--B--
+""".replace("\n", "\r\n").encode()
+
+
+A, B, C, D = (f"rfc822; {x}@example.org" for x in ("ana", "ben", "cai", "dev"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # Of several recipients, the failed one is reported, then a delayed one.
+        (
+            multi(
+                f"Final-Recipient: {A}|Action: delivered|Status: 2.0.0",
+                f"Final-Recipient: {B}|Action: delayed|Status: 4.2.2",
+                f"Final-Recipient: {C}|Action: failed|Status: 5.1.1|"
+                "Diagnostic-Code: smtp; 550 5.1.1 no such user",
+            ),
+            ("cai@example.org", "failed", "5.1.1", "550 5.1.1 no such user", True),
+        ),
+        (
+            multi(
+                f"Final-Recipient: {A}|Action: delivered|Status: 2.0.0",
+                f"Final-Recipient: {B}|Action: delayed|Status: 4.2.2",
+            ),
+            ("ben@example.org", "delayed", "4.2.2", None, False),
+        ),
+        (
+            multi(
+                f"Final-Recipient: {A}|Action: delivered", f"Final-Recipient: {C}|Action: FAILED"
+            ),
+            ("cai@example.org", "failed", None, None, True),
+        ),
+        # Any one of Action, Status or Final-Recipient makes a block a recipient's.
+        (
+            multi(f"Original-Recipient: {D}|Action: failed"),
+            ("dev@example.org", "failed", None, None, True),
+        ),
+        (
+            multi(f"Original-Recipient: {D}|Status: 5.1.1"),
+            ("dev@example.org", None, "5.1.1", None, True),
+        ),
+        (
+            multi(f"Final-Recipient: {D}|Diagnostic-Code: smtp; 550 gone"),
+            ("dev@example.org", None, None, "550 gone", True),
+        ),
+        # An Action with a comment is still that Action.
+        (
+            multi(f"Final-Recipient: {D}|Action: failed (gave up)|Status: 4.4.7"),
+            ("dev@example.org", "failed", "4.4.7", None, True),
+        ),
+        # A report that quotes no Message-ID, or names no recipient, is still a failure.
+        (
+            multi(f"Final-Recipient: {D}|Action: failed|Status: 5.1.1", quoted=False),
+            ("dev@example.org", "failed", "5.1.1", None, True),
+        ),
+        (multi("Remote-MTA: dns; mx.example.org"), (None, None, None, None, True)),
+    ],
+    ids=[
+        "failed-first",
+        "delayed-next",
+        "case",
+        "action-only",
+        "status-only",
+        "recipient-only",
+        "comment",
+        "no-id",
+        "no-block",
+    ],
+)
+def test_report_table(raw: bytes, expected: tuple[Any, ...]) -> None:
+    bounce = parse_email(raw).bounce
+    assert bounce is not None
+    got = (bounce.recipient, bounce.action, bounce.status, bounce.diagnostic, bounce.permanent)
+    assert got == expected
 
 
 # --- a bounce written for people --------------------------------------------------------------
@@ -232,6 +334,26 @@ async def test_verify_hands_back_the_head_it_reached(db: Database) -> None:
     assert result.head == Anchor(3, head.hash)
 
 
+async def test_a_rewritten_row_at_the_anchor_is_named(db: Database) -> None:
+    await _chain(db, 4)
+    assert await _verified(db, Anchor(3, "e" * 64)) == (
+        False,
+        2,
+        3,
+        "its hash differs from the anchor: this row or one before it was rewritten",
+    )
+
+
+@pytest.mark.parametrize("value", ["3", "3:xyz", "", "three:" + "a" * 64])
+def test_a_mistyped_anchor_says_what_one_looks_like(value: str) -> None:
+    with pytest.raises(HubError) as caught:
+        Anchor.parse(value)
+    assert str(caught.value) == (
+        "an audit anchor is SEQ:HASH as printed by `hub audit anchor` (a row number, a "
+        "colon and 64 hex digits)"
+    )
+
+
 async def test_a_wrong_genesis_anchor_is_named(db: Database) -> None:
     await _chain(db, 2)
     assert await _verified(db, Anchor(0, "f" * 64)) == (
@@ -328,6 +450,40 @@ async def test_the_webhook_answers_in_plain_words_when_off_or_too_big(
         "inbound-mail webhook is not configured",
     )
     assert await _messages(db) == 0
+
+
+async def test_signed_mail_is_taken_once_and_counted(db: Database, mail_client: TestClient) -> None:
+    raw = _mail()
+    outcomes = []
+    for _ in range(2):  # a provider's retry stores nothing more
+        response = await mail_client.post(
+            "/webhooks/email/inbound", data=raw, headers={"X-Hub-Signature-256": _signed(raw)}
+        )
+        assert response.status == 200
+        outcomes.append((await response.json())["outcome"])
+    assert outcomes[0] == "message" and outcomes[1] != "message"
+    assert await _messages(db) == 1
+    metrics = await (await mail_client.get("/metrics")).text()
+    accepted = {
+        line.split('outcome="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith('hub_webhook_accepted_total{kind="inbound",')
+        and 'provider="email"' in line
+    }
+    assert accepted == {outcomes[0]: 1.0, outcomes[1]: 1.0}
+    assert _counter(metrics, "email", "inbound", "signature") == 0.0
+
+
+async def test_signed_junk_is_refused_in_plain_words(db: Database, mail_client: TestClient) -> None:
+    raw = b"\x00\x01 not a mail"
+    response = await mail_client.post(
+        "/webhooks/email/inbound", data=raw, headers={"X-Hub-Signature-256": _signed(raw)}
+    )
+    assert response.status == 400
+    assert await response.text()  # says what was wrong with it
+    assert await _messages(db) == 0
+    metrics = await (await mail_client.get("/metrics")).text()
+    assert _counter(metrics, "email", "inbound", "malformed") == 1.0
 
 
 def _counter(metrics: str, provider: str, kind: str, reason: str) -> float:
@@ -480,3 +636,49 @@ async def test_a_job_that_runs_early_puts_itself_back(
         message = await session.get(Message, queued)
     assert event is not None and event.payload["delay_s"] == pytest.approx(3600, abs=1)
     assert message is not None and message.status is MessageStatus.QUEUED
+
+
+async def test_a_reminder_at_night_waits_for_morning_and_is_never_dropped(
+    db: Database, ring: KeyRing
+) -> None:
+    staff = await make_staff(db)
+    patient_id = await actions.do_create_patient(
+        db,
+        ring,
+        Actor.system("test"),
+        NewPatient(name="Avery Sample", phone=PATIENT, verified=True),
+        region="US",
+    )
+    async with db.transaction() as session:
+        conversation = Conversation(patient_id=patient_id, channel="sms", channel_address=CLINIC)
+        session.add(conversation)
+        await session.flush()
+        conversation_id = conversation.id
+    reply = await actions.do_reply(
+        db, ring, staff, conversation_id, "See you tomorrow at 9.", purpose=Purpose.REMINDERS
+    )
+    night = utcnow().replace(hour=3, minute=0, second=0, microsecond=0)
+    claim = await actions.do_claim_send(
+        db,
+        ring,
+        reply.message_id,
+        provider=CHANNEL_PROVIDERS,
+        public_url="https://hub.example.org",
+        now=night,
+    )
+    assert claim.task is None
+    day = night.strftime("%Y-%m-%d")
+    assert claim.skipped == (
+        f"deferred: it is {day} 03:00 UTC for the patient, outside 08:00-21:00; "
+        f"deferred to {day} 08:00 UTC"
+    )
+    async with db.reader() as session:
+        message = await session.get(Message, reply.message_id)
+        assert message is not None
+        event = await session.get(OutboxEvent, claim.effect_ids[0])
+    assert message.status is MessageStatus.QUEUED
+    assert message.next_attempt_at == night.replace(hour=8)
+    assert message.error_reason == "waiting: " + claim.skipped.removeprefix("deferred: ")
+    assert event is not None and event.topic == "job:send_message"
+    assert event.payload["message_id"] == str(reply.message_id)
+    assert event.payload["delay_s"] == 5 * 3600
