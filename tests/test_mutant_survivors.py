@@ -682,3 +682,48 @@ async def test_a_reminder_at_night_waits_for_morning_and_is_never_dropped(
     assert event is not None and event.topic == "job:send_message"
     assert event.payload["message_id"] == str(reply.message_id)
     assert event.payload["delay_s"] == 5 * 3600
+
+
+async def test_a_claimed_email_carries_its_reply_address_and_unsubscribe_link(
+    db: Database, ring: KeyRing
+) -> None:
+    staff = await make_staff(db)
+    patient_id = await actions.do_create_patient(
+        db,
+        ring,
+        Actor.system("test"),
+        NewPatient(name="Avery Sample", phone=PATIENT, email="avery@example.org", verified=True),
+        region="US",
+    )
+    async with db.transaction() as session:
+        conversation = Conversation(
+            patient_id=patient_id, channel="email", channel_address="front-desk@example.org"
+        )
+        session.add(conversation)
+        await session.flush()
+        conversation_id = conversation.id
+    reply = await actions.do_reply(
+        db, ring, staff, conversation_id, "See you tomorrow at 9.", purpose=Purpose.REMINDERS
+    )
+    noon = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
+    claim = await actions.do_claim_send(
+        db,
+        ring,
+        reply.message_id,
+        provider=CHANNEL_PROVIDERS,
+        public_url="https://hub.example.org",
+        reply_domain="reply.demo-clinic.example.org",
+        now=noon,
+    )
+    assert claim.task is not None
+    out = claim.task.outbound
+    assert (out.channel, out.to_address, out.status_callback_url) == (
+        Channel.EMAIL,
+        "avery@example.org",
+        None,
+    )
+    assert out.reply_to is not None and out.reply_to.startswith("reply+")
+    assert out.reply_to.endswith("@reply.demo-clinic.example.org")
+    assert out.unsubscribe_url is not None
+    assert out.unsubscribe_url.startswith("https://hub.example.org/unsubscribe/")
+    assert claim.task.provider == CHANNEL_PROVIDERS[Channel.EMAIL]
