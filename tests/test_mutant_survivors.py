@@ -26,12 +26,15 @@ from hub.channels.registry import CHANNEL_PROVIDERS
 from hub.config import Settings
 from hub.consent.actions import do_record_consent
 from hub.consent.models import ConsentState, Purpose
+from hub.consent.policy import decide
+from hub.consent.schemas import Outcome
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel, MessageStatus
 from hub.errors import HubError
 from hub.inbox import actions
-from hub.inbox.models import Conversation, DeliveryAttempt, Message
+from hub.inbox.actions.intake import Keyword, detect_keyword
+from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
 from hub.inbox.schemas import NewPatient
 from hub.outbox import OutboxEvent
 from tests.conftest import ON_POSTGRES, make_staff
@@ -727,3 +730,65 @@ async def test_a_claimed_email_carries_its_reply_address_and_unsubscribe_link(
     assert out.unsubscribe_url is not None
     assert out.unsubscribe_url.startswith("https://hub.example.org/unsubscribe/")
     assert claim.task.provider == CHANNEL_PROVIDERS[Channel.EMAIL]
+
+
+# --- what the consent gate tells staff, and which words are keywords ------------------------
+
+
+@pytest.mark.parametrize(
+    ("channel", "address", "unreachable", "code", "reason"),
+    [
+        (
+            Channel.WHATSAPP,
+            {},
+            {},
+            "not_connected",
+            "WhatsApp is not connected on this hub yet; reply by another channel",
+        ),
+        (Channel.EMAIL, {}, {}, "no_address", "patient has no address for email"),
+        (
+            Channel.SMS,
+            {"phone_enc": b"x"},
+            {"sms": "landline"},
+            "unreachable",
+            "patient cannot be reached by SMS: the number is a landline or cannot receive texts",
+        ),
+        (
+            Channel.EMAIL,
+            {"email_enc": b"x"},
+            {"email": "mailbox gone"},
+            "unreachable",
+            "patient cannot be reached by email: mailbox gone",
+        ),
+    ],
+)
+def test_the_gate_refuses_with_a_reason_staff_can_act_on(
+    channel: Channel, address: dict[str, bytes], unreachable: dict[str, str], code: str, reason: str
+) -> None:
+    at = utcnow()
+    patient = Patient(id=uuid.uuid4(), unreachable=unreachable, time_zone="UTC", **address)
+    decision = decide(patient, channel, Purpose.CARE, at, {})
+    assert (decision.outcome, decision.code, decision.reason) == (Outcome.REFUSED, code, reason)
+    assert (decision.patient_id, decision.channel, decision.purpose, decision.at) == (
+        patient.id,
+        channel,
+        Purpose.CARE,
+        at,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("STOP", (Keyword.STOP, "STOP")),
+        (" stop. ", (Keyword.STOP, "STOP")),
+        ("Stop!", (Keyword.STOP, "STOP")),
+        ("STOPX", None),
+        ("INFOX", None),
+        ("XSTOP", None),
+        ("help", (Keyword.HELP, "HELP")),
+        ("start", (Keyword.START, "START")),
+    ],
+)
+def test_only_the_whole_word_is_a_keyword(body: str, expected: object) -> None:
+    assert detect_keyword(body) == expected
