@@ -7,11 +7,13 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from rq import Queue
 from sqlalchemy import func, select
 
 from hub.audit import Actor
@@ -21,6 +23,7 @@ from hub.inbox.schemas import NewPatient
 from hub.journeys import actions as journeys
 from hub.templates.actions import do_seed_templates
 from tests.stack import WAIT_S, Stack, eventually, free_port
+from worker.main import COMMAND_CHANNEL_WAKE_S, HubWorker
 
 pytestmark = pytest.mark.slow
 
@@ -83,6 +86,26 @@ async def test_sigterm_mid_batch_finishes_the_batch_then_exits(stack: Stack) -> 
     assert len({m.to for m in stack.fake.messages}) == patients
     assert await recorded(stack) == patients  # finished and recorded, nothing left stuck
     stack.worker = None
+
+
+def test_a_stopping_worker_waits_at_most_a_second_on_its_command_channel(redis_url: str) -> None:
+    """What made a SIGTERM'd `hub worker` hang a minute after its last job: stopping rq's
+    command-channel thread waits for its current read, which lasted up to 60 s when the
+    thread had already taken the unsubscribe reply. The race is set up over and over (the
+    pause puts the thread in its read; it is not a wait for work)."""
+    connection = redis.Redis.from_url(redis_url)
+    worker = HubWorker([Queue("hub-test", connection=connection)], connection=connection)
+    slowest = 0.0
+    try:
+        for pause in (0.0, 0.01, 0.3, 0.5) * 4:
+            worker.subscribe()
+            time.sleep(pause)
+            started = time.monotonic()
+            worker.unsubscribe()
+            slowest = max(slowest, time.monotonic() - started)
+    finally:
+        connection.close()
+    assert slowest < 3 * COMMAND_CHANNEL_WAKE_S, f"a stop waited {slowest:.1f} s"
 
 
 async def _exit_code(process: subprocess.Popen[bytes]) -> int:

@@ -18,7 +18,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.cron import CronScheduler
 from rq.worker_pool import WorkerPool
 
@@ -38,6 +38,27 @@ TICK_TIMEOUT_S = 120
 """A tick running longer is stopped; its claims come back after their lease."""
 SCHEDULER_RESTART_DELAY_S = 2.0
 """Pause before starting a scheduler that died (Redis down): no tight restart loop."""
+COMMAND_CHANNEL_WAKE_S = 1.0
+"""How often a worker's command-channel thread wakes; the longest a stop waits for it."""
+
+
+class HubWorker(Worker):
+    """rq's Worker, with its command-channel thread waking every second instead of every 60.
+
+    Stopping a worker stops that thread and waits for it (redis-py's ``stop()`` joins with
+    no timeout). When the thread had already read the unsubscribe reply it sits in its next
+    read until the wake-up, so a SIGTERM'd `hub worker` could hang a minute after its last
+    job, past a supervisor's patience. A wake-up each second costs one local timeout."""
+
+    def subscribe(self) -> None:
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=COMMAND_CHANNEL_WAKE_S,
+            daemon=True,
+            exception_handler=self._pubsub_exception_handler,
+        )
 
 
 def run_scheduler(redis_url: str, logging_level: str) -> None:
@@ -124,6 +145,7 @@ def run_worker(settings: Settings, *, processes: int = 1, burst: bool = False) -
         [Queue(name, connection=connection) for name in QUEUES],
         connection=connection,
         num_workers=processes,
+        worker_class=HubWorker,
         redis_url=settings.redis_url,
         logging_level=settings.log_level,
     )
