@@ -112,8 +112,8 @@ def main(argv: list[str]) -> int:
     markdown = "--markdown" in argv[1:]
     line = _markdown if markdown else _line
     if markdown:
-        print("| rule | mutants | killed | survived | explained | score |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print("| rule | mutants | killed | survived | explained | not tested | score |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     else:
         print(
             f"{'rule':<24}{'mutants':>8}{'killed':>8}{'survived':>10}{'explained':>11}"
