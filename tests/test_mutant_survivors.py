@@ -30,11 +30,12 @@ from hub.consent.policy import decide
 from hub.consent.schemas import Outcome
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
-from hub.enums import Channel, MessageStatus
+from hub.enums import Channel, MessageStatus, Role
 from hub.errors import HubError
 from hub.inbox import actions
+from hub.inbox.access import StaffContext
 from hub.inbox.actions.intake import Keyword, detect_keyword
-from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
+from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient, StaffUser, Team
 from hub.inbox.schemas import NewPatient
 from hub.outbox import OutboxEvent
 from tests.conftest import ON_POSTGRES, make_staff
@@ -792,3 +793,24 @@ def test_the_gate_refuses_with_a_reason_staff_can_act_on(
 )
 def test_only_the_whole_word_is_a_keyword(body: str, expected: object) -> None:
     assert detect_keyword(body) == expected
+
+
+@pytest.mark.parametrize("via", [None, "api"])
+def test_a_staff_context_carries_who_and_how(via: str | None) -> None:
+    team = Team(id=uuid.uuid4(), name="Front desk")
+    staff = StaffUser(
+        id=uuid.uuid4(),
+        role=Role.AGENT,
+        display_name="Dana Agent",
+        must_change_password=True,
+        teams=[team],
+    )
+    ctx = StaffContext.of(staff) if via is None else StaffContext.of(staff, via)
+    assert (ctx.staff_id, ctx.role, ctx.team_ids) == (staff.id, Role.AGENT, frozenset({team.id}))
+    assert (ctx.display_name, ctx.via, ctx.must_change_password) == (
+        "Dana Agent",
+        via or "staff",
+        True,
+    )
+    # The audit log names a person's own actions as staff, a token's as api.
+    assert str(ctx.actor) == f"{via or 'staff'}:{staff.id}"
