@@ -7,56 +7,7 @@ from __future__ import annotations
 import pytest
 
 from hub.channels.email_smtp.parse import parse_email
-
-OUR_ID = "<0192f3a0-7c1e-7d2a-9b1c-3f4e5a6b7c8d@reply.demo-clinic.example.org>"
-
-
-def report(fields: str) -> bytes:
-    """An RFC 3464 report whose per-recipient block holds ``fields`` (CRLF-free lines)."""
-    block = "\n".join(["Final-Recipient: rfc822; slow.patient@example.org", *fields.split("|")])
-    return f"""From: MAILER-DAEMON@mx.example.org
-To: bounces@reply.demo-clinic.example.org
-Subject: Delivery Status Notification
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary="B"
-
---B
-Content-Type: text/plain
-
-Your message could not be handled.
-
---B
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; mx.example.org
-
-{block.strip("|")}
-
---B
-Content-Type: text/rfc822-headers
-
-Message-ID: {OUR_ID}
-To: slow.patient@example.org
-
---B--
-""".replace("\n", "\r\n").encode()
-
-
-def plain(body: str) -> bytes:
-    """A bounce written for people, quoting the original's headers (no report part)."""
-    return f"""From: MAILER-DAEMON@mx.example.org
-To: bounces@reply.demo-clinic.example.org
-Subject: Mail delivery
-Content-Type: text/plain
-
-{body}
-
-<slow.patient@example.org>:
-
------- original headers ------
-Message-ID: {OUR_ID}
-To: slow.patient@example.org
-""".replace("\n", "\r\n").encode()
+from tests.mail_reports import OUR_ID, plain, report
 
 
 @pytest.mark.parametrize(

@@ -39,43 +39,12 @@ from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient, St
 from hub.inbox.schemas import NewPatient
 from hub.outbox import OutboxEvent
 from tests.conftest import ON_POSTGRES, make_staff
+from tests.mail_reports import OUR_ID, multi, report
 from web.app import create_app
 
 pytestmark = pytest.mark.usefixtures("fresh_redis")
 
 # --- a report's Action words ----------------------------------------------------------------
-
-OUR_ID = "<0192f3a0-7c1e-7d2a-9b1c-3f4e5a6b7c8d@reply.demo-clinic.example.org>"
-
-
-def report(fields: str) -> bytes:
-    """An RFC 3464 report whose recipient block holds ``fields`` ("|" between lines)."""
-    block = "\n".join(["Final-Recipient: rfc822; slow.patient@example.org", *fields.split("|")])
-    return f"""From: MAILER-DAEMON@mx.example.org
-To: bounces@reply.demo-clinic.example.org
-Subject: Delivery Status Notification
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary="B"
-
---B
-Content-Type: text/plain
-
-Report.
-
---B
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; mx.example.org
-
-{block}
-
---B
-Content-Type: text/rfc822-headers
-
-Message-ID: {OUR_ID}
-
---B--
-""".replace("\n", "\r\n").encode()
 
 
 @pytest.mark.parametrize(
@@ -96,34 +65,6 @@ def test_report_action_words(fields: str, permanent: bool) -> None:
     bounce = parse_email(report(fields)).bounce
     assert bounce is not None
     assert bounce.permanent is permanent
-
-
-def multi(*blocks: str, quoted: bool = True) -> bytes:
-    """An RFC 3464 report with one recipient block per argument ("|" between lines)."""
-    fields = "\n\n".join(b.replace("|", "\n") for b in blocks)
-    headers = (
-        f"--B\nContent-Type: text/rfc822-headers\n\nMessage-ID: {OUR_ID}\n\n" if quoted else ""
-    )
-    return f"""From: MAILER-DAEMON@mx.example.org
-To: bounces@reply.demo-clinic.example.org
-Subject: Delivery Status Notification
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary="B"
-
---B
-Content-Type: text/plain
-
-Report.
-
---B
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; mx.example.org
-
-{fields}
-
-{headers}--B--
-""".replace("\n", "\r\n").encode()
 
 
 A, B, C, D = (f"rfc822; {x}@example.org" for x in ("ana", "ben", "cai", "dev"))
