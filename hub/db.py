@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, PendingRollbackError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -144,8 +144,13 @@ def database_unavailable(exc: BaseException) -> bool:
         if exc.connection_invalidated:
             return True
         state = getattr(exc.orig, "sqlstate", None) or ""
-        return state.startswith("08") or state in UNAVAILABLE_SQLSTATES
-    return False
+        if state.startswith("08") or state in UNAVAILABLE_SQLSTATES:
+            return True
+        # asyncpg's own state machine, left mid-operation by a connection the server cut
+        # (a restart): the connection is unusable, the database will be back.
+        return type(exc.orig).__name__ == "InternalClientError" and "in progress" in str(exc.orig)
+    # The same cut seen by a session whose connection was invalidated mid-transaction.
+    return isinstance(exc, PendingRollbackError) and "invalid transaction" in str(exc)
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
