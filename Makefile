@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 SOCKETIO_JS := web/static/vendor/socket.io.min.js
+HTMX_JS     := web/static/vendor/htmx.min.js
 NODE_STAMP  := node_modules/.installed-stamp
 
 .PHONY: demo test test-fast lint install serve worker migrate bench mutate clean
@@ -18,8 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Front-end packages come from the npm registry (pinned in package-lock.json), never copied
-# files: the browser's socket.io client, which the hub serves from web/static/vendor/, and
-# axe-core, which the browser tests inject to check accessibility.
+# files: the browser's socket.io client and htmx, which the hub serves from web/static/vendor/,
+# and axe-core, which the browser tests inject to check accessibility.
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -28,7 +29,11 @@ $(SOCKETIO_JS): $(NODE_STAMP)
 	mkdir -p $(dir $@)
 	cp node_modules/socket.io-client/dist/socket.io.min.js $@
 
-install: $(STAMP) $(NODE_STAMP) $(SOCKETIO_JS)
+$(HTMX_JS): $(NODE_STAMP)
+	mkdir -p $(dir $@)
+	cp node_modules/htmx.org/dist/htmx.min.js $@
+
+install: $(STAMP) $(NODE_STAMP) $(SOCKETIO_JS) $(HTMX_JS)
 
 ## Start the hub on embedded defaults (SQLite + embedded Redis under ./var/) with synthetic data.
 demo: install

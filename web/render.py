@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from aiohttp import web
@@ -28,6 +30,40 @@ CHANNEL_NAMES = {
 """How staff read a channel's name; an unlisted channel shows its stored name."""
 
 
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+@jinja2.pass_context
+def localtime(
+    context: jinja2.runtime.Context,
+    moment: datetime | None,
+    style: str = "short",
+    zone: str | None = None,
+) -> str:
+    """A stored (UTC) time written in the reader's zone, or in ``zone`` when given.
+
+    Styles: "short" ("Dec 7, 14:05"), "time" ("14:05"), "long" ("Mon Dec 7 2026, 14:05 EST"),
+    "input" (the value of a datetime-local field).
+    """
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    me = context.get("me")
+    local = moment.astimezone(_zone(zone or (me.time_zone if me is not None else None)))
+    if style == "time":
+        return local.strftime("%H:%M")
+    if style == "long":
+        return local.strftime("%a %b %-d %Y, %H:%M %Z")
+    if style == "input":
+        return local.strftime("%Y-%m-%dT%H:%M")
+    return local.strftime("%b %-d, %H:%M")
+
+
 def make_environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
@@ -37,6 +73,7 @@ def make_environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.globals["channel_names"] = CHANNEL_NAMES
+    env.filters["localtime"] = localtime
     # Channels the hub only receives on are offered in a reply box only where the patient
     # wrote on one (to say why it cannot be used), never as one more refused option.
     env.globals["receive_only"] = frozenset(c.value for c in RECEIVE_ONLY)
@@ -72,6 +109,7 @@ def render(
 
 
 def fragment(request: web.Request, template: str, **context: Any) -> str:
+    context.setdefault("me", request.get(CTX))
     return request.app[TEMPLATES].get_template(template).render(context)
 
 

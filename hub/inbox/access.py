@@ -26,6 +26,8 @@ class StaffContext:
     must_set_up_second_factor: bool = False
     """An admin without a second factor where the clinic requires one: until they set it up,
     their session reaches nothing else (see web/auth.py)."""
+    time_zone: str = "UTC"
+    """The zone every time shown to this person is written in (IANA name)."""
 
     @classmethod
     def of(cls, staff: StaffUser, via: str = "staff") -> StaffContext:
@@ -36,6 +38,7 @@ class StaffContext:
             staff.display_name,
             via,
             staff.must_change_password,
+            time_zone=staff.time_zone,
         )
 
     @property

@@ -83,6 +83,8 @@ class StaffUser(Sealed, Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     max_open_conversations: Mapped[int] = mapped_column(Integer, default=20)
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    """Every time this person reads is shown in this zone (the clinic's when they were added)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
     last_assigned_at: Mapped[datetime | None]

@@ -99,6 +99,14 @@ async def team_named(session: AsyncSession, name: str) -> Team | None:
     return (await session.scalars(select(Team).where(Team.name == name))).first()
 
 
+async def clinic_time_zone(session: AsyncSession) -> str:
+    """The clinic's zone: the default team's (else the first team's by name, else UTC)."""
+    zone = await session.scalar(
+        select(Team.time_zone).order_by(Team.is_default.desc(), Team.name).limit(1)
+    )
+    return zone or "UTC"
+
+
 async def insert_inbound_event(session: AsyncSession, row: dict[str, object]) -> bool:
     """Insert unless (provider, provider_event_id) exists; True when this call inserted it.
 

@@ -242,6 +242,7 @@ async def do_add_staff_user(db: Database, actor: Actor, new: NewStaffUser) -> uu
             role=new.role,
             must_change_password=new.must_change_password,
             teams=teams,
+            time_zone=await queries.clinic_time_zone(session),
         )
         session.add(user)
         await session.flush()
