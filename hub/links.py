@@ -127,3 +127,27 @@ def read_chat_token(ring: KeyRing, token: str, now: datetime) -> uuid.UUID | Non
     if opened is None or opened[1] < now:
         return None
     return opened[0]
+
+
+MEDIA_LINK_LIFETIME = timedelta(hours=4)
+"""How long the link Twilio fetches an outbound MMS file from works. Twilio fetches it while it
+sends (and again for a retried attempt, which gets a fresh link); a link found later in a log
+or a carrier's records opens nothing."""
+
+
+def media_token(ring: KeyRing, attachment_id: uuid.UUID, now: datetime) -> str:
+    """40 characters naming an outbound attachment until ``MEDIA_LINK_LIFETIME`` from ``now``
+    (to the minute), under its own purpose key."""
+    expires = int((now + MEDIA_LINK_LIFETIME).timestamp() // 60)
+    return _sign(ring, "media", attachment_id.bytes + struct.pack(">I", expires))
+
+
+def read_media_token(ring: KeyRing, token: str, now: datetime) -> uuid.UUID | None:
+    """The attachment a genuine, unexpired media token names; None for anything else."""
+    payload = _verify(ring, "media", token, 20)
+    if payload is None:
+        return None
+    (expires,) = struct.unpack(">I", payload[16:])
+    if datetime.fromtimestamp(expires * 60, UTC) < now:
+        return None
+    return uuid.UUID(bytes=payload[:16])

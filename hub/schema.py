@@ -4,6 +4,7 @@ from hub import audit, outbox, rotation
 from hub.consent import models as consent_models
 from hub.db import Base
 from hub.inbox import models as inbox_models
+from hub.inbox import scheduled_models
 from hub.journeys import models as journey_models
 from hub.rights import models as rights_models
 from hub.routing import models as routing_models
@@ -21,5 +22,6 @@ __all__ = [
     "rights_models",
     "rotation",
     "routing_models",
+    "scheduled_models",
     "template_models",
 ]

@@ -1,7 +1,8 @@
 """The scheduler tick: RQ's cron scheduler (started by `hub worker`) enqueues it every second on
 the urgent queue. It claims due journey steps into dispatch batches, re-queues sends whose job
 was lost, asks the provider about sends whose sender died, wakes snoozed conversations,
-re-releases outbox effects whose first release failed, and starts the nightly retention purge.
+sends replies scheduled for now, re-releases outbox effects whose first release failed, and
+starts the nightly retention purge.
 Every `hub worker` runs a scheduler; a Redis lock lets one tick at a time do the work."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rq import Queue
 
 from hub.config import Settings
 from hub.db import utcnow
-from hub.inbox.actions import conversations, delivery
+from hub.inbox.actions import conversations, delivery, scheduled
 from hub.journeys import actions as journeys
 from hub.outbox import purge_released, relay_pending
 from worker.effects import QUEUE_NAMES
@@ -72,6 +73,7 @@ async def run_tick(settings: Settings | None = None) -> str:
             try:
                 effects = await conversations.do_wake_snoozed(rt.db)
                 effects += await delivery.do_requeue_stalled(rt.db)
+                effects += await scheduled.do_send_due_scheduled(rt.db, rt.ring)
                 room = QUEUED_BATCHES_TARGET - Queue(QUEUE_NAMES["bulk"], connection=redis).count
                 batches: tuple[uuid.UUID, ...] = ()
                 await rt.release(effects)

@@ -49,6 +49,15 @@ class StatusUpdate:
 
 
 @dataclass(frozen=True)
+class OutboundFile:
+    """A file staff attached to a reply, sent by email as a MIME part."""
+
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Outbound:
     message_id: uuid.UUID
     attempt: int
@@ -58,6 +67,9 @@ class Outbound:
     from_address: str | None = None
     status_callback_url: str | None = None
     media_urls: tuple[str, ...] = ()
+    """SMS only: signed links Twilio fetches the attached files from (MMS)."""
+    attachments: tuple[OutboundFile, ...] = ()
+    """Email only: the attached files themselves."""
     # Email only (other channels ignore them):
     subject: str | None = None
     html: str | None = None

@@ -160,6 +160,7 @@ class EmailSmtpAdapter:
                 if outbound.unsubscribe_url
                 else None
             ),
+            attachments=tuple((f.filename, f.content_type, f.data) for f in outbound.attachments),
         )
         raw = compose(mail).as_bytes()
         if self.dkim is not None:

@@ -133,6 +133,8 @@ class OutgoingEmail:
     unsubscribe_url: str | None = None
     """https URL answering POST /unsubscribe/{token} (RFC 8058 one-click)."""
     unsubscribe_mailto: str | None = None
+    attachments: tuple[tuple[str, str, bytes], ...] = ()
+    """(file name, content type, bytes) of files sent as attachments."""
 
     def __repr__(self) -> str:  # addresses, subject and body are PHI
         return f"OutgoingEmail({self.message_id}, auto={self.auto_generated})"
@@ -191,7 +193,8 @@ def _unsubscribe(url: str, mailto: str | None) -> tuple[str, bool]:
 
 
 def compose(mail: OutgoingEmail, *, date: datetime | None = None) -> EmailMessage:
-    """The message to send: text/plain, or multipart/alternative text + HTML, UTF-8.
+    """The message to send: text/plain, or multipart/alternative text + HTML, UTF-8; with
+    attachments, that inside a multipart/mixed.
 
     Raises ValueError when an address, Message-ID or unsubscribe URI is unusable."""
     message = EmailMessage(policy=POLICY)
@@ -220,7 +223,13 @@ def compose(mail: OutgoingEmail, *, date: datetime | None = None) -> EmailMessag
     message.set_content(mail.text, charset="utf-8")
     if mail.html is not None:
         message.add_alternative(mail.html, subtype="html", charset="utf-8")
-        for part in message.iter_parts():
+    for filename, content_type, data in mail.attachments:
+        maintype, _, subtype = content_type.partition("/")
+        message.add_attachment(
+            data, maintype=maintype, subtype=subtype or "octet-stream", filename=filename
+        )
+    for part in message.walk():
+        if part is not message:
             del part["MIME-Version"]  # the stdlib repeats it on each part; it belongs on top
     return message
 

@@ -31,11 +31,10 @@ from hub.enums import FAILED_STATUSES, Channel, Direction, MessageStatus, can_ad
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
 from hub.inbox.actions.email_out import email_extras
+from hub.inbox.actions.outgoing import OutgoingFile, attach_in, check_reply, media_extras
 from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
 from hub.outbox import add_effect
 
-MAX_REPLY_CHARS = 1600
-"""Longest reply staff can send (Twilio's limit for one SMS body, split into segments)."""
 MAX_SEND_ATTEMPTS = 4
 """Hand-overs to the provider per message before a transient failure becomes final."""
 RETRY_BACKOFF_FACTOR = 4
@@ -157,17 +156,16 @@ async def do_reply(
     *,
     purpose: Purpose = Purpose.CARE,
     channel: Channel | None = None,
+    files: Sequence[OutgoingFile] = (),
 ) -> QueuedMessage:
     """A staff reply, on ``channel`` when staff chose one, else on the channel the patient last
     wrote on here, else the conversation's. Refused, with the reason, when consent does not
-    allow that channel: never moved to another channel by itself."""
+    allow that channel: never moved to another channel by itself. Too long for the channel,
+    or with files it cannot carry: refused with the reason, nothing stored."""
     from hub.inbox.actions.conversations import visible_conversation
 
     body = body.strip()
-    if not body:
-        raise ValueError("a reply needs some text")
-    if len(body) > MAX_REPLY_CHARS:
-        raise ValueError(f"a reply can be at most {MAX_REPLY_CHARS} characters")
+    check_reply(body, files, channel)
     async with db.transaction() as session:
         conversation = await visible_conversation(session, ctx, conversation_id, lock=True)
         patient = await session.get(Patient, conversation.patient_id)
@@ -175,6 +173,7 @@ async def do_reply(
         if channel is None:
             last = await queries.last_inbound_channel(session, conversation.id)
             channel = last or conversation.channel
+            check_reply(body, files, channel)
         decision = await consent.may_send(session, patient, channel, purpose)
         if not decision.allowed:
             raise ConsentRefused(decision.reason, code=decision.code)
@@ -189,6 +188,7 @@ async def do_reply(
             urgent=True,
             channel=channel,
         )
+        attach_in(session, ring, message, files)
         if conversation.first_responded_at is None:
             conversation.first_responded_at = message.created_at
         await record(
@@ -304,6 +304,7 @@ async def do_claim_send(
                     else None
                 ),
                 **extras,
+                **await media_extras(session, ring, message, public_url=public_url, now=now),
             )
             effect = _status_effect(session, message, conversation)
     except IntegrityError:
