@@ -31,7 +31,7 @@ INDEX_KEY_ID = "index"
 
 KEY_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
-BlindIndexKind = Literal["phone", "email", "tag", "message_id"]
+BlindIndexKind = Literal["phone", "email", "tag", "message_id", "name", "external_id"]
 
 
 class CryptoError(HubError):

@@ -4,6 +4,7 @@ from hub import audit, outbox, rotation
 from hub.consent import models as consent_models
 from hub.db import Base
 from hub.inbox import models as inbox_models
+from hub.inbox import patient_models
 from hub.inbox import scheduled_models
 from hub.journeys import models as journey_models
 from hub.rights import models as rights_models
@@ -19,6 +20,7 @@ __all__ = [
     "journey_models",
     "metadata",
     "outbox",
+    "patient_models",
     "rights_models",
     "rotation",
     "routing_models",

@@ -136,6 +136,11 @@ class Patient(Sealed, Base):
     cancellation is its month and day (MMDD)."""
     unreachable: Mapped[dict[str, str]] = mapped_column(default=dict)
     """Channel -> reason code ("landline", "bounced") for addresses a provider said won't work."""
+    merged_into_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("inbox_patient.id", ondelete="CASCADE"), index=True
+    )
+    """Set when this (unverified) record was merged into another: it is kept for an undo,
+    out of search and lists, and erased with the patient it was merged into."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -37,6 +37,8 @@ from hub.contact import InvalidContact
 from hub.crypto import KeyRing, associated_data
 from hub.db import Database, utcnow
 from hub.errors import HubError
+from hub.inbox import search_queries
+from hub.inbox.actions.patient_index import name_rows
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import DEFAULT_CHANNEL_ORDER, Patient
 from hub.journeys import bulk_queries, queries
@@ -173,6 +175,7 @@ async def do_enroll_chunk(
                     await _cancelled(contacts)
                     raise
                 await contacts
+                await search_queries.insert_terms(session, work.name_terms)
                 if while_writing is not None:
                     while_writing()
                 await bulk_queries.store_enrollments(
@@ -242,6 +245,8 @@ class ChunkWork:
         self.appointments: dict[str, AppointmentRecord] = {}
         self.enrollments: dict[str, EnrollmentRecord] = {}
         self.new_patients: list[tuple[Any, ...]] = []
+        self.name_terms: list[tuple[uuid.UUID, bytes]] = []
+        """The new patients' search terms (written with them, so they are found at once)."""
         self.created_from: dict[uuid.UUID, EnrollRow] = {}
         """The row each new patient is made from (what the dry run judges them by)."""
         self.errors: list[tuple[int, str]] = []
@@ -320,6 +325,8 @@ class ChunkWork:
     def _create_patient(self, row: EnrollRow) -> _Patient:
         patient = _Patient(self.new_id(), _zone(row.time_zone))
         self.created_from[patient.id] = row
+        if self.writes:
+            self.name_terms += name_rows(self.ring, patient.id, row.name)
         self.new_patients.append(  # in bulk_queries.PATIENT_COLUMNS order
             (
                 patient.id,

@@ -33,6 +33,7 @@ from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.errors import HubError
 from hub.inbox import queries as inbox_queries
+from hub.inbox.actions.patient_index import index_name_in
 from hub.inbox.actions.patients import build_patient, read_birth_date
 from hub.inbox.models import Patient
 from hub.inbox.schemas import NewPatient
@@ -226,6 +227,7 @@ async def match_or_create_patient(
         )
         session.add(patient)
         await session.flush()
+        await index_name_in(session, ring, patient.id, row.get("name") or None)
         from hub.audit import record
 
         await record(session, actor, "patient.create", "patient", patient.id, {"source": "cohort"})

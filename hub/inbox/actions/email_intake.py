@@ -46,6 +46,7 @@ from hub.enums import (
 from hub.inbox import queries
 from hub.inbox.actions.delivery import fail_or_retry_in, message_new_effect
 from hub.inbox.actions.email_out import UNSUBSCRIBABLE
+from hub.inbox.actions.patient_index import index_name_in
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
 from hub.inbox.email_ids import email_id_index
 from hub.inbox.models import (
@@ -333,6 +334,7 @@ async def _new_patient(
         patient.seal(ring, "name", parsed.from_name)
     session.add(patient)
     await session.flush()
+    await index_name_in(session, ring, patient.id, parsed.from_name)
     return patient, True
 
 

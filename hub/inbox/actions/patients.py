@@ -13,6 +13,7 @@ from hub.crypto import BlindIndexKind, KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
 from hub.inbox import queries
+from hub.inbox.actions.patient_index import index_name_in
 from hub.inbox.actions.tags import set_patient_tags_in, tags_of_patient_in
 from hub.inbox.exceptions import NotFound, StaffUserExists
 from hub.inbox.models import Conversation, Message, Patient, StaffUser, Team
@@ -98,6 +99,7 @@ async def do_create_patient(
         session.add(patient)
         await session.flush()
         await set_patient_tags_in(session, ring, patient.id, new.tags)
+        await index_name_in(session, ring, patient.id, new.name)
         await record(session, actor, "patient.create", "patient", patient.id)
     return patient.id
 
