@@ -3,9 +3,8 @@
 from hub import audit, outbox, rotation
 from hub.consent import models as consent_models
 from hub.db import Base
+from hub.inbox import mention_models, patient_models, scheduled_models
 from hub.inbox import models as inbox_models
-from hub.inbox import patient_models
-from hub.inbox import scheduled_models
 from hub.journeys import models as journey_models
 from hub.rights import models as rights_models
 from hub.routing import models as routing_models
@@ -18,6 +17,7 @@ __all__ = [
     "consent_models",
     "inbox_models",
     "journey_models",
+    "mention_models",
     "metadata",
     "outbox",
     "patient_models",

@@ -141,7 +141,10 @@ async def test_assign_sets_assignee_audits_and_notifies(db: Database) -> None:
         assert [(a.action, a.actor) for a in audit] == [
             ("conversation.assign", f"staff:{coordinator}")
         ]
-        (effect_id,) = result.effect_ids
+        effect_id, alert_id = result.effect_ids
+        alert = await session.get(OutboxEvent, alert_id)
+        # The agent is emailed a link if they are offline (test_mentions_mail.py).
+        assert alert is not None and alert.topic == "job:staff_alert"
         effect = await session.get(OutboxEvent, effect_id)
         assert effect is not None
         assert effect.topic == "notify:conversation:assigned"

@@ -42,6 +42,7 @@ JOBS = {
     "job:send_message": ("worker.jobs.send_message", "message_id"),
     "job:fetch_media": ("worker.jobs.fetch_media", "attachment_id"),
     "job:dispatch_batch": ("worker.jobs.dispatch_batch", "run_ids"),
+    "job:staff_alert": ("worker.staff_mail.send_staff_alert", "alert"),
 }
 """Outbox topic -> (RQ job function, the payload id it takes)."""
 

@@ -24,6 +24,7 @@ from hub.db import Database, utcnow
 from hub.enums import ConversationStatus, Role
 from hub.errors import HubError
 from hub.inbox import assignment_queries as aq
+from hub.inbox.actions.mentions import alert_effect
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Conversation, StaffUser
 from hub.outbox import add_effect
@@ -196,8 +197,10 @@ async def do_assign(
                         "beyond the limit; choose someone else.",
                         code="not_allowed",
                     )
-        effect = await _give(session, conversation, staff, actor, utcnow())
-    return AssignResult(conversation_id, staff.id, previous, (effect,), frees)
+        effects = [await _give(session, conversation, staff, actor, utcnow())]
+        if actor.id != str(staff.id):  # whoever takes it themselves knows already
+            effects.append(alert_effect(session, "assigned", staff.id, conversation.id))
+    return AssignResult(conversation_id, staff.id, previous, tuple(effects), frees)
 
 
 async def _take_backlog(

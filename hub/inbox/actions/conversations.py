@@ -3,7 +3,6 @@ Every action checks ``StaffContext.can_see`` and answers NotFound otherwise."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from hub.db import Database, utcnow
 from hub.enums import RECEIVE_ONLY, Channel, ConversationStatus, Direction, Priority
 from hub.inbox import queries
 from hub.inbox.access import StaffContext
+from hub.inbox.actions import mentions
 from hub.inbox.actions.tags import (
     set_conversation_tags_in,
     tags_of_conversation_in,
@@ -29,7 +29,7 @@ from hub.inbox.actions.tags import (
 )
 from hub.inbox.denials import note_denied
 from hub.inbox.exceptions import NotFound
-from hub.inbox.models import Conversation, Message, Note, Patient, StaffUser
+from hub.inbox.models import Conversation, Message, Note, Patient
 from hub.inbox.schemas import (
     AttachmentView,
     ChannelOption,
@@ -41,8 +41,6 @@ from hub.inbox.schemas import (
 )
 from hub.outbox import add_effect
 
-MENTION_RE = re.compile(r"(?<![\w.])@([A-Za-z0-9._-]+)")
-"""@dana.agent mentions the staff member whose email starts with dana.agent@."""
 DEFAULT_MAX_NOTE_CHARS = 10_000
 """Longest internal note: a few pages of handover text. Without a cap one paste could store
 megabytes that every later view of the conversation decrypts and sends."""
@@ -213,7 +211,11 @@ async def do_open_conversation(
             ],
             patient=await patient_card(session, ring, patient, connected),
         )
-        await queries.mark_read(session, ctx.staff_id, conversation_id, utcnow())
+        now = utcnow()
+        await queries.mark_read(session, ctx.staff_id, conversation_id, now)
+        await mentions.mark_conversation_mentions_read_in(
+            session, ctx.staff_id, conversation_id, now
+        )
         await record(
             session,
             ctx.actor,
@@ -245,35 +247,15 @@ async def do_add_note(
         )
     async with db.transaction() as session:
         conversation = await visible_conversation(session, ctx, conversation_id)
-        handles = {h.lower().rstrip(".") for h in MENTION_RE.findall(body)}
-        mentioned: list[StaffUser] = []
-        if handles:
-            staff = (await session.scalars(select(StaffUser).where(StaffUser.active))).all()
-            mentioned = [s for s in staff if s.email.split("@", 1)[0] in handles]
-        note = Note(
-            conversation_id=conversation.id,
-            author_id=ctx.staff_id,
-            mentions=[str(s.id) for s in mentioned],
-        )
+        note = Note(conversation_id=conversation.id, author_id=ctx.staff_id, created_at=utcnow())
         note.seal(ring, "body", body)
         session.add(note)
         await session.flush()
         effects = [
             add_effect(session, "notify:note:new", _event(conversation, note_id=str(note.id))).id
         ]
-        for person in mentioned:
-            effects.append(
-                add_effect(
-                    session,
-                    "notify:mention",
-                    {
-                        "conversation_id": str(conversation.id),
-                        "note_id": str(note.id),
-                        "staff_id": str(person.id),
-                        "room": f"staff:{person.id}",
-                    },
-                ).id
-            )
+        effects += await mentions.record_mentions_in(session, ctx, conversation, note, body)
+        mentioned = [uuid.UUID(i) for i in note.mentions]
         await record(
             session,
             ctx.actor,
@@ -282,7 +264,7 @@ async def do_add_note(
             conversation_id,
             {"note": str(note.id), "mentions": len(mentioned)},
         )
-    return NoteResult(note.id, tuple(p.id for p in mentioned), tuple(effects))
+    return NoteResult(note.id, tuple(mentioned), tuple(effects))
 
 
 async def do_set_status(
