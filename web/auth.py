@@ -26,6 +26,7 @@ PUBLIC_PREFIXES = (
     "/api/openapi.json",
     "/unsubscribe/",
     "/chat/",
+    "/media/",
 )
 """Paths reachable without signing in (each has its own authentication where it needs one)."""
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})

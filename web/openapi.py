@@ -9,6 +9,7 @@ from aiohttp import web
 
 import hub
 from hub.journeys.reporting import COLUMNS
+from web.compose import openapi_paths, openapi_reply
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -141,14 +142,11 @@ def document() -> dict[str, Any]:
                 )
             },
             "/api/conversations/{id}/messages": {
-                "post": _op(
-                    "Reply to the patient on the conversation's channel",
-                    body=text,
-                    ok=202,
-                    params=ID,
-                    errors=(401, 404, 409, 422),
+                "post": openapi_reply(
+                    _op("Reply", body=text, ok=202, params=ID, errors=(401, 404, 409, 422))
                 )
             },
+            **openapi_paths(_op, ID),
             "/api/conversations/{id}/notes": {
                 "post": _op(
                     "Add an internal note; @name mentions notify",
