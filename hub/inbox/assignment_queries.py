@@ -22,7 +22,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
 
@@ -254,3 +254,49 @@ async def waiting_for(
     )
     stmt = _locked(session, stmt, skip_locked=True)
     return (await session.scalars(stmt.execution_options(populate_existing=True))).all()
+
+
+async def team_ids_of(session: AsyncSession, staff_id: uuid.UUID) -> list[uuid.UUID]:
+    stmt = select(team_member.c.team_id).where(team_member.c.staff_id == staff_id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def share_basis(
+    session: AsyncSession,
+    team_ids: Collection[uuid.UUID],
+    online_staff_ids: Collection[uuid.UUID],
+    roles: Collection[Role],
+    expected_since: datetime,
+) -> tuple[int, int, int]:
+    """What a fair share of these teams' work is computed from: (conversations waiting
+    unassigned, agents at work or expected back, the open load those agents hold).
+
+    Expected back: active members with one of ``roles`` who are online, or who signed in
+    since ``expected_since``; their share of the backlog is kept for them until they come."""
+    if not team_ids:
+        return 0, 0, 0
+    waiting = await session.scalar(
+        select(func.count())
+        .select_from(Conversation)
+        .where(
+            Conversation.team_id.in_(list(team_ids)),
+            Conversation.assignee_id.is_(None),
+            Conversation.status == ConversationStatus.OPEN,
+        )
+    )
+    members = select(team_member.c.staff_id).where(team_member.c.team_id.in_(list(team_ids)))
+    agents = (
+        await session.scalars(
+            select(StaffUser.id).where(
+                StaffUser.id.in_(members),
+                StaffUser.active.is_(True),
+                StaffUser.role.in_(list(roles)),
+                or_(
+                    StaffUser.id.in_(list(online_staff_ids)),
+                    StaffUser.last_login_at >= expected_since,
+                ),
+            )
+        )
+    ).all()
+    load = sum((await open_loads(session, agents)).values())
+    return int(waiting or 0), len(agents), load

@@ -15,7 +15,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from math import ceil
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +33,10 @@ from hub.outbox import add_effect
 AUTO_ASSIGN_ROLES = frozenset({Role.AGENT})
 """Who round-robin and backlog hand-out give work to. Coordinators and admins join teams to
 watch them; they take work by claiming it or being assigned it."""
+DEFAULT_EXPECTED_WITHIN = timedelta(days=4)
+"""A teammate who signed in this recently is expected back: while they are away, the backlog
+keeps their share instead of handing it all to whoever came first. Four days spans a long
+weekend; someone away longer holds nothing back."""
 ROUND_ROBIN_ACTOR = Actor.system("round-robin")
 BACKLOG_ACTOR = Actor.system("backlog")
 ASSIGNED_TOPIC = "notify:conversation:assigned"
@@ -239,11 +244,30 @@ def _round_robin_key(staff: StaffUser) -> tuple[bool, datetime, uuid.UUID]:
     return (staff.last_assigned_at is not None, staff.last_assigned_at or never, staff.id)
 
 
+async def _fair_level(
+    session: AsyncSession,
+    team_ids: Collection[uuid.UUID],
+    online_staff_ids: Collection[uuid.UUID],
+    now: datetime,
+) -> int:
+    """The open load each agent of these teams would carry if the teams' work (what agents
+    hold plus what waits) were split evenly among the agents at work or expected back.
+
+    Automatic hand-out fills nobody above it: the first agent to sign in takes their share of
+    a night's backlog, not all of it, and each later arrival takes theirs. As people resolve
+    conversations they are topped up to it again, so the backlog drains in turns."""
+    waiting, agents, load = await aq.share_basis(
+        session, team_ids, online_staff_ids, AUTO_ASSIGN_ROLES, now - DEFAULT_EXPECTED_WITHIN
+    )
+    return ceil((waiting + load) / max(agents, 1))
+
+
 async def do_auto_assign(
     db: Database, conversation_id: uuid.UUID, online_staff_ids: Collection[uuid.UUID]
 ) -> AutoAssigned:
     """Round-robin for a newly routed conversation: among the team's active, online agents
-    below capacity, the one assigned longest ago (never assigned first; ties by id).
+    below both their capacity and the team's fair level (``_fair_level``), the least loaded,
+    then the one assigned longest ago (never assigned first; ties by id).
 
     Leaves the conversation alone when it is not open, already assigned, has no team, or no
     one has room; it then waits in the backlog for ``do_hand_out_backlog``/``do_claim_next``.
@@ -278,18 +302,23 @@ async def do_auto_assign(
             session, conversation.team_id, online_staff_ids, AUTO_ASSIGN_ROLES
         )
         loads = await aq.open_loads(session, [s.id for s in candidates])
-        with_room = [s for s in candidates if loads.get(s.id, 0) < s.max_open_conversations]
+        now = utcnow()
+        level = await _fair_level(session, [conversation.team_id], online_staff_ids, now)
+        with_room = [
+            s for s in candidates if loads.get(s.id, 0) < min(s.max_open_conversations, level)
+        ]
         if not with_room:
             return AutoAssigned(None)
-        chosen = min(with_room, key=_round_robin_key)
-        effect = await _give(session, conversation, chosen, ROUND_ROBIN_ACTOR, utcnow())
+        chosen = min(with_room, key=lambda s: (loads.get(s.id, 0), *_round_robin_key(s)))
+        effect = await _give(session, conversation, chosen, ROUND_ROBIN_ACTOR, now)
     return AutoAssigned(chosen.id, (effect,))
 
 
 async def do_hand_out_backlog(
     db: Database, staff_id: uuid.UUID, online_staff_ids: Collection[uuid.UUID]
 ) -> HandedOut:
-    """Fill an online agent up to capacity from their teams' backlog, in claim order.
+    """Fill an online agent from their teams' backlog, in claim order, up to their capacity
+    or their fair share of the teams' work, whichever is lower (``_fair_level``).
 
     Call it when the agent's load goes down (resolve, unassign, reassign away, snooze) or when
     they come online. Offline, inactive or non-agent staff get nothing.
@@ -300,7 +329,9 @@ async def do_hand_out_backlog(
         staff = await aq.staff_for_update(session, staff_id)
         if staff is None or not staff.active or staff.role not in AUTO_ASSIGN_ROLES:
             return HandedOut()
-        taken, effects = await _take_backlog(
-            session, staff, staff.max_open_conversations, BACKLOG_ACTOR
+        level = await _fair_level(
+            session, await aq.team_ids_of(session, staff.id), online_staff_ids, utcnow()
         )
+        share = level - await aq.open_load(session, staff.id)
+        taken, effects = await _take_backlog(session, staff, share, BACKLOG_ACTOR)
     return HandedOut(tuple(taken), tuple(effects))
