@@ -9,6 +9,7 @@ from aiohttp import web
 
 import hub
 from hub.journeys.reporting import COLUMNS
+from web import mentions
 from web.compose import openapi_paths, openapi_reply
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -147,6 +148,7 @@ def document() -> dict[str, Any]:
                 )
             },
             **openapi_paths(_op, ID),
+            **mentions.openapi_paths(_op, ID),
             "/api/conversations/{id}/notes": {
                 "post": _op(
                     "Add an internal note; @name mentions notify",

@@ -18,6 +18,7 @@ from web import (
     health,
     journey_launch,
     journeys,
+    mentions,
     openapi,
     pages,
     patient_rights,
@@ -108,6 +109,7 @@ def setup_routes(app: web.Application) -> None:
             web.post("/admin/canned", admin.save_canned, name="admin_save_canned"),
             *journeys.routes(),
             *account.routes(),
+            *mentions.routes(),
             *admin_security.routes(),
             *journey_launch.routes(),
             # REST API
