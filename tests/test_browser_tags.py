@@ -46,7 +46,8 @@ async def test_staff_tag_a_conversation_and_filter_the_inbox_by_tag(
     )
 
     await page.goto(f"{stack.hub_url}/")
-    picker = page.get_by_label("Tag")
+    await page.get_by_text("Filters", exact=True).click()
+    picker = page.get_by_label("Tag", exact=True)
     assert await picker.locator("option").all_inner_texts() == ["Any", "chemo-week", "oncology"]
     await picker.select_option("oncology")
     await page.get_by_role("button", name="Apply").click()

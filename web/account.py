@@ -7,14 +7,21 @@ a second factor they have not set up (see ``SECOND_FACTOR_SETUP_PATHS`` in web/a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from zoneinfo import available_timezones
+
 import segno
 from aiohttp import web
 
 from hub.errors import HubError
 from hub.inbox.actions import second_factor as sf
+from hub.inbox.actions.workspace import do_set_my_time_zone
 from web.auth import current
 from web.keys import DB, RING, SETTINGS
 from web.render import redirect_with, render
+
+ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith("Etc/"))
+"""Region/City zone names offered in the picker (any valid IANA name is accepted)."""
 
 QR_SCALE = 5
 """Pixels per QR module: about 200 px for a typical otpauth URI, read easily off a screen."""
@@ -37,7 +44,14 @@ def _grouped(secret: str) -> str:
 
 async def account_page(request: web.Request) -> web.Response:
     status = await sf.do_second_factor_status(request.app[DB], current(request))
-    return render(request, "account.html", nav="account", factor=status)
+    return render(
+        request,
+        "account.html",
+        nav="account",
+        factor=status,
+        zones=ZONES,
+        now=datetime.now(UTC),
+    )
 
 
 async def setup_page(request: web.Request, error: str | None = None) -> web.Response:
@@ -100,6 +114,17 @@ async def regenerate_codes(request: web.Request) -> web.StreamResponse:
     return render(request, "account_codes.html", nav="account", codes=codes, first=False)
 
 
+async def set_time_zone(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    try:
+        zone = await do_set_my_time_zone(
+            request.app[DB], current(request), str(form.get("time_zone", ""))
+        )
+    except ValueError as exc:
+        raise redirect_with("/account", "error", str(exc)) from None
+    raise redirect_with("/account", "ok", f"Times are now shown in {zone}.")
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/account", account_page, name="account"),
@@ -107,4 +132,5 @@ def routes() -> list[web.RouteDef]:
         web.post("/account/second-factor", enable, name="account_enable_second_factor"),
         web.post("/account/second-factor/disable", disable, name="account_disable_second_factor"),
         web.post("/account/recovery-codes", regenerate_codes, name="account_recovery_codes"),
+        web.post("/account/time-zone", set_time_zone, name="account_time_zone"),
     ]

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
+import phonenumbers
 from aiohttp import web
 
 from hub.enums import RECEIVE_ONLY
@@ -64,6 +65,36 @@ def localtime(
     return local.strftime("%b %-d, %H:%M")
 
 
+def _span(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{max(minutes, 1)} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} d {hours % 24} h" if hours % 24 else f"{hours // 24} d"
+
+
+def age(since: datetime, now: datetime) -> str:
+    """How long ago, in words staff read at a glance ("12 min", "3 h 5 min", "2 d")."""
+    return _span((now - since).total_seconds())
+
+
+def countdown(due: datetime, now: datetime) -> str:
+    """A first-reply target as time left, or how far past it is."""
+    left = (due - now).total_seconds()
+    return f"reply due in {_span(left)}" if left > 0 else f"reply overdue by {_span(-left)}"
+
+
+def phone(number: str) -> str:
+    """A stored E.164 number the way people read it (+1 555-010-0101)."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return number
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
 def make_environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
@@ -74,6 +105,9 @@ def make_environment() -> jinja2.Environment:
     )
     env.globals["channel_names"] = CHANNEL_NAMES
     env.filters["localtime"] = localtime
+    env.filters["age"] = age
+    env.filters["countdown"] = countdown
+    env.filters["phone"] = phone
     # Channels the hub only receives on are offered in a reply box only where the patient
     # wrote on one (to say why it cannot be used), never as one more refused option.
     env.globals["receive_only"] = frozenset(c.value for c in RECEIVE_ONLY)
