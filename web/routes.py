@@ -93,7 +93,6 @@ def setup_routes(app: web.Application) -> None:
             web.get("/admin/canned", admin.canned_page, name="admin_canned"),
             web.post("/admin/canned", admin.save_canned, name="admin_save_canned"),
             *journeys.routes(),
-            *patients.routes(),
             *account.routes(),
             *mentions.routes(),
             *admin_security.routes(),
