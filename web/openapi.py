@@ -10,6 +10,7 @@ from aiohttp import web
 import hub
 from hub.journeys.reporting import COLUMNS
 from web import mentions
+from web import patients_api
 from web.compose import openapi_paths, openapi_reply
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -380,6 +381,7 @@ def document() -> dict[str, Any]:
                     },
                 )
             },
+            **patients_api.openapi_paths(_op, ID),
             "/api/patients/{id}/consents.fhir": {
                 "get": _op(
                     "The patient's consent history as a FHIR R4 Bundle of Consent resources "
