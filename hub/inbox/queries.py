@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.enums import Channel, ConversationStatus, Direction, Priority
+from hub.enums import Channel, ConversationStatus, Direction
 from hub.inbox.models import (
     Attachment,
     Conversation,
@@ -237,109 +237,6 @@ async def due_snoozed(session: AsyncSession, now: datetime) -> Sequence[Conversa
     return (await session.scalars(stmt)).all()
 
 
-def inbox_rank(now: datetime) -> Any:
-    """0: urgent and not resolved; 1: first response overdue; 2: everything else."""
-    from sqlalchemy import and_, case
-
-    return case(
-        (
-            and_(
-                Conversation.priority == Priority.URGENT,
-                Conversation.status != ConversationStatus.RESOLVED,
-            ),
-            0,
-        ),
-        (
-            and_(
-                Conversation.first_responded_at.is_(None), Conversation.first_response_due_at < now
-            ),
-            1,
-        ),
-        else_=2,
-    )
-
-
-async def inbox_page(
-    session: AsyncSession,
-    where: Sequence[Any],
-    now: datetime,
-    after: tuple[int, datetime, uuid.UUID] | None,
-    limit: int,
-) -> list[tuple[Conversation, int]]:
-    """Keyset page ordered by (rank, last activity desc, id desc).
-
-    The rank depends on ``now``, so no index yields this order: every conversation matching
-    the filters is ranked and sorted. The page is picked from index columns alone (an
-    index-only scan of the covering inbox indexes, migration 0009) and only its rows are read
-    from the table; sorting whole rows read 4,000 heap pages for one agent's 8,600 active
-    conversations at 1M conversations (bench/inbox_scale.py)."""
-    from sqlalchemy import and_, or_
-
-    rank = inbox_rank(now).label("rank")
-    picked = select(Conversation.id, Conversation.last_activity_at, rank).where(*where)
-    if after is not None:
-        r, t, i = after
-        rank_expr = inbox_rank(now)
-        # The rank (a CASE) appears twice, not three times: it is computed for every row.
-        picked = picked.where(
-            or_(
-                rank_expr > r,
-                and_(
-                    rank_expr == r,
-                    or_(
-                        Conversation.last_activity_at < t,
-                        and_(Conversation.last_activity_at == t, Conversation.id < i),
-                    ),
-                ),
-            )
-        )
-    page = (
-        picked.order_by(rank, Conversation.last_activity_at.desc(), Conversation.id.desc())
-        .limit(limit)
-        .subquery()
-    )
-    stmt = (
-        select(Conversation, page.c.rank)
-        .join(page, page.c.id == Conversation.id)
-        .order_by(page.c.rank, page.c.last_activity_at.desc(), page.c.id.desc())
-    )
-    rows = await session.execute(stmt)
-    return [(row[0], int(row[1])) for row in rows.all()]
-
-
-async def last_messages(
-    session: AsyncSession, conversation_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, Message]:
-    if not conversation_ids:
-        return {}
-    # One index probe per conversation for its newest message; numbering every message of
-    # the page's conversations read all of them (2,000 rows for 25 conversations at scale).
-    newest = (
-        select(Message.id)
-        .where(Message.conversation_id == Conversation.id)
-        .order_by(Message.created_at.desc(), Message.id.desc())
-        .limit(1)
-        .correlate(Conversation)
-        .scalar_subquery()
-    )
-    latest = select(newest).where(Conversation.id.in_(conversation_ids))
-    stmt = select(Message).where(Message.id.in_(latest))
-    return {m.conversation_id: m for m in (await session.scalars(stmt)).all()}
-
-
-async def read_markers(
-    session: AsyncSession, staff_id: uuid.UUID, conversation_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, datetime]:
-    if not conversation_ids:
-        return {}
-    rows = await session.execute(
-        select(ReadMarker.conversation_id, ReadMarker.read_at).where(
-            ReadMarker.staff_id == staff_id, ReadMarker.conversation_id.in_(conversation_ids)
-        )
-    )
-    return {row[0]: row[1] for row in rows.all()}
-
-
 async def mark_read(
     session: AsyncSession, staff_id: uuid.UUID, conversation_id: uuid.UUID, at: datetime
 ) -> None:
@@ -359,25 +256,6 @@ async def mark_read(
         index_elements=["staff_id", "conversation_id"], set_={"read_at": stmt.excluded.read_at}
     )
     await session.execute(stmt)
-
-
-async def unread_count(session: AsyncSession, staff_id: uuid.UUID, where: Sequence[Any]) -> int:
-    from sqlalchemy import and_, func, or_
-
-    stmt = (
-        select(func.count())
-        .select_from(Conversation)
-        .outerjoin(
-            ReadMarker,
-            and_(ReadMarker.conversation_id == Conversation.id, ReadMarker.staff_id == staff_id),
-        )
-        .where(
-            *where,
-            Conversation.last_inbound_at.is_not(None),
-            or_(ReadMarker.read_at.is_(None), ReadMarker.read_at < Conversation.last_inbound_at),
-        )
-    )
-    return int(await session.scalar(stmt) or 0)
 
 
 async def patient_has_conversation_in(

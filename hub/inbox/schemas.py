@@ -211,12 +211,31 @@ class ConversationRow:
     first_response_due_at: datetime | None
     first_responded_at: datetime | None
     preview: str | None
+    """The patient's newest message (cut to a line), never the clinic's own automatic answer
+    to it; the clinic's newest message only where the patient has not written at all."""
     unread: bool
     sender_unverified: str | None = None
     """The previewed message is mail whose sender was not proven: why, in plain words."""
+    preview_from_patient: bool = True
+    """False when the preview is the clinic's message (the patient never wrote here)."""
+    answered_automatically: bool = False
+    """The patient's newest message got an automatic answer (after-hours or triage reply, a
+    journey's answer, HELP) and no person has answered it since: the patient still waits."""
+    waiting_since: datetime | None = None
+    """When the patient's oldest message that no person has answered arrived; None when every
+    message has a staff reply after it, or the conversation is resolved."""
+    patient_verified: bool = True
+    """False for a number or address no one has confirmed belongs to a known patient."""
 
     def __repr__(self) -> str:
         return f"ConversationRow(id={self.id})"
+
+    def sla_due_at(self) -> datetime | None:
+        """The first-response deadline while it still counts (no staff reply yet, not
+        resolved); business hours are already in it."""
+        if self.first_responded_at is not None or self.status is ConversationStatus.RESOLVED:
+            return None
+        return self.first_response_due_at
 
     def overdue(self, now: datetime) -> bool:
         return (

@@ -1,4 +1,6 @@
-"""The inbox list: filters, SLA-first order, keyset pagination, unread state."""
+"""The inbox list: filters, SLA-first order, keyset pagination, unread state, and what each
+row shows (the patient's newest message, whether only the hub answered it, how long the
+patient has waited, the first-response deadline)."""
 
 from __future__ import annotations
 
@@ -9,18 +11,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from hub.audit import record
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
-from hub.enums import Channel, ConversationStatus, Priority
-from hub.inbox import queries
+from hub.enums import Channel, ConversationStatus, Direction, Priority
+from hub.inbox import listing_queries
 from hub.inbox.access import StaffContext
-from hub.inbox.actions.tags import (
-    clinic_tags_in,
-    conversation_tags_in,
-    normalize_tag,
-    tagged_filter,
-)
+from hub.inbox.actions.tags import normalize_tag, tagged_filter
 from hub.inbox.models import Conversation
 from hub.inbox.schemas import ConversationRow, unverified_words
 
@@ -135,7 +134,10 @@ async def do_list_inbox(
     limit: int = DEFAULT_PAGE,
     only: uuid.UUID | None = None,
 ) -> InboxPage:
-    """A page of the inbox. ``only`` renders a single row (live updates) under the same rules."""
+    """A page of the inbox. ``only`` renders a single row (live updates) under the same rules.
+
+    Three statements (rows, tags, unread count) plus the audit event; nothing is decrypted
+    for the row fetched only to learn whether another page follows."""
     now = utcnow()
     limit = max(1, min(limit, MAX_PAGE))
     after = decode_cursor(cursor) if cursor else None
@@ -143,47 +145,18 @@ async def do_list_inbox(
     if only is not None:
         where.append(Conversation.id == only)
     async with db.transaction() as session:
-        page = await queries.inbox_page(session, where, now, after, limit + 1)
-        more = len(page) > limit
-        page = page[:limit]
-        ids = [c.id for c, _ in page]
-        last = await queries.last_messages(session, ids)
-        markers = await queries.read_markers(session, ctx.staff_id, ids)
-        names = await queries.staff_names(session, {c.assignee_id for c, _ in page})
-        patients = await queries.patients_by_id(session, {c.patient_id for c, _ in page})
-        tags = await conversation_tags_in(session, ring, ids)
-        tag_names = tuple(await clinic_tags_in(session, ring)) if only is None else ()
-        rows = []
-        for conversation, _rank in page:
-            patient = patients[conversation.patient_id]
-            message = last.get(conversation.id)
-            body = message.unseal(ring, "body") if message is not None else None
-            read_at = markers.get(conversation.id)
-            rows.append(
-                ConversationRow(
-                    id=conversation.id,
-                    patient_id=patient.id,
-                    patient_name=patient.unseal(ring, "name"),
-                    patient_phone=patient.unseal(ring, "phone"),
-                    status=conversation.status,
-                    priority=conversation.priority,
-                    channel=conversation.channel,
-                    team_id=conversation.team_id,
-                    assignee_id=conversation.assignee_id,
-                    assignee_name=names.get(conversation.assignee_id),
-                    tags=tags.get(conversation.id, []),
-                    last_activity_at=conversation.last_activity_at,
-                    first_response_due_at=conversation.first_response_due_at,
-                    first_responded_at=conversation.first_responded_at,
-                    preview=(body[:PREVIEW_CHARS] + "…")
-                    if body and len(body) > PREVIEW_CHARS
-                    else body,
-                    unread=conversation.last_inbound_at is not None
-                    and (read_at is None or read_at < conversation.last_inbound_at),
-                    sender_unverified=unverified_words(message) if message else None,
-                )
-            )
-        unread = await queries.unread_count(session, ctx.staff_id, filters.clauses(ctx, ring, now))
+        listed = await listing_queries.inbox_rows(
+            session, ctx.staff_id, where, now, after, limit + 1
+        )
+        more = len(listed) > limit
+        listed = listed[:limit]
+        ids = [r.conversation.id for r in listed]
+        tags, tag_names = await _tags_in(session, ring, ids, picker=only is None)
+        rows = [_row(ring, r, tags.get(r.conversation.id, [])) for r in listed]
+        # Over the whole filtered list, also when ``only`` narrowed the rows to one.
+        unread = await listing_queries.unread_count(
+            session, ctx.staff_id, filters.clauses(ctx, ring, now)
+        )
         if rows:
             # The list shows names and message previews: a view of PHI like any other.
             await record(
@@ -195,7 +168,66 @@ async def do_list_inbox(
                 {"conversations": [str(i) for i in ids]},
             )
     next_cursor = None
-    if more and page:
-        c, r = page[-1]
-        next_cursor = encode_cursor(r, c.last_activity_at, c.id)
+    if more and listed:
+        last = listed[-1]
+        next_cursor = encode_cursor(
+            last.rank, last.conversation.last_activity_at, last.conversation.id
+        )
     return InboxPage(rows, next_cursor, unread, now, tag_names)
+
+
+async def _tags_in(
+    session: AsyncSession, ring: KeyRing, ids: list[uuid.UUID], *, picker: bool
+) -> tuple[dict[uuid.UUID, list[str]], tuple[str, ...]]:
+    """Each listed conversation's tags, sorted, and (with ``picker``) every tag name at the
+    clinic; each name decrypted once."""
+    if not ids and not picker:
+        return {}, ()
+    names: dict[uuid.UUID, str] = {}
+    found: dict[uuid.UUID, list[str]] = {}
+    for tag, conversation_id in await listing_queries.tag_rows(session, ids, every_tag=picker):
+        if tag.id not in names:
+            names[tag.id] = tag.unseal(ring, "name") or ""
+        if conversation_id is not None:
+            found.setdefault(conversation_id, []).append(names[tag.id])
+    by_row = {cid: sorted(tags) for cid, tags in found.items()}
+    return by_row, tuple(sorted(set(names.values()))) if picker else ()
+
+
+def _row(ring: KeyRing, r: listing_queries.ListedRow, tags: list[str]) -> ConversationRow:
+    conversation, patient, message = r.conversation, r.patient, r.preview
+    body = message.unseal(ring, "body") if message is not None else None
+    from_patient = message is None or message.direction is Direction.INBOUND
+    asked_at = message.created_at if message is not None and from_patient else None
+    # Automatic when the hub answered the patient's newest message and no person has since.
+    answered_automatically = (
+        asked_at is not None
+        and r.auto_reply_at is not None
+        and r.auto_reply_at >= asked_at
+        and (r.staff_reply_at is None or r.staff_reply_at < asked_at)
+    )
+    resolved = conversation.status is ConversationStatus.RESOLVED
+    return ConversationRow(
+        id=conversation.id,
+        patient_id=patient.id,
+        patient_name=patient.unseal(ring, "name"),
+        patient_phone=patient.unseal(ring, "phone"),
+        status=conversation.status,
+        priority=conversation.priority,
+        channel=conversation.channel,
+        team_id=conversation.team_id,
+        assignee_id=conversation.assignee_id,
+        assignee_name=r.assignee_name,
+        tags=tags,
+        last_activity_at=conversation.last_activity_at,
+        first_response_due_at=conversation.first_response_due_at,
+        first_responded_at=conversation.first_responded_at,
+        preview=(body[:PREVIEW_CHARS] + "…") if body and len(body) > PREVIEW_CHARS else body,
+        unread=conversation.last_inbound_at is not None
+        and (r.read_at is None or r.read_at < conversation.last_inbound_at),
+        sender_unverified=unverified_words(message) if message is not None else None,
+        preview_from_patient=from_patient,
+        answered_automatically=answered_automatically,
+        waiting_since=None if resolved else r.waiting_since,
+        patient_verified=patient.verified,
+    )

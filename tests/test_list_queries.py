@@ -1,0 +1,213 @@
+"""The inbox list in at most three statements a page (issue 16, "Quality"): rows with
+everything a row shows, tags with the clinic's tag names, the unread count. Every filter and
+the keyset cursor still narrow the list as before. The audit event the list writes (the
+chain's head and the new row) is counted apart: it is the same for every view of PHI."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
+
+from hub.audit import AuditEvent
+from hub.crypto import KeyRing
+from hub.db import Database, utcnow
+from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Priority
+from hub.inbox import queries
+from hub.inbox.actions.listing import InboxFilters, InboxPage, do_list_inbox
+from hub.inbox.actions.tags import set_conversation_tags_in
+from hub.inbox.models import Conversation, Message
+from tests.conftest import make_staff
+from tests.test_routing import make_patient
+
+MAX_STATEMENTS = 3
+"""What a page of the list may cost, whatever the filters (it was 8)."""
+AUDIT_TABLES = ("audit_head", "audit_event")
+TRANSACTION_CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")
+"""The test's rolled-back outer transaction makes each of the hub's a savepoint."""
+
+
+@contextmanager
+def counted() -> Iterator[list[str]]:
+    """Statements sent to the database meanwhile, the audit chain's own and transaction
+    control left out."""
+    seen: list[str] = []
+
+    def listen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(TRANSACTION_CONTROL):
+            return
+        if not any(table in statement for table in AUDIT_TABLES):
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", listen)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", listen)
+
+
+@dataclass
+class Inbox:
+    staff: Any
+    nursing: uuid.UUID
+    billing: uuid.UUID
+    ids: dict[str, uuid.UUID]
+
+
+@pytest.fixture
+async def inbox(db: Database, ring: KeyRing) -> Inbox:
+    """Twelve conversations of an agent's two teams, each row different in what a filter
+    looks at, plus one of a team the agent is not in."""
+    staff = await make_staff(
+        db, "rows.agent@example.org", role="agent", teams=("Nursing", "Billing")
+    )
+    other = await make_staff(db, "rows.other@example.org", role="agent", teams=("Pharmacy",))
+    [nursing, billing] = sorted(staff.team_ids, key=lambda t: t.int)
+    [pharmacy] = other.team_ids
+    now = utcnow()
+    ids: dict[str, uuid.UUID] = {}
+    async with db.transaction() as session:
+        for n in range(12):
+            patient = await make_patient(session, ring, name=f"Quinn Sample{n}")
+            at = now - timedelta(minutes=10 * (n + 1))
+            conversation = Conversation(
+                patient_id=patient.id,
+                channel=Channel.EMAIL if n % 3 == 0 else Channel.SMS,
+                status=ConversationStatus.PENDING if n % 4 == 1 else ConversationStatus.OPEN,
+                priority=Priority.URGENT if n == 5 else Priority.NORMAL,
+                team_id=nursing if n % 2 else billing,
+                assignee_id=staff.staff_id if n % 3 == 1 else None,
+                created_at=at,
+                last_activity_at=at,
+                last_inbound_at=at,
+                # Two are past their first-response deadline.
+                first_response_due_at=at + timedelta(minutes=-1 if n in (2, 7) else 240),
+            )
+            session.add(conversation)
+            await session.flush()
+            for k, direction in enumerate((Direction.INBOUND, Direction.OUTBOUND)):
+                message = Message(
+                    conversation_id=conversation.id,
+                    direction=direction,
+                    channel=conversation.channel,
+                    status=MessageStatus.RECEIVED
+                    if direction is Direction.INBOUND
+                    else MessageStatus.SENT,
+                    author_id=None,
+                    created_at=at + timedelta(seconds=k),
+                )
+                message.seal(ring, "body", f"message {n}.{k}")
+                session.add(message)
+            if n % 4 == 0:
+                await set_conversation_tags_in(session, ring, conversation.id, ["forms", "vip"])
+            if n == 3:
+                await queries.mark_read(session, staff.staff_id, conversation.id, now)
+            ids[f"c{n}"] = conversation.id
+        patient = await make_patient(session, ring, name="Elsewhere Sample")
+        hidden = Conversation(
+            patient_id=patient.id,
+            channel=Channel.SMS,
+            status=ConversationStatus.OPEN,
+            priority=Priority.URGENT,
+            team_id=pharmacy,
+            created_at=now,
+            last_activity_at=now,
+        )
+        session.add(hidden)
+        await session.flush()
+        ids["hidden"] = hidden.id
+    return Inbox(staff, nursing, billing, ids)
+
+
+async def listed(
+    db: Database, ring: KeyRing, staff: Any, query: dict[str, str], **kw: Any
+) -> tuple[InboxPage, list[str]]:
+    with counted() as seen:
+        page = await do_list_inbox(db, ring, staff, InboxFilters.parse(query), **kw)
+    return page, seen
+
+
+FILTERS: list[tuple[str, Any]] = [
+    ("default", lambda i: ({}, 12)),
+    ("mine", lambda i: ({"view": "mine"}, 4)),
+    ("unassigned", lambda i: ({"view": "unassigned"}, 8)),
+    ("team", lambda i: ({"team": str(i.nursing)}, 6)),
+    ("status", lambda i: ({"status": "pending"}, 3)),
+    ("channel", lambda i: ({"channel": "email"}, 4)),
+    ("priority", lambda i: ({"priority": "urgent"}, 1)),
+    ("tag", lambda i: ({"tag": "VIP"}, 3)),
+    ("overdue", lambda i: ({"overdue": "1"}, 2)),
+    ("several", lambda i: ({"team": str(i.billing), "view": "unassigned", "channel": "sms"}, 2)),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), FILTERS, ids=[f[0] for f in FILTERS])
+async def test_a_page_is_three_statements_under_every_filter(
+    db: Database, ring: KeyRing, inbox: Inbox, name: str, make: Any
+) -> None:
+    query, expected = make(inbox)
+    page, statements = await listed(db, ring, inbox.staff, query)
+    assert len(statements) <= MAX_STATEMENTS, f"{name}: {statements}"
+    assert len(page.rows) == expected, name
+    assert inbox.ids["hidden"] not in {r.id for r in page.rows}
+    assert page.tag_names == ("forms", "vip")
+    # Every row filled in from the one statement.
+    for row in page.rows:
+        assert row.patient_name and row.patient_name.startswith("Quinn Sample")
+        n = row.patient_name.removeprefix("Quinn Sample")
+        assert row.preview == f"message {n}.0" and row.answered_automatically
+        assert row.tags == (["forms", "vip"] if int(n) % 4 == 0 else [])
+        assert row.assignee_name == ("Rows.Agent" if int(n) % 3 == 1 else None)
+        assert row.unread is (n != "3")
+    # Urgent first, then overdue, then the newest.
+    if name == "default":
+        order = [r.patient_name for r in page.rows]
+        assert order[:3] == ["Quinn Sample5", "Quinn Sample2", "Quinn Sample7"]
+        assert page.unread == 11
+
+
+async def test_keyset_pages_cost_the_same_and_cover_the_list_once(
+    db: Database, ring: KeyRing, inbox: Inbox
+) -> None:
+    seen: list[uuid.UUID] = []
+    cursor = None
+    while True:
+        page, statements = await listed(db, ring, inbox.staff, {}, cursor=cursor, limit=5)
+        assert len(statements) <= MAX_STATEMENTS
+        seen.extend(r.id for r in page.rows)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 12
+
+
+async def test_one_row_for_a_live_update_costs_no_more(
+    db: Database, ring: KeyRing, inbox: Inbox
+) -> None:
+    page, statements = await listed(db, ring, inbox.staff, {}, only=inbox.ids["c4"])
+    assert len(statements) <= MAX_STATEMENTS
+    assert [r.id for r in page.rows] == [inbox.ids["c4"]] and page.rows[0].tags == ["forms", "vip"]
+    assert page.unread == 11  # the count is the list's, not the one row's
+    page, _ = await listed(db, ring, inbox.staff, {}, only=inbox.ids["hidden"])
+    assert page.rows == []
+
+
+async def test_the_list_is_still_audited(db: Database, ring: KeyRing, inbox: Inbox) -> None:
+    page, _ = await listed(db, ring, inbox.staff, {"view": "mine"})
+    async with db.reader() as session:
+        last = (
+            await session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.action == "inbox.list")
+                .order_by(AuditEvent.seq.desc())
+            )
+        ).first()
+    assert last is not None
+    assert sorted(last.detail["conversations"]) == sorted(str(r.id) for r in page.rows)
