@@ -1,48 +1,35 @@
 """Tables for what `make mutate` found the suite did not hold (docs/testing.md): the words of
 a bounce report, what a bounce written for people yields, what `hub audit verify` says about
-each kind of tampering, how the inbound-mail webhook refuses, and what a claimed send hands the
-provider. Each row is written from the rule, so a plausible slip in the code fails one."""
+each kind of tampering, the consent gate's refusals, keywords, and who a staff context names.
+Each row is written from the rule, so a plausible slip in the code fails one. The webhooks'
+refusals are in tests/test_mutant_webhooks.py, claimed sends in tests/test_mutant_claims.py."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
-from datetime import timedelta
 from email import message_from_bytes
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, select, text, update
 
 from hub.audit import GENESIS_HASH, Actor, Anchor, AuditEvent, AuditHead, record, verify
 from hub.channels.email_smtp.bounce import plain_bounce
 from hub.channels.email_smtp.parse import parse_email
-from hub.channels.registry import CHANNEL_PROVIDERS
-from hub.config import Settings
-from hub.consent.actions import do_record_consent
-from hub.consent.models import ConsentState, Purpose
+from hub.consent.models import Purpose
 from hub.consent.policy import decide
 from hub.consent.schemas import Outcome
-from hub.crypto import KeyRing
 from hub.db import Database, utcnow
-from hub.enums import Channel, MessageStatus, Role
+from hub.enums import Channel, Role
 from hub.errors import HubError
-from hub.inbox import actions
 from hub.inbox.access import StaffContext
 from hub.inbox.actions.intake import Keyword, detect_keyword
-from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient, StaffUser, Team
-from hub.inbox.schemas import NewPatient
-from hub.outbox import OutboxEvent
-from tests.conftest import ON_POSTGRES, make_staff
+from hub.inbox.models import Patient, StaffUser, Team
+from tests.conftest import ON_POSTGRES
 from tests.mail_reports import OUR_ID, multi, report
-from web.app import create_app
 
 pytestmark = pytest.mark.usefixtures("fresh_redis")
+
 
 # --- a report's Action words ----------------------------------------------------------------
 
@@ -289,6 +276,27 @@ async def test_a_rewritten_row_at_the_anchor_is_named(db: Database) -> None:
     )
 
 
+async def test_a_cut_tail_with_a_rewound_head_is_caught_by_the_anchor(db: Database) -> None:
+    """The attack the anchor exists for: the newest rows deleted and audit_head set back to
+    the last row kept, so the shortened chain is whole in itself."""
+    await _chain(db, 5)
+    async with db.reader() as session:
+        hashes = dict((await session.execute(select(AuditEvent.seq, AuditEvent.hash))).all())
+    await _tamper(
+        db,
+        delete(AuditEvent).where(AuditEvent.seq > 3),
+        update(AuditHead).values(seq=3, hash=hashes[3]),
+    )
+    assert await _verified(db) == (True, 3, None, None)
+    assert await _verified(db, Anchor(5, hashes[5])) == (
+        False,
+        3,
+        4,
+        "the chain ends at row 3 but the anchor records row 5: "
+        "rows were cut from the end and the head rewound",
+    )
+
+
 @pytest.mark.parametrize("value", ["3", "3:xyz", "", "three:" + "a" * 64])
 def test_a_mistyped_anchor_says_what_one_looks_like(value: str) -> None:
     with pytest.raises(HubError) as caught:
@@ -308,370 +316,6 @@ async def test_a_wrong_genesis_anchor_is_named(db: Database) -> None:
         "the anchor for row 0 must be the genesis hash",
     )
     assert (await _verified(db, Anchor(0, GENESIS_HASH)))[0] is True
-
-
-# --- the inbound-mail webhook's refusals ------------------------------------------------------
-
-SECRET = "inbound-secret-for-tests"
-
-
-@pytest.fixture
-async def mail_client(db: Database, settings: Settings, aiohttp_client: Any) -> TestClient:
-    app = create_app(
-        replace(
-            settings,
-            public_url="http://127.0.0.1",
-            email_webhook_secret=SECRET,
-            email_max_bytes=4096,
-        ),
-        db=db,
-    )
-    client: TestClient = await aiohttp_client(app)
-    return client
-
-
-def _mail() -> bytes:
-    mail = EmailMessage()
-    mail["From"] = "Avery Sample <avery.sample@example.org>"
-    mail["To"] = "front-desk@demo-clinic.example.org"
-    mail["Subject"] = "Question"
-    mail["Message-ID"] = "<survivor-1@mail.example.org>"
-    mail.set_content("Can I come earlier?")
-    return mail.as_bytes()
-
-
-def _signed(raw: bytes, secret: str = SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-
-
-async def _messages(db: Database) -> int:
-    async with db.reader() as session:
-        return int(await session.scalar(select(func.count()).select_from(Message)) or 0)
-
-
-@pytest.mark.parametrize(
-    ("headers", "status"),
-    [
-        ({}, 401),
-        ({"X-Hub-Signature-256": ""}, 401),
-        ({"X-Hub-Signature-256": "XXXX"}, 401),
-        ({"X-Hub-Signature-256": "sha256="}, 401),
-        ({"X-Hub-Signature-256": _signed(b"another body")}, 401),
-        ({"X-Hub-Signature-256": _signed(_mail(), "another secret")}, 401),
-        ({"X-Hub-Signature-256": _signed(_mail()).removeprefix("sha256=")}, 401),
-    ],
-    ids=["none", "empty", "junk", "prefix-only", "other-body", "other-secret", "no-prefix"],
-)
-async def test_unsigned_mail_is_refused_and_counted(
-    db: Database, mail_client: TestClient, headers: dict[str, str], status: int
-) -> None:
-    response = await mail_client.post("/webhooks/email/inbound", data=_mail(), headers=headers)
-    assert response.status == status
-    assert await response.text() == "missing or wrong X-Hub-Signature-256"
-    assert await _messages(db) == 0
-    metrics = await (await mail_client.get("/metrics")).text()
-    assert _counter(metrics, "email", "inbound", "signature") == 1.0
-
-
-async def test_the_webhook_answers_in_plain_words_when_off_or_too_big(
-    db: Database, settings: Settings, aiohttp_client: Any, mail_client: TestClient
-) -> None:
-    raw = _mail() + b"x" * 5000
-    big = await mail_client.post(
-        "/webhooks/email/inbound", data=raw, headers={"X-Hub-Signature-256": _signed(raw)}
-    )
-    assert (big.status, await big.text()) == (413, "message too large")
-    metrics = await (await mail_client.get("/metrics")).text()
-    assert _counter(metrics, "email", "inbound", "too_large") == 1.0
-    off: TestClient = await aiohttp_client(
-        create_app(replace(settings, public_url="http://127.0.0.1"), db=db)
-    )
-    raw = _mail()
-    response = await off.post(
-        "/webhooks/email/inbound", data=raw, headers={"X-Hub-Signature-256": _signed(raw)}
-    )
-    assert (response.status, await response.text()) == (
-        404,
-        "inbound-mail webhook is not configured",
-    )
-    assert await _messages(db) == 0
-
-
-async def test_signed_mail_is_taken_once_and_counted(db: Database, mail_client: TestClient) -> None:
-    raw = _mail()
-    outcomes = []
-    for _ in range(2):  # a provider's retry stores nothing more
-        response = await mail_client.post(
-            "/webhooks/email/inbound", data=raw, headers={"X-Hub-Signature-256": _signed(raw)}
-        )
-        assert response.status == 200
-        outcomes.append((await response.json())["outcome"])
-    assert outcomes[0] == "message" and outcomes[1] != "message"
-    assert await _messages(db) == 1
-    metrics = await (await mail_client.get("/metrics")).text()
-    accepted = {
-        line.split('outcome="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith('hub_webhook_accepted_total{kind="inbound",')
-        and 'provider="email"' in line
-    }
-    assert accepted == {outcomes[0]: 1.0, outcomes[1]: 1.0}
-    assert _counter(metrics, "email", "inbound", "signature") == 0.0
-
-
-async def test_signed_junk_is_refused_in_plain_words(db: Database, mail_client: TestClient) -> None:
-    raw = b"\x00\x01 not a mail"
-    response = await mail_client.post(
-        "/webhooks/email/inbound", data=raw, headers={"X-Hub-Signature-256": _signed(raw)}
-    )
-    assert response.status == 400
-    assert await response.text()  # says what was wrong with it
-    assert await _messages(db) == 0
-    metrics = await (await mail_client.get("/metrics")).text()
-    assert _counter(metrics, "email", "inbound", "malformed") == 1.0
-
-
-def _counter(metrics: str, provider: str, kind: str, reason: str) -> float:
-    """The value of hub_webhook_rejected_total for those labels on /metrics (0 when absent)."""
-    labels = f'{{kind="{kind}",provider="{provider}",reason="{reason}"}}'
-    for line in metrics.splitlines():
-        if line.startswith("hub_webhook_rejected_total" + labels):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-# --- what a claimed send hands the provider ---------------------------------------------------
-
-CLINIC = "+15550100999"
-PATIENT = "+15550100123"
-PATIENTS: dict[uuid.UUID, uuid.UUID] = {}
-"""Queued message -> its patient (the fixture's)."""
-
-
-@pytest.fixture
-async def queued(db: Database, ring: KeyRing) -> AsyncIterator[uuid.UUID]:
-    staff = await make_staff(db)
-    patient_id = await actions.do_create_patient(
-        db,
-        ring,
-        Actor.system("test"),
-        NewPatient(name="Avery Sample", phone=PATIENT, verified=True),
-        region="US",
-    )
-    async with db.transaction() as session:
-        conversation = Conversation(patient_id=patient_id, channel="sms", channel_address=CLINIC)
-        session.add(conversation)
-        await session.flush()
-        conversation_id = conversation.id
-    reply = await actions.do_reply(db, ring, staff, conversation_id, "Your results are ready.")
-    PATIENTS[reply.message_id] = patient_id
-    yield reply.message_id
-
-
-async def test_the_first_claim_hands_over_what_the_patient_gets(
-    db: Database, ring: KeyRing, queued: uuid.UUID
-) -> None:
-    claim = await actions.do_claim_send(
-        db, ring, queued, provider=CHANNEL_PROVIDERS, public_url="https://hub.example.org"
-    )
-    assert claim.task is not None
-    out = claim.task.outbound
-    assert (out.message_id, out.attempt, out.channel) == (queued, 1, Channel.SMS)
-    assert (out.to_address, out.from_address, out.body) == (
-        PATIENT,
-        CLINIC,
-        "Your results are ready.",
-    )
-    assert out.status_callback_url == (
-        f"https://hub.example.org/webhooks/twilio/status?m={queued}&a=1"
-    )
-    assert claim.task.provider == CHANNEL_PROVIDERS[Channel.SMS]
-    assert claim.task.decision.allowed
-    # The staff screen hears the message is on its way.
-    assert await _effects(db, claim.effect_ids) == [("notify:message:status", str(queued))]
-    async with db.reader() as session:
-        attempts = (await session.scalars(select(DeliveryAttempt))).all()
-        message = await session.get(Message, queued)
-    assert [(a.message_id, a.attempt) for a in attempts] == [(queued, 1)]
-    assert attempts[0].created_at is not None
-    assert message is not None and message.send_attempts == 1
-    # A duplicate job gets nothing to send.
-    again = await actions.do_claim_send(
-        db, ring, queued, provider=CHANNEL_PROVIDERS, public_url="https://hub.example.org"
-    )
-    assert again.task is None and again.skipped is not None
-
-
-async def test_a_channel_not_connected_fails_the_message_in_plain_words(
-    db: Database, ring: KeyRing, queued: uuid.UUID
-) -> None:
-    claim = await actions.do_claim_send(
-        db, ring, queued, provider={Channel.EMAIL: "smtp"}, public_url="https://hub.example.org"
-    )
-    assert claim.task is None
-    assert claim.skipped == "the sms channel is not connected on this hub"
-    # Staff see the failure at once.
-    assert await _effects(db, claim.effect_ids) == [("notify:message:status", str(queued))]
-    async with db.reader() as session:
-        message = await session.get(Message, queued)
-    assert message is not None
-    assert (message.status, message.error_code, message.error_reason) == (
-        MessageStatus.FAILED,
-        "channel_unavailable",
-        "the sms channel is not connected on this hub",
-    )
-
-
-async def test_a_missing_message_is_reported_not_found(db: Database, ring: KeyRing) -> None:
-    claim = await actions.do_claim_send(
-        db, ring, uuid.uuid4(), provider=CHANNEL_PROVIDERS, public_url="https://hub.example.org"
-    )
-    assert (claim.task, claim.effect_ids, claim.skipped) == (None, (), "not found")
-
-
-async def _effects(db: Database, ids: tuple[uuid.UUID, ...]) -> list[tuple[str, str | None]]:
-    """The outbox rows behind ``ids``: what is released after commit, and for which message."""
-    async with db.reader() as session:
-        rows = [await session.get(OutboxEvent, effect_id) for effect_id in ids]
-    return [(r.topic, r.payload.get("message_id")) for r in rows if r is not None]
-
-
-async def test_a_send_after_an_opt_out_fails_and_staff_see_why(
-    db: Database, ring: KeyRing, queued: uuid.UUID
-) -> None:
-    staff = await make_staff(db, "ria.admin@demo-clinic.example.org")
-    await do_record_consent(
-        db,
-        staff,
-        PATIENTS[queued],
-        Channel.SMS,
-        [Purpose.CARE],
-        ConsentState.REVOKED,
-        "phone",
-    )
-    claim = await actions.do_claim_send(
-        db, ring, queued, provider=CHANNEL_PROVIDERS, public_url="https://hub.example.org"
-    )
-    assert claim.task is None
-    async with db.reader() as session:
-        message = await session.get(Message, queued)
-        attempts = (await session.scalars(select(DeliveryAttempt))).all()
-    assert message is not None and attempts == []
-    assert message.status is MessageStatus.FAILED
-    assert message.error_code and message.error_reason
-    assert claim.skipped == f"refused: {message.error_reason}"
-    assert await _effects(db, claim.effect_ids) == [("notify:message:status", str(queued))]
-
-
-async def test_a_job_that_runs_early_puts_itself_back(
-    db: Database, ring: KeyRing, queued: uuid.UUID
-) -> None:
-    now = utcnow()
-    async with db.transaction() as session:
-        message = await session.get(Message, queued)
-        assert message is not None
-        message.next_attempt_at = now + timedelta(hours=1)
-    claim = await actions.do_claim_send(
-        db, ring, queued, provider=CHANNEL_PROVIDERS, public_url="https://hub.example.org", now=now
-    )
-    assert (claim.task, claim.skipped) == (None, "not due yet")
-    assert await _effects(db, claim.effect_ids) == [("job:send_message", str(queued))]
-    async with db.reader() as session:
-        event = await session.get(OutboxEvent, claim.effect_ids[0])
-        message = await session.get(Message, queued)
-    assert event is not None and event.payload["delay_s"] == pytest.approx(3600, abs=1)
-    assert message is not None and message.status is MessageStatus.QUEUED
-
-
-async def test_a_reminder_at_night_waits_for_morning_and_is_never_dropped(
-    db: Database, ring: KeyRing
-) -> None:
-    staff = await make_staff(db)
-    patient_id = await actions.do_create_patient(
-        db,
-        ring,
-        Actor.system("test"),
-        NewPatient(name="Avery Sample", phone=PATIENT, verified=True),
-        region="US",
-    )
-    async with db.transaction() as session:
-        conversation = Conversation(patient_id=patient_id, channel="sms", channel_address=CLINIC)
-        session.add(conversation)
-        await session.flush()
-        conversation_id = conversation.id
-    reply = await actions.do_reply(
-        db, ring, staff, conversation_id, "See you tomorrow at 9.", purpose=Purpose.REMINDERS
-    )
-    night = utcnow().replace(hour=3, minute=0, second=0, microsecond=0)
-    claim = await actions.do_claim_send(
-        db,
-        ring,
-        reply.message_id,
-        provider=CHANNEL_PROVIDERS,
-        public_url="https://hub.example.org",
-        now=night,
-    )
-    assert claim.task is None
-    day = night.strftime("%Y-%m-%d")
-    assert claim.skipped == (
-        f"deferred: it is {day} 03:00 UTC for the patient, outside 08:00-21:00; "
-        f"deferred to {day} 08:00 UTC"
-    )
-    async with db.reader() as session:
-        message = await session.get(Message, reply.message_id)
-        assert message is not None
-        event = await session.get(OutboxEvent, claim.effect_ids[0])
-    assert message.status is MessageStatus.QUEUED
-    assert message.next_attempt_at == night.replace(hour=8)
-    assert message.error_reason == "waiting: " + claim.skipped.removeprefix("deferred: ")
-    assert event is not None and event.topic == "job:send_message"
-    assert event.payload["message_id"] == str(reply.message_id)
-    assert event.payload["delay_s"] == 5 * 3600
-
-
-async def test_a_claimed_email_carries_its_reply_address_and_unsubscribe_link(
-    db: Database, ring: KeyRing
-) -> None:
-    staff = await make_staff(db)
-    patient_id = await actions.do_create_patient(
-        db,
-        ring,
-        Actor.system("test"),
-        NewPatient(name="Avery Sample", phone=PATIENT, email="avery@example.org", verified=True),
-        region="US",
-    )
-    async with db.transaction() as session:
-        conversation = Conversation(
-            patient_id=patient_id, channel="email", channel_address="front-desk@example.org"
-        )
-        session.add(conversation)
-        await session.flush()
-        conversation_id = conversation.id
-    reply = await actions.do_reply(
-        db, ring, staff, conversation_id, "See you tomorrow at 9.", purpose=Purpose.REMINDERS
-    )
-    noon = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
-    claim = await actions.do_claim_send(
-        db,
-        ring,
-        reply.message_id,
-        provider=CHANNEL_PROVIDERS,
-        public_url="https://hub.example.org",
-        reply_domain="reply.demo-clinic.example.org",
-        now=noon,
-    )
-    assert claim.task is not None
-    out = claim.task.outbound
-    assert (out.channel, out.to_address, out.status_callback_url) == (
-        Channel.EMAIL,
-        "avery@example.org",
-        None,
-    )
-    assert out.reply_to is not None and out.reply_to.startswith("reply+")
-    assert out.reply_to.endswith("@reply.demo-clinic.example.org")
-    assert out.unsubscribe_url is not None
-    assert out.unsubscribe_url.startswith("https://hub.example.org/unsubscribe/")
-    assert claim.task.provider == CHANNEL_PROVIDERS[Channel.EMAIL]
 
 
 # --- what the consent gate tells staff, and which words are keywords ------------------------
@@ -745,8 +389,11 @@ def test_a_staff_context_carries_who_and_how(via: str | None) -> None:
         display_name="Dana Agent",
         must_change_password=True,
         teams=[team],
+        time_zone="America/Chicago",
     )
     ctx = StaffContext.of(staff) if via is None else StaffContext.of(staff, via)
+    # Every time on their screens is written in their own zone (the localtime filter).
+    assert ctx.time_zone == "America/Chicago"
     assert (ctx.staff_id, ctx.role, ctx.team_ids) == (staff.id, Role.AGENT, frozenset({team.id}))
     assert (ctx.display_name, ctx.via, ctx.must_change_password) == (
         "Dana Agent",
