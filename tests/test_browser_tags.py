@@ -47,7 +47,7 @@ async def test_staff_tag_a_conversation_and_filter_the_inbox_by_tag(
 
     await page.goto(f"{stack.hub_url}/")
     await page.get_by_text("Filters", exact=True).click()
-    picker = page.get_by_label("Tag", exact=True)
+    picker = page.get_by_label("Filter by Tag")
     assert await picker.locator("option").all_inner_texts() == ["Any", "chemo-week", "oncology"]
     await picker.select_option("oncology")
     await page.get_by_role("button", name="Apply").click()

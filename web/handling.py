@@ -136,7 +136,9 @@ async def set_status(request: web.Request) -> web.StreamResponse:
         status = ConversationStatus(str(form.get("status", "")))
         until = None
         if status is ConversationStatus.SNOOZED:
-            until = _snooze_until(request, str(form.get("snoozed_until", "")))
+            # A preset button and the picker share the name; whichever carries a time wins.
+            picked = [str(v) for v in form.getall("snoozed_until", []) if str(v)]
+            until = _snooze_until(request, picked[0] if picked else "")
         effects = await conversations.do_set_status(
             request.app[DB], ctx, path_uuid(request, "id"), status, snoozed_until=until
         )

@@ -140,9 +140,14 @@
   // Someone else changed the conversation on screen: show it, unless this person is busy
   // in a panel control (their own change answers with the panel already).
   let panelTimer = null;
+  let ownChangeAt = 0;
+  document.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target?.id === "panel-pane") ownChangeAt = Date.now();
+  });
   function refreshPanel() {
     clearTimeout(panelTimer);
     panelTimer = setTimeout(async () => {
+      if (Date.now() - ownChangeAt < 2000) return; // this person's own change: already drawn
       const panel = document.getElementById("panel-pane");
       const id = openConversationId();
       if (!panel || !id || panel.contains(document.activeElement) && document.activeElement.matches("input, select, textarea")) return;
