@@ -103,6 +103,7 @@ async def patient_page(
     except NotFound:
         raise web.HTTPNotFound(text="No such patient.") from None
     context: dict[str, Any] = {"p": found, "zones": ZONES, "error": error}
+    context |= {"messages": None, "message_error": None, "candidates": None}
     mq = request.query.get("mq", "")
     if mq.strip() and found.conversations:
         try:
