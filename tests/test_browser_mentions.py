@@ -104,6 +104,7 @@ async def test_at_mentions_a_colleague_and_slash_inserts_a_canned_reply(
     assert mention.conversation_id == conversation.id
 
     reply = page.locator("#reply-body")
+    assert await reply.get_attribute("placeholder") == "Type / and a name for a canned reply"
     await reply.click()
     await reply.press_sequentially("/park")
     canned = page.get_by_role("listbox", name="Canned replies")
@@ -173,6 +174,7 @@ async def test_the_mentions_page_and_its_badge_are_live_and_read_on_opening(
     items = page.locator(".mention-list li")
     assert await items.count() == 1
     assert "New" in await items.first.inner_text()
+    assert "on Rowan Example's conversation" in await items.first.inner_text()
 
     # A second mention arrives while the page is open: the badge counts it at once.
     await page.wait_for_function("() => window.hubSocketConnected === true")

@@ -51,6 +51,7 @@ async def test_the_mentions_page_lists_unread_notes_and_opening_one_reads_it(
     assert "2 unread." in html
     assert html.count('class="tag new"') == 2
     assert "lab result is in" in html and "Rae Author" in html
+    assert "on an unknown patient's conversation" in html
     assert html.index("lab result") < html.index("call back")  # newest first
 
     note = mentioned["one"].note_id
@@ -89,6 +90,7 @@ async def test_the_api_lists_mentions_with_the_same_read_state(
     ]
     assert answer["items"][0]["body"] == "@dana.agent lab result is in"
     assert answer["items"][0]["conversation_id"] == str(mentioned["second"])
+    assert answer["items"][0]["patient"] is None  # a number nobody has named yet
 
     # The badge asks for the count alone.
     assert await (await client.get("/api/me/mentions?limit=0")).json() == {

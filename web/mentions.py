@@ -32,6 +32,7 @@ def _item(view: mentions.MentionView) -> dict[str, Any]:
         "body": view.body,
         "created_at": view.created_at.isoformat(),
         "read": view.read,
+        "patient": view.patient,
     }
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.enums import Role
 from hub.inbox.mention_models import Mention, StaffAlert
-from hub.inbox.models import Conversation, Note, StaffUser, team_member
+from hub.inbox.models import Conversation, Note, Patient, StaffUser, team_member
 
 
 async def active_staff(session: AsyncSession) -> list[tuple[uuid.UUID, str, str]]:
@@ -70,13 +70,14 @@ async def mentions_of(
     limit: int,
     before: datetime | None = None,
     unread_only: bool = False,
-) -> list[tuple[Mention, Note, str | None]]:
-    """The person's mentions in conversations they can still see, newest first, with the note
-    and its author's name."""
+) -> list[tuple[Mention, Note, str | None, Patient]]:
+    """The person's mentions in conversations they can still see, newest first, with the note,
+    its author's name and the conversation's patient."""
     stmt = (
-        select(Mention, Note, StaffUser.display_name)
+        select(Mention, Note, StaffUser.display_name, Patient)
         .join(Note, Note.id == Mention.note_id)
         .join(Conversation, Conversation.id == Mention.conversation_id)
+        .join(Patient, Patient.id == Conversation.patient_id)
         .outerjoin(StaffUser, StaffUser.id == Note.author_id)
         .where(Mention.staff_id == staff_id, visible)
         .order_by(Mention.created_at.desc(), Mention.note_id.desc())
@@ -86,7 +87,7 @@ async def mentions_of(
         stmt = stmt.where(Mention.created_at < before)
     if unread_only:
         stmt = stmt.where(Mention.read_at.is_(None))
-    return [(r[0], r[1], r[2]) for r in (await session.execute(stmt)).all()]
+    return [(r[0], r[1], r[2], r[3]) for r in (await session.execute(stmt)).all()]
 
 
 async def unread_count(

@@ -268,11 +268,18 @@
   });
   // Content swapped by htmx may have removed the box the list belonged to.
   document.addEventListener("htmx:beforeSwap", () => close());
-  document.addEventListener("htmx:afterSettle", () => refreshCount());
+  // The reply box says that "/" is there (the note box's label already names "@").
+  function hint() {
+    document.querySelectorAll("#reply-body:not([placeholder])").forEach((box) => {
+      box.placeholder = "Type / and a name for a canned reply";
+    });
+  }
+  document.addEventListener("htmx:afterSettle", () => { refreshCount(); hint(); });
 
   function start() {
     refreshCount();
     listenForMentions();
+    hint();
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();

@@ -65,8 +65,10 @@ class MentionView:
     body: str
     created_at: datetime
     read: bool
+    patient: str | None = None
+    """The patient's name (None: not known yet, an unnamed number)."""
 
-    def __repr__(self) -> str:  # the note's text is PHI
+    def __repr__(self) -> str:  # the note's text and the patient's name are PHI
         return f"MentionView(note={self.note_id}, read={self.read})"
 
 
@@ -148,6 +150,8 @@ async def record_mentions_in(
 ) -> list[uuid.UUID]:
     """Inside the note's transaction (the note flushed): store who it mentions, and queue the
     live ``mention`` event and the offline alert for each. The author is never among them."""
+    if "@" not in body:
+        return []
     entries = [StaffEntry.of(row) for row in await mq.staff_who_see(session, conversation.team_id)]
     mentioned = [i for i in find_mentioned(body, entries) if i != ctx.staff_id]
     note.mentions = [str(i) for i in mentioned]
@@ -208,8 +212,9 @@ async def do_list_mentions(
                 note.unseal(ring, "body") or "",
                 mention.created_at,
                 mention.read_at is not None,
+                patient.unseal(ring, "name"),
             )
-            for mention, note, author in rows
+            for mention, note, author, patient in rows
         ]
         unread = await mq.unread_count(session, ctx.staff_id, ctx.visible_filter())
         if items:
