@@ -20,6 +20,7 @@ from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.enums import Channel, MessageStatus
 from hub.inbox import actions
+from hub.inbox.actions.outgoing import OutgoingFile
 from hub.inbox.models import Conversation, DeliveryAttempt, Message
 from hub.inbox.schemas import NewPatient
 from hub.outbox import OutboxEvent
@@ -93,6 +94,36 @@ async def test_the_first_claim_hands_over_what_the_patient_gets(
         db, ring, queued, provider=CHANNEL_PROVIDERS, public_url="https://hub.example.org"
     )
     assert again.task is None and again.skipped is not None
+
+
+async def test_a_photo_sent_without_words_reaches_the_patient_without_words(
+    db: Database, ring: KeyRing
+) -> None:
+    """Staff may send a file alone: the text goes with an empty body and the photo's link,
+    never a stand-in for the missing words."""
+    staff = await make_staff(db)
+    patient_id = await actions.do_create_patient(
+        db,
+        ring,
+        Actor.system("test"),
+        NewPatient(name="Avery Sample", phone=PATIENT, verified=True),
+        region="US",
+    )
+    async with db.transaction() as session:
+        conversation = Conversation(patient_id=patient_id, channel="sms", channel_address=CLINIC)
+        session.add(conversation)
+        await session.flush()
+        conversation_id = conversation.id
+    photo = OutgoingFile("wound-care.png", "image/png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    reply = await actions.do_reply(db, ring, staff, conversation_id, "", files=[photo])
+    claim = await actions.do_claim_send(
+        db, ring, reply.message_id, provider=CHANNEL_PROVIDERS, public_url="https://hub.example.org"
+    )
+    assert claim.task is not None
+    out = claim.task.outbound
+    assert (out.body, out.to_address, out.from_address) == ("", PATIENT, CLINIC)
+    [link] = out.media_urls
+    assert link.startswith("https://hub.example.org/media/")
 
 
 async def test_a_channel_not_connected_fails_the_message_in_plain_words(
