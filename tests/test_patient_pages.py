@@ -334,3 +334,7 @@ async def test_patient_page_edit_and_start_by_form(
     assert sent.status == 303 and sent.headers["Location"].startswith("/conversations/")
     async with db.reader() as session:
         assert await session.scalar(select(func.count()).select_from(Message)) == 1
+    page = await client.get(f"/patients/{pid}", params={"mq": "RESULTS"})
+    html = await page.text()
+    assert page.status == 200 and "1 message found among the 1 read" in html
+    assert "Your results are ready" in html
