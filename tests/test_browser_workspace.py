@@ -111,6 +111,22 @@ async def test_workspace_open_handle_keyboard_and_back_button(stack: Stack, brow
     await page.locator("#work-notice", has_text="Conversation is now open.").wait_for()
     assert await page.evaluate("() => window.stillHere === true")
 
+    # An unknown number is named in place; the heading and the row follow without a reload.
+    await page.get_by_label("Name this number").fill("Rosa Díaz")
+    await page.get_by_role("button", name="Save name").click()
+    await page.locator("#work-notice", has_text="Name saved.").wait_for()
+    await page.locator("#thread-heading", has_text="Rosa Díaz").wait_for()
+    await row.locator(".who", has_text="Rosa Díaz").wait_for()
+
+    # / searches patients from the list: a prefix of a name finds them.
+    await page.locator("#thread-heading").focus()
+    await page.keyboard.press("/")
+    await page.keyboard.type("ros")
+    await page.locator("#search-results .patient-hit", has_text="Rosa Díaz").wait_for()
+    await assert_accessible(page)
+    await _shot(page, "workspace-search.png")
+    await page.locator("#search-box").fill("")
+
     # Someone else opens and types in the same conversation: both are shown.
     other = await browser.new_page(viewport={"width": 1280, "height": 900})
     await sign_in_page(other, stack.hub_url, BEA, PASSWORD)
@@ -134,7 +150,7 @@ async def test_workspace_open_handle_keyboard_and_back_button(stack: Stack, brow
     await page.wait_for_url(lambda url: "/conversations/" not in url)
     await page.locator(".empty-work").wait_for()
     await page.go_forward()
-    await page.locator("#thread-heading", has_text="Unknown").wait_for()
+    await page.locator("#thread-heading", has_text="Rosa Díaz").wait_for()
 
     # e resolves; the resolved conversation leaves the active list.
     await page.locator("#thread-heading").focus()

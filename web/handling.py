@@ -17,7 +17,7 @@ from hub.consent.models import RECORDED_PURPOSES
 from hub.enums import Channel, ConversationStatus, Priority
 from hub.errors import HubError
 from hub.inbox import actions
-from hub.inbox.actions import assignment, conversations, workspace
+from hub.inbox.actions import assignment, conversations, listing, workspace
 from hub.inbox.exceptions import NotFound
 from web.auth import current
 from web.keys import DB, PRESENCE, RING, SETTINGS
@@ -39,7 +39,7 @@ def _back(request: web.Request) -> str:
 
 
 async def _handled(
-    request: web.Request, kind: str, text: str, *, status: int = 200
+    request: web.Request, kind: str, text: str, *, status: int = 200, with_row: bool = False
 ) -> web.StreamResponse:
     """The answer to a handling control: the panel again (htmx), or a redirect."""
     if not is_htmx(request):
@@ -55,6 +55,23 @@ async def _handled(
         notice=(kind, text),
         **opened,
     )
+    if with_row:  # what the row shows changed too: redraw it under the list's own filters
+        page = await listing.do_list_inbox(
+            request.app[DB],
+            request.app[RING],
+            current(request),
+            listing.InboxFilters.parse(list_query(request)),
+            only=path_uuid(request, "id"),
+        )
+        for row in page.rows:
+            html += fragment(
+                request,
+                "_row.html",
+                row=row,
+                now=page.now,
+                oob=True,
+                query=urlencode(list_query(request)),
+            )
     return html_response(html, status=status)
 
 
@@ -183,6 +200,36 @@ async def set_tags(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound() from None
     release_soon(request.app, effects)
     return await _handled(request, "ok", "Tags saved.")
+
+
+async def set_name(request: web.Request) -> web.StreamResponse:
+    """Name an unknown number in place; the row and the thread's heading follow."""
+    from hub.patients.profile import do_update_patient
+    from hub.patients.schemas import PatientChanges
+
+    ctx = current(request)
+    form = await request.post()
+    name = str(form.get("name", "")).strip()
+    if not name:
+        return await _handled(request, "error", "Type the patient's name first.", status=422)
+    try:
+        async with request.app[DB].reader() as session:
+            conversation = await conversations.visible_conversation(
+                session, ctx, path_uuid(request, "id")
+            )
+        await do_update_patient(
+            request.app[DB],
+            request.app[RING],
+            ctx,
+            conversation.patient_id,
+            PatientChanges(name=name),
+            region=request.app[SETTINGS].default_region,
+        )
+    except NotFound:
+        raise web.HTTPNotFound() from None
+    except HubError as exc:
+        return await _handled(request, "error", f"Not saved: {exc}", status=422)
+    return await _handled(request, "ok", "Name saved.", with_row=True)
 
 
 async def set_team(request: web.Request) -> web.StreamResponse:
@@ -326,6 +373,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/conversations/{id}/priority", set_priority, name="set_priority"),
         web.post("/conversations/{id}/tags", set_tags, name="set_tags"),
         web.post("/conversations/{id}/team", set_team, name="set_team"),
+        web.post("/conversations/{id}/name", set_name, name="set_patient_name"),
         web.post("/conversations/{id}/assign", assign, name="assign"),
         web.post("/conversations/{id}/consent", record_consent, name="record_consent"),
     ]
