@@ -21,7 +21,7 @@ from hub.inbox.actions.assignment import do_assign, do_claim_next
 from hub.inbox.actions.conversations import do_add_note, do_open_conversation
 from hub.inbox.actions.mentions import StaffEntry, find_mentioned
 from hub.inbox.exceptions import NotFound
-from hub.inbox.models import Conversation, Patient, StaffUser, Team
+from hub.inbox.models import CannedResponse, Conversation, Patient, StaffUser, Team
 from hub.inbox.schemas import NewStaffUser
 from hub.outbox import OutboxEvent
 
@@ -280,3 +280,25 @@ async def test_assigning_someone_else_queues_their_alert_taking_it_oneself_does_
     assert claimed.conversation_id == waiting
     assert [t for t, _ in await effects(db, claimed.effect_ids)] == ["notify:conversation:assigned"]
     assert mine.assignee_id is None
+
+
+async def test_slash_offers_the_clinic_s_canned_replies_and_the_team_s_own(db: Database) -> None:
+    author = await person(db, "Rae Author", "rae@staff.example.org", "Front desk")
+    await person(db, "Eli Other", "eli@staff.example.org", "Billing")
+    cid = await conversation_of(db, "Front desk")
+    async with db.transaction() as session:
+        teams = {t.name: t.id for t in (await session.scalars(select(Team))).all()}
+        session.add_all(
+            [
+                CannedResponse(title="Parking", body="Lot B."),
+                CannedResponse(title="Desk hours", body="8-5.", team_id=teams["Front desk"]),
+                CannedResponse(title="Invoice copy", body="Sent.", team_id=teams["Billing"]),
+            ]
+        )
+
+    offered = await mentions.do_canned_choices(db, author, cid)
+
+    assert [c.title for c in offered] == ["Desk hours", "Parking"]
+    outsider = await person(db, "Out Sider", "out@staff.example.org", "Billing")
+    with pytest.raises(NotFound):
+        await mentions.do_canned_choices(db, outsider, cid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -13,6 +14,7 @@ from hub.crypto import KeyRing
 from hub.db import Database
 from hub.enums import Role
 from hub.inbox.actions.conversations import do_add_note
+from hub.inbox.models import CannedResponse
 from tests.staff_helpers import csrf_of, sign_in
 from tests.test_mentions import PASSWORD, conversation_of, person
 from web.app import create_app
@@ -154,6 +156,18 @@ async def test_the_picker_lists_who_can_open_the_conversation(
     ]
 
 
+async def test_the_reply_box_lists_the_conversation_s_canned_replies(
+    client: TestClient, db: Database, mentioned: dict[str, Any]
+) -> None:
+    async with db.transaction() as session:
+        session.add(CannedResponse(title="Parking", body="Lot B, {{ first_name }}."))
+    assert (await sign_in(client, "rae@staff.example.org", PASSWORD)).status == 303
+    answer = await client.get(f"/api/conversations/{mentioned['first']}/canned-responses")
+    assert [r["title"] for r in (await answer.json())["items"]] == ["Parking"]
+    missing = await client.get(f"/api/conversations/{uuid.uuid4()}/canned-responses")
+    assert missing.status == 404
+
+
 async def test_the_openapi_document_describes_the_mention_routes(client: TestClient) -> None:
     paths = (await (await client.get("/api/openapi.json")).json())["paths"]
     assert set(paths["/api/me/mentions"]) == {"get"}
@@ -161,3 +175,4 @@ async def test_the_openapi_document_describes_the_mention_routes(client: TestCli
     assert names == {"limit", "before", "unread"}
     assert "post" in paths["/api/me/mentions/read"]
     assert "get" in paths["/api/conversations/{id}/mention-candidates"]
+    assert "get" in paths["/api/conversations/{id}/canned-responses"]

@@ -1,5 +1,6 @@
-"""Mentions: the page of notes that name me (/mentions), its API (/api/me/mentions), and who
-the note box's ``@`` picker offers in a conversation."""
+"""Mentions: the page of notes that name me (/mentions), its API (/api/me/mentions), who the
+note box's ``@`` picker offers in a conversation, and the canned replies its reply box's ``/``
+offers."""
 
 from __future__ import annotations
 
@@ -131,6 +132,17 @@ async def api_candidates(request: web.Request) -> web.Response:
     )
 
 
+async def api_canned(request: web.Request) -> web.Response:
+    """The canned replies the reply box's ``/`` offers in this conversation."""
+    try:
+        replies = await mentions.do_canned_choices(
+            request.app[DB], current(request), _id(request, "id")
+        )
+    except NotFound:
+        return error(404, "No such conversation.")
+    return web.json_response({"items": [{"id": str(r.id), "title": r.title} for r in replies]})
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/mentions", page, name="mentions"),
@@ -141,6 +153,11 @@ def routes() -> list[web.RouteDef]:
             "/api/conversations/{id}/mention-candidates",
             api_candidates,
             name="api_mention_candidates",
+        ),
+        web.get(
+            "/api/conversations/{id}/canned-responses",
+            api_canned,
+            name="api_conversation_canned",
         ),
     ]
 
@@ -193,6 +210,12 @@ def openapi_paths(op: Any, id_param: list[dict[str, Any]]) -> dict[str, Any]:
                 "Mark these mentions of mine read (opening the conversation does too)",
                 body=read_body,
                 errors=(400, 401, 422),
+            )
+        },
+        "/api/conversations/{id}/canned-responses": {
+            "get": op(
+                "Canned replies for this conversation: the clinic's and its team's own, by title",
+                params=id_param,
             )
         },
         "/api/conversations/{id}/mention-candidates": {

@@ -87,7 +87,7 @@
         id: p.id, text: p.name, hint: `@${p.handle}`, insert: `@${p.name} `,
       }));
     }
-    const replies = await load("/api/canned-responses");
+    const replies = await load(`/api/conversations/${cid}/canned-responses`);
     return rank(replies, q, (r) => [r.title]).map((r) => ({
       id: r.id, text: r.title, hint: "canned reply", canned: r.id,
     }));

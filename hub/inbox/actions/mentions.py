@@ -1,5 +1,6 @@
 """Mentions: who a note names with ``@``, the person's list of them with read state, and the
-email that tells someone offline that they were mentioned or given a conversation.
+email that tells someone offline that they were mentioned or given a conversation. Also what
+the reply box's ``/`` offers (the canned replies of a conversation's team).
 
 A mention is written as ``@`` and the person's display name ("@Dana Agent") or the part of
 their email address before the ``@`` ("@dana.agent"), the form the staff picker inserts. Only
@@ -25,6 +26,7 @@ from hub.audit import record
 from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.inbox import mention_queries as mq
+from hub.inbox import workspace_queries as wq
 from hub.inbox.access import StaffContext
 from hub.inbox.denials import note_denied
 from hub.inbox.exceptions import NotFound
@@ -182,6 +184,23 @@ async def do_mention_candidates(
         conversation = await _visible(session, ctx, conversation_id)
         rows = await mq.staff_who_see(session, conversation.team_id)
     return [e for e in map(StaffEntry.of, rows) if e.id != ctx.staff_id]
+
+
+@dataclass(frozen=True)
+class CannedChoice:
+    id: uuid.UUID
+    title: str
+
+
+async def do_canned_choices(
+    db: Database, ctx: StaffContext, conversation_id: uuid.UUID
+) -> list[CannedChoice]:
+    """The canned replies the reply box's ``/`` offers in a conversation: the clinic's and its
+    team's own (another team's wording is theirs), by title."""
+    async with db.reader() as session:
+        conversation = await _visible(session, ctx, conversation_id)
+        rows = await wq.canned_for_team(session, conversation.team_id)
+    return [CannedChoice(r.id, r.title) for r in rows]
 
 
 async def do_list_mentions(
