@@ -42,14 +42,17 @@ TEXTS = [
     "a" * 307,
     "€" * 80,  # extension table: two septets each, 160 in one segment
     "€" * 81,
-    "a" * 152 + "€",  # the escape and its character never split across parts
-    "a" * 151 + "€" + "a",
+    "a" * 152 + "€",
+    # 306 septets, yet three parts: the escape and its character never split across parts.
+    "a" * 152 + "€" + "a" * 152,
+    "a" * 151 + "€" + "a" * 152,
     "Café à 10h, ÄÖÜ ñ ¿? §",  # all in the GSM-7 basic table
     "ç",  # not GSM-7 (only capital Ç is): UCS-2
     "Ciao 👋",
     "😀" * 35,
     "😀" * 36,
-    "a" * 66 + "😀",  # a surrogate pair never split across parts
+    "a" * 66 + "😀" + "a" * 66,  # 134 units, three parts: a surrogate pair never splits
+    "a" * 65 + "😀" + "a" * 66,
     "{[~]}|\\^\f",
     "line\r\nbreak\n",
     "Your appointment is on Tuesday at 9:00. Reply C to confirm. " * 8,

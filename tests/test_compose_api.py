@@ -236,6 +236,7 @@ async def test_schedule_list_and_cancel_through_the_api(
         ("next tuesday", "not an ISO 8601 time"),
         ("2030-01-01T09:00:00", "needs a time zone"),
         ("2001-01-01T09:00:00+00:00", "has passed"),
+        ("9999-12-31T23:59:00-10:00", "out of range"),
     ],
 )
 async def test_a_bad_time_is_refused_with_the_reason(
@@ -277,3 +278,22 @@ async def test_the_composer_reads_the_picker_in_the_staff_members_zone(
     )
     assert refused.status == 422
     assert await refused.text() == "Not scheduled: choose the day and time to send it"
+
+
+async def test_a_form_that_cannot_be_read_is_a_400_not_a_server_error(
+    client: TestClient, db: Database, ring: KeyRing
+) -> None:
+    cid = await conversation_with(db, ring)
+    boundary = "b0undary"
+    raw = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="\x1a\x10"\r\n\r\nx\r\n'
+        f"--{boundary}--\r\n"
+    ).encode()
+    response = await client.post(
+        f"/api/conversations/{cid}/messages",
+        data=raw,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status == 400
+    assert (await response.json())["error"]["message"].startswith("the form could not be read")
+    assert await count(db, Message) == 1  # the patient's own, nothing more

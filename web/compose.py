@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from hub.consent.exceptions import ConsentRefused
@@ -49,6 +50,17 @@ def _uuid(request: web.Request, name: str = "id") -> uuid.UUID:
         raise web.HTTPNotFound() from None
 
 
+async def read_form(request: web.Request) -> MultiDictProxy[Any]:
+    """The posted form; a body that is not a readable form is the client's error (400)."""
+    try:
+        return await request.post()
+    except (HttpProcessingError, ValueError) as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        raise web.HTTPBadRequest(
+            text=f"the form could not be read: {' '.join(str(message).split())[:120]}"
+        ) from None
+
+
 def files_of(form: MultiDictProxy[Any]) -> list[OutgoingFile]:
     """The files of a posted form (an empty file input posts a part with no name)."""
     found = []
@@ -69,7 +81,10 @@ async def post_message(request: web.Request) -> web.Response:
     multipart/form-data (``body``, ``channel``, ``files``) for a reply with files."""
     if request.content_type != "multipart/form-data":
         return await api.post_message(request)
-    form = await request.post()
+    try:
+        form = await read_form(request)
+    except web.HTTPBadRequest as exc:
+        return error(400, exc.text or "the form could not be read")
     try:
         queued = await actions.do_reply(
             request.app[DB],
@@ -197,7 +212,7 @@ def local_time(value: str, zone: str) -> datetime:
 async def schedule_from_composer(request: web.Request) -> web.Response:
     """The composer's "Send later": the picker's time is in the staff member's zone. Answers
     the updated list, or 422 with the reason as text."""
-    form = await request.post()
+    form = await read_form(request)
     ctx = current(request)
     cid = _uuid(request)
     if files_of(form):

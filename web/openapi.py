@@ -9,8 +9,7 @@ from aiohttp import web
 
 import hub
 from hub.journeys.reporting import COLUMNS
-from web import mentions
-from web import patients_api
+from web import mentions, patients_api
 from web.compose import openapi_paths, openapi_reply
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -145,7 +144,7 @@ def document() -> dict[str, Any]:
             },
             "/api/conversations/{id}/messages": {
                 "post": openapi_reply(
-                    _op("Reply", body=text, ok=202, params=ID, errors=(401, 404, 409, 422))
+                    _op("Reply", body=text, ok=202, params=ID, errors=(400, 401, 404, 409, 422))
                 )
             },
             **openapi_paths(_op, ID),

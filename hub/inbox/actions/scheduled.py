@@ -78,7 +78,10 @@ def _view(
 def _check_time(send_at: datetime, now: datetime) -> datetime:
     if send_at.tzinfo is None:
         raise ValueError("the time to send needs a time zone (an offset such as +01:00)")
-    send_at = send_at.astimezone(UTC)
+    try:
+        send_at = send_at.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset
+        raise ValueError("the time to send is out of range") from None
     if send_at < now + MIN_LEAD:
         raise ValueError("the time chosen has passed; choose a later time, or send the reply now")
     if send_at > now + MAX_AHEAD:
