@@ -133,6 +133,7 @@ async def test_workspace_open_handle_keyboard_and_back_button(stack: Stack, brow
     await other.goto(f"{stack.hub_url}/conversations/{moving.id}")
     await other.wait_for_function("() => window.hubSocketConnected === true", timeout=10_000)
     await page.locator("#presence", has_text="Bea.Backup is viewing").wait_for()
+    await other.locator("#presence", has_text="Ada.Agent is viewing").wait_for()
     await other.get_by_label("Reply to the patient").type("On it")
     await page.locator("#presence", has_text="Bea.Backup is typing").wait_for()
     await other.close()

@@ -193,6 +193,13 @@ class StaffNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self._presence(sid, room, await self.get_session(sid), "left")
             await self.leave_room(sid, room)
 
+    async def on_here(self, sid: str, data: Any) -> None:
+        """Answer a newcomer's "viewing" with one's own, so whoever opens a conversation also
+        learns who was already on it (the room's members live in each server's memory only)."""
+        room = f"conversation:{(data or {}).get('conversation_id')}"
+        if room in self.rooms(sid):
+            await self._presence(sid, room, await self.get_session(sid), "viewing")
+
     async def on_typing(self, sid: str, data: Any) -> None:
         room = f"conversation:{(data or {}).get('conversation_id')}"
         if room in self.rooms(sid):  # only where they were allowed to join

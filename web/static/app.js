@@ -206,6 +206,8 @@
   });
   socket.on("presence", (e) => {
     if (!mine(e)) return;
+    // Someone new arrived: tell them this person is here too (they answer no one they know).
+    if (e.state !== "left" && !present.has(e.staff_id)) socket.emit("here", { conversation_id: e.conversation_id });
     if (e.state === "left") present.delete(e.staff_id);
     else present.set(e.staff_id, e);
     showPresence();
