@@ -767,12 +767,14 @@ async def _stored_revision(url: str) -> str:
         await conn.close()
 
 
-async def _upgrade_in_place(url: str) -> None:
+async def _upgrade_in_place(url: str, ring_spec: str) -> None:
     import asyncpg
 
+    from hub.crypto import KeyRing
     from hub.migrations import upgrade_url
 
-    await upgrade_url(url)
+    # With the data's own ring: a migration may read sealed values (0020 indexes the names).
+    await upgrade_url(url, ring=KeyRing.parse(ring_spec))
     conn = await asyncpg.connect(_dsn(url), command_timeout=None)
     try:
         await conn.execute("ANALYZE " + ", ".join(LOADED_TABLES))
@@ -836,7 +838,7 @@ def ensure_dataset(
             # A newer schema (e.g. an index migration): migrate the kept data in place, as a
             # deployment would, rather than load ten million rows again.
             say(f"migrating {database_name(name)} from revision {revision} to {head}")
-            asyncio.run(_upgrade_in_place(found.url))
+            asyncio.run(_upgrade_in_place(found.url, found.ring_spec))
         if found is not None:
             say(
                 f"reusing {database_name(name)} ({spec.conversations:,} conversations, "

@@ -1,5 +1,6 @@
 """The inbox list in at most three statements a page (issue 16, "Quality"): rows with
-everything a row shows, tags with the clinic's tag names, the unread count. Every filter and
+everything a row shows and the list's unread count, tags with the clinic's tag names (and the
+unread count apart, only for an empty page). Every filter and
 the keyset cursor still narrow the list as before. The audit event the list writes (the
 chain's head and the new row) is counted apart: it is the same for every view of PHI."""
 
@@ -29,6 +30,8 @@ from tests.test_routing import make_patient
 
 MAX_STATEMENTS = 3
 """What a page of the list may cost, whatever the filters (it was 8)."""
+WITH_ROWS = 2
+"""A page that lists something: its rows carry the list's unread count too."""
 AUDIT_TABLES = ("audit_head", "audit_event")
 TRANSACTION_CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")
 """The test's rolled-back outer transaction makes each of the hub's a savepoint."""
@@ -154,7 +157,7 @@ async def test_a_page_is_three_statements_under_every_filter(
 ) -> None:
     query, expected = make(inbox)
     page, statements = await listed(db, ring, inbox.staff, query)
-    assert len(statements) <= MAX_STATEMENTS, f"{name}: {statements}"
+    assert len(statements) <= WITH_ROWS <= MAX_STATEMENTS, f"{name}: {statements}"
     assert len(page.rows) == expected, name
     assert inbox.ids["hidden"] not in {r.id for r in page.rows}
     assert page.tag_names == ("forms", "vip")
@@ -180,7 +183,8 @@ async def test_keyset_pages_cost_the_same_and_cover_the_list_once(
     cursor = None
     while True:
         page, statements = await listed(db, ring, inbox.staff, {}, cursor=cursor, limit=5)
-        assert len(statements) <= MAX_STATEMENTS
+        assert len(statements) <= WITH_ROWS
+        assert page.unread == 11  # the whole list's, on every page
         seen.extend(r.id for r in page.rows)
         cursor = page.next_cursor
         if cursor is None:
@@ -195,8 +199,9 @@ async def test_one_row_for_a_live_update_costs_no_more(
     assert len(statements) <= MAX_STATEMENTS
     assert [r.id for r in page.rows] == [inbox.ids["c4"]] and page.rows[0].tags == ["forms", "vip"]
     assert page.unread == 11  # the count is the list's, not the one row's
-    page, _ = await listed(db, ring, inbox.staff, {}, only=inbox.ids["hidden"])
-    assert page.rows == []
+    page, statements = await listed(db, ring, inbox.staff, {}, only=inbox.ids["hidden"])
+    assert page.rows == [] and page.unread == 11
+    assert len(statements) <= MAX_STATEMENTS
 
 
 async def test_the_list_is_still_audited(db: Database, ring: KeyRing, inbox: Inbox) -> None:

@@ -1,5 +1,6 @@
-"""The inbox list's SQL: one statement for a page's rows with everything a row shows, one for
-the tags, one for the unread count. Callers own the session and the transaction.
+"""The inbox list's SQL: one statement for a page's rows with everything a row shows and the
+list's unread count, one for the tags (and the unread count apart only when the page is
+empty). Callers own the session and the transaction.
 
 A page was eight round trips (page, last messages, read markers, assignee names, patients,
 row tags, the clinic's tags, the unread count); each one costs a network hop and a turn of
@@ -74,35 +75,61 @@ def inbox_rank(now: datetime) -> Any:
 
 
 def _page_ids(
-    where: Sequence[Any], now: datetime, after: tuple[int, datetime, uuid.UUID] | None, limit: int
+    staff_id: uuid.UUID,
+    where: Sequence[Any],
+    now: datetime,
+    after: tuple[int, datetime, uuid.UUID] | None,
+    only: uuid.UUID | None,
+    limit: int,
 ) -> Any:
-    """Keyset page ordered by (rank, last activity desc, id desc), as a subquery of ids.
+    """Keyset page ordered by (rank, last activity desc, id desc), as a subquery of ids, each
+    with the unread count of the whole filtered list.
 
     The rank depends on ``now``, so no index yields this order: every conversation matching
     the filters is ranked and sorted. The page is picked from index columns alone (an
     index-only scan of the covering inbox indexes, migration 0009) and only its rows are read
     from the table; sorting whole rows read 4,000 heap pages for one agent's 8,600 active
-    conversations at 1M conversations (bench/inbox_scale.py)."""
+    conversations at 1M conversations (bench/inbox_scale.py). The unread count is a window
+    over that same scan: counted apart, it read those 8,600 index entries a second time. So
+    the cursor (and ``only``) narrow the ranked list outside the window, never inside it."""
     rank = inbox_rank(now).label("rank")
-    picked = select(Conversation.id, Conversation.last_activity_at, rank).where(*where)
+    unread = and_(
+        Conversation.last_inbound_at.is_not(None),
+        or_(ReadMarker.read_at.is_(None), ReadMarker.read_at < Conversation.last_inbound_at),
+    )
+    ranked = (
+        select(
+            Conversation.id,
+            Conversation.last_activity_at,
+            rank,
+            func.sum(case((unread, 1), else_=0)).over().label("unread_total"),
+        )
+        .outerjoin(
+            ReadMarker,
+            and_(ReadMarker.conversation_id == Conversation.id, ReadMarker.staff_id == staff_id),
+        )
+        .where(*where)
+        .subquery("ranked")
+    )
+    picked = select(ranked)
     if after is not None:
         r, t, i = after
-        rank_expr = inbox_rank(now)
-        # The rank (a CASE) appears twice, not three times: it is computed for every row.
         picked = picked.where(
             or_(
-                rank_expr > r,
+                ranked.c.rank > r,
                 and_(
-                    rank_expr == r,
+                    ranked.c.rank == r,
                     or_(
-                        Conversation.last_activity_at < t,
-                        and_(Conversation.last_activity_at == t, Conversation.id < i),
+                        ranked.c.last_activity_at < t,
+                        and_(ranked.c.last_activity_at == t, ranked.c.id < i),
                     ),
                 ),
             )
         )
+    if only is not None:
+        picked = picked.where(ranked.c.id == only)
     return (
-        picked.order_by(rank, Conversation.last_activity_at.desc(), Conversation.id.desc())
+        picked.order_by(ranked.c.rank, ranked.c.last_activity_at.desc(), ranked.c.id.desc())
         .limit(limit)
         .subquery("page")
     )
@@ -156,13 +183,17 @@ async def inbox_rows(
     staff_id: uuid.UUID,
     where: Sequence[Any],
     now: datetime,
+    *,
     after: tuple[int, datetime, uuid.UUID] | None,
+    only: uuid.UUID | None,
     limit: int,
-) -> list[ListedRow]:
-    """A page of the inbox in one statement: the page's ids (see ``_page_ids``) joined to the
-    conversation, its patient, the assignee's name, the reader's read marker and the message
-    to preview; per row, a few index probes of its own messages (never a scan of others')."""
-    page = _page_ids(where, now, after, limit)
+) -> tuple[list[ListedRow], int | None]:
+    """A page of the inbox in one statement, and the unread count of the whole list filtered
+    by ``where`` (None when the page is empty: ask ``unread_count``). The page's ids (see
+    ``_page_ids``) are joined to the conversation, its patient, the assignee's name, the
+    reader's read marker and the message to preview; per row, a few index probes of its own
+    messages (never a scan of others')."""
+    page = _page_ids(staff_id, where, now, after, only, limit)
     preview = aliased(Message, name="preview_message")
     inbound = _newest_message_id(inbound_only=True)
     newest = _newest_message_id(inbound_only=False)
@@ -177,6 +208,7 @@ async def inbox_rows(
             _outbound_at(by_a_person=True).label("staff_reply_at"),
             _outbound_at(by_a_person=False).label("auto_reply_at"),
             _waiting_since().label("waiting_since"),
+            page.c.unread_total,
         )
         .join(page, page.c.id == Conversation.id)
         .join(Patient, Patient.id == Conversation.patient_id)
@@ -205,7 +237,9 @@ async def inbox_rows(
         )
         .order_by(page.c.rank, page.c.last_activity_at.desc(), page.c.id.desc())
     )
-    return [ListedRow(*row) for row in (await session.execute(stmt)).all()]
+    found = (await session.execute(stmt)).all()
+    unread = int(found[0][-1]) if found else None
+    return [ListedRow(*row[:-1]) for row in found], unread
 
 
 async def tag_rows(

@@ -136,27 +136,24 @@ async def do_list_inbox(
 ) -> InboxPage:
     """A page of the inbox. ``only`` renders a single row (live updates) under the same rules.
 
-    Three statements (rows, tags, unread count) plus the audit event; nothing is decrypted
-    for the row fetched only to learn whether another page follows."""
+    Two statements (rows with the unread count, tags; the count apart when the page is
+    empty) plus the audit event; nothing is decrypted for the row fetched only to learn
+    whether another page follows."""
     now = utcnow()
     limit = max(1, min(limit, MAX_PAGE))
     after = decode_cursor(cursor) if cursor else None
     where = filters.clauses(ctx, ring, now)
-    if only is not None:
-        where.append(Conversation.id == only)
     async with db.transaction() as session:
-        listed = await listing_queries.inbox_rows(
-            session, ctx.staff_id, where, now, after, limit + 1
+        listed, unread = await listing_queries.inbox_rows(
+            session, ctx.staff_id, where, now, after=after, only=only, limit=limit + 1
         )
         more = len(listed) > limit
         listed = listed[:limit]
         ids = [r.conversation.id for r in listed]
         tags, tag_names = await _tags_in(session, ring, ids, picker=only is None)
         rows = [_row(ring, r, tags.get(r.conversation.id, [])) for r in listed]
-        # Over the whole filtered list, also when ``only`` narrowed the rows to one.
-        unread = await listing_queries.unread_count(
-            session, ctx.staff_id, filters.clauses(ctx, ring, now)
-        )
+        if unread is None:  # an empty page: the list may still hold unread conversations
+            unread = await listing_queries.unread_count(session, ctx.staff_id, where)
         if rows:
             # The list shows names and message previews: a view of PHI like any other.
             await record(
