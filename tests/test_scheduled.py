@@ -97,6 +97,7 @@ async def test_a_scheduled_reply_waits_then_goes_once_as_a_queued_message(
         assert row is not None
     assert topics == {"job:send_message", "notify:message:new"}
     assert (row.state, row.message_id) == (ScheduledState.SENT, message.id)
+    assert row.body_enc is None  # the text is kept once, in the message
 
     # A later tick finds nothing left; the list no longer shows it; it cannot be cancelled.
     assert await do_send_due_scheduled(db, ring, now=now + timedelta(hours=3)) == ()
@@ -114,7 +115,10 @@ async def test_cancelled_is_never_sent_and_create_and_cancel_are_audited(
     now = utcnow()
     view = await do_schedule_reply(db, ring, staff, cid, TEXT, now + timedelta(minutes=30))
     cancelled = await do_cancel_scheduled(db, ring, staff, view.id)
-    assert cancelled.state is ScheduledState.CANCELLED
+    assert (cancelled.state, cancelled.body) == (ScheduledState.CANCELLED, TEXT)
+    async with db.reader() as session:
+        row = await session.get(ScheduledMessage, view.id)
+        assert row is not None and row.body_enc is None  # a reply that will never go
     assert await do_send_due_scheduled(db, ring, now=now + timedelta(hours=1)) == ()
     assert await outbound(db, cid) == []
     with pytest.raises(AlreadyHandled, match="already cancelled"):
@@ -150,10 +154,11 @@ async def test_a_reply_refused_at_its_time_is_a_failed_message_with_the_reason(
     async with db.reader() as session:
         row = await session.get(ScheduledMessage, view.id)
         assert row is not None
-    assert (row.state, row.message_id, row.error_code) == (
+    assert (row.state, row.message_id, row.error_code, row.body_enc) == (
         ScheduledState.FAILED,
         failed.id,
         "opted_out",
+        None,
     )
 
 

@@ -6,7 +6,7 @@ kept), never a silent drop."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from hub.audit import record
@@ -183,11 +183,12 @@ async def do_cancel_scheduled(
                     ScheduledState.CANCELLED: "this reply was already cancelled",
                 }[row.state]
             )
+        authors = await queries.staff_names(session, {row.author_id})
+        view = replace(_view(ring, row, authors.get(row.author_id)), state=ScheduledState.CANCELLED)
         row.state = ScheduledState.CANCELLED
         row.cancelled_by = ctx.staff_id
-        await session.flush()
-        authors = await queries.staff_names(session, {row.author_id})
-        view = _view(ring, row, authors.get(row.author_id))
+        # The text of a reply that will never go is not kept (retention would never reach it).
+        row.body_enc = None
         await record(
             session,
             ctx.actor,
@@ -262,4 +263,6 @@ async def do_send_due_scheduled(
                 row.error_code, row.error_reason = decision.code, message.error_reason
                 effects.append(message_new_effect(session, message, conversation))
             row.message_id = message.id
+            # The text lives on in the message alone, where retention and erasure find it.
+            row.body_enc = None
     return tuple(effects)
