@@ -129,6 +129,22 @@ async def mark_read(
     return int(result.rowcount or 0)
 
 
+async def staff_for_alert(session: AsyncSession, staff_id: uuid.UUID) -> StaffUser | None:
+    """The person's row, locked on PostgreSQL: alert claims for one person take turns, so the
+    per-person pause (``last_alert_at``) holds for jobs running at once."""
+    stmt = select(StaffUser).where(StaffUser.id == staff_id)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(key_share=True)
+    return (await session.scalars(stmt)).first()
+
+
+async def last_alert_at(session: AsyncSession, staff_id: uuid.UUID) -> datetime | None:
+    """When the person was last emailed about any conversation."""
+    return await session.scalar(
+        select(func.max(StaffAlert.sent_at)).where(StaffAlert.staff_id == staff_id)
+    )
+
+
 async def claim_alert(
     session: AsyncSession,
     staff_id: uuid.UUID,

@@ -9,8 +9,8 @@ that answers "not found".
 
 The alert email says only that something happened and links to the conversation: no patient
 name, no message text. It is sent by the worker (``worker/staff_mail.py``) after the commit,
-only when the person has no live staff socket, and at most once per person and conversation
-in ``DEFAULT_ALERT_EVERY``.
+only when the person has no live staff socket, at most once per person and conversation in
+``DEFAULT_ALERT_EVERY``, and at most once per person in ``DEFAULT_ALERT_PAUSE``.
 """
 
 from __future__ import annotations
@@ -30,12 +30,16 @@ from hub.inbox import workspace_queries as wq
 from hub.inbox.access import StaffContext
 from hub.inbox.denials import note_denied
 from hub.inbox.exceptions import NotFound
-from hub.inbox.models import Conversation, Note, StaffUser
+from hub.inbox.models import Conversation, Note
 from hub.outbox import add_effect
 
 DEFAULT_ALERT_EVERY = timedelta(minutes=15)
 """At most one alert email per person and conversation in this window: a lively thread of
 notes naming someone who is away sends one email, not one per note."""
+DEFAULT_ALERT_PAUSE = timedelta(minutes=1)
+"""After an alert email, none to the same person about any conversation for this long: a bulk
+assignment of twenty conversations sends one email, whose link leads into the hub where the
+other nineteen are waiting too."""
 DEFAULT_MENTION_PAGE = 50
 """Mentions listed at once (the page and the API); older ones are reached with ``before``."""
 ALERT_TOPIC = "job:staff_alert"
@@ -291,18 +295,22 @@ async def do_claim_alert(
     *,
     now: datetime | None = None,
     every: timedelta = DEFAULT_ALERT_EVERY,
+    pause: timedelta = DEFAULT_ALERT_PAUSE,
 ) -> AlertTarget | None:
     """For the worker, once it knows the person is offline: the address to email, or None when
-    they were emailed about this conversation within ``every``, are deactivated, or can no
-    longer see it. A claim that is not followed by a sent email is undone with
-    ``do_unclaim_alert``."""
+    they were emailed about this conversation within ``every`` or about any within ``pause``,
+    are deactivated, or can no longer see it. A claim that is not followed by a sent email is
+    undone with ``do_unclaim_alert``."""
     now = now or utcnow()
     async with db.transaction() as session:
-        staff = await session.get(StaffUser, staff_id)
+        staff = await mq.staff_for_alert(session, staff_id)
         conversation = await session.get(Conversation, conversation_id)
         if staff is None or not staff.active or conversation is None:
             return None
         if not StaffContext.of(staff).can_see(conversation):
+            return None
+        last = await mq.last_alert_at(session, staff_id)
+        if last is not None and last > now - pause:
             return None
         if not await mq.claim_alert(session, staff_id, conversation_id, now, now - every):
             return None
