@@ -8,11 +8,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
 import redis
 from rq import Queue
+from sqlalchemy import select
 
 from fakes.smtp import FakeSmtp
 from hub.audit import Actor
@@ -26,7 +28,9 @@ from hub.inbox.actions.conversations import do_add_note
 from hub.inbox.models import Conversation
 from hub.inbox.schemas import NewPatient
 from hub.outbox import release_events
+from tests.stack import Stack, eventually
 from tests.test_mentions import conversation_of, person
+from web.keys import SINK
 from web.presence import ONLINE
 from worker.effects import OutboxSink, RedisNotifier
 from worker.staff_mail import run_staff_alert
@@ -163,3 +167,36 @@ async def test_a_person_assigned_while_offline_is_emailed_a_link(
     [mail] = relay.messages
     assert mail.message["Subject"] == "A conversation was assigned to you"
     assert f"{PUBLIC_URL}/conversations/{cid}" in mail.message.get_content()
+
+
+@pytest.mark.slow
+async def test_a_real_hub_worker_emails_the_mentioned_person_through_the_relay(
+    mail_stack: Stack, relay: FakeSmtp
+) -> None:
+    stack = mail_stack
+    await person(stack.db, "Noor Patel", "noor.patel@staff.example.org", role=Role.ADMIN)
+    await stack.text_from_patient("Can I bring my daughter to the scan?")
+    conversation = await eventually(_conversation_of(stack), "the patient's conversation")
+
+    note = await do_add_note(
+        stack.db, stack.ring, stack.staff, conversation.id, "@Noor Patel can you answer this?"
+    )
+    await release_events(stack.db, stack.app[SINK], note.effect_ids)
+
+    await relay.wait_for(
+        lambda f: any("noor.patel@staff.example.org" in m.rcpt_tos for m in f.messages),
+        timeout=30,
+    )
+    [mail] = [m for m in relay.messages if "noor.patel@staff.example.org" in m.rcpt_tos]
+    assert mail.message.get_content().strip() == (
+        f"You were mentioned in a conversation: {stack.hub_url}/conversations/{conversation.id}"
+    )
+    assert b"daughter" not in mail.raw and b"answer this" not in mail.raw
+
+
+def _conversation_of(stack: Stack) -> Any:
+    async def found() -> Any:
+        async with stack.db.reader() as session:
+            return (await session.scalars(select(Conversation))).first()
+
+    return found
