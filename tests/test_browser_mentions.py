@@ -33,6 +33,11 @@ NOOR = "noor.patel@demo-clinic.example.org"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
+async def option_click(option: Any) -> None:
+    """A tap on an option chooses it (and the box keeps focus)."""
+    await option.click()
+
+
 def screenshots() -> bool:
     return os.environ.get("HUB_UPDATE_SCREENSHOTS") == "1"
 
@@ -145,6 +150,16 @@ async def test_at_mentions_a_colleague_and_slash_inserts_a_canned_reply(
     await page.wait_for_function(
         "() => document.querySelector('#reply-body').value === 'We are open 8 to 5.'"
     )
+    await note.fill("")
+    await note.press_sequentially("@pat")  # a word of the name, not only its start
+    await listbox.wait_for()
+    assert await options.all_inner_texts() == ["Noor Patel\n@noor.patel"]
+    assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    await assert_accessible(page)
+    if screenshots():
+        await page.screenshot(path=str(SCREENSHOTS / "mention-picker-phone.png"))
+    await option_click(options.first)
+    assert await note.input_value() == "@Noor Patel "
     assert errors == []
     await page.close()
 
