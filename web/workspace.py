@@ -83,8 +83,6 @@ async def list_context(request: web.Request, query: dict[str, str]) -> dict[str,
 
 async def inbox(request: web.Request) -> web.Response:
     listed = await list_context(request, list_query(request))
-    if is_htmx(request) and request.headers.get("HX-Target") == "list-pane":
-        return html_response(fragment(request, "_list.html", csrf=csrf_of(request), **listed))
     return render(request, "workspace.html", nav="inbox", c=None, **listed)
 
 
