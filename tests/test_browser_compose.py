@@ -159,7 +159,7 @@ async def test_typing_counts_attaching_sends_mms_and_scheduling_shows_and_cancel
     await row.wait_for(timeout=10_000)
     text = await row.inner_text()
     assert "Checking in: how are you feeling today?" in text
-    assert "Scheduled for" in text and ", 09:00 CST (your time)" in text
+    assert "Scheduled for" in text and ", 09:00 CST (your time); 15:00 for the patient" in text
     assert await box.input_value() == ""
     await assert_accessible(page)
     if os.environ.get("HUB_UPDATE_SCREENSHOTS") == "1":
@@ -167,6 +167,15 @@ async def test_typing_counts_attaching_sends_mms_and_scheduling_shows_and_cancel
         await page.locator("#send-later summary").click()
         await page.locator("#reply-form").scroll_into_view_if_needed()
         await page.screenshot(path=str(SCREENSHOTS / "compose.png"))
+
+    # Opened from the list (htmx swaps the thread in, no page load): the list is there too.
+    await page.goto(f"{stack.hub_url}/")
+    await page.evaluate("() => { window.stillThisPage = true; }")
+    await page.locator(".row-link").first.click()
+    await page.wait_for_url("**/conversations/*")
+    await row.wait_for(timeout=10_000)
+    assert await page.evaluate("() => window.stillThisPage === true")
+    assert "Checking in" in await row.inner_text()
 
     # On a phone: nothing wider than the screen, still accessible.
     await page.set_viewport_size({"width": 390, "height": 844})

@@ -269,9 +269,22 @@ async def test_the_composer_reads_the_picker_in_the_staff_members_zone(
     assert response.status == 200, await response.text()
     html = await response.text()
     assert "Scheduled for" in html and picked.strftime("%a %b %-d %Y, 09:00 %Z") in html
+    # The patient (in UTC) gets it at their own time, said beside it.
+    assert f"; {picked.astimezone(UTC):%H:%M} for the patient" in html
+    assert "note that" not in html
     async with db.reader() as session:
         row = (await session.scalars(select(ScheduledMessage))).one()
     assert row.send_at == picked.astimezone(UTC)
+
+    # 23:00 in New York is 04:00 for the patient: kept, with a note staff read.
+    night = picked.replace(hour=23)
+    response = await client.post(
+        f"/conversations/{cid}/scheduled",
+        data={"body": TEXT, "send_at": night.strftime("%Y-%m-%dT%H:%M"), "channel": "sms"},
+    )
+    assert response.status == 200
+    html = await response.text()
+    assert "Scheduled; note that it is" in html and "for the patient, outside 08:00-21:00" in html
 
     refused = await client.post(
         f"/conversations/{cid}/scheduled", data={"body": TEXT, "send_at": "", "channel": "sms"}

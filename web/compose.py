@@ -181,8 +181,15 @@ async def cancel_scheduled(request: web.Request) -> web.Response:
 # -- send later: the composer's fragments ----------------------------------------------------
 
 
-def _list_html(request: web.Request, views: list[ScheduledView], cid: uuid.UUID) -> web.Response:
-    html = fragment(request, "_scheduled_list.html", scheduled=views, conversation_id=cid)
+def _list_html(
+    request: web.Request,
+    views: list[ScheduledView],
+    cid: uuid.UUID,
+    warnings: tuple[str, ...] = (),
+) -> web.Response:
+    html = fragment(
+        request, "_scheduled_list.html", scheduled=views, conversation_id=cid, warnings=warnings
+    )
     return web.Response(text=html, content_type="text/html")
 
 
@@ -221,7 +228,7 @@ async def schedule_from_composer(request: web.Request) -> web.Response:
             status=422,
         )
     try:
-        await do_schedule_reply(
+        created = await do_schedule_reply(
             request.app[DB],
             request.app[RING],
             ctx,
@@ -235,7 +242,7 @@ async def schedule_from_composer(request: web.Request) -> web.Response:
         raise web.HTTPNotFound() from None
     except (ConsentRefused, ValueError) as exc:
         return web.Response(text=f"Not scheduled: {exc}", status=422)
-    return _list_html(request, views, cid)
+    return _list_html(request, views, cid, created.warnings)
 
 
 def routes() -> list[web.RouteDef]:

@@ -50,6 +50,8 @@ class ScheduledView:
     created_at: datetime
     message_id: uuid.UUID | None = None
     error_reason: str | None = None
+    patient_time_zone: str = "UTC"
+    """So staff read when it arrives for the patient too."""
     warnings: tuple[str, ...] = ()
     """Allowed, but staff should know (the time falls outside the patient's send window)."""
 
@@ -58,7 +60,11 @@ class ScheduledView:
 
 
 def _view(
-    ring: KeyRing, row: ScheduledMessage, author: str | None, warnings: tuple[str, ...] = ()
+    ring: KeyRing,
+    row: ScheduledMessage,
+    author: str | None,
+    patient_zone: str,
+    warnings: tuple[str, ...] = (),
 ) -> ScheduledView:
     return ScheduledView(
         id=row.id,
@@ -71,6 +77,7 @@ def _view(
         created_at=row.created_at,
         message_id=row.message_id,
         error_reason=row.error_reason,
+        patient_time_zone=patient_zone,
         warnings=warnings,
     )
 
@@ -137,7 +144,7 @@ async def do_schedule_reply(
             row.id,
             {"conversation": str(conversation.id), "send_at": send_at.isoformat()},
         )
-        return _view(ring, row, ctx.display_name, decision.warnings)
+        return _view(ring, row, ctx.display_name, patient.time_zone, decision.warnings)
 
 
 async def do_list_scheduled(
@@ -145,10 +152,12 @@ async def do_list_scheduled(
 ) -> list[ScheduledView]:
     """A conversation's replies waiting to be sent (read by a person: audited)."""
     async with db.transaction() as session:
-        await visible_conversation(session, ctx, conversation_id)
+        conversation = await visible_conversation(session, ctx, conversation_id)
+        patient = await session.get(Patient, conversation.patient_id)
+        assert patient is not None
         rows = await scheduled_queries.waiting_in(session, conversation_id)
         authors = await queries.staff_names(session, {r.author_id for r in rows})
-        views = [_view(ring, r, authors.get(r.author_id)) for r in rows]
+        views = [_view(ring, r, authors.get(r.author_id), patient.time_zone) for r in rows]
         if views:
             await record(
                 session,
@@ -171,9 +180,11 @@ async def do_cancel_scheduled(
         if row is None:
             raise NotFound("no such scheduled reply")
         try:
-            await visible_conversation(session, ctx, row.conversation_id)
+            conversation = await visible_conversation(session, ctx, row.conversation_id)
         except NotFound:
             raise NotFound("no such scheduled reply") from None
+        patient = await session.get(Patient, conversation.patient_id)
+        assert patient is not None
         if row.state is not ScheduledState.SCHEDULED:
             raise AlreadyHandled(
                 {
@@ -184,7 +195,10 @@ async def do_cancel_scheduled(
                 }[row.state]
             )
         authors = await queries.staff_names(session, {row.author_id})
-        view = replace(_view(ring, row, authors.get(row.author_id)), state=ScheduledState.CANCELLED)
+        view = replace(
+            _view(ring, row, authors.get(row.author_id), patient.time_zone),
+            state=ScheduledState.CANCELLED,
+        )
         row.state = ScheduledState.CANCELLED
         row.cancelled_by = ctx.staff_id
         # The text of a reply that will never go is not kept (retention would never reach it).
