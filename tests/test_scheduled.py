@@ -249,3 +249,28 @@ async def test_two_ticks_at_once_send_a_due_reply_once(
     assert sum(len(r) for r in results) == 3 * 2  # one send job and one message:new each
     sent = await outbound(db, cid)
     assert sorted(m.unseal(ring, "body") for m in sent) == [f"{TEXT} ({n})" for n in (2, 3, 4)]
+
+
+async def test_where_the_clinic_defers_care_replies_at_night_one_waits_for_the_morning(
+    db: Database, ring: KeyRing
+) -> None:
+    from hub.consent.actions import do_set_policy
+
+    staff = await make_staff(db)
+    await do_set_policy(db, staff, {"automated_purposes": ["care", "reminders"]})
+    cid = await conversation_with(db, ring)  # the patient's zone: UTC; window 08:00-21:00
+    day = (utcnow() + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    view = await do_schedule_reply(
+        db, ring, staff, cid, TEXT, day + timedelta(hours=22, minutes=30), now=day
+    )
+    assert await do_send_due_scheduled(db, ring, now=day + timedelta(hours=23)) == ()
+    async with db.reader() as session:
+        row = await session.get(ScheduledMessage, view.id)
+        assert row is not None
+    assert row.state is ScheduledState.SCHEDULED
+    assert row.send_at == day + timedelta(days=1, hours=8)  # moved, not dropped
+    assert await outbound(db, cid) == []
+
+    await do_send_due_scheduled(db, ring, now=day + timedelta(days=1, hours=8, minutes=1))
+    [message] = await outbound(db, cid)
+    assert message.status is MessageStatus.QUEUED and message.unseal(ring, "body") == TEXT
