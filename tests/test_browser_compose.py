@@ -185,13 +185,23 @@ async def test_typing_counts_attaching_sends_mms_and_scheduling_shows_and_cancel
         await page.locator("#reply-form").scroll_into_view_if_needed()
         await page.screenshot(path=str(SCREENSHOTS / "compose-phone.png"))
 
+    # Edit takes it back into the box, at its time; scheduled again, it is one reply again.
+    await row.get_by_role("button", name="Edit").click()
+    await row.wait_for(state="detached", timeout=10_000)
+    assert await box.input_value() == "Checking in: how are you feeling today?"
+    assert await page.locator("#send-at").input_value() == picked
+    await box.fill("Checking in: how is the new dose?")
+    await page.get_by_role("button", name="Schedule reply").click()
+    await row.wait_for(timeout=10_000)
+    assert "how is the new dose?" in await row.inner_text()
+
     await row.get_by_role("button", name="Cancel").click()
     await row.wait_for(state="detached", timeout=10_000)
 
     async def cancelled() -> bool:
         async with stack.db.reader() as session:
-            found = (await session.scalars(select(ScheduledMessage))).one()
-            return found.state is ScheduledState.CANCELLED
+            found = (await session.scalars(select(ScheduledMessage))).all()
+            return [r.state for r in found] == [ScheduledState.CANCELLED] * 2
 
     await eventually(cancelled, "the scheduled reply to be cancelled")
     assert len(stack.fake.messages) == 1

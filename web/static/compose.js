@@ -272,22 +272,36 @@
     }
   });
 
+  // Cancel drops the reply; Edit takes it back into the reply box (cancelled while it is being
+  // changed, so it cannot go meanwhile), with the picker at its time, to schedule again.
   document.addEventListener("click", async (event) => {
-    const button = event.target.closest?.(".cancel-scheduled");
+    const button = event.target.closest?.(".cancel-scheduled, .edit-scheduled");
     if (!button) return;
+    const editing = button.classList.contains("edit-scheduled");
     button.disabled = true;
     const response = await fetch(`/api/scheduled/${button.dataset.scheduledId}`, {
       method: "DELETE",
       credentials: "same-origin",
       headers: { "X-CSRF-Token": csrf() },
     });
+    const answer = await response.json().catch(() => ({}));
     if (!response.ok) {
-      const answer = await response.json().catch(() => ({}));
       const error = document.getElementById("schedule-error");
       if (error) {
-        error.textContent = `Not cancelled: ${answer.error?.message || response.statusText}`;
+        error.textContent = `Not ${editing ? "editable" : "cancelled"}: ${answer.error?.message || response.statusText}`;
         error.hidden = false;
+        document.getElementById("send-later").open = true;
       }
+    } else if (editing) {
+      const body = document.getElementById("reply-body");
+      const picker = document.getElementById("send-at");
+      body.value = answer.body;
+      body.dispatchEvent(new Event("input", { bubbles: true }));
+      const channel = document.querySelector(`#reply-form input[name="channel"][value="${answer.channel}"]`);
+      if (channel && !channel.disabled) channel.checked = true;
+      if (picker) picker.value = localInput(picker.dataset.timeZone || "UTC", new Date(answer.send_at));
+      document.getElementById("send-later").open = true;
+      body.focus();
     }
     await loadScheduled();
   });
