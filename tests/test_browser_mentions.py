@@ -214,7 +214,9 @@ async def test_the_mentions_page_and_its_badge_are_live_and_read_on_opening(
 
     await page.set_viewport_size({"width": 1280, "height": 900})
     await items.last.get_by_role("link").click()
-    await page.wait_for_url(f"**/conversations/{conversation.id}**")
+    await page.wait_for_url(f"**/conversations/{conversation.id}#note-{first.note_id}")
+    # The note that named her is the one the page points at.
+    await page.locator(f"#note-{first.note_id}:target").wait_for()
     await page.goto(f"{stack.hub_url}/mentions")
     # Opening the conversation read both notes in it.
     assert await page.locator(".mention-list .tag.new").count() == 0
