@@ -251,6 +251,9 @@ async def load(url: str, ring: Any, count: int, say: Any) -> list[str]:
             "CREATE INDEX ix_inbox_patient_search_term_patient "
             "ON inbox_patient_search_term (patient_id)"
         )
+        # What autovacuum does to an insert-only table soon after a load: statistics, and the
+        # visibility map that lets a term lookup read the index alone.
+        await conn.execute("VACUUM ANALYZE inbox_patient_search_term")
         await conn.execute("ANALYZE")
     finally:
         await conn.close()

@@ -273,3 +273,27 @@ async def test_unknown_number_is_found_by_its_number(db: Database, ring: KeyRing
     assert count == 1
     (hit,) = (await do_search_patients(db, ring, admin, "555 010 0116", region="US")).hits
     assert hit.id == patient.id and hit.name is None and not hit.verified
+
+
+async def test_a_merged_record_leaves_search_and_an_undo_brings_it_back(
+    db: Database, ring: KeyRing
+) -> None:
+    from hub.patients.merge import do_merge_patients, do_undo_merge
+
+    admin = await make_staff(db)
+    target = await add(db, ring, "Kai Known", "+15550100118")
+    raw = (
+        b"From: Kai Mailalias <kai@example.org>\r\nTo: desk@clinic.example.org\r\n"
+        b"Subject: hi\r\nMessage-ID: <m2@example.org>\r\n\r\nHello\r\n"
+    )
+    await do_receive_email(db, ring, raw, reply_domain=None, clinic={})
+    (hit,) = (await do_search_patients(db, ring, admin, "mailalias", region="US")).hits
+    source = hit.id
+    done = await do_merge_patients(db, ring, admin, target, source)
+    assert await names(db, ring, admin, "mailalias") == set()
+    assert await names(db, ring, admin, "kai") == {"Kai Known"}
+    # The known patient had no email: they took the merged record's (their mail finds them).
+    assert await names(db, ring, admin, "kai@example.org") == {"Kai Known"}
+    await do_undo_merge(db, ring, admin, done.merge_id)
+    assert await names(db, ring, admin, "kai") == {"Kai Known", "Kai Mailalias"}
+    assert await names(db, ring, admin, "kai@example.org") == {"Kai Mailalias"}

@@ -6,8 +6,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 
-from sqlalchemy import ColumnElement, delete, func, insert, intersect, select
+from sqlalchemy import ColumnElement, and_, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from hub.enums import Channel
 from hub.inbox.models import Conversation, Message, Patient, Team
@@ -42,22 +43,19 @@ async def patients_with_terms(
     session: AsyncSession, groups: Sequence[bytes], limit: int
 ) -> list[uuid.UUID]:
     """Patients holding every term of ``groups`` (one term per query word), newest first.
-    One index range per word, intersected: a common first name costs its rows once."""
+
+    One self-join per further word on (term, patient_id), the primary key: each word is an
+    index range already ordered by patient, so PostgreSQL merges them and stops at ``limit``
+    (no sort, no visit to the patient table). Merged records hold no terms (the merge deletes
+    them), so nothing else needs filtering."""
     if not groups:
         return []
-    per_word = [
-        select(PatientSearchTerm.patient_id).where(PatientSearchTerm.term == term)
-        for term in groups
-    ]
-    found = (per_word[0] if len(per_word) == 1 else intersect(*per_word)).subquery()
-    stmt = (
-        select(Patient.id)
-        .join(found, found.c.patient_id == Patient.id)
-        .where(_live())
-        .order_by(Patient.id.desc())
-        .limit(limit)
-    )
-    return list((await session.scalars(stmt)).all())
+    first, *rest = [aliased(PatientSearchTerm) for _ in groups]
+    stmt = select(first.patient_id).where(first.term == groups[0])
+    for alias, term in zip(rest, groups[1:], strict=True):
+        stmt = stmt.join(alias, and_(alias.patient_id == first.patient_id, alias.term == term))
+    stmt = stmt.order_by(first.patient_id.desc()).limit(limit)
+    return list(dict.fromkeys((await session.scalars(stmt)).all()))
 
 
 async def patients_by_ids(session: AsyncSession, ids: Collection[uuid.UUID]) -> list[Patient]:
