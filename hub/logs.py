@@ -64,9 +64,15 @@ _PHONE_RE = re.compile(
 )
 _QUERY_RE = re.compile(r"\?[^\s\"']*")
 
-SECRET_PATHS = ("/chat/{token}", "/unsubscribe/{token}", "/journeys/{key}/cohort/{token}")
+SECRET_PATHS = (
+    "/chat/{token}",
+    "/unsubscribe/{token}",
+    "/journeys/{key}/cohort/{token}",
+    "/media/{token}",
+)
 """Routes (in the route table's syntax) whose ``{token}`` segment is a bearer secret: whoever
-reads it from a log can open the patient's chat or change their consent. A route with a
+reads it from a log can open the patient's chat, change their consent or, for a few hours,
+fetch a file sent to them. A route with a
 ``{token}`` must be listed here (tests/test_logs.py checks the route table)."""
 
 _SEGMENT = r"[^/\s\"'?#]+"
