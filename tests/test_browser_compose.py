@@ -132,6 +132,7 @@ async def test_typing_counts_attaching_sends_mms_and_scheduling_shows_and_cancel
     assert await count.is_hidden() and await warning.is_hidden()
     await page.get_by_role("radio", name="SMS").check()
     assert await count.is_visible()
+    assert await box.get_attribute("aria-describedby") == "reply-count reply-count-warning"
     await assert_accessible(page)
 
     # A PDF by MMS: the fake Twilio gets a MediaUrl, and the message shows in the thread.

@@ -224,7 +224,18 @@
     }
   }
 
+  function describeBox() {
+    // Screen readers read the count and any warning with the reply box (the count itself is
+    // not a live region: it would speak at every key).
+    const box = document.getElementById("reply-body");
+    if (!box || !document.getElementById("reply-count")) return;
+    const ids = (box.getAttribute("aria-describedby") || "").split(/\s+/).filter(Boolean);
+    for (const id of ["reply-count", "reply-count-warning"]) if (!ids.includes(id)) ids.push(id);
+    box.setAttribute("aria-describedby", ids.join(" "));
+  }
+
   function setUp() {
+    describeBox();
     preparePicker();
     const section = document.getElementById("scheduled");
     if (section && !section.dataset.loaded) loadScheduled();
