@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hub.audit import Actor, AuditEvent
 from hub.consent.actions import do_record_consent
@@ -74,6 +74,15 @@ async def test_a_scheduled_reply_waits_then_goes_once_as_a_queued_message(
     listed = await do_list_scheduled(db, ring, staff, cid)
     assert [(s.id, s.body, s.author) for s in listed] == [(view.id, TEXT, staff.display_name)]
     async with db.reader() as session:
+        reads = (
+            await session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "scheduled_message.list")
+            )
+        ).all()
+    assert [(e.subject_id, e.actor, e.detail) for e in reads] == [
+        (str(cid), str(staff.actor), {"scheduled": [str(view.id)]})
+    ]
+    async with db.reader() as session:
         row = await session.get(ScheduledMessage, view.id)
         assert row is not None and TEXT.encode() not in (row.body_enc or b"")
 
@@ -103,6 +112,13 @@ async def test_a_scheduled_reply_waits_then_goes_once_as_a_queued_message(
     assert await do_send_due_scheduled(db, ring, now=now + timedelta(hours=3)) == ()
     assert len(await outbound(db, cid)) == 1
     assert await do_list_scheduled(db, ring, staff, cid) == []
+    async with db.reader() as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action == "scheduled_message.list")
+        )
+    assert count == 1  # nothing read, nothing recorded
     with pytest.raises(AlreadyHandled, match="already been sent"):
         await do_cancel_scheduled(db, ring, staff, view.id)
 

@@ -150,22 +150,25 @@ async def do_schedule_reply(
 async def do_list_scheduled(
     db: Database, ring: KeyRing, ctx: StaffContext, conversation_id: uuid.UUID
 ) -> list[ScheduledView]:
-    """A conversation's replies waiting to be sent (read by a person: audited)."""
-    async with db.transaction() as session:
+    """A conversation's replies waiting to be sent (read by a person: audited). Every opening
+    of a conversation asks, and nearly always there are none: that answer is a read alone,
+    with no write transaction to wait for."""
+    async with db.reader() as session:
         conversation = await visible_conversation(session, ctx, conversation_id)
         patient = await session.get(Patient, conversation.patient_id)
         assert patient is not None
         rows = await scheduled_queries.waiting_in(session, conversation_id)
         authors = await queries.staff_names(session, {r.author_id for r in rows})
         views = [_view(ring, r, authors.get(r.author_id), patient.time_zone) for r in rows]
-        if views:
+    if views:
+        async with db.transaction() as session:
             await record(
                 session,
                 ctx.actor,
                 "scheduled_message.list",
                 "conversation",
                 conversation_id,
-                {"scheduled": len(views)},
+                {"scheduled": [str(v.id) for v in views]},
             )
     return views
 
