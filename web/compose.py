@@ -2,8 +2,8 @@
 links Twilio fetches outbound MMS files from.
 
 The composer posts a reply with files as multipart/form-data to the same
-``POST /api/conversations/{id}/messages`` as a text reply (``web.api.post_message`` hands it
-here). Scheduling is ``/api/conversations/{id}/scheduled`` in JSON with an ISO time and
+``POST /api/conversations/{id}/messages`` as a text reply: the route is ``post_message`` here,
+which hands JSON on to ``web.api.post_message``. Scheduling is ``/api/conversations/{id}/scheduled`` in JSON with an ISO time and
 offset; the page's own form posts the picker's local time, read in the staff member's zone.
 """
 
