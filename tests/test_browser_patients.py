@@ -79,6 +79,10 @@ async def test_search_merge_edit_and_start_a_conversation(stack: Stack, browser:
     hit = page.locator("#patient-results li.patient-hit", has_text="Zoë Quintero")
     assert "SMS · open" in await hit.locator(".patient-convs").inner_text()
     await snap(page, "search.png")
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await no_sideways_scroll(page)
+    await assert_accessible(page)
+    await page.set_viewport_size({"width": 1280, "height": 900})
     await hit.locator("a.patient-link").click()
     await page.locator("h1", has_text="Zoë Quintero").wait_for()
 
