@@ -7,6 +7,7 @@ axe-core. Real `hub worker`, fake Twilio, aiosmtpd relay."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,17 @@ from fakes.smtp import FakeSmtp
 from hub.audit import Actor
 from hub.enums import Role
 from hub.inbox import actions
+from hub.inbox.actions.scheduled import do_cancel_scheduled, do_schedule_reply
 from hub.inbox.models import StaffUser
 from hub.inbox.scheduled_models import ScheduledMessage, ScheduledState
 from hub.inbox.schemas import NewPatient
+from hub.outbox import release_events
 from hub.templates.segments import segment_info
 from tests.browser import assert_accessible, sign_in_page
 from tests.stack import Stack, eventually
 from tests.staff_helpers import PASSWORD
 from tests.twilio_helpers import PATIENT_NUMBER
+from web.keys import SINK
 
 pytestmark = pytest.mark.slow
 
@@ -206,5 +210,24 @@ async def test_typing_counts_attaching_sends_mms_and_scheduling_shows_and_cancel
 
     await eventually(cancelled, "the scheduled reply to be cancelled")
     assert len(stack.fake.messages) == 1
+
+    # A colleague schedules one in this conversation: it shows here without a reload, and
+    # goes again when they cancel it.
+    colleague = await stack.add_staff("olu.nurse@demo-clinic.example.org", role=Role.ADMIN)
+    conversation = await stack.conversation()
+    theirs = await do_schedule_reply(
+        stack.db,
+        stack.ring,
+        colleague,
+        conversation.id,
+        "Dr. Lee will call you on Friday.",
+        datetime.now(UTC) + timedelta(days=2),
+    )
+    await release_events(stack.db, stack.app[SINK], theirs.effect_ids)
+    await row.wait_for(timeout=10_000)
+    assert "Dr. Lee will call you" in await row.inner_text()
+    gone = await do_cancel_scheduled(stack.db, stack.ring, colleague, theirs.id)
+    await release_events(stack.db, stack.app[SINK], gone.effect_ids)
+    await row.wait_for(state="detached", timeout=10_000)
     assert page.errors == []
     await page.close()

@@ -69,6 +69,14 @@ async def test_a_scheduled_reply_waits_then_goes_once_as_a_queued_message(
     at = (now + timedelta(hours=2)).astimezone(datetime.now().astimezone().tzinfo)
     view = await do_schedule_reply(db, ring, staff, cid, f"  {TEXT} ", at, now=now)
     assert (view.body, view.channel, view.state) == (TEXT, Channel.SMS, ScheduledState.SCHEDULED)
+    async with db.reader() as session:
+        [changed] = (
+            await session.scalars(select(OutboxEvent).where(OutboxEvent.id.in_(view.effect_ids)))
+        ).all()
+    # Colleagues' screens hear of it by ids alone, and fetch the list through the audited route.
+    assert changed.topic == "notify:scheduled:changed"
+    assert set(changed.payload) == {"conversation_id", "team_id"}
+    assert changed.payload["conversation_id"] == str(cid)
     assert view.send_at == at.astimezone(UTC)
 
     listed = await do_list_scheduled(db, ring, staff, cid)

@@ -3,8 +3,9 @@ links Twilio fetches outbound MMS files from.
 
 The composer posts a reply with files as multipart/form-data to the same
 ``POST /api/conversations/{id}/messages`` as a text reply: the route is ``post_message`` here,
-which hands JSON on to ``web.api.post_message``. Scheduling is ``/api/conversations/{id}/scheduled`` in JSON with an ISO time and
-offset; the page's own form posts the picker's local time, read in the staff member's zone.
+which hands JSON on to ``web.api.post_message``. Scheduling is
+``/api/conversations/{id}/scheduled`` in JSON with an ISO time and offset; the page's own form
+posts the picker's local time, read in the staff member's zone.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ async def media(request: web.Request) -> web.Response:
 
 def _item(view: ScheduledView) -> dict[str, Any]:
     item: dict[str, Any] = plain(view)
+    del item["effect_ids"]
     return item
 
 
@@ -163,6 +165,7 @@ async def create_scheduled(request: web.Request) -> web.Response:
         return error(409, str(exc), exc.code)
     except ValueError as exc:
         return error(422, str(exc))
+    release_soon(request.app, view.effect_ids)
     return web.json_response(_item(view), status=201)
 
 
@@ -175,6 +178,7 @@ async def cancel_scheduled(request: web.Request) -> web.Response:
         return error(404, "No such scheduled reply.")
     except AlreadyHandled as exc:
         return error(409, str(exc), "already_handled")
+    release_soon(request.app, view.effect_ids)
     return web.json_response(_item(view))
 
 
@@ -242,6 +246,7 @@ async def schedule_from_composer(request: web.Request) -> web.Response:
         raise web.HTTPNotFound() from None
     except (ConsentRefused, ValueError) as exc:
         return web.Response(text=f"Not scheduled: {exc}", status=422)
+    release_soon(request.app, created.effect_ids)
     return _list_html(request, views, cid, created.warnings)
 
 

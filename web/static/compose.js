@@ -235,6 +235,7 @@
   }
 
   function setUp() {
+    listen();
     describeBox();
     preparePicker();
     const section = document.getElementById("scheduled");
@@ -316,6 +317,23 @@
     }
     await loadScheduled();
   });
+
+  // A colleague scheduled or cancelled one here, or one just went (its message is new): the
+  // events carry ids only, and the list is fetched again through the audited route.
+  let listening = false;
+  function listen() {
+    const socket = window.hubSocket;
+    if (listening || !socket) return;
+    listening = true;
+    const reloadIfOpen = (e) => {
+      const section = document.getElementById("scheduled");
+      if (section && e.conversation_id === section.dataset.conversationId) loadScheduled();
+    };
+    socket.on("scheduled:changed", reloadIfOpen);
+    socket.on("message:new", (e) => {
+      if (document.querySelector("#scheduled .scheduled-item")) reloadIfOpen(e);
+    });
+  }
 
   // The composer arrives with the page or in an htmx swap.
   document.addEventListener("htmx:load", setUp);

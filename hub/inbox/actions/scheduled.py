@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from hub.audit import record
 from hub.consent import actions as consent
 from hub.consent.exceptions import ConsentRefused
@@ -25,6 +27,7 @@ from hub.inbox.actions.outgoing import check_reply
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Conversation, Message, Patient
 from hub.inbox.scheduled_models import ScheduledMessage, ScheduledState
+from hub.outbox import add_effect
 
 MIN_LEAD = timedelta(minutes=1)
 """A reply scheduled sooner than this is refused: "send now" is the button for that."""
@@ -54,6 +57,8 @@ class ScheduledView:
     """So staff read when it arrives for the patient too."""
     warnings: tuple[str, ...] = ()
     """Allowed, but staff should know (the time falls outside the patient's send window)."""
+    effect_ids: tuple[uuid.UUID, ...] = ()
+    """Outbox effects to release after commit (colleagues' screens hear of the change)."""
 
     def __repr__(self) -> str:  # the body is PHI
         return f"ScheduledView({self.id}, {self.state.value})"
@@ -80,6 +85,19 @@ def _view(
         patient_time_zone=patient_zone,
         warnings=warnings,
     )
+
+
+def _changed_effect(session: AsyncSession, conversation: Conversation) -> uuid.UUID:
+    """``scheduled:changed`` for the conversation's team room: ids only, so screens showing
+    it fetch the list again through the audited, access-checked route."""
+    return add_effect(
+        session,
+        "notify:scheduled:changed",
+        {
+            "conversation_id": str(conversation.id),
+            "team_id": str(conversation.team_id) if conversation.team_id else None,
+        },
+    ).id
 
 
 def _check_time(send_at: datetime, now: datetime) -> datetime:
@@ -144,7 +162,9 @@ async def do_schedule_reply(
             row.id,
             {"conversation": str(conversation.id), "send_at": send_at.isoformat()},
         )
-        return _view(ring, row, ctx.display_name, patient.time_zone, decision.warnings)
+        effect = _changed_effect(session, conversation)
+        view = _view(ring, row, ctx.display_name, patient.time_zone, decision.warnings)
+        return replace(view, effect_ids=(effect,))
 
 
 async def do_list_scheduled(
@@ -201,6 +221,7 @@ async def do_cancel_scheduled(
         view = replace(
             _view(ring, row, authors.get(row.author_id), patient.time_zone),
             state=ScheduledState.CANCELLED,
+            effect_ids=(_changed_effect(session, conversation),),
         )
         row.state = ScheduledState.CANCELLED
         row.cancelled_by = ctx.staff_id
