@@ -1,6 +1,6 @@
 """The inbox list's SQL: one statement for a page's rows with everything a row shows and the
-list's unread count, one for the tags (and the unread count apart only when the page is
-empty). Callers own the session and the transaction.
+list's unread count, one for the tags (and the unread count apart for an empty page or a
+single row). Callers own the session and the transaction.
 
 A page was eight round trips (page, last messages, read markers, assignee names, patients,
 row tags, the clinic's tags, the unread count); each one costs a network hop and a turn of
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import and_, case, func, literal, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, load_only
 
@@ -91,12 +91,23 @@ def _page_ids(
     from the table; sorting whole rows read 4,000 heap pages for one agent's 8,600 active
     conversations at 1M conversations (bench/inbox_scale.py). The unread count is a window
     over that same scan: counted apart, it read those 8,600 index entries a second time. So
-    the cursor (and ``only``) narrow the ranked list outside the window, never inside it."""
+    the cursor narrows the ranked list outside the window, never inside it."""
     rank = inbox_rank(now).label("rank")
     unread = and_(
         Conversation.last_inbound_at.is_not(None),
         or_(ReadMarker.read_at.is_(None), ReadMarker.read_at < Conversation.last_inbound_at),
     )
+    if only is not None:
+        # One row for a live update, found by its key: a window over the whole list here
+        # would rank thousands of rows for one, and twice when the row is not in the list
+        # (the count is asked apart then). The caller counts.
+        picked = select(
+            Conversation.id,
+            Conversation.last_activity_at,
+            rank,
+            null().label("unread_total"),
+        ).where(*where, Conversation.id == only)
+        return picked.subquery("page")
     ranked = (
         select(
             Conversation.id,
@@ -126,8 +137,6 @@ def _page_ids(
                 ),
             )
         )
-    if only is not None:
-        picked = picked.where(ranked.c.id == only)
     return (
         picked.order_by(ranked.c.rank, ranked.c.last_activity_at.desc(), ranked.c.id.desc())
         .limit(limit)
@@ -189,10 +198,10 @@ async def inbox_rows(
     limit: int,
 ) -> tuple[list[ListedRow], int | None]:
     """A page of the inbox in one statement, and the unread count of the whole list filtered
-    by ``where`` (None when the page is empty: ask ``unread_count``). The page's ids (see
-    ``_page_ids``) are joined to the conversation, its patient, the assignee's name, the
-    reader's read marker and the message to preview; per row, a few index probes of its own
-    messages (never a scan of others')."""
+    by ``where`` (None for an empty page or a single row, ``only``: ask ``unread_count``).
+    The page's ids (see ``_page_ids``) are joined to the conversation, its patient, the
+    assignee's name, the reader's read marker and the message to preview; per row, a few
+    index probes of its own messages (never a scan of others')."""
     page = _page_ids(staff_id, where, now, after, only, limit)
     preview = aliased(Message, name="preview_message")
     inbound = _newest_message_id(inbound_only=True)
@@ -238,7 +247,7 @@ async def inbox_rows(
         .order_by(page.c.rank, page.c.last_activity_at.desc(), page.c.id.desc())
     )
     found = (await session.execute(stmt)).all()
-    unread = int(found[0][-1]) if found else None
+    unread = int(found[0][-1]) if found and found[0][-1] is not None else None
     return [ListedRow(*row[:-1]) for row in found], unread
 
 

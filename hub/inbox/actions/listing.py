@@ -136,8 +136,8 @@ async def do_list_inbox(
 ) -> InboxPage:
     """A page of the inbox. ``only`` renders a single row (live updates) under the same rules.
 
-    Two statements (rows with the unread count, tags; the count apart when the page is
-    empty) plus the audit event; nothing is decrypted for the row fetched only to learn
+    Two statements (rows with the unread count, tags; the count apart for an empty page or
+    ``only``) plus the audit event; nothing is decrypted for the row fetched only to learn
     whether another page follows."""
     now = utcnow()
     limit = max(1, min(limit, MAX_PAGE))
@@ -152,7 +152,7 @@ async def do_list_inbox(
         ids = [r.conversation.id for r in listed]
         tags, tag_names = await _tags_in(session, ring, ids, picker=only is None)
         rows = [_row(ring, r, tags.get(r.conversation.id, [])) for r in listed]
-        if unread is None:  # an empty page: the list may still hold unread conversations
+        if unread is None:  # an empty page or one row: the list's count all the same
             unread = await listing_queries.unread_count(session, ctx.staff_id, where)
         if rows:
             # The list shows names and message previews: a view of PHI like any other.
