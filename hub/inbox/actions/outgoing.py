@@ -173,9 +173,7 @@ class MediaFile:
     data: bytes = field(repr=False)
 
 
-async def do_read_media(
-    db: Database, ring: KeyRing, token: str, now: datetime
-) -> MediaFile | None:
+async def do_read_media(db: Database, ring: KeyRing, token: str, now: datetime) -> MediaFile | None:
     """The file a genuine, unexpired media link names, for the provider fetching it; None
     for anything else (a forged or old link, or a patient's inbound file: links are only
     ever made for outbound ones, and only those are served by them)."""
