@@ -126,6 +126,8 @@ async def test_an_inbound_file_is_never_served_by_a_media_link(
         ("sms", [("fake.pdf", "application/pdf", b"not a pdf")], "is not the application/pdf"),
         ("sms", [("big.png", "image/png", PNG + b"\x00" * (5 * 1024 * 1024))], "at most 5.0 MB"),
         ("chat", [("scan.pdf", "application/pdf", PDF)], "files cannot be sent by chat"),
+        ("email", [("blank.pdf", "application/pdf", b"")], "blank.pdf is empty"),
+        ("sms", [(f"p{i}.png", "image/png", PNG) for i in range(11)], "at most 10 files"),
     ],
 )
 async def test_files_that_cannot_go_are_refused_with_the_reason_and_nothing_is_stored(
