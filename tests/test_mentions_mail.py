@@ -28,10 +28,10 @@ from hub.inbox.actions.conversations import do_add_note
 from hub.inbox.models import Conversation
 from hub.inbox.schemas import NewPatient
 from hub.outbox import release_events
+from hub.presence import ONLINE
 from tests.stack import Stack, eventually
 from tests.test_mentions import conversation_of, person
 from web.keys import SINK
-from web.presence import ONLINE
 from worker.effects import OutboxSink, RedisNotifier
 from worker.staff_mail import run_staff_alert
 

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from hub.channels.registry import resolve_adapter
 from hub.config import Settings
 from hub.db import Database
+from hub.presence import Presence
 from hub.storage_faults import storage_watch
 from web.access_audit import audit_denials
 from web.auth import auth_middleware, security_headers
@@ -32,7 +33,6 @@ from web.keys import (
 )
 from web.metrics import Metrics
 from web.middleware import error_middleware, secure_cookies
-from web.presence import Presence
 from web.realtime import SocketIONotifier, close_socketio, create_socketio
 from web.render import make_environment
 from web.routes import setup_routes

@@ -14,8 +14,8 @@ from hub.config import Settings
 from hub.crypto import KeyRing
 from hub.db import Database
 from hub.outbox import EffectSink
+from hub.presence import Presence
 from web.metrics import Metrics
-from web.presence import Presence
 from web.sessions import LoginGuard, SessionStore
 
 SETTINGS = web.AppKey("settings", Settings)

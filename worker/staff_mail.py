@@ -19,7 +19,7 @@ from hub.channels.email_smtp.adapter import EmailSmtpAdapter
 from hub.channels.email_smtp.compose import OutgoingEmail, compose, make_message_id
 from hub.config import Settings
 from hub.inbox.actions.mentions import ALERT_KINDS, do_claim_alert, do_unclaim_alert
-from web.presence import ONLINE, STALE_AFTER_S
+from hub.presence import ONLINE, STALE_AFTER_S
 from worker.runtime import job_runtime
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def send_staff_alert(alert: str) -> str:
 
 
 async def is_online(redis_url: str, staff_id: uuid.UUID) -> bool:
-    """Whether the person has a live staff socket (web/presence.py keeps these in Redis, with
+    """Whether the person has a live staff socket (hub/presence.py keeps these in Redis, with
     the time of each one's last heartbeat). Someone online was told by the socket event."""
     client = Redis.from_url(redis_url)
     try:
