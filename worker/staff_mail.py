@@ -85,7 +85,7 @@ async def run_staff_alert(
                 recipients=[target.email],
                 # The channel's own STARTTLS, AUTH and timeout, so staff mail leaves the way
                 # patient mail does.
-                **adapter._connection(),
+                **adapter.connection(),
             )
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             await do_unclaim_alert(rt.db, staff_id, conversation_id, target.sent_at)

@@ -170,7 +170,7 @@ class EmailSmtpAdapter:
                 raw,
                 sender=self.from_address,
                 recipients=[outbound.to_address],
-                **self._connection(),
+                **self.connection(),
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refusal = exc.recipients[0] if exc.recipients else None
@@ -183,7 +183,8 @@ class EmailSmtpAdapter:
             raise SendFailed(classify_smtp(None, type(exc).__name__)) from None
         return SendReceipt(PROVIDER, message_id.strip("<>"), MessageStatus.SENT)
 
-    def _connection(self) -> dict[str, Any]:
+    def connection(self) -> dict[str, Any]:
+        """aiosmtplib.send arguments for the relay in HUB_SMTP_URL (patient and staff mail)."""
         parts = urlsplit(self.smtp_url or "")
         secure = parts.scheme == "smtps"
         return {
