@@ -86,6 +86,15 @@ def countdown(due: datetime, now: datetime) -> str:
     return f"reply due in {_span(left)}" if left > 0 else f"reply overdue by {_span(-left)}"
 
 
+def filesize(size: int) -> str:
+    """A file's size as people read it: "512 bytes", "12.3 KB", "4.1 MB"."""
+    if size < 1024:
+        return f"{size} byte{'s' if size != 1 else ''}"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
 def phone(number: str) -> str:
     """A stored E.164 number the way people read it (+1 555-010-0101)."""
     try:
@@ -108,6 +117,7 @@ def make_environment() -> jinja2.Environment:
     env.filters["age"] = age
     env.filters["countdown"] = countdown
     env.filters["phone"] = phone
+    env.filters["filesize"] = filesize
     # Channels the hub only receives on are offered in a reply box only where the patient
     # wrote on one (to say why it cannot be used), never as one more refused option.
     env.globals["receive_only"] = frozenset(c.value for c in RECEIVE_ONLY)
