@@ -200,6 +200,9 @@ async def test_start_a_conversation_through_the_consent_gate(
     # Now the agent shares a conversation with the patient: the number is theirs to see.
     read = await (await client.get(f"/api/patients/{pid}")).json()
     assert read["card"]["phone"] == "+15550100125" and len(read["conversations"]) == 1
+    (hit,) = (await (await client.get("/api/patients", params={"q": "devon"})).json())["items"]
+    assert hit["phone"] == "+15550100125" and not hit["contact_masked"]
+    assert [c["team"] for c in hit["conversations"]] == ["front"]
 
     await opt_out(db, pid)
     before = await stored_rows(db)

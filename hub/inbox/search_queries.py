@@ -41,21 +41,22 @@ def _live() -> ColumnElement[bool]:
 
 async def patients_with_terms(
     session: AsyncSession, groups: Sequence[bytes], limit: int
-) -> list[uuid.UUID]:
+) -> list[Patient]:
     """Patients holding every term of ``groups`` (one term per query word), newest first.
 
     One self-join per further word on (term, patient_id), the primary key: each word is an
     index range already ordered by patient, so PostgreSQL merges them and stops at ``limit``
-    (no sort, no visit to the patient table). Merged records hold no terms (the merge deletes
-    them), so nothing else needs filtering."""
+    (no sort, no scan of the patient table: each patient found is read by its key). Merged
+    records hold no terms (the merge deletes them), so nothing else needs filtering."""
     if not groups:
         return []
     first, *rest = [aliased(PatientSearchTerm) for _ in groups]
-    stmt = select(first.patient_id).where(first.term == groups[0])
+    stmt = select(Patient).join(first, first.patient_id == Patient.id)
+    stmt = stmt.where(first.term == groups[0])
     for alias, term in zip(rest, groups[1:], strict=True):
         stmt = stmt.join(alias, and_(alias.patient_id == first.patient_id, alias.term == term))
     stmt = stmt.order_by(first.patient_id.desc()).limit(limit)
-    return list(dict.fromkeys((await session.scalars(stmt)).all()))
+    return list((await session.scalars(stmt)).unique().all())
 
 
 async def patients_by_ids(session: AsyncSession, ids: Collection[uuid.UUID]) -> list[Patient]:
@@ -66,27 +67,28 @@ async def patients_by_ids(session: AsyncSession, ids: Collection[uuid.UUID]) -> 
 
 async def patients_by_contact(
     session: AsyncSession, *, phone_bidx: bytes | None = None, email_bidx: bytes | None = None
-) -> list[uuid.UUID]:
+) -> list[Patient]:
     where = Patient.phone_bidx == phone_bidx if phone_bidx else Patient.email_bidx == email_bidx
-    stmt = select(Patient.id).where(where, _live()).order_by(Patient.id.desc()).limit(50)
+    stmt = select(Patient).where(where, _live()).order_by(Patient.id.desc()).limit(50)
     return list((await session.scalars(stmt)).all())
 
 
-async def patients_by_external_id(session: AsyncSession, bidx: bytes) -> list[uuid.UUID]:
+async def patients_by_external_id(session: AsyncSession, bidx: bytes) -> list[Patient]:
     stmt = (
-        select(PatientExternalId.patient_id)
-        .join(Patient, Patient.id == PatientExternalId.patient_id)
+        select(Patient)
+        .join(PatientExternalId, PatientExternalId.patient_id == Patient.id)
         .where(PatientExternalId.value_bidx == bidx, _live())
+        .order_by(Patient.id.desc())
         .limit(50)
     )
-    return list(dict.fromkeys((await session.scalars(stmt)).all()))
+    return list((await session.scalars(stmt)).unique().all())
 
 
 async def recent_patients(
     session: AsyncSession, *, verified: bool | None, merged: bool = False, limit: int = 50
-) -> list[uuid.UUID]:
+) -> list[Patient]:
     """The list page without a query: newest patients first."""
-    stmt = select(Patient.id).order_by(Patient.id.desc()).limit(limit)
+    stmt = select(Patient).order_by(Patient.id.desc()).limit(limit)
     stmt = stmt.where(Patient.merged_into_id.is_not(None) if merged else _live())
     if verified is not None:
         stmt = stmt.where(Patient.verified.is_(verified))
@@ -130,8 +132,9 @@ async def recent_conversations(
     patient_ids: Collection[uuid.UUID],
     visible: ColumnElement[bool],
     per_patient: int,
-) -> dict[uuid.UUID, list[Conversation]]:
-    """Each patient's latest conversations the viewer may see (``visible``), newest first."""
+) -> dict[uuid.UUID, list[tuple[Conversation, str | None]]]:
+    """Each patient's latest conversations the viewer may see (``visible``), newest first,
+    with their team's name. A patient absent from the answer has none the viewer may see."""
     if not patient_ids:
         return {}
     ranked = (
@@ -148,14 +151,15 @@ async def recent_conversations(
         .subquery()
     )
     stmt = (
-        select(Conversation)
+        select(Conversation, Team.name)
         .join(ranked, ranked.c.id == Conversation.id)
+        .outerjoin(Team, Team.id == Conversation.team_id)
         .where(ranked.c.n <= per_patient)
         .order_by(Conversation.last_activity_at.desc())
     )
-    found: dict[uuid.UUID, list[Conversation]] = {}
-    for conversation in (await session.scalars(stmt)).all():
-        found.setdefault(conversation.patient_id, []).append(conversation)
+    found: dict[uuid.UUID, list[tuple[Conversation, str | None]]] = {}
+    for conversation, team in (await session.execute(stmt)).all():
+        found.setdefault(conversation.patient_id, []).append((conversation, team))
     return found
 
 

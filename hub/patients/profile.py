@@ -88,7 +88,9 @@ async def do_read_profile(
             contact_masked=not editable,
             may_edit=editable,
             external_ids=[ExternalId(x.system, x.unseal(ring, "value") or "") for x in ids],
-            conversations=[line_of(c, teams) for c in conversations],
+            conversations=[
+                line_of(c, teams.get(c.team_id) if c.team_id else None) for c in conversations
+            ],
             enrollments=await _enrollments(session, patient_id),
             merges=[
                 MergeLine(m.id, m.source_id, m.created_at, _counts(m.moved), m.undone_at)
@@ -130,9 +132,8 @@ async def do_list_patients(
 ) -> list[PatientHit]:
     """The newest patients (all, known or unknown numbers only), audited as a search."""
     async with db.transaction() as session:
-        ids = await search_queries.recent_patients(session, verified=verified, limit=limit)
-        rows = {p.id: p for p in await search_queries.patients_by_ids(session, ids)}
-        hits = await hits_for(session, ring, ctx, [rows[i] for i in ids if i in rows])
+        patients = await search_queries.recent_patients(session, verified=verified, limit=limit)
+        hits = await hits_for(session, ring, ctx, patients)
         await record(
             session,
             ctx.actor,
@@ -180,7 +181,7 @@ async def _set_contact(
             phone_bidx=bidx if kind == "phone" else None,
             email_bidx=bidx if kind == "email" else None,
         )
-        if any(other != patient.id for other in found):
+        if any(other.id != patient.id for other in found):
             raise PatientConflict(
                 f"another patient has this {kind}; open that patient, or merge the two"
             )

@@ -64,12 +64,12 @@ async def shared_patients(
     return await search_queries.visible_patient_ids(session, patient_ids, ctx.visible_filter())
 
 
-def line_of(conversation: Conversation, teams: dict[uuid.UUID, str]) -> ConversationLine:
+def line_of(conversation: Conversation, team: str | None) -> ConversationLine:
     return ConversationLine(
         conversation.id,
         conversation.channel,
         conversation.status,
-        teams.get(conversation.team_id) if conversation.team_id else None,
+        team,
         conversation.last_activity_at,
     )
 
@@ -77,17 +77,15 @@ def line_of(conversation: Conversation, teams: dict[uuid.UUID, str]) -> Conversa
 async def hits_for(
     session: AsyncSession, ring: KeyRing, ctx: StaffContext, patients: Sequence[Patient]
 ) -> list[PatientHit]:
-    ids = [p.id for p in patients]
-    shared = await shared_patients(session, ctx, ids)
+    """What a result shows, in one query past the patients themselves: their latest visible
+    conversations, which also say whose contact the viewer sees whole (a patient with one is
+    shared: the rule of ``shared_patients``)."""
     recent = await search_queries.recent_conversations(
-        session, ids, ctx.visible_filter(), RECENT_CONVERSATIONS
-    )
-    teams = await search_queries.team_names(
-        session, {c.team_id for lines in recent.values() for c in lines}
+        session, [p.id for p in patients], ctx.visible_filter(), RECENT_CONVERSATIONS
     )
     hits = []
     for patient in patients:
-        masked = patient.id not in shared
+        masked = not (ctx.is_admin or patient.id in recent)
         phone, email = contact_of(ring, patient, masked)
         hits.append(
             PatientHit(
@@ -97,7 +95,7 @@ async def hits_for(
                 email,
                 masked,
                 patient.verified,
-                [line_of(c, teams) for c in recent.get(patient.id, [])],
+                [line_of(c, team) for c, team in recent.get(patient.id, [])],
             )
         )
     return hits
@@ -118,7 +116,7 @@ async def do_search_patients(
     if query.empty:
         return SearchResult([], [], False)
     async with db.transaction() as session:
-        found: list[uuid.UUID] = []
+        found: list[Patient] = []
         if query.email:
             bidx = ring.blind_index("email", query.email)
             found += await search_queries.patients_by_contact(session, email_bidx=bidx)
@@ -133,9 +131,7 @@ async def do_search_patients(
             terms = [ring.blind_index("name", query_key(w)) for w in query.words]
             wanted = LONG_WORD_CANDIDATES if long_words else limit + 1
             found += await search_queries.patients_with_terms(session, terms, wanted)
-        ordered = list(dict.fromkeys(found))
-        rows = {p.id: p for p in await search_queries.patients_by_ids(session, ordered)}
-        patients = [rows[i] for i in ordered if i in rows]
+        patients = list({p.id: p for p in found}.values())
         if long_words:
             # The index holds prefixes up to MAX_PREFIX letters: the rest is checked here.
             # (A query with name words is read as nothing else: every patient here came by name.)

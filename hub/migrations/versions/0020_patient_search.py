@@ -130,6 +130,13 @@ def upgrade() -> None:
         sa.Column("undone_by", sa.String(80), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_inbox_patient_merge"),
     )
+    op.create_index(
+        "ix_inbox_patient_unverified",
+        "inbox_patient",
+        ["id"],
+        postgresql_where=sa.text("NOT verified"),
+        sqlite_where=sa.text("NOT verified"),
+    )
     op.create_index("ix_inbox_patient_merge_source_id", "inbox_patient_merge", ["source_id"])
     op.create_index("ix_inbox_patient_merge_target_id", "inbox_patient_merge", ["target_id"])
     _index_existing_names(op.get_bind())
@@ -181,6 +188,7 @@ def _index_existing_names(bind: sa.Connection) -> None:
 
 def downgrade() -> None:
     op.drop_table("inbox_patient_merge")
+    op.drop_index("ix_inbox_patient_unverified", "inbox_patient")
     op.drop_table("inbox_patient_external_id")
     op.drop_table("inbox_patient_search_term")
     with op.batch_alter_table("inbox_patient") as batch:
