@@ -257,7 +257,7 @@ async def test_bad_rows_are_reported_by_line_and_the_others_enrolled(
         + f"Avery Sample,+12015550131,,UTC,C-1,{start},\n"  # line 2
         + f"Bad Phone,not a number,,UTC,C-2,{start},\n"  # line 3
         + f'"Casey\nFictional",+12015550133,,UTC,C-3,{start},\n'  # lines 4-5: one record
-        + "No Offset,+12015550134,,UTC,C-4,2026-12-02 09:00,\n"  # line 6
+        + "Bad Date,+12015550134,,UTC,C-4,2026-12-34 09:00,\n"  # line 6
         + f"Bad Zone,+12015550135,,Mars/Olympus,C-5,{start},\n"  # line 7
         + f"Someone Else,+12015550136,,UTC,C-1,{start},\n"  # line 8
         + f"Nobody,,,UTC,C-7,{start},\n"  # line 9
@@ -267,8 +267,8 @@ async def test_bad_rows_are_reported_by_line_and_the_others_enrolled(
     report = await run(db, ring, text)
     assert report.errors == [
         "line 3: not a phone number",
-        "line 6: appointment_start needs a UTC offset, e.g. -05:00",
-        "line 7: unknown time zone 'Mars/Olympus'; expected an IANA name",
+        'line 6: the appointment date "2026-12-34" is not a date',
+        'line 7: unknown time zone "Mars/Olympus"; expected an IANA name like America/New_York',
         "line 8: appointment C-1 belongs to another patient",
         "line 9: needs a phone or an email",
         "line 11: appointment_id is longer than 120 characters",
@@ -279,8 +279,11 @@ async def test_bad_rows_are_reported_by_line_and_the_others_enrolled(
     assert await counts(db) == (3, 3, 3, 9)
     assert count_rows(io.StringIO(text, newline="")) == 9
 
-    missing = await run(db, ring, "phone,appointment_id\n+12015550139,C-9\n")
-    assert missing.errors == ["line 2: missing column 'appointment_start'"]
+    # An appointment id without a date column is the file's error, before any row enrolls.
+    with pytest.raises(CohortInvalid, match="Appointment id but none to the appointment's date"):
+        await run(db, ring, "phone,appointment_id\n+12015550139,C-9\n")
+    empty_date = await run(db, ring, HEADER + ",+12015550139,,UTC,C-9,,\n")
+    assert empty_date.errors == ["line 2: appointment C-9 has no date"]
 
 
 async def test_chunks_see_the_patients_and_appointments_of_earlier_chunks(

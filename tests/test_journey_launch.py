@@ -24,7 +24,7 @@ COHORT = """\
 +1 (555) 010-0101,Avery Sample,a@example.org,America/New_York,A-1,2026-12-02T09:00:00-05:00,Room 2
 (201) 555-0102,Blake Placeholder,,America/Chicago,A-2,2026-12-03T14:30:00-06:00,Room 1
 not a number,Casey Fictional,,UTC,A-3,2026-12-04T10:00:00+00:00,Room 3
-+15550100104,Devon Testperson,,UTC,A-4,2026-12-04 10:00,Room 3
++15550100104,Devon Testperson,,UTC,A-4,2026-12-34 10:00,Room 3
 """
 
 
@@ -93,7 +93,7 @@ def test_launch_enrolls_reports_bad_rows_and_is_idempotent(
     assert "4 rows: 2 enrolled, 0 already enrolled, 2 new patients, 2 errors" in first.stdout
     assert "4/4" in first.stdout  # the progress bar reached its total
     assert "line 4: not a phone number" in first.stderr
-    assert "line 5: appointment_start needs a UTC offset" in first.stderr
+    assert 'line 5: the appointment date "2026-12-34" is not a date' in first.stderr
     # --yes: nobody is asked, so no dry run first; the file is read once.
     again = launch("--yes")
     assert "Dry run" not in again.stdout and "Enroll" not in again.stdout

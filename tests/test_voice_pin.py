@@ -161,7 +161,7 @@ async def test_without_a_date_of_birth_on_file_nothing_is_cancelled(voice_stack:
 def test_a_cohort_file_carries_the_date_of_birth(ring: KeyRing) -> None:
     raw = {"name": "Avery Sample", "phone": AVERY, "birth_date": BORN}
     assert parse_row(ring, "US", 2, raw).birth_date == BORN
-    for bad in ("07/03/1984", "2999-01-01"):
+    for bad in ("31/03/1984", "2999-01-01"):  # month 31 in a US (month-first) clinic
         with pytest.raises(ROW_ERRORS, match="birth_date"):
             parse_row(ring, "US", 2, {**raw, "birth_date": bad})
     assert voice_pin.pin_of(BORN) == PIN and voice_pin.pin_of(None) is None

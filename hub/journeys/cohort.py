@@ -1,13 +1,17 @@
 """Cohort files: a CSV of patients (and their appointments) to enroll in a journey.
 
-Columns (a header row is required; order does not matter, extra columns are ignored):
-``phone`` and/or ``email`` (at least one), ``name``, ``language`` (a BCP-47 tag such as es or
-zh-Hant), ``country`` (where the patient lives: ISO 3166 code or name; a national phone number
-is read there, else in the clinic's region, and must be valid there), ``time_zone``, and for
-appointment-anchored journeys ``appointment_id`` and ``appointment_start`` (ISO 8601 with an
-offset, e.g. 2026-11-27T10:00:00-05:00), optionally ``location``, ``provider``, ``status``
-(booked or cancelled). The file is read as a stream and enrolled in chunks, one transaction
-each (``hub.journeys.bulk``); a bad row is reported with its line number and the rest go on.
+A header row is required. Its columns are read through a ``hub.journeys.mapping.ColumnMapping``
+(the coordinator's, or one suggested from the header): whichever names the file uses, each row
+comes out with the fields ``phone`` and/or ``email`` (at least one), ``name`` (or first and last
+names, joined), ``language`` (a BCP-47 tag such as es or zh-Hant, or a name such as Spanish),
+``country`` (where the patient lives: ISO 3166 code or name; a national phone number is read
+there, else in the clinic's region, and must be valid there), ``time_zone`` (else the clinic's),
+``birth_date``, and for appointment-anchored journeys the appointment's start (one column, ISO
+8601 or "12/31/2027 2:30 PM", or a date and a time column; a time without an offset is the wall
+time in the patient's zone), ``appointment_id`` (else one derived from the MRN or contact and
+the start), ``location``, ``provider``, ``status`` (cancelled/canceled cancels). The file is
+read as a stream and enrolled in chunks, one transaction each (``hub.journeys.bulk``); a bad
+row is reported with its line number in plain words and the rest go on.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +29,8 @@ from typing import Any
 from hub.audit import Actor
 from hub.contact import (
     InvalidContact,
+    InvalidLanguage,
+    language_named,
     normalize_email,
     normalize_language,
     read_country,
@@ -50,6 +57,19 @@ from hub.journeys.bulk import (
     do_enroll_chunk,
     load_journey,
 )
+from hub.journeys.mapping import (
+    ColumnMapping,
+    MappingInvalid,
+    Reader,
+    date_order_of,
+    derived_appointment_id,
+    detect_delimiter,
+    is_cancelled,
+    read_birth_date_text,
+    read_start,
+    suggest,
+    zone_named,
+)
 from hub.journeys.models import MAX_PLACE_CHARS, Appointment
 
 MAX_ROW_ERRORS_KEPT = 100
@@ -72,31 +92,65 @@ class LaunchReport:
     error_count: int = 0
 
 
-def _rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    reader = csv.reader(lines)
+@dataclass
+class Reading:
+    """How the rows of one file are read: its mapping (suggested from the header when None;
+    set once the header is read) and the clinic's region and time zone."""
+
+    region: str
+    mapping: ColumnMapping | None = None
+    zone: str = "UTC"
+    """The clinic's: for times without an offset and patients without a time zone column."""
+
+    @property
+    def time_zone(self) -> str:
+        return (self.mapping.time_zone if self.mapping else None) or self.zone
+
+    def order(self) -> Any:
+        return self.mapping.date_order if self.mapping else date_order_of(self.region)
+
+
+def _split(lines: Iterable[str], reading: Reading) -> tuple[Any, Iterator[str]] | None:
+    """The csv reader of ``lines`` with the mapping's separator (else the header line's)."""
+    rest = iter(lines)
+    first = next(rest, None)
+    if first is None:
+        return None
+    delimiter = reading.mapping.delimiter if reading.mapping else detect_delimiter(first)
+    return csv.reader(itertools.chain([first], rest), delimiter=delimiter), rest
+
+
+def _rows(lines: Iterable[str], reading: Reading) -> Iterator[tuple[int, dict[str, str]]]:
+    split = _split(lines, reading)
+    if split is None:
+        raise CohortInvalid("the file is empty; expected a header row")
+    reader, _ = split
     with _csv_errors(reader):
-        header = next(reader, None)
-        if header is None:
-            raise CohortInvalid("the file is empty; expected a header row")
-        keys = [name.strip().lower() for name in header]
-        if not set(keys) & {"phone", "email"}:
-            raise CohortInvalid("the header needs a phone or an email column")
+        header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+        if reading.mapping is None:
+            reading.mapping = suggest(
+                header, region=reading.region, delimiter=reader.dialect.delimiter
+            )
+        try:
+            bound = Reader(reading.mapping, header)
+        except MappingInvalid as exc:
+            raise CohortInvalid(str(exc)) from None
         for values in reader:
-            if not values:
-                continue  # a blank line
-            if len(values) < len(keys):
-                values += [""] * (len(keys) - len(values))
-            # zip drops values beyond the header's columns: ignored like any extra column.
-            yield reader.line_num, dict(zip(keys, (v.strip() for v in values), strict=False))
+            if not any(v.strip() for v in values):
+                continue  # a blank line (a spreadsheet's are all separators)
+            yield reader.line_num, bound.row(values)
 
 
-def count_rows(lines: Iterable[str]) -> int:
+def count_rows(lines: Iterable[str], mapping: ColumnMapping | None = None) -> int:
     """Data rows of a cohort (the progress bar's total); reads ``lines`` to the end."""
-    reader = csv.reader(lines)
+    split = _split(lines, Reading("US", mapping))
+    if split is None:
+        return 0
+    reader, _ = split
     with _csv_errors(reader):
         if next(reader, None) is None:
             return 0
-        return sum(1 for row in reader if row)  # as _rows, without blank lines
+        return sum(1 for row in reader if any(v.strip() for v in row))  # as _rows
 
 
 @contextlib.contextmanager
@@ -125,9 +179,17 @@ _LIMITS = {
 """Column widths: a longer value is the row's error, not the whole chunk's."""
 
 
-def parse_row(ring: KeyRing, region: str, line: int, raw: Mapping[str, str]) -> EnrollRow:
+def parse_row(
+    ring: KeyRing,
+    region: str,
+    line: int,
+    raw: Mapping[str, str],
+    reading: Reading | None = None,
+) -> EnrollRow:
     """A row's contacts normalized and blind-indexed and its appointment read; raises one of
-    ROW_ERRORS saying what is wrong. ``region`` is the clinic's, for rows without a country."""
+    ROW_ERRORS saying what is wrong. ``region`` is the clinic's, for rows without a country;
+    ``reading`` says how dates are written and the clinic's zone."""
+    reading = reading or Reading(region)
     phone, email, language = read_contacts(raw, region)
     if phone is None and email is None:
         # The row-by-row path created a patient nobody can reach, again on every launch.
@@ -135,18 +197,24 @@ def parse_row(ring: KeyRing, region: str, line: int, raw: Mapping[str, str]) -> 
     for column, limit in _LIMITS.items():
         if len(raw.get(column) or "") > limit:
             raise ValueError(f"{column} is longer than {limit} characters")
+    time_zone = raw.get("time_zone") or reading.time_zone
+    zone_named(time_zone)  # before the appointment: its wall time is read there
+    order = reading.order()
     appointment = None
-    if raw.get("appointment_id"):
-        start = datetime.fromisoformat(raw["appointment_start"])
-        if start.utcoffset() is None:
-            raise ValueError("appointment_start needs a UTC offset, e.g. -05:00")
+    start = read_start(raw, order, time_zone)
+    if raw.get("appointment_id") and start is None:
+        raise ValueError(f"appointment {raw['appointment_id']} has no date")
+    if start is not None:
+        external = raw.get("appointment_id") or derived_appointment_id(
+            raw.get("mrn") or phone or email or "", start
+        )
         appointment = NewAppointment(
-            raw["appointment_id"],
+            external,
             start,
             source=COHORT_SOURCE,
             location=raw.get("location") or None,
             provider=raw.get("provider") or None,
-            cancelled=raw.get("status", "").lower() == "cancelled",
+            cancelled=is_cancelled(raw.get("status")),
         )
     return EnrollRow(
         line,
@@ -156,9 +224,9 @@ def parse_row(ring: KeyRing, region: str, line: int, raw: Mapping[str, str]) -> 
         ring.blind_index("phone", phone) if phone else None,
         ring.blind_index("email", email) if email else None,
         language,
-        raw.get("time_zone") or "UTC",
+        time_zone,
         appointment,
-        read_birth_date(raw.get("birth_date")),
+        read_birth_date(read_birth_date_text(raw.get("birth_date"), order)),
     )
 
 
@@ -168,12 +236,21 @@ def read_contacts(raw: Mapping[str, str], region: str) -> tuple[str | None, str 
     country = read_country(raw["country"]) if raw.get("country") else region
     phone = read_phone(raw["phone"], country) if raw.get("phone") else None
     email = normalize_email(raw["email"]) if raw.get("email") else None
-    language = normalize_language(raw["language"]) if raw.get("language") else "en"
+    language = "en"
+    if raw.get("language"):
+        try:
+            language = normalize_language(raw["language"])
+        except InvalidLanguage:
+            # EHR exports write the name ("Spanish"); a name that is none still fails.
+            language = language_named(raw["language"]) or normalize_language(raw["language"])
     return phone, email, language
 
 
 async def parse_chunk(
-    ring: KeyRing, region: str, raw_rows: Sequence[tuple[int, Mapping[str, str]]]
+    ring: KeyRing,
+    region: str,
+    raw_rows: Sequence[tuple[int, Mapping[str, str]]],
+    reading: Reading | None = None,
 ) -> ParsedChunk:
     """``parse_row`` over a chunk, yielding to the event loop every PARSE_SLICE rows so that it
     can run while the previous chunk waits on the database (parsing is a third of a launch's
@@ -182,7 +259,7 @@ async def parse_chunk(
     errors: list[tuple[int, str]] = []
     for n, (line, raw) in enumerate(raw_rows, start=1):
         try:
-            parsed.append(parse_row(ring, region, line, raw))
+            parsed.append(parse_row(ring, region, line, raw, reading))
         except ROW_ERRORS as exc:
             errors.append((line, describe(exc)))
         if n % PARSE_SLICE == 0:
@@ -250,8 +327,10 @@ async def launch(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     now: datetime | None = None,
     on_committed: Callable[[ChunkWork], Awaitable[None]] | None = None,
+    mapping: ColumnMapping | None = None,
 ) -> LaunchReport:
-    """Enroll the cohort read from ``lines`` (an open text file, opened with ``newline=""``).
+    """Enroll the cohort read from ``lines`` (an open text file, opened with ``newline=""``)
+    through ``mapping`` (None: the one ``suggest`` makes of its header).
 
     Holds one chunk of rows at a time; each chunk is committed before the next is read, and
     ``on_progress`` hears how many rows it held. ``now`` is the enrollment time of the whole
@@ -260,7 +339,8 @@ async def launch(
     journey = await load_journey(db, journey_key)
     now = now or utcnow()
     report = LaunchReport()
-    ahead = _ParseAhead(read_chunks(lines, chunk_rows), ring, region)
+    reading = Reading(region, mapping, await clinic_zone(db))
+    ahead = _ParseAhead(read_chunks(lines, chunk_rows, reading), ring, reading)
     try:
         while (chunk := await ahead.next()) is not None:
             result = await do_enroll_chunk(
@@ -291,11 +371,18 @@ async def launch(
 
 
 def read_chunks(
-    lines: Iterable[str], chunk_rows: int = DEFAULT_CHUNK_ROWS
+    lines: Iterable[str], chunk_rows: int = DEFAULT_CHUNK_ROWS, reading: Reading | None = None
 ) -> Iterator[list[tuple[int, dict[str, str]]]]:
-    """The cohort's rows (line number, columns), ``chunk_rows`` at a time: what a launch and
-    its dry run (``hub.journeys.preview``) read alike."""
-    return _chunks(_rows(lines), chunk_rows)
+    """The cohort's rows (line number, fields), ``chunk_rows`` at a time: what a launch and
+    its dry run (``hub.journeys.preview``) read alike. ``reading.mapping`` is set from the
+    header when it was None."""
+    return _chunks(_rows(lines, reading or Reading("US")), chunk_rows)
+
+
+async def clinic_zone(db: Database) -> str:
+    """The clinic's time zone (its default team's)."""
+    async with db.reader() as session:
+        return await inbox_queries.clinic_time_zone(session)
 
 
 class _ParseAhead:
@@ -303,9 +390,9 @@ class _ParseAhead:
     the current one's enrollments and step runs (its longest wait), instead of after it."""
 
     def __init__(
-        self, chunks: Iterator[list[tuple[int, dict[str, str]]]], ring: KeyRing, region: str
+        self, chunks: Iterator[list[tuple[int, dict[str, str]]]], ring: KeyRing, reading: Reading
     ) -> None:
-        self.chunks, self.ring, self.region = chunks, ring, region
+        self.chunks, self.ring, self.reading = chunks, ring, reading
         self.task: asyncio.Future[ParsedChunk | None] | None = None
 
     def start(self) -> None:
@@ -324,7 +411,9 @@ class _ParseAhead:
 
     async def _parse(self) -> ParsedChunk | None:
         raw = next(self.chunks, None)
-        return None if raw is None else await parse_chunk(self.ring, self.region, raw)
+        if raw is None:
+            return None
+        return await parse_chunk(self.ring, self.reading.region, raw, self.reading)
 
 
 def _chunks(

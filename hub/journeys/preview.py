@@ -43,8 +43,15 @@ from hub.journeys.bulk import (
     load_journey,
 )
 from hub.journeys.bulk_queries import AppointmentRecord, EnrollmentRecord
-from hub.journeys.cohort import MAX_ROW_ERRORS_KEPT, parse_chunk, read_chunks
+from hub.journeys.cohort import (
+    MAX_ROW_ERRORS_KEPT,
+    Reading,
+    clinic_zone,
+    parse_chunk,
+    read_chunks,
+)
 from hub.journeys.definitions import StepDefinition
+from hub.journeys.mapping import ColumnMapping
 from hub.journeys.models import EnrollmentStatus, RunStatus
 from hub.journeys.step_choice import (
     NO_VARIANT_CODE,
@@ -245,6 +252,7 @@ async def do_preview_launch(
     available: Iterable[Channel],
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     now: datetime | None = None,
+    mapping: ColumnMapping | None = None,
 ) -> LaunchPreview:
     """The dry run of ``hub.journeys.cohort.launch`` for the same arguments; ``available``:
     the channels connected on this hub (``connected_providers``). Writes nothing."""
@@ -253,8 +261,9 @@ async def do_preview_launch(
     preview, policy = await _outlook(db, journey)
     judging = _Judging(preview, journey, policy, set(available))
     carried = _Carried()
-    for raw in read_chunks(lines, chunk_rows):
-        chunk = await parse_chunk(ring, region, raw)
+    reading = Reading(region, mapping, await clinic_zone(db))
+    for raw in read_chunks(lines, chunk_rows, reading):
+        chunk = await parse_chunk(ring, region, raw, reading)
         await _preview_chunk(db, ring, journey, chunk, now, carried, judging)
     return preview
 
