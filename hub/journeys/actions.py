@@ -18,6 +18,7 @@ from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Patient
 from hub.journeys import queries
 from hub.journeys.definitions import JourneyDefinition, parse_journey, plan
+from hub.journeys.lifecycle import STOPPED_REASON, restart_in
 from hub.journeys.models import (
     Appointment,
     AppointmentStatus,
@@ -28,6 +29,7 @@ from hub.journeys.models import (
     RunStatus,
     StepRun,
 )
+from hub.journeys.versions import definition_for, save_version_in
 
 CLAIM_LEASE = timedelta(minutes=5)
 """A batch owns its claimed runs this long; if it dies, another batch takes them after."""
@@ -69,26 +71,13 @@ def _parsed(key: str, text: str) -> JourneyDefinition:
 
 
 async def do_install_journey(db: Database, actor: Actor, text: str, source: str) -> uuid.UUID:
-    """Store (or replace) a journey definition after validating it."""
+    """Store a journey definition after validating it: a new journey, or a new version of one
+    whose text changed (running enrollments keep theirs: ``hub.journeys.versions``)."""
     definition = parse_journey(text, source)
     async with db.transaction() as session:
-        journey = await queries.journey_by_key(session, definition.key)
-        if journey is None:
-            journey = Journey(
-                key=definition.key,
-                name=definition.name,
-                purpose=definition.purpose.value,
-                definition=text,
-            )
-            session.add(journey)
-        else:
-            journey.name, journey.purpose, journey.definition = (
-                definition.name,
-                definition.purpose.value,
-                text,
-            )
-        await session.flush()
-        await record(session, actor, "journey.install", "journey", journey.id)
+        saved = await save_version_in(session, actor, text, definition)
+        journey = await queries.journey_by_key(session, saved.key)
+        assert journey is not None
         return journey.id
 
 
@@ -143,7 +132,9 @@ async def do_enroll(
             key = f"{patient_id}:{definition.anchor}:{anchor.isoformat()}"
         enrollment = await queries.enrollment_by_key(session, journey.id, key)
         if enrollment is not None:
-            return await _refresh(session, definition, enrollment, appt, patient, now)
+            # A moved appointment re-plans with the version the enrollment follows.
+            pinned = await definition_for(session, journey, enrollment.version)
+            return await _refresh(session, pinned, enrollment, appt, patient, now)
         enrollment = Enrollment(
             journey_id=journey.id,
             patient_id=patient_id,
@@ -288,20 +279,29 @@ async def do_schedule_due(
     return tuple(effects)
 
 
-async def do_set_journey_status(db: Database, actor: Actor, key: str, status: str) -> None:
-    """Pause (due steps wait), resume, or stop (pending steps are cancelled)."""
+async def do_set_journey_status(
+    db: Database, actor: Actor, key: str, status: str, *, now: datetime | None = None
+) -> None:
+    """Pause (due steps wait), resume, or stop (pending steps are cancelled). Resuming a
+    stopped journey plans its cancelled steps again, skipping those that fell due meanwhile."""
     new = JourneyStatus(status)
+    now = now or utcnow()
     async with db.transaction() as session:
         journey = await queries.journey_by_key(session, key)
         if journey is None:
             raise NotFound(f"no journey with key {key}")
-        if journey.status is JourneyStatus.STOPPED and new is not JourneyStatus.STOPPED:
-            raise ValueError("a stopped journey cannot be restarted; install it again")
+        if journey.status is JourneyStatus.STOPPED and new is JourneyStatus.PAUSED:
+            raise ValueError("a stopped journey cannot be paused; resume it first")
+        was = journey.status
         journey.status = new
-        if new is JourneyStatus.STOPPED:
+        detail: dict[str, object] = {}
+        if new is JourneyStatus.STOPPED and was is not JourneyStatus.STOPPED:
             for enrollment in await queries.enrollments_of_journey(session, journey.id):
                 if enrollment.status is EnrollmentStatus.ACTIVE:
                     enrollment.status = EnrollmentStatus.STOPPED
                 for run in await queries.runs_of(session, enrollment.id, PENDING):
-                    run.status, run.reason = RunStatus.CANCELLED, "the journey was stopped"
-        await record(session, actor, f"journey.{new.value}", "journey", journey.id)
+                    run.status, run.reason = RunStatus.CANCELLED, STOPPED_REASON
+        elif was is JourneyStatus.STOPPED and new is JourneyStatus.ACTIVE:
+            replanned, skipped = await restart_in(session, journey, now)
+            detail = {"after_stop": True, "replanned": replanned, "skipped": skipped}
+        await record(session, actor, f"journey.{new.value}", "journey", journey.id, detail)

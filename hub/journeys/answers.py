@@ -30,7 +30,7 @@ from hub.enums import Channel, ConversationStatus, MessageStatus
 from hub.errors import HubError
 from hub.inbox.models import Conversation, Message, Note, Patient
 from hub.journeys import queries
-from hub.journeys.actions import PENDING, definition_of
+from hub.journeys.actions import PENDING
 from hub.journeys.definitions import DEFAULT_HANDLERS, StepDefinition
 from hub.journeys.models import (
     Appointment,
@@ -42,6 +42,7 @@ from hub.journeys.models import (
     SurveyAnswer,
 )
 from hub.journeys.replies import Reply, classify_reply
+from hub.journeys.versions import definition_for
 from hub.templates import TemplateRenderError
 from hub.templates.render import log_render_failure
 
@@ -170,7 +171,8 @@ async def open_ask(
     for enrollment in await queries.active_enrollments_of(session, patient_id):
         journey = await session.get(Journey, enrollment.journey_id)
         assert journey is not None
-        steps = {s.id: s for s in definition_of(journey).steps}
+        definition = await definition_for(session, journey, enrollment.version)
+        steps = {s.id: s for s in definition.steps}
         answered = {a.step_id for a in await queries.survey_answers(session, enrollment.id)}
         for run in await queries.runs_of(session, enrollment.id, [RunStatus.SENT]):
             step = steps.get(run.step_id)
@@ -199,7 +201,8 @@ async def _started(session: AsyncSession, enrollment: Enrollment, now: datetime)
 
 
 async def _cancel_pending(session: AsyncSession, ask: OpenAsk, why: str, *, only_asks: bool) -> int:
-    steps = {s.id: s for s in definition_of(ask.journey).steps}
+    definition = await definition_for(session, ask.journey, ask.enrollment.version)
+    steps = {s.id: s for s in definition.steps}
     count = 0
     for run in await queries.runs_of(session, ask.enrollment.id, PENDING):
         step = steps.get(run.step_id)

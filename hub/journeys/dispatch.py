@@ -36,7 +36,6 @@ from hub.inbox.actions.delivery import SendTask, address_of, message_new_effect,
 from hub.inbox.actions.email_out import build_extras
 from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
 from hub.journeys import dispatch_queries as dq
-from hub.journeys.actions import definition_of
 from hub.journeys.definitions import JourneyDefinition, StepDefinition
 from hub.journeys.models import (
     Journey,
@@ -46,6 +45,7 @@ from hub.journeys.models import (
     SurveyAnswer,
 )
 from hub.journeys.step_choice import VariantCache, choose_for_step
+from hub.journeys.versions import definition_for
 from hub.outbox import add_effect
 from hub.templates import RENDER_FAILED_CODE, TemplateRenderError
 from hub.templates.actions import template_context
@@ -101,6 +101,8 @@ class _Batch:
     answers: dict[uuid.UUID, list[SurveyAnswer]]
     failed: dict[tuple[uuid.UUID, str], set[str]]
     variants: VariantCache
+    definitions: dict[tuple[uuid.UUID, int | None], JourneyDefinition] = field(default_factory=dict)
+    """By journey and the version an enrollment follows (running ones keep theirs)."""
     tasks: list[SendTask] = field(default_factory=list)
     effects: list[uuid.UUID] = field(default_factory=list)
     new_conversations: list[dict[str, Any]] = field(default_factory=list)
@@ -173,9 +175,14 @@ async def _load(
     patient_ids = {e.patient_id for e in enrollments.values()}
     patients = await dq.by_ids(session, Patient, patient_ids)
     conditions: set[str] = set()
+    definitions: dict[tuple[uuid.UUID, int | None], JourneyDefinition] = {}
     for run in runs:
-        journey = journeys[enrollments[run.enrollment_id].journey_id]
-        step = _step(definition_of(journey), run.step_id)
+        facts = enrollments[run.enrollment_id]
+        journey = journeys[facts.journey_id]
+        pinned = (journey.id, facts.version)
+        if pinned not in definitions:
+            definitions[pinned] = await definition_for(session, journey, facts.version)
+        step = _step(definitions[pinned], run.step_id)
         if step is not None:
             conditions.update(c.split(":", 1)[0] for c in step.conditions)
     policy = await consent.load_policy(session)
@@ -211,6 +218,7 @@ async def _load(
         failed=await dq.tried_channels(
             session, [(r.enrollment_id, r.step_id) for r in runs if r.attempt > 1]
         ),
+        definitions=definitions,
     )
 
 
@@ -226,7 +234,7 @@ async def _dispatch_one(
         # Paused after the claim: hand the run back; it goes when the journey resumes.
         _change_run(batch, run, RunStatus.PLANNED, claimed_until=None)
         return Dispatched(run.id, "released", "the journey is paused", None)
-    definition = definition_of(journey)
+    definition = batch.definitions[(journey.id, enrollment.version)]
     step = _step(definition, run.step_id)
     if step is None:
         gone = "the journey no longer has this step"

@@ -91,6 +91,8 @@ class EnrollmentFacts(NamedTuple):
     appointment_id: uuid.UUID | None
     appointment_location_enc: bytes | None
     appointment_provider_enc: bytes | None
+    version: int | None = None
+    """The journey version it follows (None: the current one)."""
 
     def appointment_place(self, ring: KeyRing) -> tuple[str | None, str | None]:
         """The appointment's location and provider, unsealed (only a rendered template needs
@@ -124,11 +126,12 @@ async def enrollment_facts(
             Appointment.id,
             Appointment.location_enc,
             Appointment.provider_enc,
+            Enrollment.version,
         )
         .outerjoin(Appointment, Appointment.id == Enrollment.appointment_id)
         .where(_among(session, Enrollment.id, wanted))
     )
-    return {row[0]: EnrollmentFacts(*row) for row in (await session.execute(stmt)).all()}
+    return {row[0]: EnrollmentFacts._make(row) for row in (await session.execute(stmt)).all()}
 
 
 async def latest_conversations(

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.enums import Channel
 from hub.inbox.models import Patient
 from hub.journeys import queries
-from hub.journeys.actions import definition_of
 from hub.journeys.models import Enrollment, EnrollmentStatus, Journey, RunStatus, StepRun
+from hub.journeys.versions import definition_for
 
 MAX_ATTEMPTS = 4
 """Attempts of one step (one per channel, at most): a bound, whatever the channel list says."""
@@ -34,7 +34,8 @@ async def fall_back_in(
     journey = await session.get(Journey, enrollment.journey_id)
     patient = await session.get(Patient, enrollment.patient_id)
     assert journey is not None and patient is not None
-    step = next((s for s in definition_of(journey).steps if s.id == run.step_id), None)
+    definition = await definition_for(session, journey, enrollment.version)
+    step = next((s for s in definition.steps if s.id == run.step_id), None)
     if step is None:
         return None
     attempts = await queries.attempts_of_step(session, run.enrollment_id, run.step_id)

@@ -61,8 +61,28 @@ class Journey(Base):
     status: Mapped[JourneyStatus] = mapped_column(
         str_enum(JourneyStatus, "journey_status"), default=JourneyStatus.ACTIVE
     )
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """The version ``definition`` holds: the one new enrollments follow."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class JourneyVersion(Base):
+    """Every saved definition of a journey, kept so that enrollments made under an earlier
+    one go on with it (``hub.journeys.versions``). Never changed once written."""
+
+    __tablename__ = "journey_version"
+    __table_args__ = (UniqueConstraint("journey_id", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    journey_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("journey_journey.id", ondelete="CASCADE")
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[str] = mapped_column(Text)
+    author_id: Mapped[uuid.UUID | None]
+    """The staff member who saved it (None: the command line or a migration)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 MAX_PLACE_CHARS = 200
@@ -113,6 +133,10 @@ class Enrollment(Base):
     )
     confirmed_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    version: Mapped[int | None] = mapped_column(Integer)
+    """The journey version this enrollment follows; None: the journey's current one. Saving a
+    new version first pins every None to the version it replaces, so no enrollment path (CSV,
+    FHIR, API, EHR) has to stamp it and a running enrollment never changes under its patient."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
