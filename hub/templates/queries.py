@@ -54,3 +54,15 @@ async def variant_for_update(
         .with_for_update()
     )
     return (await session.scalars(stmt)).first()
+
+
+async def variants_of_locale(
+    session: AsyncSession, template: MessageTemplate, locale: str
+) -> Sequence[TemplateVariant]:
+    """The template's variants in one locale, every channel, locked for a change."""
+    stmt = (
+        select(TemplateVariant)
+        .where(TemplateVariant.template_id == template.id, TemplateVariant.locale == locale)
+        .with_for_update()
+    )
+    return (await session.scalars(stmt)).all()
