@@ -324,6 +324,7 @@ async def measure(
     """One request at a time, the targets interleaved; ms until the whole body arrived."""
     found: dict[str, dict[str, Any]] = {}
     timings: dict[str, list[float]] = {label: [] for label, *_ in targets}
+    floor: list[float] = []
     hits: dict[str, int] = {label: 0 for label, *_ in targets}
     streams = {
         label: list(queries(names, size, requests + WARMUP))
@@ -346,8 +347,18 @@ async def measure(
                 if i >= WARMUP:
                     timings[label].append(elapsed)
                     hits[label] += bool(json.loads(raw)["items"])
+            # The hub's own cost of an authenticated API request that searches nothing.
+            label, base, token = targets[0][:3]
+            started = time.perf_counter()
+            async with http.get(
+                f"{base}/api/me", headers={"Authorization": f"Bearer {token}"}
+            ) as response:
+                await response.read()
+            if i >= WARMUP:
+                floor.append((time.perf_counter() - started) * 1000)
     for label in timings:
         found[label] = {**summary(timings[label]), "with_results": hits[label]}
+    found["api_me"] = summary(floor)
     return found
 
 
@@ -380,7 +391,7 @@ async def run(patients: int, requests: int) -> dict[str, Any]:
     finally:
         for serve in servers:
             serve.stop()
-    large, small = timings["large"], timings["small"]
+    large, small, me = timings["large"], timings["small"], timings["api_me"]
     ratio = large["p95_ms"] / small["p95_ms"]
     passed = large["p95_ms"] < TARGET_P95_MS
     size_words = f"{patients:,} patients"
@@ -393,7 +404,8 @@ async def run(patients: int, requests: int) -> dict[str, Any]:
             "format, in turn; patients sealed and indexed as the hub writes them (one term "
             "row per name-word prefix), loaded with COPY. Baseline: the same queries against "
             f"{BASELINE_PATIENTS:,} patients served by a second `hub serve`, interleaved "
-            "request by request."
+            "request by request; and `GET /api/me` on the large one (the cost of any "
+            "authenticated request)."
         ),
         "rows": [
             {
@@ -401,7 +413,8 @@ async def run(patients: int, requests: int) -> dict[str, Any]:
                 "figure": f"p50 {large['p50_ms']:.1f} ms, p95 {large['p95_ms']:.1f} ms",
                 "baseline": (
                     f"{BASELINE_PATIENTS:,} patients: p50 {small['p50_ms']:.1f} ms, "
-                    f"p95 {small['p95_ms']:.1f} ms"
+                    f"p95 {small['p95_ms']:.1f} ms; GET /api/me (authenticated, no search) "
+                    f"p50 {me['p50_ms']:.1f} ms, p95 {me['p95_ms']:.1f} ms"
                 ),
                 "ratio": f"{ratio:.2f}x baseline p95",
                 "target": f"p95 < {TARGET_P95_MS:g} ms (at 1M patients)",
@@ -413,6 +426,7 @@ async def run(patients: int, requests: int) -> dict[str, Any]:
             "requests": requests,
             "large": large,
             "small": small,
+            "api_me": me,
             "load_seconds": {k: round(v[2], 1) for k, v in built.items()},
         },
     }
