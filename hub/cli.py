@@ -506,14 +506,45 @@ def journey() -> None:
     is_flag=True,
     help="Enroll without asking after the dry run (scripts, the demo).",
 )
-def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bool) -> None:
+@click.option(
+    "--map",
+    "column_map",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="Read FIELD from the file's COLUMN (e.g. phone='Mobile Phone'); FIELD= drops it.",
+)
+@click.option(
+    "--mapping",
+    "mapping_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A saved column mapping (JSON: columns, delimiter, date_order) instead of the suggestion.",
+)
+@click.option(
+    "--date-order",
+    type=click.Choice(["month-first", "day-first", "year-first"]),
+    default=None,
+    help="How the file writes dates (default: the clinic's region's way).",
+)
+def journey_launch(
+    key: str,
+    cohort: str,
+    definition: str | None,
+    assume_yes: bool,
+    column_map: tuple[str, ...] = (),
+    mapping_file: str | None = None,
+    date_order: str | None = None,
+) -> None:
     """Enroll a cohort in journey KEY (shipped examples are installed on first use).
 
-    A dry run comes first: what each step would do for these patients (opt-ins they lack,
+    The file's columns are read through a mapping suggested from its header (as the upload
+    page suggests it), changed by --map, --mapping and --date-order; it is printed first. A
+    dry run comes next: what each step would do for these patients (opt-ins they lack,
     languages without a template variant, no usable channel), with counts, and the rows that
     cannot be read. Nothing is enrolled until you answer yes. With --yes nobody is asked, so
     the file is read once: the same counts and warnings are printed after the enrollment."""
     import gc
+    import json
     from pathlib import Path
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -524,6 +555,7 @@ def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bo
     from hub.journeys import queries as journey_queries
     from hub.journeys.actions import do_install_journey
     from hub.journeys.cohort import count_rows, launch
+    from hub.journeys.mapping import ColumnMapping, DateOrder, mapping_for, read_header
     from hub.journeys.preview import do_preview_launch, judged_launch
 
     settings = load_settings()
@@ -556,6 +588,7 @@ def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bo
                 rows,
                 region=settings.default_region,
                 available=connected_providers(settings),
+                mapping=mapping,
             )
         finally:
             await db.dispose()
@@ -581,6 +614,7 @@ def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bo
                     region=settings.default_region,
                     on_progress=lambda n: bar.advance(task, n),
                     on_committed=on_committed,
+                    mapping=mapping,
                 )
             return report, judged
         finally:
@@ -591,7 +625,26 @@ def journey_launch(key: str, cohort: str, definition: str | None, assume_yes: bo
     gc.freeze()
     # Streamed, never read whole: a cohort may hold hundreds of thousands of rows.
     with open(cohort, encoding="utf-8-sig", newline="") as rows:
-        total = count_rows(rows)
+        header, delimiter = read_header(rows)
+        rows.seek(0)
+        saved = None
+        if mapping_file:
+            saved = ColumnMapping.from_json(json.loads(Path(mapping_file).read_text("utf-8")))
+        pairs = [item.partition("=") for item in column_map]
+        if any(not sep for _, sep, _ in pairs):
+            raise click.BadParameter(
+                "use FIELD=COLUMN, e.g. phone='Mobile Phone'", param_hint="--map"
+            )
+        mapping = mapping_for(
+            header,
+            region=settings.default_region,
+            delimiter=delimiter,
+            saved=saved,
+            columns={name.strip(): column.strip() for name, _, column in pairs},
+            date_order=DateOrder(date_order) if date_order else None,
+        )
+        click.echo("Columns: " + "; ".join(mapping.describe()))
+        total = count_rows(rows, mapping)
         rows.seek(0)
         if not assume_yes:
             preview = asyncio.run(dry_run())

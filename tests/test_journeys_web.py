@@ -363,9 +363,9 @@ async def test_cohort_upload_shows_the_dry_run_and_enrolls_only_when_confirmed(
     enrolled = await client.post(confirm_url(html), data={"csrf_token": csrf})
     html = await enrolled.text()
     assert enrolled.status == 200
-    # Row errors are never shown as a success.
-    assert '<p class="flash error">3 rows: 2 enrolled, 0 already enrolled, 2 new patients;' in html
-    assert "1 row not enrolled" in html and "line 4: not a phone number" in html
+    # Row errors are never shown as a success: a warning, with the rows by line.
+    assert '<p class="flash warn"><strong>2 enrolled, 1 not enrolled.</strong> 3 rows:' in html
+    assert "flash ok" not in html and "line 4: not a phone number" in html
     assert await enrollments(db) == 2
     json_headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
     twice = await client.post(confirm_url(await page.text()), headers=json_headers)

@@ -132,22 +132,30 @@ async def keep_pending(
     return token
 
 
-async def take_pending(
+async def peek_pending(
     redis: Redis, ring: KeyRing, journey: str, staff_id: uuid.UUID, token: str
 ) -> bytes | None:
-    """The upload ``token`` names, removed so that it enrolls once; None when it expired, was
-    taken already (a second click, another tab), or belongs to another journey or person."""
+    """The upload ``token`` names, left waiting (the mapping screen checks it again with
+    other columns); None when it expired, was taken, or is another journey's or person's."""
     if not _TOKEN.fullmatch(token):
         return None
     sealed = await redis.get(_pending_key(token))
     if not isinstance(sealed, bytes):
         return None
     try:
-        data = ring.decrypt(sealed, _aad(journey, staff_id, token))
+        return ring.decrypt(sealed, _aad(journey, staff_id, token))
     except CryptoError:
         return None  # not this coordinator's or this journey's upload: left for its owner
+
+
+async def take_pending(
+    redis: Redis, ring: KeyRing, journey: str, staff_id: uuid.UUID, token: str
+) -> bytes | None:
+    """The upload ``token`` names, removed so that it enrolls once; None when it expired, was
+    taken already (a second click, another tab), or belongs to another journey or person."""
+    data = await peek_pending(redis, ring, journey, staff_id, token)
     # Whoever deletes it enrolls it: two confirmations racing enroll the file once.
-    return data if await redis.delete(_pending_key(token)) else None
+    return data if data is not None and await redis.delete(_pending_key(token)) else None
 
 
 async def drop_pending(

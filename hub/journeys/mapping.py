@@ -464,3 +464,29 @@ def derived_appointment_id(who: str, start: datetime) -> str:
 
 def is_cancelled(status: str | None) -> bool:
     return (status or "").strip().casefold() in CANCELLED_STATUSES
+
+
+def mapping_for(
+    header: Sequence[str],
+    *,
+    region: str,
+    delimiter: str,
+    saved: ColumnMapping | None = None,
+    columns: Mapping[str, str] | None = None,
+    date_order: DateOrder | None = None,
+) -> ColumnMapping:
+    """The mapping a launch from the command line uses: ``saved`` (a mapping file) or the
+    suggestion, with ``columns`` (field -> column; an empty column drops the field) and
+    ``date_order`` put over it, as the page's screen changes the suggestion."""
+    base = saved or suggest(header, region=region, delimiter=delimiter)
+    chosen = dict(base.columns)
+    for name, column in (columns or {}).items():
+        if name not in FIELDS:
+            raise MappingInvalid(f"unknown field {name!r}; use one of {', '.join(FIELDS)}")
+        if column:
+            chosen[name] = column
+        else:
+            chosen.pop(name, None)
+    mapping = ColumnMapping(chosen, base.delimiter, date_order or base.date_order, base.time_zone)
+    mapping.bind(header)  # a column the file lacks is said before anything is read
+    return mapping

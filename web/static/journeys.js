@@ -215,14 +215,16 @@
       const answer = await post(box, form.action, new FormData(form), button, `Checking ${file.name}…`);
       if (answer) form.reset();
     });
-    // The dry run's "Enroll" and "Cancel" forms arrive with the answer: listen on the box.
+    // The dry run's "Enroll", "Cancel" and column mapping ("Check again") forms arrive with
+    // the answer: listen on the box.
     box.addEventListener("submit", async (event) => {
-      const action = event.target.closest("form.launch-confirm, form.launch-cancel");
+      const action = event.target.closest("form.launch-confirm, form.launch-cancel, form.launch-mapping");
       if (!action) return;
       event.preventDefault();
       const button = action.querySelector('button[type="submit"]');
       const enrolling = action.classList.contains("launch-confirm");
-      const answer = await post(box, action.action, new FormData(action), button, enrolling ? "Enrolling…" : "Cancelling…");
+      const busy = enrolling ? "Enrolling…" : action.classList.contains("launch-mapping") ? "Checking again…" : "Cancelling…";
+      const answer = await post(box, action.action, new FormData(action), button, busy);
       if (answer && enrolling) schedule(section.dataset.journey);
     });
   }
