@@ -43,6 +43,7 @@ NOT_PAGES = {
     "/unsubscribe/{token}": "a patient's page (tests/test_email_channel.py)",
     "/chat/{token}": "a patient's page (tests/test_browser_chat.py)",
     "/static": "files",
+    "/journeys/{key}/definition.yaml": "a journey's YAML, downloaded",
 }
 
 
@@ -87,6 +88,11 @@ async def test_every_staff_page_is_accessible_and_fits_a_phone(stack: Stack, bro
         "/patients/{id}": f"/patients/{conversation.patient_id}",
         "/journeys": "/journeys",
         "/journeys/{key}/steps/{step}/{column}": "/journeys/visit_follow_up/steps/thanks/sent",
+        "/journeys/new": "/journeys/new",
+        "/journeys/{key}/edit": "/journeys/visit_follow_up/edit",
+        "/journeys/{key}/preview": "/journeys/visit_follow_up/preview",
+        "/journeys/{key}/migrate": "/journeys/visit_follow_up/migrate",
+        "/journeys/{key}/stop": "/journeys/visit_follow_up/stop",
         "/mentions": "/mentions",
         "/account": "/account",
         "/account/second-factor": "/account/second-factor",

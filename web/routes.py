@@ -19,6 +19,7 @@ from web import (
     email,
     handling,
     health,
+    journey_builder,
     journey_launch,
     journeys,
     mentions,
@@ -90,6 +91,7 @@ def setup_routes(app: web.Application) -> None:
             *mentions.routes(),
             *admin_security.routes(),
             *journey_launch.routes(),
+            *journey_builder.routes(),
             # REST API
             web.get("/api/openapi.json", openapi.openapi, name="api_openapi"),
             *compose.routes(),

@@ -274,6 +274,8 @@ class DrilldownRow:
     due_at: datetime
     conversation_id: uuid.UUID | None
     """Only when the viewer may open that conversation (their teams; admins: any)."""
+    enrollment_id: uuid.UUID | None = None
+    """For calling off this patient's enrollment from the list (while the step is pending)."""
 
     def __repr__(self) -> str:  # keep PHI out of tracebacks and debug output
         return f"DrilldownRow(patient_id={self.patient_id})"
@@ -359,6 +361,7 @@ async def do_drilldown(
                         if conversation is not None and ctx.can_see(conversation)
                         else None
                     ),
+                    enrollment_id=run.enrollment_id,
                 )
             )
         for patient_id in dict.fromkeys(r.patient_id for r in rows):
