@@ -34,7 +34,7 @@ async def test_an_admin_sees_a_typo_refused_with_the_text_kept(stack: Stack, bro
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await sign_in_page(page, stack.hub_url, ADMIN, PASSWORD)
-    await page.goto(f"{stack.hub_url}/admin/templates")
+    await page.goto(f"{stack.hub_url}/admin/templates/appointment_reminder_today")
 
     form = page.locator("#variant-appointment_reminder_today-sms-en")
     text = form.get_by_label("Text")
