@@ -12,18 +12,21 @@ import pytest
 from sqlalchemy import select
 
 from hub.audit import Actor
+from hub.config import Settings
 from hub.crypto import KeyRing, associated_data
 from hub.db import Database
 from hub.enums import Channel, ConversationStatus, Direction
 from hub.inbox import actions
 from hub.inbox.actions.conversations import do_set_status
 from hub.inbox.actions.listing import InboxFilters, do_list_inbox
+from hub.inbox.actions.staff import do_create_token
 from hub.inbox.models import Conversation, Message
 from hub.inbox.schemas import ConversationRow, NewPatient
 from hub.templates.actions import do_seed_templates
 from tests.conftest import make_staff
 from tests.test_auto_replies import closed_front_desk, patient, text_in
 from tests.test_routing import WED_NIGHT_NY
+from web.app import create_app
 
 SYSTEM = Actor.system("test")
 QUESTION = "Can I move my appointment on Friday to 3pm?"
@@ -169,3 +172,25 @@ async def test_only_the_rows_shown_are_decrypted(
     assert associated_data("inbox_message", "body_enc", message_id) not in opened
     assert associated_data("inbox_patient", "name_enc", conversation.patient_id) not in opened
     assert len([a for a in opened if b"inbox_message.body_enc" in a]) == 2
+
+
+async def test_the_api_rows_carry_the_same(
+    db: Database, ring: KeyRing, settings: Settings, aiohttp_client: Any
+) -> None:
+    """`GET /api/conversations` items hold what the row shows, under the same names."""
+    await closed_front_desk(db)
+    await patient(db, ring)
+    staff = await make_staff(db)
+    cid = await text_in(db, ring, QUESTION)
+    token = await do_create_token(db, SYSTEM, "dana.agent@demo-clinic.example.org", "rows test")
+    client = await aiohttp_client(create_app(settings, db=db))
+    response = await client.get(
+        "/api/conversations", params={"status": "any"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status == 200
+    [item] = [i for i in (await response.json())["items"] if i["id"] == str(cid)]
+    row = await row_of(db, ring, staff, cid)
+    assert item["preview"] == QUESTION and item["preview_from_patient"] is True
+    assert item["answered_automatically"] is True and item["patient_verified"] is True
+    assert row.waiting_since is not None
+    assert item["waiting_since"] == row.waiting_since.isoformat()
