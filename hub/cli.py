@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from hub.cli_backup import add_commands as add_backup_commands
+from hub.cli_journeys import add_commands as add_journey_commands
 from hub.cli_patients import add_commands as add_patient_commands
 from hub.cli_users import add_commands as add_staff_commands
 from hub.config import Settings, redact_url
@@ -482,6 +483,9 @@ add_patient_commands(main)
 @main.group()
 def journey() -> None:
     """Journeys (reminders, follow-ups, surveys)."""
+
+
+add_journey_commands(journey)
 
 
 @journey.command("launch")

@@ -65,6 +65,43 @@ async def template_keys(session: AsyncSession) -> list[str]:
     return [t.key for t in await template_queries.all_templates(session)]
 
 
+async def do_template_keys(db: Database) -> list[str]:
+    async with db.reader() as session:
+        return await template_keys(session)
+
+
+@dataclass(frozen=True)
+class Summary:
+    key: str
+    name: str
+    status: str
+    version: int
+    active: int
+    """Active enrollments, whatever version they follow."""
+    on_older: int
+    """Of those, the ones on an earlier version."""
+
+
+async def do_summaries(db: Database) -> list[Summary]:
+    """Every journey with its current version and running enrollments, in name order."""
+    async with db.reader() as session:
+        found = []
+        for journey in await queries.all_journeys(session):
+            counts = await lq.active_by_version(session, journey.id)
+            older = sum(n for v, n in counts.items() if v is not None and v != journey.version)
+            found.append(
+                Summary(
+                    journey.key,
+                    journey.name,
+                    journey.status.value,
+                    journey.version,
+                    sum(counts.values()),
+                    older,
+                )
+            )
+        return found
+
+
 async def save_version_in(
     session: AsyncSession,
     actor: Actor,
