@@ -192,12 +192,14 @@ def demo() -> None:
     settings = settings.with_keys(ring)
 
     from hub.db import Database
-    from hub.demo import load_demo_data
+    from hub.demo import DEMO_PASSWORDS_FILE, load_demo_data
 
     async def load() -> Any:
         db = Database.connect(settings.database_url)
         try:
-            return await load_demo_data(db, ring, settings.default_region)
+            return await load_demo_data(
+                db, ring, settings.default_region, settings.var_dir / DEMO_PASSWORDS_FILE
+            )
         finally:
             await db.dispose()
 

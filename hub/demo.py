@@ -5,7 +5,11 @@ Nothing here is or resembles a real patient. Loading is idempotent: a second run
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -15,8 +19,10 @@ from hub.db import Database
 from hub.enums import Channel, Role
 from hub.inbox import actions
 from hub.inbox.models import Patient, StaffUser
-from hub.inbox.passwords import hash_password, one_time_password
+from hub.inbox.passwords import hash_password, one_time_password, verify_password
 from hub.inbox.schemas import NewPatient, NewStaffUser
+
+log = logging.getLogger(__name__)
 
 DEMO_ADMIN_EMAIL = "admin@demo-clinic.example.org"
 DEMO_TEAMS = (
@@ -96,54 +102,104 @@ async def _configure_front_desk(db: Database) -> None:
             conversation.team_id = front.id
 
 
+DEMO_PASSWORDS_FILE = "demo-passwords.json"
+"""Under the var directory: the demo staff's passwords, so they survive a restart and the
+sign-in page can offer one click per person (demo mode only)."""
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    email: str
+    name: str
+    role: Role
+    password: str | None
+    """None when someone changed it since the demo set it: theirs is not known here."""
+
+
 @dataclass(frozen=True)
 class DemoSummary:
     admin_email: str
-    admin_password: str
+    admin_password: str | None
     patients_created: int
+    accounts: tuple[DemoAccount, ...] = ()
+
+    @property
+    def first_run(self) -> bool:
+        """The run that loaded the patients: the only one that plays the sample texts."""
+        return self.patients_created > 0
 
 
-async def load_demo_data(db: Database, ring: KeyRing, region: str) -> DemoSummary:
+def _read_passwords(path: Path | None) -> dict[str, str]:
+    if path is None or not path.exists():
+        return {}
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        log.warning("demo: %s is not JSON; new demo passwords are set", path.name)
+        return {}
+    return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+
+
+def _write_passwords(path: Path | None, passwords: dict[str, str]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Readable by this account only, like the dev key ring beside it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(passwords, out, indent=2)
+
+
+async def _ensure_staff(db: Database, passwords_file: Path | None) -> tuple[DemoAccount, ...]:
+    """The demo's admin and staff, each with a password kept in ``passwords_file``.
+
+    An account whose kept password still opens it keeps it (a restart changes nothing); one
+    the file does not know (an older demo's, or a lost file) gets a new one; one whose person
+    chose their own keeps theirs, and the demo no longer offers it by one click."""
+    actor = Actor.system("demo")
+    stored = _read_passwords(passwords_file)
+    people = (
+        (DEMO_ADMIN_EMAIL, "Demo Admin", Role.ADMIN, [t for t, _ in DEMO_TEAMS]),
+        *DEMO_STAFF,
+    )
+    accounts = []
+    for email, name, role, teams in people:
+        async with db.transaction() as session:
+            found = (
+                await session.scalars(select(StaffUser).where(StaffUser.email == email))
+            ).first()
+            kept = stored.get(email)
+            if found is not None and kept is not None:
+                if not verify_password(found.password_hash, kept):
+                    del stored[email]
+                    accounts.append(DemoAccount(email, name, role, None))
+                    continue
+            elif found is not None:
+                stored[email] = one_time_password()
+                found.password_hash = hash_password(stored[email])
+                found.must_change_password = False
+        if found is None:
+            stored[email] = kept or one_time_password()
+            await actions.do_add_staff_user(
+                db,
+                actor,
+                NewStaffUser(email, name, stored[email], role, teams, must_change_password=False),
+            )
+        accounts.append(DemoAccount(email, name, role, stored[email]))
+    _write_passwords(passwords_file, stored)
+    return tuple(accounts)
+
+
+async def load_demo_data(
+    db: Database, ring: KeyRing, region: str, passwords_file: Path | None = None
+) -> DemoSummary:
+    """Teams, staff and patients of the demo; a second run adds nothing and changes no
+    password (``passwords_file`` keeps them; without one, every run sets new ones)."""
     actor = Actor.system("demo")
     for name, tz in DEMO_TEAMS:
         await actions.do_ensure_team(db, actor, name, tz)
     await _configure_front_desk(db)
-
-    password = one_time_password()
-    async with db.transaction() as session:
-        admin = (
-            await session.scalars(select(StaffUser).where(StaffUser.email == DEMO_ADMIN_EMAIL))
-        ).first()
-        if admin is not None:
-            # A fresh one-time password on every demo start; the first sign-in must change it.
-            admin.password_hash = hash_password(password)
-            admin.must_change_password = True
-    if admin is None:
-        await actions.do_add_staff_user(
-            db,
-            actor,
-            NewStaffUser(
-                DEMO_ADMIN_EMAIL,
-                "Demo Admin",
-                password,
-                Role.ADMIN,
-                [t for t, _ in DEMO_TEAMS],
-                must_change_password=True,
-            ),
-        )
-        for staff_email, display, role, teams in DEMO_STAFF:
-            await actions.do_add_staff_user(
-                db,
-                actor,
-                NewStaffUser(
-                    staff_email,
-                    display,
-                    one_time_password(),
-                    role,
-                    teams,
-                    must_change_password=True,
-                ),
-            )
+    accounts = await _ensure_staff(db, passwords_file)
 
     async with db.reader() as session:
         existing = int(await session.scalar(select(func.count()).select_from(Patient)) or 0)
@@ -164,4 +220,4 @@ async def load_demo_data(db: Database, ring: KeyRing, region: str) -> DemoSummar
             await actions.do_record_inbound(db, ring, patient_id, Channel.SMS, body)
             created += 1
         await _configure_front_desk(db)  # puts the new conversations in the default team
-    return DemoSummary(DEMO_ADMIN_EMAIL, password, created)
+    return DemoSummary(DEMO_ADMIN_EMAIL, accounts[0].password, created, accounts)

@@ -148,8 +148,39 @@ class PhiFilter(logging.Filter):
         return True
 
 
+ROUTINE = (
+    ("rq.cron", re.compile(r"^Enqueued job ")),
+    (
+        "rq.worker",
+        re.compile(r"(: Job OK \(|result discarded|^Successfully completed |: \w[\w.]*\(\) \()"),
+    ),
+    ("aiohttp.access", re.compile(r'"GET /simulator/feed\?')),
+)
+"""INFO lines that come every second or so (the scheduler's tick job, RQ's per-job chatter,
+the demo simulator's poll): logged at DEBUG, so a console shows what happened, not the clock."""
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # a broken format string: PhiFilter deals with it
+        return str(record.msg)
+
+
+class RoutineToDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        for name, pattern in ROUTINE:
+            if record.name == name and pattern.search(_message(record)):
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+                return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RoutineToDebug())
     handler.addFilter(PhiFilter())
     if fmt == "json":
         handler.setFormatter(

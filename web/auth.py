@@ -27,6 +27,7 @@ PUBLIC_PREFIXES = (
     "/unsubscribe/",
     "/chat/",
     "/media/",
+    "/simulator",  # the demo's patient, who never signs in; the routes exist in demo mode only
 )
 """Paths reachable without signing in (each has its own authentication where it needs one)."""
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
