@@ -44,6 +44,7 @@ NOT_PAGES = {
     "/chat/{token}": "a patient's page (tests/test_browser_chat.py)",
     "/static": "files",
     "/journeys/{key}/definition.yaml": "a journey's YAML, downloaded",
+    "/admin/routing/rules.json": "every routing rule as JSON, downloaded",
 }
 
 
@@ -103,6 +104,7 @@ async def test_every_staff_page_is_accessible_and_fits_a_phone(stack: Stack, bro
         "/admin/routing": "/admin/routing",
         "/admin/canned": "/admin/canned",
         "/admin/templates": "/admin/templates",
+        "/admin/templates/{key}": "/admin/templates/appointment_reminder",
         "/admin/consent": "/admin/consent",
         "/admin/phone": "/admin/phone",
         "/admin/security": "/admin/security",
