@@ -43,6 +43,7 @@ NOT_PAGES = {
     "/unsubscribe/{token}": "a patient's page (tests/test_email_channel.py)",
     "/chat/{token}": "a patient's page (tests/test_browser_chat.py)",
     "/static": "files",
+    "/journeys/sample-cohort.csv": "a sample cohort file (tests/test_cohort_mapping_web.py)",
     "/journeys/{key}/definition.yaml": "a journey's YAML, downloaded",
     "/admin/routing/rules.json": "every routing rule as JSON, downloaded",
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,9 @@ async def test_the_launch_shows_its_dry_run_and_enrolls_only_when_confirmed(
         f"() => !document.querySelector('{SECTION} .launch-preview')", timeout=15_000
     )
     said = await box.inner_text()
-    assert "4 rows: 3 enrolled, 0 already enrolled, 3 new patients; 1 row not enrolled" in said
-    assert "error" in (await report.get_attribute("class") or "")  # never shown as a success
+    assert "3 enrolled, 1 not enrolled. 4 rows: 0 already enrolled, 3 new patients." in said
+    assert "line 5: needs a phone or an email" in said
+    assert "warn" in (await report.get_attribute("class") or "")  # never shown as a success
     assert await enrollments(stack) == 3
 
     # On a phone: the same file (the patients exist now; a discharge journey enrolls them
@@ -136,5 +138,96 @@ async def test_the_launch_shows_its_dry_run_and_enrolls_only_when_confirmed(
         shutil.copyfile(
             ARTIFACTS / "journey-launch-section.png", SCREENSHOTS / "journey-launch.png"
         )
+    await phone.close()
+    await page.close()
+
+
+# An EHR-style export (synthetic): its own column names, semicolons, day-first dates, a home
+# phone beside the mobile one; line 4 has no number the clinic may text.
+EHR_DAY = next(d for d in (date.today() + timedelta(days=n) for n in range(3, 40)) if d.day > 12)
+EHR_EXPORT = (
+    "\ufeffPatient Name;MRN;Mobile Phone;Home Phone;Appt Date;Appt Time;Department\r\n"
+    f"Avery Sample;M-1;+1 201 555 0101;;{EHR_DAY:%d/%m/%Y};09:30;Family Medicine\r\n"
+    f"Blake Placeholder;M-2;(201) 555-0102;;{EHR_DAY:%d/%m/%Y};2:30 PM;Family Medicine\r\n"
+    f"Casey Fictional;M-3;;+1 201 555 0103;{EHR_DAY:%d/%m/%Y};10:00;Family Medicine\r\n"
+).encode()
+REMINDERS = "appointment_reminders"
+REMINDERS_BOX = f"#journey-{REMINDERS} [data-field=launch]"
+
+
+async def map_and_check(page: Any, button: str = "Enroll 2 patients") -> Any:
+    """Upload the export, see the suggested mapping, say dates are day first, check again
+    (until ``button`` offers to go on)."""
+    section = page.locator(f"#journey-{REMINDERS}")
+    await section.locator("input[type=file]").set_input_files(
+        files=[{"name": "epic-export.csv", "mimeType": "text/csv", "buffer": EHR_EXPORT}]
+    )
+    await section.get_by_role("button", name="Upload and check").click()
+    box = section.locator("[data-field=launch]")
+    await box.locator(".launch-mapping").wait_for(timeout=15_000)
+    assert await box.get_by_label("Mobile Phone").input_value() == "phone"
+    assert await box.get_by_label("Home Phone").input_value() == ""
+    assert await box.get_by_label("Appt Date").input_value() == "appointment_date"
+    assert await box.get_by_label("Values are separated by").input_value() == ";"
+    order = box.get_by_label("Dates are written")
+    assert await order.input_value() == "month-first"  # the clinic is in the US
+    said = await box.inner_text()
+    assert f'the appointment date "{EHR_DAY:%d/%m/%Y}" is not a date when read month first' in said
+    await order.select_option("day-first")
+    await box.get_by_role("button", name="Check again").click()
+    await box.get_by_role("button", name=button).wait_for(timeout=15_000)
+    said = await box.inner_text()
+    assert "1 row cannot be enrolled" in said and "line 4: needs a phone or an email" in said
+    assert "is not a date" not in said
+    return box
+
+
+async def test_a_coordinator_maps_an_ehr_export_and_sees_the_row_not_enrolled(
+    stack: Stack, browser: Any
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await do_seed_templates(stack.db)
+    shipped = resources.files("hub.journeys").joinpath("examples", f"{REMINDERS}.yaml")
+    await journeys.do_install_journey(stack.db, SYSTEM, shipped.read_text("utf-8"), "shipped")
+    await stack.add_staff(COORDINATOR, role=Role.COORDINATOR)
+    errors: list[str] = []
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await sign_in(page, stack)
+    box = await map_and_check(page)
+    await assert_accessible(page, include=REMINDERS_BOX)
+    await box.screenshot(path=str(ARTIFACTS / "cohort-mapping.png"))
+    assert await enrollments(stack) == 0
+
+    await box.get_by_role("button", name="Enroll 2 patients").click()
+    await page.wait_for_function(
+        f"() => !document.querySelector('{REMINDERS_BOX} .launch-preview')", timeout=15_000
+    )
+    report = box.locator("p.flash").first
+    assert "warn" in (await report.get_attribute("class") or "")
+    said = await box.inner_text()
+    assert "2 enrolled, 1 not enrolled." in said and "line 4: needs a phone or an email" in said
+    assert await enrollments(stack) == 2
+    await assert_accessible(page, include=REMINDERS_BOX)
+
+    # On a phone: the mapping screen fits without sideways scrolling, and Cancel drops it.
+    phone = await browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone.on("pageerror", lambda exc: errors.append(str(exc)))
+    await sign_in(phone, stack)
+    box = await map_and_check(phone, "Update 2 enrolled patients")  # enrolled above
+    widths = await phone.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"the page scrolls sideways on a phone: {widths}"
+    for name in ("Check again", "Cancel"):
+        shape = await box.get_by_role("button", name=name).bounding_box()
+        assert shape is not None and shape["x"] >= 0 and shape["x"] + shape["width"] <= 390
+    await assert_accessible(phone, include=REMINDERS_BOX)
+    await box.screenshot(path=str(ARTIFACTS / "cohort-mapping-phone.png"))
+    await box.get_by_role("button", name="Cancel").click()
+    await box.get_by_text("Cancelled: nothing was enrolled").wait_for(timeout=15_000)
+    assert await enrollments(stack) == 2
+    assert errors == []
+    if os.environ.get("HUB_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ARTIFACTS / "cohort-mapping.png", SCREENSHOTS / "cohort-mapping.png")
     await phone.close()
     await page.close()
