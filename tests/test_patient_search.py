@@ -297,3 +297,22 @@ async def test_a_merged_record_leaves_search_and_an_undo_brings_it_back(
     await do_undo_merge(db, ring, admin, done.merge_id)
     assert await names(db, ring, admin, "kai") == {"Kai Known", "Kai Mailalias"}
     assert await names(db, ring, admin, "kai@example.org") == {"Kai Mailalias"}
+
+
+async def test_a_fhir_identifier_is_kept_and_matches_the_patient_again(
+    db: Database, ring: KeyRing
+) -> None:
+    from hub.journeys.cohort import match_or_create_patient
+
+    admin = await make_staff(db)
+    first = {"name": "Lane Recordholder", "phone": "+15550100119", "identifier": "urn:mrn|MRN-7"}
+    pid, created = await match_or_create_patient(db, ring, SYSTEM, first, "US")
+    assert created
+    assert await names(db, ring, admin, "mrn-7") == {"Lane Recordholder"}
+    # A later feed: a new phone, the same record number (in another case) is the same patient.
+    again = {"name": "Lane Recordholder", "phone": "+15550100120", "identifier": "urn:mrn|mrn-7"}
+    assert await match_or_create_patient(db, ring, SYSTEM, again, "US") == (pid, False)
+    # The same number from another system names someone else.
+    other = {"name": "Other Person", "phone": "+15550100121", "identifier": "urn:other|MRN-7"}
+    other_id, created = await match_or_create_patient(db, ring, SYSTEM, other, "US")
+    assert created and other_id != pid

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import io
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,10 +41,12 @@ from hub.crypto import KeyRing
 from hub.db import Database, utcnow
 from hub.errors import HubError
 from hub.inbox import queries as inbox_queries
-from hub.inbox.actions.patient_index import index_name_in
+from hub.inbox import search_queries
+from hub.inbox.actions.patient_index import external_id_row, index_name_in, read_identifier
 from hub.inbox.actions.patients import build_patient, read_birth_date
 from hub.inbox.models import Patient
 from hub.inbox.schemas import NewPatient
+from hub.inbox.search_terms import external_id_term
 from hub.journeys import bulk_queries
 from hub.journeys.actions import NewAppointment
 from hub.journeys.bulk import (
@@ -90,6 +93,10 @@ class LaunchReport:
     patients_created: int = 0
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+    """Every row not enrolled: its line -> what was wrong (for ``failed_rows``)."""
+    delimiter: str = ","
+    """The file's separator, as the launch read it."""
 
 
 @dataclass
@@ -288,6 +295,16 @@ async def match_or_create_patient(
             )
         if found:
             return found[0].id, False
+        # A record number the clinic's system gave them (FHIR Patient.identifier) finds a
+        # patient known by it whose phone or email changed; a new patient keeps it.
+        identifier = read_identifier(row["identifier"]) if row.get("identifier") else None
+        if identifier is not None:
+            system, value = identifier
+            owner = await search_queries.external_id_owner(
+                session, system, external_id_term(ring, value)
+            )
+            if owner is not None:
+                return owner, False
         patient = build_patient(
             ring,
             NewPatient(
@@ -305,6 +322,9 @@ async def match_or_create_patient(
         session.add(patient)
         await session.flush()
         await index_name_in(session, ring, patient.id, row.get("name") or None)
+        if identifier is not None:
+            session.add(external_id_row(ring, patient.id, *identifier))
+            await session.flush()
         from hub.audit import record
 
         await record(session, actor, "patient.create", "patient", patient.id, {"source": "cohort"})
@@ -360,10 +380,13 @@ async def launch(
             report.error_count += len(result.errors)
             room = MAX_ROW_ERRORS_KEPT - len(report.errors)
             report.errors += [f"line {line}: {what}" for line, what in result.errors[:room]]
+            report.failed.update(result.errors)
             if on_progress:
                 on_progress(result.rows)
     finally:
         ahead.cancel()
+    if reading.mapping is not None:
+        report.delimiter = reading.mapping.delimiter
     if report.enrolled >= ANALYZE_AFTER and db.dialect == "postgresql":
         async with db.transaction() as session:
             await bulk_queries.analyze_journey_tables(session)
@@ -377,6 +400,24 @@ def read_chunks(
     its dry run (``hub.journeys.preview``) read alike. ``reading.mapping`` is set from the
     header when it was None."""
     return _chunks(_rows(lines, reading or Reading("US")), chunk_rows)
+
+
+def failed_rows(lines: Iterable[str], delimiter: str, failed: Mapping[int, str]) -> str:
+    """The rows of a cohort file that were not enrolled, as a CSV with the file's own header
+    and a last column "Reason", so the coordinator can fix them and upload that file. Lines
+    are numbered as the launch numbers them (a record's last line)."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    with _csv_errors(reader):
+        header = next(reader, None)
+        if header is None:
+            return ""
+        writer.writerow([header[0].lstrip("\ufeff"), *header[1:], "Reason"])
+        for values in reader:
+            if reader.line_num in failed:
+                writer.writerow([*values, failed[reader.line_num]])
+    return out.getvalue()
 
 
 async def clinic_zone(db: Database) -> str:

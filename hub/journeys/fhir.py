@@ -70,7 +70,8 @@ class FhirPatient:
     language: str | None
     time_zone: str | None
     identifier: str | None
-    """"system|value" of the first identifier (an MRN, say); read, not stored."""
+    """"system|value" of the first identifier (an MRN, say): kept as the new patient's record
+    number, and a patient known by it is matched by it (``cohort.match_or_create_patient``)."""
     country: str | None = None
     """ISO 3166 alpha-2 of the home address: national phone numbers are read there."""
     problem: str | None = None
@@ -88,6 +89,7 @@ class FhirPatient:
             "language": self.language,
             "country": self.country,
             "time_zone": self.time_zone or default_zone,
+            "identifier": self.identifier,
         }
         return {k: v for k, v in row.items() if v}
 

@@ -23,11 +23,10 @@ from hub.enums import RECEIVE_ONLY, Channel, Role
 from hub.inbox import search_queries
 from hub.inbox.access import StaffContext
 from hub.inbox.actions.conversations import DEFAULT_CONNECTED, patient_card, visible_patient
-from hub.inbox.actions.patient_index import index_name_in
+from hub.inbox.actions.patient_index import external_id_row, index_name_in
 from hub.inbox.actions.tags import set_patient_tags_in
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Patient
-from hub.inbox.patient_models import PatientExternalId
 from hub.inbox.search_terms import external_id_term, normalize_external_id
 from hub.journeys import queries as journey_queries
 from hub.journeys.actions import PENDING
@@ -212,9 +211,7 @@ async def _set_external_ids(
             raise PatientConflict(
                 f"another patient holds this {system} number; open that patient, or merge the two"
             )
-        row = PatientExternalId(patient_id=patient.id, system=system, value_bidx=bidx)
-        row.seal(ring, "value", value)
-        session.add(row)
+        session.add(external_id_row(ring, patient.id, system, value))
     await session.flush()
 
 
