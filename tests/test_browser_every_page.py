@@ -44,6 +44,7 @@ NOT_PAGES = {
     "/chat/{token}": "a patient's page (tests/test_browser_chat.py)",
     "/static": "files",
     "/journeys/sample-cohort.csv": "a sample cohort file (tests/test_cohort_mapping_web.py)",
+    "/journeys/{key}/cohort/{token}/failed.csv": "a launch's rows not enrolled, downloaded",
     "/journeys/{key}/definition.yaml": "a journey's YAML, downloaded",
     "/admin/routing/rules.json": "every routing rule as JSON, downloaded",
 }

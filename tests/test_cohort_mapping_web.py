@@ -140,6 +140,18 @@ async def test_the_coordinator_maps_an_ehr_export_checks_it_and_enrolls_through_
     assert '<p class="flash warn"><strong>2 enrolled, 1 not enrolled.</strong>' in page
     assert "line 4: needs a phone or an email" in page
     assert await enrollments(db) == 2
+    # The rows not enrolled, downloaded as the file had them plus a Reason, to fix and re-upload.
+    link = re.search(r'href="(/journeys/web_reminders/cohort/[A-Za-z0-9_-]{32}/failed\.csv)"', page)
+    assert link, "no download of the rows not enrolled"
+    failed = await client.get(link[1])
+    assert failed.status == 200 and failed.content_type == "text/csv"
+    assert (await failed.text()).splitlines() == [
+        "Patient First Name;Patient Last Name;Home Phone;Mobile Phone;Appt Date;Appt Time;CSN;"
+        "Reason",
+        f"Casey;Fictional;+1 201 555 0103;;{DAY:%d/%m/%Y};10:00;C-3;needs a phone or an email",
+    ]
+    forged = link[1].replace("/cohort/", "/cohort/x", 1)[: -len("x/failed.csv")] + "/failed.csv"
+    assert (await client.get(forged)).status == 410
 
 
 async def test_the_sample_file_reads_without_changes(client: TestClient, db: Database) -> None:

@@ -169,3 +169,37 @@ def as_text(data: IO[bytes]) -> io.TextIOWrapper:
     """The upload as the CSV reader wants it (a spreadsheet's byte order mark dropped)."""
     data.seek(0)
     return io.TextIOWrapper(data, encoding="utf-8-sig", newline="")
+
+
+def _failed_key(token: str) -> str:
+    return f"hub:cohort:failed:{token}"
+
+
+def _failed_aad(journey: str, staff_id: uuid.UUID, token: str) -> bytes:
+    return f"hub:cohort-failed:{journey}:{staff_id}:{token}".encode()
+
+
+async def keep_failed(
+    redis: Redis, ring: KeyRing, journey: str, staff_id: uuid.UUID, text: str
+) -> str:
+    """The rows a launch did not enroll (a CSV with their reasons), kept for their download
+    by the coordinator who launched, sealed as a pending upload is; returns its token."""
+    token = secrets.token_urlsafe(24)
+    sealed = ring.encrypt(text.encode(), _failed_aad(journey, staff_id, token))
+    await redis.set(_failed_key(token), sealed, ex=PENDING_COHORT_SECONDS)
+    return token
+
+
+async def read_failed(
+    redis: Redis, ring: KeyRing, journey: str, staff_id: uuid.UUID, token: str
+) -> bytes | None:
+    """The failed rows ``token`` names; None once expired, or for anyone else."""
+    if not _TOKEN.fullmatch(token):
+        return None
+    sealed = await redis.get(_failed_key(token))
+    if not isinstance(sealed, bytes):
+        return None
+    try:
+        return ring.decrypt(sealed, _failed_aad(journey, staff_id, token))
+    except CryptoError:
+        return None

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from hub.channels.registry import connected_providers
 from hub.journeys import reporting
-from hub.journeys.cohort import CohortInvalid, launch
+from hub.journeys.cohort import CohortInvalid, failed_rows, launch
 from hub.journeys.mapping import (
     DATE_ORDER_LABELS,
     DELIMITERS,
@@ -39,8 +39,10 @@ from web.cohort_upload import (
     UploadRefused,
     as_text,
     drop_pending,
+    keep_failed,
     keep_pending,
     peek_pending,
+    read_failed,
     read_upload,
     take_pending,
 )
@@ -341,10 +343,18 @@ async def confirm_cohort(request: web.Request) -> web.StreamResponse:
         stream.close()
     if report.enrolled:
         release_soon(request.app, [await reporting.do_announce_progress(db, key)])
+    failed_token = None
+    if report.failed:
+        rows = failed_rows(as_text(io.BytesIO(data)), report.delimiter, report.failed)
+        failed_token = await keep_failed(
+            request.app[REDIS], request.app[RING], key, ctx.staff_id, rows
+        )
     return await _launch_answer(
         request,
         {
             "journey": key,
+            "failed_token": failed_token,
+            "expires_in": PENDING_COHORT_SECONDS,
             "rows": report.rows,
             "enrolled": report.enrolled,
             "already": report.already,
@@ -363,6 +373,27 @@ async def cancel_cohort(request: web.Request) -> web.StreamResponse:
         request.app[REDIS], request.app[RING], key, ctx.staff_id, request.match_info["token"]
     )
     return await _launch_answer(request, {"journey": key, "cancelled": True})
+
+
+async def failed_cohort_rows(request: web.Request) -> web.StreamResponse:
+    """The rows a launch did not enroll, with a Reason column, for the coordinator who
+    launched it to fix and upload again (kept PENDING_COHORT_SECONDS)."""
+    ctx = coordinator(request)
+    key = request.match_info["key"]
+    text = await read_failed(
+        request.app[REDIS], request.app[RING], key, ctx.staff_id, request.match_info["token"]
+    )
+    if text is None:
+        raise web.HTTPGone(
+            text="These rows are no longer kept (they are kept 30 minutes after the launch, "
+            "for whoever launched it). The row errors on the page list them by line."
+        )
+    return web.Response(
+        body=text,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{key}-not-enrolled.csv"'},
+    )
 
 
 SAMPLE_ROWS = (
@@ -406,6 +437,11 @@ def routes() -> list[web.RouteDef]:
     """The launch's routes, for web/routes.py's table."""
     return [
         web.get("/journeys/sample-cohort.csv", sample_cohort, name="journey_cohort_sample"),
+        web.get(
+            "/journeys/{key}/cohort/{token}/failed.csv",
+            failed_cohort_rows,
+            name="journey_cohort_failed",
+        ),
         web.post("/journeys/{key}/cohort", upload_cohort, name="journey_cohort"),
         web.post(
             "/journeys/{key}/cohort/{token}/mapping", remap_cohort, name="journey_cohort_mapping"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import io
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -92,6 +93,10 @@ class LaunchReport:
     patients_created: int = 0
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+    """Every row not enrolled: its line -> what was wrong (for ``failed_rows``)."""
+    delimiter: str = ","
+    """The file's separator, as the launch read it."""
 
 
 @dataclass
@@ -375,10 +380,13 @@ async def launch(
             report.error_count += len(result.errors)
             room = MAX_ROW_ERRORS_KEPT - len(report.errors)
             report.errors += [f"line {line}: {what}" for line, what in result.errors[:room]]
+            report.failed.update(result.errors)
             if on_progress:
                 on_progress(result.rows)
     finally:
         ahead.cancel()
+    if reading.mapping is not None:
+        report.delimiter = reading.mapping.delimiter
     if report.enrolled >= ANALYZE_AFTER and db.dialect == "postgresql":
         async with db.transaction() as session:
             await bulk_queries.analyze_journey_tables(session)
@@ -392,6 +400,24 @@ def read_chunks(
     its dry run (``hub.journeys.preview``) read alike. ``reading.mapping`` is set from the
     header when it was None."""
     return _chunks(_rows(lines, reading or Reading("US")), chunk_rows)
+
+
+def failed_rows(lines: Iterable[str], delimiter: str, failed: Mapping[int, str]) -> str:
+    """The rows of a cohort file that were not enrolled, as a CSV with the file's own header
+    and a last column "Reason", so the coordinator can fix them and upload that file. Lines
+    are numbered as the launch numbers them (a record's last line)."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    with _csv_errors(reader):
+        header = next(reader, None)
+        if header is None:
+            return ""
+        writer.writerow([header[0].lstrip("\ufeff"), *header[1:], "Reason"])
+        for values in reader:
+            if reader.line_num in failed:
+                writer.writerow([*values, failed[reader.line_num]])
+    return out.getvalue()
 
 
 async def clinic_zone(db: Database) -> str:
