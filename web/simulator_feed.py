@@ -178,14 +178,14 @@ def calls_of(fake: FakeTwilio, number: str) -> list[FakeCall]:
 
 
 def _said(document: str) -> tuple[list[str], str | None]:
-    """What a TwiML document makes the caller hear, and what it then waits for."""
+    """What a TwiML document makes the caller hear, up to where it waits for them (the
+    verbs after a Gather or a Record play only if the caller gives nothing), and what for."""
     try:
         root = ElementTree.fromstring(document)  # noqa: S314 - the hub wrote it
     except ElementTree.ParseError:
         return (["(the hub's answer was not TwiML: Twilio would say an application error)"], None)
     heard: list[str] = []
-    waiting = None
-    for verb in root.iter():
+    for verb in root:
         text = " ".join((verb.text or "").split())
         if verb.tag == "Say" and text:
             heard.append(text)
@@ -193,14 +193,15 @@ def _said(document: str) -> tuple[list[str], str | None]:
             heard.append("(a recording plays)")
         elif verb.tag == "Dial":
             heard.append(f"(the call is put through to {text or 'a colleague'})")
+        elif verb.tag == "Gather":
+            heard += [" ".join((s.text or "").split()) for s in verb if s.tag == "Say"]
+            return heard, "keys"
         elif verb.tag == "Record":
             heard.append("(beep: recording)")
-            waiting = "voicemail"
-        elif verb.tag == "Gather" and waiting is None:
-            waiting = "keys"
+            return heard, "voicemail"
         elif verb.tag == "Hangup":
             heard.append("(the clinic hangs up)")
-    return heard, waiting
+    return heard, None
 
 
 def call_view(call: FakeCall) -> CallView:
