@@ -212,3 +212,43 @@ async def test_the_routing_page_tries_a_message(client: TestClient, db: Database
     )
     assert "type the message a patient would send" in await empty.text()
     assert await _rows(db) == before
+
+
+async def test_rules_stop_and_business_hours_as_routing_does(
+    client: TestClient, db: Database
+) -> None:
+    admin = await make_staff(db, ADMIN, role="admin", teams=("Front desk", "Billing"))
+    async with db.transaction() as session:
+        desk = (await session.scalars(select(Team).where(Team.name == "Front desk"))).one()
+        desk.is_default, desk.time_zone = True, "America/New_York"
+        desk.business_hours = {"wed": [["08:00", "17:00"]]}
+    await routing.do_create_rule(
+        db,
+        admin.actor,
+        name="Night tag",
+        conditions={"business_hours": "closed"},
+        actions={"add_tags": ["night"]},
+    )
+    await routing.do_create_rule(
+        db,
+        admin.actor,
+        name="New senders",
+        conditions={"patient_is_new": True},
+        actions={"team": "Billing"},
+        stop_processing=True,
+    )
+    await routing.do_create_rule(
+        db, admin.actor, name="Everything", conditions={}, actions={"priority": "low"}
+    )
+    ring = client.server.app[RING]
+    night = datetime(2026, 3, 12, 3, 0, tzinfo=UTC)
+    known = await do_try_message(
+        db, ring, admin.actor, TryMessage("hi", Channel.SMS, NOON), clinic=CLINIC
+    )
+    assert known.rules == ["Everything"] and known.priority is Priority.LOW
+    new_at_night = await do_try_message(
+        db, ring, admin.actor, TryMessage("hi", Channel.SMS, night, is_new=True), clinic=CLINIC
+    )
+    assert new_at_night.rules == ["Night tag", "New senders"]  # stopped before "Everything"
+    assert (new_at_night.team, new_at_night.tags) == ("Billing", ["night"])
+    assert new_at_night.priority is Priority.NORMAL
