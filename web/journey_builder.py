@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from hub.journeys.lifecycle import do_cancel_enrollment, do_stop_outlook
 from hub.journeys.parse import parse_journey
 from hub.journeys.reporting import journey_names
 from hub.journeys.timeline import Sample, do_timeline
+from hub.journeys.trial import do_request_test
 from hub.journeys.versions import (
     do_migrate_enrollments,
     do_save_journey,
@@ -36,6 +38,7 @@ from hub.templates.actions import do_list_templates, normalize_locale
 from web.journeys import coordinator
 from web.keys import DB, SETTINGS
 from web.render import redirect_with, render
+from web.tasks import release_soon
 
 DEFAULT_SAMPLE_DAYS = 7
 """The sample appointment in a preview is this many days ahead, at DEFAULT_SAMPLE_TIME."""
@@ -241,9 +244,33 @@ async def preview_page(request: web.Request) -> web.Response:
         nav="journeys",
         journey=journey,
         timeline=timeline,
+        problem=None,
         sample=values,
         sample_problem=sample_problem,
+        email_connected=request.app[SETTINGS].email_connected,
     )
+
+
+async def send_test(request: web.Request) -> web.StreamResponse:
+    """ "Send a test to me": the saved journey's step texts for the sample, to the coordinator's
+    own staff email (hub.journeys.trial), never to a patient."""
+    ctx = coordinator(request)
+    key = request.match_info["key"]
+    form = await request.post()
+    sample, values, problem = _sample(request, form)
+    back = f"/journeys/{key}/preview?{urlencode(values)}"
+    if sample is None:
+        raise redirect_with(back, "error", problem or "The sample is not valid.")
+    if not request.app[SETTINGS].email_connected:
+        raise redirect_with(back, "error", "Email is not set up on this hub, so no test can go.")
+    try:
+        effect, address = await do_request_test(
+            request.app[DB], ctx.actor, ctx.staff_id, key, sample
+        )
+    except NotFound:
+        raise web.HTTPNotFound() from None
+    release_soon(request.app, [effect])
+    raise redirect_with(back, "ok", f"A test with every step's texts is on its way to {address}.")
 
 
 async def export_yaml(request: web.Request) -> web.Response:
@@ -405,6 +432,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/journeys/{key}/edit", edit_page, name="journey_edit"),
         web.post("/journeys/{key}/edit", builder_post, name="journey_edit_post"),
         web.get("/journeys/{key}/preview", preview_page, name="journey_preview"),
+        web.post("/journeys/{key}/test", send_test, name="journey_send_test"),
         web.get("/journeys/{key}/definition.yaml", export_yaml, name="journey_export"),
         web.get("/journeys/{key}/migrate", migrate_page, name="journey_migrate"),
         web.post("/journeys/{key}/migrate", migrate_post, name="journey_migrate_post"),

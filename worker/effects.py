@@ -43,6 +43,7 @@ JOBS = {
     "job:fetch_media": ("worker.jobs.fetch_media", "attachment_id"),
     "job:dispatch_batch": ("worker.jobs.dispatch_batch", "run_ids"),
     "job:staff_alert": ("worker.staff_mail.send_staff_alert", "alert"),
+    "job:journey_test": ("worker.journey_test.send_journey_test", "test"),
 }
 """Outbox topic -> (RQ job function, the payload id it takes)."""
 
