@@ -103,6 +103,8 @@ async def test_search_api_and_fragment(client: TestClient, db: Database, ring: K
     html = await fragment.text()
     assert fragment.status == 200 and html.lstrip().startswith("<ul")
     assert "Zoë Quintero" in html and "<html" not in html
+    empty = await client.get("/patients/search?q=", headers={"HX-Request": "true"})
+    assert "<li" not in await empty.text()  # an empty box shows no list and no "no patients"
     # Without htmx the address opens the list page with the same query.
     page = await client.get("/patients/search?q=zoe", allow_redirects=False)
     assert page.status == 303 and page.headers["Location"] == "/patients?q=zoe"

@@ -84,8 +84,10 @@ async def search_fragment(request: web.Request) -> web.Response:
     q = request.query.get("q", "")
     if not request.headers.get("HX-Request"):
         raise web.HTTPSeeOther(f"/patients?{request.query_string}")
-    results = await _results(request, q, "all") if q.strip() else {}
-    results = {"hits": [], "more": False, "searched": False} | results
+    if q.strip():
+        results = await _results(request, q, "all")
+    else:  # an empty box asks for nothing: an empty list, not "no patients yet"
+        results = {"hits": [], "more": False, "searched": False, "idle": True}
     return web.Response(
         text=fragment(request, "patients_results.html", q=q, **results),
         content_type="text/html",
