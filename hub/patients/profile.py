@@ -28,10 +28,9 @@ from hub.inbox.actions.tags import set_patient_tags_in
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Patient
 from hub.inbox.search_terms import external_id_term, normalize_external_id
-from hub.journeys import queries as journey_queries
-from hub.journeys.actions import PENDING
+from hub.journeys import lifecycle
 from hub.journeys.cohort import read_contacts
-from hub.journeys.models import EnrollmentStatus, RunStatus
+from hub.journeys.models import EnrollmentStatus
 from hub.patients import queries
 from hub.patients.exceptions import NotAllowed, PatientConflict
 from hub.patients.schemas import (
@@ -50,8 +49,6 @@ DEFAULT_LIST_LIMIT = 50
 """Patients on the list page without a query (newest first)."""
 MAX_EXTERNAL_IDS = 20
 """Record numbers one patient may hold (one per system a clinic feeds from, in practice)."""
-STAFF_CANCELLED = "cancelled by staff"
-"""The reason a step run cancelled from the patient's page carries."""
 
 
 async def _patient(session: AsyncSession, patient_id: uuid.UUID) -> Patient:
@@ -274,28 +271,19 @@ async def do_cancel_enrollment(
     db: Database, ctx: StaffContext, patient_id: uuid.UUID, enrollment_id: uuid.UUID
 ) -> int:
     """Cancel one of the patient's journey enrollments and its steps not yet sent (the patient
-    asked the desk to stop the reminders). How many steps were cancelled."""
-    async with db.transaction() as session:
+    asked the desk to stop the reminders), through the journeys' own cancel
+    (``hub.journeys.lifecycle.do_cancel_enrollment``, audited there) once the caller may:
+    coordinators and admins for anyone, agents for a patient they share a conversation with.
+    How many steps were cancelled."""
+    async with db.reader() as session:
         if ctx.role not in (Role.ADMIN, Role.COORDINATOR):
             await visible_patient(session, ctx, patient_id)
-        enrollment = await queries.enrollment_for_update(session, enrollment_id)
-        if enrollment is None or enrollment.patient_id != patient_id:
-            raise NotFound("no such enrollment for this patient")
-        if enrollment.status is not EnrollmentStatus.ACTIVE:
-            raise PatientConflict(
-                f"this enrollment is {enrollment.status.value} already: nothing to cancel"
-            )
-        now = utcnow()
-        enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, now
-        runs = list(await journey_queries.runs_of(session, enrollment.id, PENDING))
-        for run in runs:
-            run.status, run.reason = RunStatus.CANCELLED, STAFF_CANCELLED
-        await record(
-            session,
-            ctx.actor,
-            "journey.cancel",
-            "patient",
-            patient_id,
-            {"enrollment": str(enrollment_id), "steps": len(runs)},
+        found = await queries.enrollment_with_key(session, enrollment_id)
+    if found is None or found[0].patient_id != patient_id:
+        raise NotFound("no such enrollment for this patient")
+    enrollment, key = found
+    if enrollment.status is not EnrollmentStatus.ACTIVE:
+        raise PatientConflict(
+            f"this enrollment is {enrollment.status.value} already: nothing to cancel"
         )
-    return len(runs)
+    return await lifecycle.do_cancel_enrollment(db, ctx.actor, key, enrollment_id)

@@ -105,7 +105,14 @@ async def enrollments_of(
     ]
 
 
-async def enrollment_for_update(
+async def enrollment_with_key(
     session: AsyncSession, enrollment_id: uuid.UUID
-) -> Enrollment | None:
-    return await session.get(Enrollment, enrollment_id, with_for_update=True)
+) -> tuple[Enrollment, str] | None:
+    """The enrollment and its journey's key (what the journeys' cancel is addressed by)."""
+    stmt = (
+        select(Enrollment, Journey.key)
+        .join(Journey, Journey.id == Enrollment.journey_id)
+        .where(Enrollment.id == enrollment_id)
+    )
+    row = (await session.execute(stmt)).first()
+    return None if row is None else (row[0], row[1])
