@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hub.audit import Actor
 from hub.errors import HubError
 from hub.inbox.actions import listing
 from hub.journeys.template_languages import do_remove_template_language
@@ -41,7 +42,7 @@ CHANNELS = ("sms", "email", "voice", "chat")
 """The channels a template has texts for, in the order the editor shows them."""
 
 
-def _admin(request: web.Request) -> Any:
+def _admin(request: web.Request) -> Actor:
     ctx = current(request)
     if not ctx.is_admin:
         raise web.HTTPNotFound()
