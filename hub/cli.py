@@ -562,6 +562,7 @@ def journey_launch(
     from hub.journeys.actions import do_install_journey
     from hub.journeys.cohort import count_rows, launch
     from hub.journeys.mapping import ColumnMapping, DateOrder, mapping_for, read_header
+    from hub.journeys.mapping_actions import do_recall_mapping
     from hub.journeys.preview import do_preview_launch, judged_launch
 
     settings = load_settings()
@@ -626,6 +627,13 @@ def journey_launch(
         finally:
             await db.dispose()
 
+    async def recalled(header: list[str], delimiter: str) -> Any:
+        db = Database.connect(settings.database_url)
+        try:
+            return await do_recall_mapping(db, header, delimiter)
+        finally:
+            await db.dispose()
+
     # The objects made so far (imports, settings) live until exit: frozen, the cyclic GC stops
     # walking them on every collection the launch's allocations set off (a fifth of its CPU).
     gc.freeze()
@@ -633,9 +641,10 @@ def journey_launch(
     with open(cohort, encoding="utf-8-sig", newline="") as rows:
         header, delimiter = read_header(rows)
         rows.seek(0)
-        saved = None
         if mapping_file:
             saved = ColumnMapping.from_json(json.loads(Path(mapping_file).read_text("utf-8")))
+        else:  # the mapping last confirmed on the upload page for these columns, if any
+            saved = asyncio.run(recalled(header, delimiter))
         pairs = [item.partition("=") for item in column_map]
         if any(not sep for _, sep, _ in pairs):
             raise click.BadParameter(
@@ -649,7 +658,8 @@ def journey_launch(
             columns={name.strip(): column.strip() for name, _, column in pairs},
             date_order=DateOrder(date_order) if date_order else None,
         )
-        click.echo("Columns: " + "; ".join(mapping.describe()))
+        source = " (as last confirmed for these columns)" if saved and not mapping_file else ""
+        click.echo(f"Columns{source}: " + "; ".join(mapping.describe()))
         total = count_rows(rows, mapping)
         rows.seek(0)
         if not assume_yes:

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from hub.db import Database
+from hub.journeys.mapping import ColumnMapping, DateOrder, read_header
+from hub.journeys.mapping_actions import do_remember_mapping
+from tests.conftest import run_sync
 from tests.test_journey_launch import counts, hub_launch
 
 pytestmark = pytest.mark.slow
@@ -56,3 +60,27 @@ def test_the_command_reads_an_export_through_the_mapping(fresh_db_url: str, tmp_
     wrong = launch("--map", "phone=Mobile", "--yes")
     assert wrong.returncode == 1 and 'the file has no column "Mobile"' in wrong.stderr
     assert counts(fresh_db_url) == (2, 6)
+
+
+def test_the_command_opens_with_the_mapping_confirmed_on_the_page(
+    fresh_db_url: str, tmp_path: Path
+) -> None:
+    header, separator = read_header(EXPORT.splitlines(keepends=True))
+    confirmed = ColumnMapping(
+        {"phone": "Home Phone", "appointment_date": "Appt Date", "appointment_time": "Appt Time"},
+        separator,
+        DateOrder.DAY_FIRST,
+    )
+
+    async def remember() -> None:
+        db = Database.connect(fresh_db_url)
+        try:
+            await do_remember_mapping(db, header, confirmed, None)
+        finally:
+            await db.dispose()
+
+    run_sync(remember())
+    launched = hub_launch(tmp_path, fresh_db_url, "appointment_reminders", EXPORT)("--yes")
+    assert launched.returncode == 0, launched.stderr
+    assert 'Columns (as last confirmed for these columns): Phone: "Home Phone"' in launched.stdout
+    assert "2 rows: 2 enrolled" in launched.stdout

@@ -87,6 +87,7 @@ async def test_the_coordinator_maps_an_ehr_export_checks_it_and_enrolls_through_
         "CSN": "appointment_id",
     }
     assert '<option value=";" selected>semicolon</option>' in html
+    assert "Suggested from the column names." in html
     # A US clinic reads dates month first: each row says in words why it cannot be read, with
     # the choice that would read it, and the row without a mobile number is named.
     assert body["preview"]["errors"][0] == (
@@ -150,6 +151,17 @@ async def test_the_coordinator_maps_an_ehr_export_checks_it_and_enrolls_through_
         "Reason",
         f"Casey;Fictional;+1 201 555 0103;;{DAY:%d/%m/%Y};10:00;C-3;needs a phone or an email",
     ]
+    # The next export with these columns opens with the mapping confirmed for them.
+    again = await (
+        await client.post(
+            "/journeys/web_reminders/cohort", data=cohort_form(EXPORT.encode()), headers=headers
+        )
+    ).json()
+    assert "As last confirmed for a file with these columns." in again["html"]
+    assert selected(again["html"])["Mobile Phone"] == "phone"
+    assert '<option value="day-first" selected>' in again["html"]
+    assert again["preview"]["errors"] == ["line 4: needs a phone or an email"]
+    assert (again["preview"]["enroll"], again["preview"]["already"]) == (0, 2)
     forged = link[1].replace("/cohort/", "/cohort/x", 1)[: -len("x/failed.csv")] + "/failed.csv"
     assert (await client.get(forged)).status == 410
 

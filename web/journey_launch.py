@@ -31,6 +31,7 @@ from hub.journeys.mapping import (
     read_header,
     suggest,
 )
+from hub.journeys.mapping_actions import do_recall_mapping, do_remember_mapping
 from hub.journeys.preview import LaunchPreview, do_preview_launch
 from web.api import error
 from web.auth import SESSION
@@ -184,6 +185,8 @@ async def _checked(
     mapping: ColumnMapping,
     chosen: Sequence[str] | None = None,
     problem: str | None = None,
+    *,
+    remembered: bool = False,
 ) -> web.Response:
     """The mapping screen with the dry run of ``data`` read through ``mapping``; when the
     mapping cannot be used, the screen says why and no dry run is shown."""
@@ -215,7 +218,7 @@ async def _checked(
         "journey": key,
         "token": token,
         "expires_in": PENDING_COHORT_SECONDS,
-        "mapping": view,
+        "mapping": {**view, "remembered": remembered},
         "mapping_json": json.dumps(mapping.as_json()),
     }
     if preview is not None:
@@ -252,8 +255,9 @@ async def upload_cohort(request: web.Request) -> web.StreamResponse:
     except UploadRefused as exc:
         return await _refused(request, key, exc)
     region = request.app[SETTINGS].default_region
-    mapping = suggest(header, region=region, delimiter=delimiter)
-    return await _checked(request, key, token, data, header, mapping)
+    remembered = await do_recall_mapping(db, header, delimiter)
+    mapping = remembered or suggest(header, region=region, delimiter=delimiter)
+    return await _checked(request, key, token, data, header, mapping, remembered=bool(remembered))
 
 
 async def _waiting(request: web.Request, key: str, *, take: bool) -> bytes | web.Response:
@@ -343,6 +347,10 @@ async def confirm_cohort(request: web.Request) -> web.StreamResponse:
         stream.close()
     if report.enrolled:
         release_soon(request.app, [await reporting.do_announce_progress(db, key)])
+    if mapping is not None and report.rows > report.error_count:
+        # Confirmed and it read rows: the next export with these columns opens with it.
+        header, _ = _header(data, mapping.delimiter)
+        await do_remember_mapping(db, header, mapping, ctx.staff_id)
     failed_token = None
     if report.failed:
         rows = failed_rows(as_text(io.BytesIO(data)), report.delimiter, report.failed)

@@ -250,7 +250,9 @@ class ColumnMapping:
 
     def describe(self) -> list[str]:
         """The mapping in words, one line a field (the command prints it)."""
-        lines = [f'{FIELDS[f]}: "{c}"' for f, c in self.columns.items()]
+        lines = [
+            f'{label}: "{self.columns[f]}"' for f, label in FIELDS.items() if f in self.columns
+        ]
         lines.append(f"separator: {DELIMITERS[self.delimiter]}")
         lines.append(f"dates: {DATE_ORDER_LABELS[self.date_order]}")
         return lines
@@ -490,3 +492,9 @@ def mapping_for(
     mapping = ColumnMapping(chosen, base.delimiter, date_order or base.date_order, base.time_zone)
     mapping.bind(header)  # a column the file lacks is said before anything is read
     return mapping
+
+
+def header_key(header: Sequence[str], delimiter: str) -> str:
+    """What a saved mapping is found by: the header's names, in order, and its separator."""
+    names = "\x1f".join(h.strip() for h in header)
+    return hashlib.sha256(f"{delimiter}\x1e{names}".encode()).hexdigest()

@@ -186,3 +186,20 @@ class SurveyAnswer(Sealed, Base):
         ForeignKey("inbox_message.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CohortMapping(Base):
+    """The column mapping a coordinator last confirmed for a cohort file's header
+    (``hub.journeys.mapping``): the next export with the same columns opens with it, on the
+    page and on the command line. Column names and choices only, no patient data."""
+
+    __tablename__ = "journey_cohort_mapping"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    header_key: Mapped[str] = mapped_column(String(64), unique=True)
+    """``mapping.header_key``: a hash of the header's names and separator."""
+    mapping: Mapped[str] = mapped_column(Text)
+    """``ColumnMapping.as_json()``, as JSON text."""
+    author_id: Mapped[uuid.UUID | None]
+    """Who confirmed it last (None: the command line)."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
