@@ -55,6 +55,10 @@ KILLED = {1, 3, 37, 36, 24, -24, 152, 255}
 """mutmut exit codes that mean a test noticed: failed, pytest error, type check, timeout."""
 SURVIVED = {0}
 """The suite passed with the mutant in."""
+TIMED_OUT = {36, 24, -24, 152, 255}
+"""Killed by mutmut's CPU-time limit rather than by a failing test. Counted as killed (an
+endless loop is caught no other way), but listed: on a busy machine a mutant the tests do not
+catch can run out of time too."""
 
 MUTANT_NAME = re.compile(r"`([\w.\u01c1]+__mutmut_\d+)`")
 
@@ -124,6 +128,13 @@ def main(argv: list[str]) -> int:
         total.update(row)
         print(line(rule, row))
     print(line("all", total))
+    timed_out = sorted(n for n, c in codes.items() if c in TIMED_OUT and rule_of(n))
+    if timed_out and not markdown:
+        print(
+            f"\n{len(timed_out)} of the killed timed out: rerun them (`mutmut run NAME...`) "
+            "on a quiet machine to see a test fail:"
+        )
+        print("\n".join(f"  {name}" for name in timed_out))
     stale = sorted(explained - set(codes))
     if stale:
         print("\nExplained in docs/testing.md but no longer a mutant (renumbered? re-check):")
