@@ -159,6 +159,8 @@ async def test_the_consent_gate_answers_for_a_chosen_patient(
     assert out.consent is not None
     assert (out.consent.outcome, out.consent.code) == (Outcome.REFUSED, "opted_out")
     assert "opted out of SMS" in out.consent.reason
+    # Written as routing would: this patient has no name on file.
+    assert out.reply == "Thanks there, Example Clinic billing will text you back."
     surveys = await do_try_message(
         db,
         client.server.app[RING],
@@ -169,9 +171,20 @@ async def test_the_consent_gate_answers_for_a_chosen_patient(
         clinic=CLINIC,
     )
     assert surveys.consent is not None and surveys.consent.code == "no_address"
-    # Two audit lines (the patient's consent and tags were shown), nothing else.
+    by_phone = await do_try_message(
+        db,
+        client.server.app[RING],
+        admin.actor,
+        TryMessage(
+            "my invoice", Channel.SMS, NOON, patient_id=patient_id, consent_channel=Channel.VOICE
+        ),
+        clinic=CLINIC,
+    )
+    assert by_phone.consent is not None
+    assert (by_phone.consent.channel, by_phone.consent.outcome) == (Channel.VOICE, Outcome.ALLOWED)
+    # An audit line per try (the patient's consent and tags were shown), nothing else.
     after = await _rows(db)
-    assert after == {**before, "AuditEvent": before["AuditEvent"] + 2}
+    assert after == {**before, "AuditEvent": before["AuditEvent"] + 3}
     with pytest.raises(Exception, match="no such patient"):
         await do_try_message(
             db,

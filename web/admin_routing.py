@@ -320,6 +320,9 @@ async def try_message(request: web.Request) -> web.Response:
             tags=frozenset(_split(tried.get("tags", ""))),
             is_new=tried.get("is_new") == "1",
             purpose=Purpose(tried.get("purpose", "care")),
+            consent_channel=Channel(tried["consent_channel"])
+            if tried.get("consent_channel")
+            else None,
         )
         if not message.body.strip():
             raise ValueError("type the message a patient would send")

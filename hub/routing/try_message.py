@@ -62,6 +62,8 @@ class TryMessage:
     """The sender is not a known patient yet (a first message)."""
     purpose: Purpose = Purpose.CARE
     """What the consent gate is asked about for the chosen patient."""
+    consent_channel: Channel | None = None
+    """The channel the gate is asked about; None: the one an automatic reply would go on."""
 
 
 @dataclass
@@ -114,7 +116,9 @@ async def _evaluate(
     out.reply_channel = (
         Channel.SMS if channel is Channel.VOICE or channel in RECEIVE_ONLY else channel
     )
-    words = ((patient.unseal(ring, "name") if patient else None) or SAMPLE_FIRST_NAME).split()
+    # As routing says it: the patient's first name, "there" when none is on file.
+    name = (patient.unseal(ring, "name") or "") if patient else SAMPLE_FIRST_NAME
+    words = name.split()
     first_name = words[0] if words else "there"
     clinic_name = str(clinic.get("name") or "The clinic")
     language = patient.language if patient else message.language
@@ -217,7 +221,11 @@ async def _evaluate(
                 out.reply, out.reply_source = text, "after_hours"
     if patient is not None:
         out.consent = await may_send(
-            session, patient, out.reply_channel, message.purpose, message.at
+            session,
+            patient,
+            message.consent_channel or out.reply_channel,
+            message.purpose,
+            message.at,
         )
     return out
 
