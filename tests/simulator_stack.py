@@ -19,6 +19,7 @@ from hub.config import Settings
 from hub.crypto import KeyRing
 from hub.db import Database
 from hub.demo import DEMO_PASSWORDS_FILE, DemoSummary, load_demo_data
+from hub.templates.actions import do_seed_templates
 from tests.conftest import hub_env, sync_url
 from tests.stack import free_port
 from web.demo import DemoRun, prepare_demo
@@ -79,6 +80,7 @@ async def demo_hub(
     port = free_port()
     settings = demo_settings(db_url, redis_url, ring, var, port)
     db = Database.connect(db_url)
+    await do_seed_templates(db)  # as `hub migrate` (run by `hub demo`) does
     summary = await load(db, ring, var)
     run = prepare_demo(settings, ring, summary)
     await aiohttp_server(run.app, port=port)

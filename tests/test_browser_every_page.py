@@ -42,6 +42,9 @@ NOT_PAGES = {
     "/login/code": "reached only in the middle of signing in (tests/test_browser_second_factor.py)",
     "/unsubscribe/{token}": "a patient's page (tests/test_email_channel.py)",
     "/chat/{token}": "a patient's page (tests/test_browser_chat.py)",
+    # Added by `hub demo` only (web/simulator.py), so never in this route table:
+    "/simulator": "the demo's patient page (tests/test_browser_simulator.py)",
+    "/simulator/feed": "the simulator's polled fragment",
     "/static": "files",
     "/journeys/sample-cohort.csv": "a sample cohort file (tests/test_cohort_mapping_web.py)",
     "/journeys/{key}/cohort/{token}/failed.csv": "a launch's rows not enrolled, downloaded",

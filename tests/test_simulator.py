@@ -181,6 +181,31 @@ async def test_the_patient_texts_calls_and_mails_through_the_signed_webhooks(
         assert placed.webhooks[-1].status == 200 and placed.webhooks[-1].signature
         assert "/webhooks/twilio/voice/gather" in placed.webhooks[-1].url
         assert len(placed.twiml) == 2 and placed.twiml[1] != placed.twiml[0]
+        # No appointment waits for Avery: the hub offers the voicemail, which comes back
+        # through the signed recording and transcription callbacks into the inbox.
+        assert "(beep: recording)" in answered
+        left = await patient.post(
+            f"{hub.url}/simulator/call/{placed.sid}",
+            data={
+                "csrf_token": token,
+                "number": AVERY,
+                "action": "voicemail",
+                "words": "Please call me back about my bill",
+            },
+            headers={"HX-Request": "true"},
+        )
+        assert "You leave a voicemail and hang up" in await left.text()
+        assert all(c.status in (200, 204) for c in placed.callbacks), placed.callbacks
+
+        async def voicemail_in_inbox() -> bool:
+            listed = await (await staff.get(f"{hub.url}/api/conversations")).json()
+            for item in listed["items"]:
+                opened = await staff.get(f"{hub.url}/api/conversations/{item['id']}")
+                if "Please call me back about my bill" in await opened.text():
+                    return True
+            return False
+
+        await eventually(voicemail_in_inbox, "the voicemail's transcript in the inbox")
 
         # Mail: the clinic's answer by email lands in the demo's mail folder, shown to the
         # patient, whose reply comes back through the signed inbound-mail webhook.
@@ -210,6 +235,23 @@ async def test_the_patient_texts_calls_and_mails_through_the_signed_webhooks(
         assert "Delivered to the hub" in await answered_mail.text()
         opened = await (await staff.get(f"{hub.url}/api/conversations/{row['id']}")).text()
         assert "Thanks, I filled it in." in opened
+
+        # The chat link the clinic texts is a link the patient can open.
+        invited = await staff.post(
+            f"{hub.url}/conversations/{row['id']}/chat-invite",
+            data={"csrf_token": csrf, "channel": "sms"},
+            allow_redirects=False,
+        )
+        assert invited.status == 303
+        assert "queued" in str(invited.cookies.get("hub_flash")), invited.cookies
+        feed = await eventually(
+            lambda: _has(_feed(patient, hub.url, AVERY), f'href="{hub.url}/chat/'),
+            "the chat link on the patient's phone",
+        )
+        link = re.search(rf'href="({re.escape(hub.url)}/chat/[^"]+)"', feed)
+        assert link is not None
+        async with patient.get(link.group(1)) as chat:
+            assert chat.status == 200 and "data-token=" in await chat.text()
 
 
 async def _at_least(value: Any, expected: int) -> bool:
