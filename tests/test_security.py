@@ -763,6 +763,7 @@ async def test_xss_payloads_in_every_field_staff_see_render_as_text(
         "/admin/staff",
         "/admin/canned",
         "/admin/templates",
+        "/admin/templates/appointment_reminder",  # the text and its live preview
         "/admin/routing",
     ]
     for path in pages:
