@@ -85,6 +85,10 @@ class StepFields:
     skip_if_confirmed: bool = False
     only_if_no_reply: bool = False
     score_below: str = ""
+    tagged: str = ""
+    """Patient tags, separated by commas: the step goes only to patients with one of them."""
+    not_tagged: str = ""
+    """Patient tags, separated by commas: the step skips patients with one of them."""
     actions: dict[str, list[str]] = field(default_factory=dict)
     replies: dict[str, str] = field(default_factory=dict)
 
@@ -139,6 +143,8 @@ def _step_fields(step: StepDefinition) -> StepFields:
         skip_if_confirmed="skip_if_confirmed" in step.conditions,
         only_if_no_reply="only_if_no_reply" in step.conditions,
         score_below=str(step.score_below) if step.score_below is not None else "",
+        tagged=", ".join(step.tagged("only_if_tagged")),
+        not_tagged=", ".join(step.tagged("skip_if_tagged")),
         actions={h.on: list(h.actions) for h in step.on_reply},
         replies={h.on: h.reply_template for h in step.on_reply if h.reply_template},
     )
@@ -172,6 +178,8 @@ def fields_from_form(form: Mapping[str, Sequence[str]]) -> JourneyFields:
                 skip_if_confirmed=bool(one(p + "skip_if_confirmed")),
                 only_if_no_reply=bool(one(p + "only_if_no_reply")),
                 score_below=one(p + "score_below"),
+                tagged=one(p + "tagged"),
+                not_tagged=one(p + "not_tagged"),
                 actions={k: list(form.get(f"{p}on_{k}") or ()) for k in REPLY_KINDS},
                 replies={k: one(f"{p}reply_{k}") for k in REPLY_KINDS if one(f"{p}reply_{k}")},
             )
@@ -242,6 +250,10 @@ def to_yaml(fields: JourneyFields) -> str:
             conditions.append("only_if_no_reply")
         if step.score_below:
             conditions.append({"only_if_score_below": step.score_below})
+        for name, written in (("only_if_tagged", step.tagged), ("skip_if_tagged", step.not_tagged)):
+            tags = [t.strip() for t in written.split(",") if t.strip()]
+            if tags:
+                conditions.append({name: tags})
         if conditions:
             item["conditions"] = conditions
         handlers = _replies(step)

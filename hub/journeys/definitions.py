@@ -58,7 +58,9 @@ Action = Literal[
     "record_answer",
 ]
 Condition = str
-""""skip_if_confirmed", "only_if_no_reply" or "only_if_score_below:N"."""
+""""skip_if_confirmed", "only_if_no_reply", "only_if_score_below:N", or a patient tag filter:
+"only_if_tagged:a,b" (sent only to patients with one of the tags) or "skip_if_tagged:a,b"
+(skipped for them); tags normalized as ``hub.inbox.actions.tags`` stores them."""
 
 ACTIONS_BY_REPLY: dict[str, tuple[str, ...]] = {
     "confirm": ("confirm_appointment", "cancel_remaining_asks", "notify_staff"),
@@ -175,6 +177,13 @@ class StepDefinition:
             if condition.startswith("only_if_score_below:"):
                 return int(condition.partition(":")[2])
         return None
+
+    def tagged(self, kind: str) -> tuple[str, ...]:
+        """The tags of the "only_if_tagged" or "skip_if_tagged" condition (empty: none)."""
+        for condition in self.conditions:
+            if condition.startswith(f"{kind}:"):
+                return tuple(condition.partition(":")[2].split(","))
+        return ()
 
     def handler(self, kind: ReplyKind) -> ReplyHandler | None:
         return next((h for h in self.on_reply if h.on == kind), None)

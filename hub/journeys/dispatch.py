@@ -34,6 +34,7 @@ from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Pri
 from hub.errors import HubError
 from hub.inbox.actions.delivery import SendTask, address_of, message_new_effect, send_job_effect
 from hub.inbox.actions.email_out import build_extras
+from hub.inbox.actions.tags import tag_index
 from hub.inbox.models import Conversation, DeliveryAttempt, Message, Patient
 from hub.journeys import dispatch_queries as dq
 from hub.journeys.definitions import JourneyDefinition, StepDefinition
@@ -103,6 +104,8 @@ class _Batch:
     variants: VariantCache
     definitions: dict[tuple[uuid.UUID, int | None], JourneyDefinition] = field(default_factory=dict)
     """By journey and the version an enrollment follows (running ones keep theirs)."""
+    tags: dict[uuid.UUID, set[bytes]] = field(default_factory=dict)
+    """Each patient's tag indexes, loaded only when a step of the batch filters by tag."""
     tasks: list[SendTask] = field(default_factory=list)
     effects: list[uuid.UUID] = field(default_factory=list)
     new_conversations: list[dict[str, Any]] = field(default_factory=list)
@@ -219,6 +222,11 @@ async def _load(
             session, [(r.enrollment_id, r.step_id) for r in runs if r.attempt > 1]
         ),
         definitions=definitions,
+        tags=(
+            await dq.tag_indexes_of(session, patient_ids)
+            if conditions & {"only_if_tagged", "skip_if_tagged"}
+            else {}
+        ),
     )
 
 
@@ -446,6 +454,13 @@ def _skip_reason(batch: _Batch, step: StepDefinition, enrollment: dq.EnrollmentF
             scores = [a.score for a in batch.answers.get(enrollment.id, []) if a.score is not None]
             if not scores or min(scores) >= limit:
                 return f"no survey score below {limit}"
+    # The reasons name no tag: a patient's tag ("oncology") says what they are treated for.
+    tags = batch.tags.get(enrollment.patient_id, set())
+    wanted = step.tagged("only_if_tagged")
+    if wanted and not tags & {tag_index(batch.ring, t) for t in wanted}:
+        return "the patient has none of the tags this step is for"
+    if tags & {tag_index(batch.ring, t) for t in step.tagged("skip_if_tagged")}:
+        return "the patient has a tag this step skips"
     return None
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.crypto import KeyRing, associated_data
 from hub.enums import Channel, Direction
-from hub.inbox.models import Conversation, Message
+from hub.inbox.models import Conversation, Message, Tag, patient_tag
 from hub.journeys.models import Appointment, Enrollment, RunStatus, StepRun, SurveyAnswer
 
 T = TypeVar("T")
@@ -168,6 +168,25 @@ async def last_inbound_at(
         .group_by(Conversation.patient_id)
     )
     return {pid: at for pid, at in (await session.execute(stmt)).all() if at is not None}
+
+
+async def tag_indexes_of(
+    session: AsyncSession, patient_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, set[bytes]]:
+    """Each patient's tags by blind index (a tag condition compares indexes, so no tag name
+    is decrypted to decide a send)."""
+    ids = list(set(patient_ids))
+    if not ids:
+        return {}
+    stmt = (
+        select(patient_tag.c.patient_id, Tag.bidx)
+        .join(Tag, Tag.id == patient_tag.c.tag_id)
+        .where(_among(session, patient_tag.c.patient_id, ids))
+    )
+    found: dict[uuid.UUID, set[bytes]] = {}
+    for patient_id, bidx in (await session.execute(stmt)).all():
+        found.setdefault(patient_id, set()).add(bidx)
+    return found
 
 
 async def answers_of(

@@ -16,6 +16,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from hub.consent.models import Purpose
 from hub.enums import RECEIVE_ONLY, Channel
+from hub.inbox.actions.tags import normalize_tag
 from hub.journeys.definitions import (
     _KEY,
     _OFFSET_HINT,
@@ -72,7 +73,14 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
 
 
 _ANCHOR_WORDS = {"appointment_start": "appointment", "enrollment": "enrollment"}
-_CONDITIONS = ("skip_if_confirmed", "only_if_no_reply", "only_if_score_below: N")
+_CONDITIONS = (
+    "skip_if_confirmed",
+    "only_if_no_reply",
+    "only_if_score_below: N",
+    "only_if_tagged: [tag, ...]",
+    "skip_if_tagged: [tag, ...]",
+)
+_TAG_CONDITIONS = ("only_if_tagged", "skip_if_tagged")
 _Fields = dict[str, tuple[Node, Node]]
 
 
@@ -384,22 +392,22 @@ class _Parser:
         for j, item in enumerate(node.value):
             item_path = f"{path}.conditions[{j}]"
             condition = self.condition(item, item_path, earlier)
+            kind = condition.split(":")[0]
             if condition in found or (
-                condition.startswith("only_if_score_below") and self.score_condition(found)
+                kind in ("only_if_score_below", *_TAG_CONDITIONS)
+                and any(c.split(":")[0] == kind for c in found)
             ):
                 self.fail(item, item_path, f"{condition.split(':')[0]} is listed twice")
             found.append(condition)
         return found
-
-    @staticmethod
-    def score_condition(found: list[str]) -> bool:
-        return any(c.startswith("only_if_score_below") for c in found)
 
     def condition(self, item: Node, path: str, earlier: list[StepDefinition]) -> str:
         threshold_node: Node = item
         if isinstance(item, MappingNode) and len(item.value) == 1:
             key_node, threshold_node = item.value[0]
             name = str(key_node.value) if isinstance(key_node, ScalarNode) else ""
+            if name in _TAG_CONDITIONS:
+                return f"{name}:{','.join(self.tags(threshold_node, f'{path}.{name}'))}"
             written = self.raw(threshold_node, path) if name == "only_if_score_below" else ""
         else:
             name = self.raw(item, path)
@@ -439,6 +447,22 @@ class _Parser:
                 f"{high} (the {source.question} question's scale is {source.scale})",
             )
         return f"only_if_score_below:{int(written)}"
+
+    def tags(self, node: Node, path: str) -> list[str]:
+        """The patient tags of only_if_tagged / skip_if_tagged, normalized as tags are stored
+        (any of them matches)."""
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        if not items:
+            self.fail(node, path, "expected a list of tags like [high-risk, diabetes]")
+        found: list[str] = []
+        for j, item in enumerate(items):
+            written = self.raw(item, f"{path}[{j}]")
+            tag = normalize_tag(written)
+            if tag is None or "," in tag:
+                self.fail(item, f"{path}[{j}]", f'"{written}" is not a tag (no commas, not empty)')
+            if tag not in found:
+                found.append(tag)
+        return found
 
     def on_reply(
         self, node: Node | None, path: str, step: StepDefinition
