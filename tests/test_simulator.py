@@ -290,3 +290,60 @@ async def test_a_restarted_demo_does_not_replay_the_sample_texts(
         assert await _events(again.db) == len(DEMO_LIVE_TEXTS) + 1
         assert again.sim.fake is not None
         assert [w.params["Body"] for w in again.sim.fake.inbound] == ["Still there?"]
+
+
+@pytest.mark.slow
+async def test_someone_new_texts_from_a_typed_number_and_mistakes_are_said_plainly(
+    fresh_db_url: str, redis_url: str, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    async with (
+        demo_hub(fresh_db_url, redis_url, aiohttp_server, tmp_path, worker=False) as hub,
+        browser_session() as patient,
+    ):
+        wrong = await patient.get(f"{hub.url}/simulator", params={"new_number": "12"})
+        assert wrong.status == 400
+        assert "is not a phone number. Type ten digits" in await wrong.text()
+        page = await patient.get(
+            f"{hub.url}/simulator",
+            params={"number": "", "new_number": "555-010-0107", "email": "new.one@example.org"},
+        )
+        shown = await page.text()
+        assert page.status == 200 and "+1 555-010-0107" in shown
+        assert "new.one@example.org" in shown
+        token = CSRF_INPUT.search(shown)
+        assert token is not None
+        forged = await patient.post(
+            f"{hub.url}/simulator/text",
+            data={"csrf_token": "made-up", "number": "+15550100107", "body": "hi"},
+        )
+        assert forged.status == 403
+        assert hub.sim.fake is not None
+        assert all(w.params["From"] != "+15550100107" for w in hub.sim.fake.inbound)
+        sent = await patient.post(
+            f"{hub.url}/simulator/text",
+            data={"csrf_token": token.group(1), "number": "+15550100107", "body": "Walk-ins?"},
+            allow_redirects=False,
+        )
+        assert sent.status == 303  # without htmx: back to the page
+        assert "number=%2B15550100107" in sent.headers["Location"]
+        [mine] = [w for w in hub.sim.fake.inbound if w.params["From"] == "+15550100107"]
+        assert mine.status == 200 and mine.params["Body"] == "Walk-ins?"
+
+
+def test_a_reminder_call_shows_its_words_and_waits_for_a_key() -> None:
+    from fakes.twilio import FakeCall
+    from hub.channels.twilio_voice.twiml import reminder_call
+    from web.simulator_feed import call_view
+
+    document = reminder_call(
+        "Your appointment is tomorrow at 3 pm. Press 1 to confirm, 2 to cancel.",
+        gather_action="/webhooks/twilio/voice/gather?m=x",
+    )
+    call = FakeCall("CA" + "0" * 32, AVERY, "+15550109999", "outbound-api", "", twiml=[document])
+    call.status = "in-progress"
+    view = call_view(call)
+    assert not view.inbound and view.waiting == "keys"
+    said = [line.text for line in view.lines]
+    assert len(said) == 1 and said[0].startswith("Your appointment is tomorrow at 3 pm.")
+    call.status = "completed"
+    assert call_view(call).waiting is None  # an ended call offers no keypad
