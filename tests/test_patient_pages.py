@@ -343,3 +343,26 @@ async def test_patient_page_edit_and_start_by_form(
     html = await page.text()
     assert page.status == 200 and "1 message found among the 1 read" in html
     assert "Your results are ready" in html
+
+
+async def test_the_list_pages_newest_first(
+    client: TestClient, db: Database, ring: KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [await patient(db, ring, f"Page Person{n}", f"+1555010014{n}") for n in range(3)]
+    await signed_in(client, ADMIN)
+    first = await (await client.get("/api/patients", params={"limit": "2"})).json()
+    assert [i["id"] for i in first["items"]] == [str(ids[2]), str(ids[1])]
+    assert first["more"] and first["next_before"] == str(ids[1])
+    rest = await (
+        await client.get("/api/patients", params={"limit": "2", "before": first["next_before"]})
+    ).json()
+    assert [i["id"] for i in rest["items"]] == [str(ids[0])] and rest["next_before"] is None
+    bad = await client.get("/api/patients", params={"limit": "0"})
+    assert bad.status == 400 and "between 1 and 100" in (await bad.json())["error"]["message"]
+    # The page: "Older patients" follows the last one shown.
+    monkeypatch.setattr("hub.patients.profile.DEFAULT_LIST_LIMIT", 2)
+    html = await (await client.get("/patients?status=known")).text()
+    assert "Page Person2" in html and "Page Person0" not in html
+    assert f'href="/patients?status=known&amp;before={ids[1]}">Older patients' in html
+    older = await (await client.get(f"/patients?status=known&before={ids[1]}")).text()
+    assert "Page Person0" in older and "Older patients" not in older

@@ -61,8 +61,16 @@ async def _results(request: web.Request, q: str, status: str) -> dict[str, Any]:
     if q.strip():
         found = await search.do_search_patients(db, ring, ctx, q, region=_region(request))
         return {"hits": found.hits, "more": found.more, "by": found.by, "searched": True}
-    hits = await profile.do_list_patients(db, ring, ctx, verified=STATUS_FILTERS.get(status))
-    return {"hits": hits, "more": False, "by": [], "searched": False}
+    try:
+        before = uuid.UUID(request.query["before"]) if request.query.get("before") else None
+    except ValueError:
+        before = None  # a mangled link shows the first page
+    limit = profile.DEFAULT_LIST_LIMIT
+    hits = await profile.do_list_patients(
+        db, ring, ctx, verified=STATUS_FILTERS.get(status), before=before, limit=limit
+    )
+    following = hits[-1].id if len(hits) == limit else None
+    return {"hits": hits, "more": False, "by": [], "searched": False, "following": following}
 
 
 async def patients_page(request: web.Request) -> web.Response:

@@ -29,6 +29,8 @@ FIELDS = frozenset(
     | {"external_ids", "verified"}
 )
 """What PATCH /api/patients/{id} may name."""
+MAX_LIST_LIMIT = 100
+"""Most patients one page of the list answers."""
 
 
 def routes() -> list[web.RouteDef]:
@@ -79,8 +81,20 @@ async def list_patients(request: web.Request) -> web.Response:
     if status not in ("all", "unknown", "known"):
         return error(400, "status must be all, unknown (unverified numbers) or known")
     verified = None if status == "all" else status == "known"
-    hits = await profile.do_list_patients(db, ring, ctx, verified=verified)
-    return web.json_response({"items": plain(hits), "by": [], "more": False})
+    try:
+        limit = int(request.query.get("limit", profile.DEFAULT_LIST_LIMIT))
+        before = uuid.UUID(request.query["before"]) if request.query.get("before") else None
+    except ValueError:
+        return error(400, "limit must be a number and before a patient id from next_before")
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        return error(400, f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    hits = await profile.do_list_patients(
+        db, ring, ctx, verified=verified, limit=limit, before=before
+    )
+    following = str(hits[-1].id) if len(hits) == limit else None
+    return web.json_response(
+        {"items": plain(hits), "by": [], "more": following is not None, "next_before": following}
+    )
 
 
 async def get_patient(request: web.Request) -> web.Response:
@@ -293,6 +307,19 @@ def openapi_paths(operation: Any, id_param: list[dict[str, Any]]) -> dict[str, A
                         "in": "query",
                         "required": False,
                         "schema": {"enum": ["all", "unknown", "known"]},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+                    },
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "required": False,
+                        "description": "next_before of the page before (without q)",
+                        "schema": uuid_param,
                     },
                 ],
                 errors=(400, 401),

@@ -85,10 +85,18 @@ async def patients_by_external_id(session: AsyncSession, bidx: bytes) -> list[Pa
 
 
 async def recent_patients(
-    session: AsyncSession, *, verified: bool | None, merged: bool = False, limit: int = 50
+    session: AsyncSession,
+    *,
+    verified: bool | None,
+    merged: bool = False,
+    limit: int = 50,
+    before: uuid.UUID | None = None,
 ) -> list[Patient]:
-    """The list page without a query: newest patients first."""
+    """The list page without a query: newest patients first, older than ``before`` (a page's
+    last id: keyset paging, ids are time-ordered)."""
     stmt = select(Patient).order_by(Patient.id.desc()).limit(limit)
+    if before is not None:
+        stmt = stmt.where(Patient.id < before)
     stmt = stmt.where(Patient.merged_into_id.is_not(None) if merged else _live())
     if verified is not None:
         stmt = stmt.where(Patient.verified.is_(verified))

@@ -125,10 +125,14 @@ async def do_list_patients(
     *,
     verified: bool | None = None,
     limit: int = DEFAULT_LIST_LIMIT,
+    before: uuid.UUID | None = None,
 ) -> list[PatientHit]:
-    """The newest patients (all, known or unknown numbers only), audited as a search."""
+    """The newest patients (all, known or unknown numbers only), older than ``before`` when
+    given (the next page), audited as a search."""
     async with db.transaction() as session:
-        patients = await search_queries.recent_patients(session, verified=verified, limit=limit)
+        patients = await search_queries.recent_patients(
+            session, verified=verified, limit=limit, before=before
+        )
         hits = await hits_for(session, ring, ctx, patients)
         await record(
             session,
