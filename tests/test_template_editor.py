@@ -246,3 +246,39 @@ async def test_the_default_language_stays_while_a_journey_uses_the_template(
         "/admin/templates/nps_survey/remove-language", data={"csrf_token": csrf, "locale": "en"}
     )
     assert "Removed English" in await other.text()
+
+
+OLD_VERSION = JOURNEY.replace("appointment_reminder\n", "appointment_reminder_today\n")
+
+
+async def test_an_older_journey_version_still_followed_keeps_its_language(
+    admin: Any, db: Database, ring: Any
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from hub.inbox import actions
+    from hub.inbox.schemas import NewPatient
+    from hub.journeys.template_languages import do_remove_template_language
+    from hub.journeys.versions import do_save_journey
+
+    await do_save_journey(db, admin.actor, OLD_VERSION, "check_in.yaml")
+    patient = await actions.do_create_patient(
+        db,
+        ring,
+        admin.actor,
+        NewPatient(name="Sample Pat", phone="+15550100142", time_zone="America/New_York"),
+        region="US",
+    )
+    visit = datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)
+    await journeys.do_enroll(
+        db,
+        admin.actor,
+        "check_in",
+        patient,
+        appointment=journeys.NewAppointment("A-1", visit),
+        ring=ring,
+    )
+    await do_save_journey(db, admin.actor, JOURNEY, "builder")  # v2 sends another template
+    with pytest.raises(TemplateInvalid, match="the journey Check-in reminder sends this template"):
+        await do_remove_template_language(db, admin.actor, "appointment_reminder_today", "en")
+    assert _body(await do_list_templates(db), "appointment_reminder_today", "sms", "en")
