@@ -19,6 +19,7 @@ from hub.enums import Channel
 from hub.inbox import actions
 from hub.inbox.schemas import NewPatient
 from hub.journeys import actions as journeys
+from hub.journeys import reporting
 from hub.journeys.definitions import JourneyInvalid
 from hub.journeys.dispatch import do_prepare_batch, providers_for
 from hub.journeys.lifecycle import do_cancel_enrollment, do_stop_outlook
@@ -123,6 +124,13 @@ async def test_an_edit_applies_to_new_enrollments_and_running_ones_keep_theirs(
     assert set(await _runs(db, new)) == {"sms_48h", "sms_2h"}
     journey, rows, text = await do_versions(db, "versioned")
     assert text == V2 and journey.version == 2
+    # The funnel still shows the step only version 1 has, while an enrollment runs it.
+    funnel = await reporting.do_funnel(db, "versioned")
+    assert [(s.step_id, s.counts["enrolled"]) for s in funnel.steps] == [
+        ("sms_48h", 1),
+        ("sms_2h", 1),
+        ("email_72h", 1),
+    ]
     assert [(r.version, r.current, r.active) for r in rows] == [(2, True, 1), (1, False, 1)]
 
     # The old enrollment's step is dispatched with the version it was enrolled under.

@@ -25,6 +25,7 @@ from hub.journeys import queries
 from hub.journeys import reporting_queries as rq
 from hub.journeys.actions import definition_of
 from hub.journeys.models import Journey, RunStatus, StepRun
+from hub.journeys.versions import steps_of_all_versions
 from hub.outbox import add_effect
 from hub.templates import RENDER_FAILED_CODE
 from hub.templates import queries as template_queries
@@ -198,13 +199,17 @@ async def do_funnel(db: Database, key: str) -> Funnel:
         messages = await rq.delivery_counts(session, journey.id)
         enrollments = await rq.enrollment_counts(session, journey.id)
         failed = await rq.failure_groups(session, journey.id)
+        current = definition_of(journey)
+        all_steps = await steps_of_all_versions(session, journey)
     failures: dict[str, dict[str, int]] = {}
     for step_id, run_failed, run_reason, code, error_reason, n in failed:
         label = reason_label(run_failed, run_reason, code, error_reason)
         per_step = failures.setdefault(step_id, {})
         per_step[label] = per_step.get(label, 0) + n
     steps = []
-    for step in definition_of(journey).steps:
+    # Older versions' steps too while enrollments still have runs of them.
+    shown = {sid for sid, _, _ in runs} | {s.id for s in current.steps}
+    for step in (s for s in all_steps if s.id in shown):
         reasons = sorted(failures.get(step.id, {}).items(), key=lambda kv: (-kv[1], kv[0]))
         steps.append(
             StepFunnel(
@@ -330,7 +335,7 @@ async def do_drilldown(
     page = max(1, page)
     async with db.transaction() as session:
         journey = await _journey(session, key)
-        if step_id not in {s.id for s in definition_of(journey).steps}:
+        if step_id not in {s.id for s in await steps_of_all_versions(session, journey)}:
             raise NotFound(f"journey {key} has no step {step_id}")
         total, members = await rq.column_members(
             session, journey.id, step_id, column, (page - 1) * per_page, per_page

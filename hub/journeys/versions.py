@@ -22,7 +22,13 @@ from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Patient
 from hub.journeys import lifecycle_queries as lq
 from hub.journeys import queries
-from hub.journeys.definitions import JourneyDefinition, JourneyInvalid, parse_journey, plan
+from hub.journeys.definitions import (
+    JourneyDefinition,
+    JourneyInvalid,
+    StepDefinition,
+    parse_journey,
+    plan,
+)
 from hub.journeys.models import Journey, JourneyVersion, RunStatus, StepRun
 from hub.templates import queries as template_queries
 
@@ -184,6 +190,21 @@ async def definition_for(
     if text is None:  # a version row never goes away; a missing one is a bug, not a user error
         raise LookupError(f"journey {journey.key} has no version {version}")
     return _parsed(journey.key, version, text)
+
+
+async def steps_of_all_versions(session: AsyncSession, journey: Journey) -> list[StepDefinition]:
+    """The current version's steps, then steps only earlier versions have (newest first): the
+    funnel and its drill-down show what running enrollments on older versions still do."""
+    steps = list((await definition_for(session, journey, None)).steps)
+    seen = {s.id for s in steps}
+    for row in await lq.versions_of(session, journey.id):
+        if row.version == journey.version:
+            continue
+        for step in _parsed(journey.key, row.version, row.definition).steps:
+            if step.id not in seen:
+                seen.add(step.id)
+                steps.append(step)
+    return steps
 
 
 async def do_versions(db: Database, key: str) -> tuple[Journey, list[VersionRow], str]:
