@@ -561,7 +561,8 @@ def journey_launch(
     from hub.journeys import queries as journey_queries
     from hub.journeys.actions import do_install_journey
     from hub.journeys.cohort import count_rows, launch
-    from hub.journeys.mapping import ColumnMapping, DateOrder, mapping_for, read_header
+    from hub.journeys.cohort_dates import DateOrder
+    from hub.journeys.mapping import ColumnMapping, mapping_for, read_header
     from hub.journeys.mapping_actions import do_recall_mapping
     from hub.journeys.preview import do_preview_launch, judged_launch
 

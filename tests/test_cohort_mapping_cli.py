@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from hub.db import Database
-from hub.journeys.mapping import ColumnMapping, DateOrder, read_header
+from hub.journeys.cohort_dates import DateOrder
+from hub.journeys.mapping import ColumnMapping, read_header
 from hub.journeys.mapping_actions import do_remember_mapping
 from tests.conftest import run_sync
 from tests.test_journey_launch import counts, hub_launch

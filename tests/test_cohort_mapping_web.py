@@ -183,3 +183,11 @@ async def test_the_sample_file_reads_without_changes(client: TestClient, db: Dat
         )
     ).json()
     assert (answer["preview"]["enroll"], answer["preview"]["error_count"]) == (4, 0)
+    # The same rows without their header: refused, the first patient never shown as columns.
+    headless = "\n".join(text.splitlines()[1:]).encode()
+    refused = await client.post(
+        "/journeys/web_reminders/cohort", data=cohort_form(headless), headers=headers
+    )
+    said = (await refused.json())["error"]["message"]
+    assert refused.status == 400 and "not column names: add a header row" in said
+    assert "Avery" not in said

@@ -19,15 +19,16 @@ from aiohttp import web
 
 from hub.channels.registry import connected_providers
 from hub.journeys import reporting
-from hub.journeys.cohort import CohortInvalid, failed_rows, launch
+from hub.journeys.cohort import CohortInvalid, launch
+from hub.journeys.cohort_dates import DATE_ORDER_LABELS, DateOrder, date_order_of
 from hub.journeys.mapping import (
-    DATE_ORDER_LABELS,
     DELIMITERS,
     FIELDS,
+    NO_HEADER,
     ColumnMapping,
-    DateOrder,
     MappingInvalid,
-    date_order_of,
+    failed_rows,
+    looks_like_data,
     read_header,
     suggest,
 )
@@ -241,6 +242,8 @@ async def upload_cohort(request: web.Request) -> web.StreamResponse:
             upload.seek(0)
             data = upload.read()
             header, delimiter = _header(data)
+            if looks_like_data(header):
+                raise UploadRefused(400, f"The file was not read: {NO_HEADER}.")
             if not any(header):
                 raise UploadRefused(
                     400,

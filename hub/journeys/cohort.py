@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import io
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -60,18 +59,23 @@ from hub.journeys.bulk import (
     do_enroll_chunk,
     load_journey,
 )
+from hub.journeys.cohort_dates import (
+    DateOrder,
+    date_order_of,
+    read_birth_date_text,
+    read_start,
+    zone_named,
+)
 from hub.journeys.mapping import (
+    NO_HEADER,
     ColumnMapping,
     MappingInvalid,
     Reader,
-    date_order_of,
     derived_appointment_id,
     detect_delimiter,
     is_cancelled,
-    read_birth_date_text,
-    read_start,
+    looks_like_data,
     suggest,
-    zone_named,
 )
 from hub.journeys.models import MAX_PLACE_CHARS, Appointment
 
@@ -113,7 +117,7 @@ class Reading:
     def time_zone(self) -> str:
         return (self.mapping.time_zone if self.mapping else None) or self.zone
 
-    def order(self) -> Any:
+    def order(self) -> DateOrder:
         return self.mapping.date_order if self.mapping else date_order_of(self.region)
 
 
@@ -134,6 +138,8 @@ def _rows(lines: Iterable[str], reading: Reading) -> Iterator[tuple[int, dict[st
     reader, _ = split
     with _csv_errors(reader):
         header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+        if looks_like_data(header):
+            raise CohortInvalid(NO_HEADER)
         if reading.mapping is None:
             reading.mapping = suggest(
                 header, region=reading.region, delimiter=reader.dialect.delimiter
@@ -168,7 +174,20 @@ def _csv_errors(reader: Any) -> Iterator[None]:
     try:
         yield
     except csv.Error as exc:
-        raise CohortInvalid(f"line {reader.line_num}: not valid CSV ({exc})") from None
+        said = str(exc)
+        why = next((words for start, words in _CSV_WORDS if said.startswith(start)), None)
+        raise CohortInvalid(
+            f"line {reader.line_num}: not valid CSV ({why or 'the csv reader stopped here'}); "
+            "save the spreadsheet as “CSV UTF-8” and upload that"
+        ) from None
+
+
+_CSV_WORDS = (
+    ("field larger than field limit", "a value is longer than 131,072 characters"),
+    ("new-line character seen in unquoted field", "a line break outside quotes"),
+    ("line contains NUL", "a NUL byte: this is not a text file"),
+)
+"""The csv module's errors in a coordinator's words (its own text is Python's)."""
 
 
 def _max_length(model: type[Any], column: str) -> int:
@@ -400,24 +419,6 @@ def read_chunks(
     its dry run (``hub.journeys.preview``) read alike. ``reading.mapping`` is set from the
     header when it was None."""
     return _chunks(_rows(lines, reading or Reading("US")), chunk_rows)
-
-
-def failed_rows(lines: Iterable[str], delimiter: str, failed: Mapping[int, str]) -> str:
-    """The rows of a cohort file that were not enrolled, as a CSV with the file's own header
-    and a last column "Reason", so the coordinator can fix them and upload that file. Lines
-    are numbered as the launch numbers them (a record's last line)."""
-    reader = csv.reader(lines, delimiter=delimiter)
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
-    with _csv_errors(reader):
-        header = next(reader, None)
-        if header is None:
-            return ""
-        writer.writerow([header[0].lstrip("\ufeff"), *header[1:], "Reason"])
-        for values in reader:
-            if reader.line_num in failed:
-                writer.writerow([*values, failed[reader.line_num]])
-    return out.getvalue()
 
 
 async def clinic_zone(db: Database) -> str:

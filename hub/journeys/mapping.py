@@ -12,37 +12,21 @@ a date"), never Python's text; a date of birth is never repeated (the column onl
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
+import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from babel import Locale, UnknownLocaleError
 
 from hub.errors import HubError
+from hub.journeys.cohort_dates import DATE_ORDER_LABELS, DateOrder, date_order_of
 
 
 class MappingInvalid(HubError):
     """A mapping that cannot read the file (no contact column, a column named twice)."""
 
-
-class DateOrder(StrEnum):
-    DAY_FIRST = "day-first"
-    MONTH_FIRST = "month-first"
-    YEAR_FIRST = "year-first"
-
-
-DATE_ORDER_LABELS = {
-    DateOrder.MONTH_FIRST: "month first (12/31/2027)",
-    DateOrder.DAY_FIRST: "day first (31/12/2027)",
-    DateOrder.YEAR_FIRST: "year first (2027/12/31)",
-}
-"""How each order reads on the mapping screen and in the command's output."""
 
 FIELDS: dict[str, str] = {
     "phone": "Phone",
@@ -141,27 +125,6 @@ _KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 """Words inside a header that no synonym matched ("Patient Mobile No.", "Pt Email Addr")."""
 
-_DATE_ISO = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})")
-_DATE_NUMERIC = re.compile(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4}|\d{2})")
-_DATE_COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})")
-_DATE_WORDS = re.compile(
-    r"(\d{1,2})[ -]([A-Za-z]{3,9})\.?[ ,-]*(\d{4})|([A-Za-z]{3,9})\.? (\d{1,2}),? (\d{4})"
-)
-_TIME = re.compile(r"(\d{1,2})(?:[:.](\d{2}))?(?:[:.](\d{2}))?\s*([AaPp])\.?\s*[Mm]?\.?")
-_TIME_24 = re.compile(r"(\d{1,2})[:.h](\d{2})(?:[:.](\d{2})(?:\.\d+)?)?|(\d{2})(\d{2})")
-_MONTHS = {
-    name: n
-    for n, names in enumerate(
-        (
-            ("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
-            ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
-            ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
-            ("dec", "december"),
-        ),
-        start=1,
-    )
-    for name in names
-}  # fmt: skip
 CANCELLED_STATUSES = frozenset({"cancelled", "canceled", "cancel", "cx"})
 """Status values that cancel the row's appointment (anything else books it)."""
 
@@ -258,17 +221,6 @@ class ColumnMapping:
         return lines
 
 
-def date_order_of(region: str) -> DateOrder:
-    """The order a clinic in ``region`` writes dates in, from its likeliest locale's short
-    date pattern (US M/d/yy, GB dd/MM/y, DE dd.MM.yy, JP y/MM/dd)."""
-    try:
-        pattern = Locale.parse(f"und_{region}").date_formats["short"].pattern
-    except (UnknownLocaleError, ValueError):
-        return DateOrder.MONTH_FIRST
-    first = next((c for c in pattern if c in "dMy"), "M")
-    return {"d": DateOrder.DAY_FIRST, "y": DateOrder.YEAR_FIRST}.get(first, DateOrder.MONTH_FIRST)
-
-
 def detect_delimiter(header_line: str) -> str:
     """The separator of a file from its header line: the candidate found most often outside
     quotes (a header has no empty names, so its separators are all there); a comma when none."""
@@ -306,6 +258,21 @@ def suggest(header: Sequence[str], *, region: str, delimiter: str = ",") -> Colu
     return ColumnMapping(columns, delimiter, date_order_of(region))
 
 
+_DATA_CELL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+|(?:\D*\d){7}")
+
+
+def looks_like_data(header: Sequence[str]) -> bool:
+    """Whether a "header" holds an email address or a phone number: a file saved without its
+    header row, whose first patient would be read as column names (and shown as such)."""
+    return any(_DATA_CELL.search(cell) for cell in header)
+
+
+NO_HEADER = (
+    "the first row holds an email address or a phone number, not column names: add a header "
+    "row naming the columns (see the sample file)"
+)
+
+
 def read_header(lines: Iterable[str]) -> tuple[list[str], str]:
     """The header row of a file and its separator (from the first line)."""
     first = next(iter(lines), "")
@@ -332,128 +299,6 @@ class Reader:
             given, family = out.pop("first_name", ""), out.pop("last_name", "")
             out["name"] = out.get("name") or " ".join(p for p in (given, family) if p)
         return out
-
-
-def read_date(text: str, order: DateOrder, what: str) -> date:
-    """A date as EHR exports write it: ISO, YYYYMMDD, 31/12/2027 or 12/31/2027 by ``order``,
-    14-Mar-2027, Mar 14, 2027. Raises ValueError naming ``what`` and the value."""
-    value = text.strip()
-    try:
-        return _date(value, order)
-    except ValueError:
-        pass
-    hint = ""
-    for other in (DateOrder.DAY_FIRST, DateOrder.MONTH_FIRST):
-        if other is not order and _DATE_NUMERIC.fullmatch(value):
-            try:
-                _date(value, other)
-            except ValueError:
-                continue
-            hint = (
-                f" when read {_order_words(order)}; if the file writes the {_first(other)} "
-                f'first, choose "{_order_words(other)}"'
-            )
-    raise ValueError(f'the {what} "{value}" is not a date{hint}')
-
-
-def _order_words(order: DateOrder) -> str:
-    return order.value.replace("-", " ")
-
-
-def _first(order: DateOrder) -> str:
-    return order.value.split("-")[0]
-
-
-def _date(value: str, order: DateOrder) -> date:
-    if m := _DATE_ISO.fullmatch(value):
-        return date(int(m[1]), int(m[2]), int(m[3]))
-    if m := _DATE_COMPACT.fullmatch(value):
-        return date(int(m[1]), int(m[2]), int(m[3]))
-    if m := _DATE_NUMERIC.fullmatch(value):
-        a, b, year = int(m[1]), int(m[2]), int(m[3])
-        year += 2000 if len(m[3]) == 2 else 0
-        day, month = (a, b) if order is DateOrder.DAY_FIRST else (b, a)
-        return date(year, month, day)
-    if m := _DATE_WORDS.fullmatch(value):
-        day_text, month_name, year_text = (m[1], m[2], m[3]) if m[1] else (m[5], m[4], m[6])
-        if month_name.casefold() not in _MONTHS:
-            raise ValueError("unknown month")
-        return date(int(year_text), _MONTHS[month_name.casefold()], int(day_text))
-    raise ValueError("not a date")
-
-
-def read_time(text: str, what: str) -> time:
-    """A time of day: 14:30, 14:30:00, 2:30 PM, 2pm, 1430, 14h30. Raises ValueError naming
-    ``what`` and the value."""
-    value = text.strip()
-    try:
-        if m := _TIME.fullmatch(value):
-            hour = int(m[1])
-            if 1 <= hour <= 12:
-                hour = hour % 12 + (12 if m[4] in "Pp" else 0)
-                return time(hour, int(m[2] or 0), int(m[3] or 0))
-        elif m := _TIME_24.fullmatch(value):
-            if m[4]:  # 1430
-                return time(int(m[4]), int(m[5]))
-            return time(int(m[1]), int(m[2]), int(m[3] or 0))
-    except ValueError:
-        pass
-    raise ValueError(f'the {what} "{value}" is not a time of day (like 14:30 or 2:30 PM)')
-
-
-def zone_named(name: str) -> ZoneInfo:
-    try:
-        return _zone(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f'unknown time zone "{name}"; expected an IANA name like America/New_York'
-        ) from None
-
-
-@functools.lru_cache(maxsize=256)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
-
-
-def read_start(raw: Mapping[str, str], order: DateOrder, zone: str) -> datetime | None:
-    """The appointment's start from a canonical row: ``appointment_start`` (ISO with or
-    without its offset, or "12/31/2027 2:30 PM"), or ``appointment_date`` and
-    ``appointment_time``; a time without an offset is the wall time in ``zone``. None when the
-    row has no appointment date."""
-    joined = (raw.get("appointment_start") or "").strip()
-    if joined:
-        try:
-            start = datetime.fromisoformat(joined)
-        except ValueError:
-            day_text, _, time_text = joined.replace("T", " ", 1).partition(" ")
-            day = read_date(day_text, order, "appointment date")
-            at = read_time(time_text, "appointment time") if time_text.strip() else time()
-            start = datetime.combine(day, at)
-    else:
-        day_text = (raw.get("appointment_date") or "").strip()
-        if not day_text:
-            if (raw.get("appointment_time") or "").strip():
-                raise ValueError("the appointment date is empty but its time is given")
-            return None
-        day = read_date(day_text, order, "appointment date")
-        time_text = (raw.get("appointment_time") or "").strip()
-        at = read_time(time_text, "appointment time") if time_text else time()
-        start = datetime.combine(day, at)
-    if start.utcoffset() is None:
-        start = start.replace(tzinfo=zone_named(zone))
-    return start
-
-
-def read_birth_date_text(text: str | None, order: DateOrder) -> str | None:
-    """A date of birth as ISO text; its value is never repeated in the error (it is PHI)."""
-    if not text or not text.strip():
-        return None
-    try:
-        return _date(text.strip(), order).isoformat()
-    except ValueError:
-        raise ValueError(
-            f"birth_date is not a date ({_order_words(order)}, or like 1984-03-07)"
-        ) from None
 
 
 def derived_appointment_id(who: str, start: datetime) -> str:
@@ -498,3 +343,21 @@ def header_key(header: Sequence[str], delimiter: str) -> str:
     """What a saved mapping is found by: the header's names, in order, and its separator."""
     names = "\x1f".join(h.strip() for h in header)
     return hashlib.sha256(f"{delimiter}\x1e{names}".encode()).hexdigest()
+
+
+def failed_rows(lines: Iterable[str], delimiter: str, failed: Mapping[int, str]) -> str:
+    """The rows of a cohort file that were not enrolled, as a CSV with the file's own header
+    and a last column "Reason", so the coordinator can fix them and upload that file. Lines
+    are numbered as the launch numbers them (a record's last line)."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    # The launch read the whole file already: no csv error is left to meet here.
+    header = next(reader, None)
+    if header is None:
+        return ""
+    writer.writerow([header[0].lstrip("\ufeff"), *header[1:], "Reason"])
+    for values in reader:
+        if reader.line_num in failed:
+            writer.writerow([*values, failed[reader.line_num]])
+    return out.getvalue()
