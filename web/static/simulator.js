@@ -13,10 +13,13 @@
 
   document.addEventListener("change", function (event) {
     if (event.target.id === "sim-person" && event.target.value) {
-      const typed = document.getElementById("sim-new-number");
-      if (typed) {
-        typed.value = "";
-      }
+      // A demo patient brings their own address: what was typed for someone new is dropped.
+      ["sim-new-number", "sim-new-email"].forEach(function (id) {
+        const typed = document.getElementById(id);
+        if (typed) {
+          typed.value = "";
+        }
+      });
       event.target.form.requestSubmit();
     }
   });
