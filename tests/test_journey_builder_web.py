@@ -29,6 +29,7 @@ from hub.journeys.parse import parse_journey
 from hub.templates.actions import do_seed_templates
 from tests.conftest import make_staff
 from tests.staff_helpers import csrf_of, sign_in
+from web import journey_versions_api
 from web.app import create_app
 
 pytestmark = pytest.mark.usefixtures("fresh_redis")
@@ -237,3 +238,54 @@ async def test_stop_names_what_it_cancels_and_a_patient_is_cancelled_from_the_li
     assert "is stopped: 0 scheduled messages for 0 patients were cancelled" in (
         await stopped.text()
     )
+
+
+API_YAML = """\
+key: api_reminders
+purpose: reminders
+anchor: appointment_start
+steps:
+  - id: sms_24h
+    offset: -24h
+    template: appointment_reminder
+    channel: sms
+"""
+
+
+async def test_the_definition_api_saves_versions_and_is_documented(
+    client: TestClient, db: Database, ring: KeyRing
+) -> None:
+    await sign_in(client, COORD)
+    headers = {"X-CSRF-Token": await csrf_of(client), "Content-Type": "application/yaml"}
+    url = "/api/journeys/api_reminders/definition"
+    bad = await client.put(url, data=API_YAML.replace("-24h", "24h"), headers=headers)
+    problem = (await bad.json())["error"]
+    assert bad.status == 422 and (problem["line"], problem["field"]) == (6, "steps[0].offset")
+    assert "needs a sign" in problem["message"]
+    created = await client.put(url, data=API_YAML, headers=headers)
+    assert created.status == 201 and (await created.json())["version"] == 1
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10)
+    await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "api_reminders",
+        await _patient(db, ring),
+        appointment=journeys.NewAppointment("a-1", start),
+    )
+    edited = await client.put(url, data=API_YAML.replace("-24h", "-48h"), headers=headers)
+    assert await edited.json() == {"key": "api_reminders", "version": 2, "changed": True}
+    versions = await (await client.get("/api/journeys/api_reminders/versions")).json()
+    assert [(v["version"], v["active_enrollments"]) for v in versions["versions"]] == [
+        (2, 0),
+        (1, 1),
+    ]
+    first = await (await client.get(f"{url}?version=1")).json()
+    assert first["definition"] == API_YAML
+    moved = await client.post("/api/journeys/api_reminders/migrate", headers=headers)
+    assert (await moved.json())["moved"] == 1
+    other = await client.put(url, data=API_YAML.replace("api_reminders", "other"), headers=headers)
+    assert other.status == 422 and "a key cannot change" in (await other.json())["error"]["message"]
+
+    paths = (await (await client.get("/api/openapi.json")).json())["paths"]
+    for route in journey_versions_api.routes():
+        assert route.method.lower() in paths[route.path], route.path

@@ -329,9 +329,54 @@ def document() -> dict[str, Any]:
                     errors=(400, 401, 404),
                 )
             },
+            "/api/journeys/{key}/versions": {
+                "get": _op(
+                    "The journey's versions, newest first, with the active enrollments that "
+                    "follow each (an edit applies to new enrollments; running ones keep theirs)",
+                    params=KEY,
+                )
+            },
+            "/api/journeys/{key}/definition": {
+                "get": _op(
+                    "A version's YAML as saved (`definition`), the current one by default",
+                    params=[
+                        *KEY,
+                        {
+                            "name": "version",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1},
+                        },
+                    ],
+                    errors=(400, 401, 404),
+                ),
+                "put": {
+                    **_op(
+                        "Save the journey's YAML (the body) as its next version, or create it "
+                        "(201); the same text again changes nothing (`changed`: false). Checked "
+                        "as the builder and `hub journey validate` check it: 422 gives the "
+                        "`line` and `field` of the problem; the key in the text must be {key}",
+                        params=KEY,
+                        errors=(400, 401, 404, 422),
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/yaml": {"schema": {"type": "string"}}},
+                    },
+                },
+            },
+            "/api/journeys/{key}/migrate": {
+                "post": _op(
+                    "Move every active enrollment on an older version to the current one "
+                    "(kept steps re-planned, new steps planned or skipped when due, removed "
+                    "steps cancelled); answers the counts",
+                    params=KEY,
+                )
+            },
             "/api/journeys/{key}/status": {
                 "post": _op(
-                    "Pause, resume or stop a journey (stop cancels pending steps)",
+                    "Pause, resume or stop a journey (stop cancels pending steps; resuming a "
+                    "stopped journey plans again those not yet due)",
                     params=KEY,
                     body={
                         "type": "object",

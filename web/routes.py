@@ -21,6 +21,7 @@ from web import (
     health,
     journey_builder,
     journey_launch,
+    journey_versions_api,
     journeys,
     mentions,
     openapi,
@@ -92,6 +93,7 @@ def setup_routes(app: web.Application) -> None:
             *admin_security.routes(),
             *journey_launch.routes(),
             *journey_builder.routes(),
+            *journey_versions_api.routes(),
             # REST API
             web.get("/api/openapi.json", openapi.openapi, name="api_openapi"),
             *compose.routes(),
