@@ -289,3 +289,32 @@ async def test_the_definition_api_saves_versions_and_is_documented(
     paths = (await (await client.get("/api/openapi.json")).json())["paths"]
     for route in journey_versions_api.routes():
         assert route.method.lower() in paths[route.path], route.path
+
+
+async def test_a_stopped_journey_is_resumed_from_the_page(
+    client: TestClient, db: Database, ring: KeyRing
+) -> None:
+    await sign_in(client, COORD)
+    csrf = await csrf_of(client, "/journeys/new")
+    await client.post("/journeys/new", data=three_steps(csrf, op="save"))
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10)
+    await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "clinic_reminders",
+        await _patient(db, ring),
+        appointment=journeys.NewAppointment("a-1", start),
+    )
+    await client.post("/journeys/clinic_reminders/stop", data={"csrf_token": csrf})
+    page = await (await client.get("/journeys")).text()
+    section = page[page.index('id="journey-clinic_reminders"') :]
+    assert 'value="active">Resume</button>' in section and "Stop…" not in section[:3000]
+    resumed = await client.post(
+        "/journeys/clinic_reminders/status", data={"csrf_token": csrf, "status": "active"}
+    )
+    assert "Journey is now active." in await resumed.text()
+    async with db.reader() as session:
+        runs = (await session.scalars(select(StepRun))).all()
+        [enrollment] = (await session.scalars(select(Enrollment))).all()
+    assert enrollment.status is EnrollmentStatus.ACTIVE
+    assert {r.status for r in runs} == {RunStatus.PLANNED}
