@@ -61,6 +61,19 @@ async def test_be_the_patient_from_the_sign_in_page(
         # Nobody reloads: the poll brings the clinic's text in.
         await texts.get_by_text("Yes, 4pm works. See you then.").wait_for(timeout=30_000)
 
+        mailed = await staff.post(
+            f"{hub.url}/api/conversations/{row['id']}/messages",
+            json={"body": "Here is the synthetic form to fill in.", "channel": "email"},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert mailed.status < 300, await mailed.text()
+        letter = page.locator(".sim-mail", has_text="Here is the synthetic form to fill in.")
+        await letter.wait_for(timeout=30_000)
+        await letter.get_by_text("Reply", exact=True).click()
+        await letter.get_by_label("Your reply").fill("Done, thank you.")
+        await letter.get_by_role("button", name="Send reply").click()
+        await page.get_by_text("Delivered to the hub").wait_for()
+
         await page.get_by_role("button", name="Call the clinic").click()
         await page.get_by_text("Thank you for calling").first.wait_for()
         await page.get_by_role("button", name="Press 1").click()
