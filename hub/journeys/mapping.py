@@ -289,13 +289,21 @@ class Reader:
     mapping: ColumnMapping
     header: Sequence[str]
     index: dict[str, int] = field(init=False)
+    pairs: list[tuple[str, int]] = field(init=False)
+    width: int = field(init=False)
+    joins_name: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.index = self.mapping.bind(self.header)
+        self.pairs = list(self.index.items())
+        self.width = max(self.index.values(), default=-1) + 1
+        self.joins_name = bool({"first_name", "last_name"} & set(self.index))
 
-    def row(self, values: Sequence[str]) -> dict[str, str]:
-        out = {name: values[i].strip() if i < len(values) else "" for name, i in self.index.items()}
-        if "first_name" in out or "last_name" in out:
+    def row(self, values: list[str]) -> dict[str, str]:
+        if len(values) < self.width:
+            values = values + [""] * (self.width - len(values))  # a short row's empty cells
+        out = {name: values[i].strip() for name, i in self.pairs}
+        if self.joins_name:
             given, family = out.pop("first_name", ""), out.pop("last_name", "")
             out["name"] = out.get("name") or " ".join(p for p in (given, family) if p)
         return out
