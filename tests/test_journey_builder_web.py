@@ -318,3 +318,21 @@ async def test_a_stopped_journey_is_resumed_from_the_page(
         [enrollment] = (await session.scalars(select(Enrollment))).all()
     assert enrollment.status is EnrollmentStatus.ACTIVE
     assert {r.status for r in runs} == {RunStatus.PLANNED}
+
+
+async def test_remove_a_step_and_preview_an_invalid_form(client: TestClient) -> None:
+    await sign_in(client, COORD)
+    csrf = await csrf_of(client, "/journeys/new")
+    removed = await client.post(
+        "/journeys/new", data=three_steps(csrf, op="remove-1"), headers={"HX-Request": "true"}
+    )
+    html = await removed.text()
+    assert 'name="step_count" value="2"' in html
+    assert 'value="email_3d"' in html and 'value="sms_2h"' in html and "sms_1d" not in html
+    # Steps out of order: the preview names the step and the one it would precede.
+    wrong = three_steps(csrf, op="preview", **{"s1.amount": "5"})
+    html = await (
+        await client.post("/journeys/new", data=wrong, headers={"HX-Request": "true"})
+    ).text()
+    assert "Step 2 (sms_1d), when: this step would go out before step 1" in html
+    assert "timeline-step" not in html
