@@ -136,8 +136,8 @@ async def do_list_inbox(
 ) -> InboxPage:
     """A page of the inbox. ``only`` renders a single row (live updates) under the same rules.
 
-    Two statements (rows with the unread count, tags; the count apart for an empty page or
-    ``only``) plus the audit event; nothing is decrypted for the row fetched only to learn
+    Two statements (rows with the list's unread count, tags; the count apart for an empty
+    page) plus the audit event; nothing is decrypted for the row fetched only to learn
     whether another page follows."""
     now = utcnow()
     limit = max(1, min(limit, MAX_PAGE))
@@ -152,7 +152,7 @@ async def do_list_inbox(
         ids = [r.conversation.id for r in listed]
         tags, tag_names = await _tags_in(session, ring, ids, picker=only is None)
         rows = [_row(ring, r, tags.get(r.conversation.id, [])) for r in listed]
-        if unread is None:  # an empty page or one row: the list's count all the same
+        if unread is None:  # an empty page: the list may still hold unread conversations
             unread = await listing_queries.unread_count(session, ctx.staff_id, where)
         if rows:
             # The list shows names and message previews: a view of PHI like any other.
@@ -195,13 +195,9 @@ def _row(ring: KeyRing, r: listing_queries.ListedRow, tags: list[str]) -> Conver
     conversation, patient, message = r.conversation, r.patient, r.preview
     body = message.unseal(ring, "body") if message is not None else None
     from_patient = message is None or message.direction is Direction.INBOUND
-    asked_at = message.created_at if message is not None and from_patient else None
     # Automatic when the hub answered the patient's newest message and no person has since.
     answered_automatically = (
-        asked_at is not None
-        and r.auto_reply_at is not None
-        and r.auto_reply_at >= asked_at
-        and (r.staff_reply_at is None or r.staff_reply_at < asked_at)
+        message is not None and from_patient and bool(r.auto_replied) and not r.staff_replied
     )
     resolved = conversation.status is ConversationStatus.RESOLVED
     return ConversationRow(
