@@ -4,8 +4,9 @@ their version until moved explicitly; stop says what it cancels, resume after st
 
 from __future__ import annotations
 
+import io
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,6 +21,7 @@ from hub.inbox import actions
 from hub.inbox.schemas import NewPatient
 from hub.journeys import actions as journeys
 from hub.journeys import reporting
+from hub.journeys.cohort import launch
 from hub.journeys.definitions import JourneyInvalid
 from hub.journeys.dispatch import do_prepare_batch, providers_for
 from hub.journeys.lifecycle import do_cancel_enrollment, do_stop_outlook
@@ -226,3 +228,25 @@ async def test_cancel_one_patients_enrollment(
             )
         ).one()
     assert event.subject_id == str(first)
+
+
+async def test_a_cohort_file_moves_a_pinned_enrollment_with_its_own_version(
+    db: Database, ring: KeyRing, two_patients: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    def csv(start: datetime) -> io.StringIO:
+        text = (
+            "phone,name,time_zone,appointment_id,appointment_start\n"
+            f"+15550100107,Sample 7,America/New_York,appt-7,{start.isoformat()}\n"
+        )
+        return io.StringIO(text, newline="")
+
+    first = await launch(db, ring, SYSTEM, "versioned", csv(VISIT), region="US", now=NOW)
+    assert first.enrolled == 1
+    await do_save_journey(db, SYSTEM, V2, "builder")  # version 2 has no email_72h
+    moved = VISIT + timedelta(days=2)
+    await launch(db, ring, SYSTEM, "versioned", csv(moved), region="US", now=NOW)
+    async with db.reader() as session:
+        [run] = (await session.scalars(select(StepRun))).all()
+    # The reminder of version 1 moved with the appointment, three days before the new time.
+    assert (run.step_id, run.status) == ("email_72h", RunStatus.PLANNED)
+    assert run.due_at == datetime(2026, 11, 26, 10, 0, tzinfo=NY)

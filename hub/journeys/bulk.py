@@ -46,6 +46,7 @@ from hub.journeys.actions import PENDING, NewAppointment, definition_of
 from hub.journeys.bulk_queries import AppointmentRecord, EnrollmentRecord, RunRecord
 from hub.journeys.definitions import JourneyDefinition, PlannedStep, plan
 from hub.journeys.models import AppointmentStatus, EnrollmentStatus, RunStatus
+from hub.journeys.versions import older_definitions
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +112,24 @@ class LaunchJourney:
     id: uuid.UUID
     key: str
     definition: JourneyDefinition
-    plans: dict[tuple[datetime, datetime, str], list[PlannedStep]] = field(
+    plans: dict[tuple[datetime, datetime, str, int | None], list[PlannedStep]] = field(
         default_factory=dict, compare=False, repr=False
     )
-    """Plans by (anchor, enrollment time, zone): a clinic's appointments fall on a few thousand
-    slots, so most rows of a large cohort share their plan with an earlier row."""
+    """Plans by (anchor, enrollment time, zone, version): a clinic's appointments fall on a few
+    thousand slots, so most rows of a large cohort share their plan with an earlier row."""
+    older: dict[int, JourneyDefinition] = field(default_factory=dict, compare=False, repr=False)
+    """Earlier versions, for moving the appointment of an enrollment that keeps one."""
 
-    def plan(self, anchor: datetime, now: datetime, zone: ZoneInfo) -> list[PlannedStep]:
-        key = (anchor, now, zone.key)
+    def plan(
+        self, anchor: datetime, now: datetime, zone: ZoneInfo, version: int | None = None
+    ) -> list[PlannedStep]:
+        definition = self.older.get(version, self.definition) if version else self.definition
+        key = (anchor, now, zone.key, version if definition is not self.definition else None)
         found = self.plans.get(key)
         if found is None:
             if len(self.plans) >= MAX_CACHED_PLANS:
                 self.plans.clear()
-            found = self.plans[key] = plan(self.definition, anchor, now, zone=zone)
+            found = self.plans[key] = plan(definition, anchor, now, zone=zone)
         return found
 
 
@@ -132,7 +138,8 @@ async def load_journey(db: Database, key: str) -> LaunchJourney:
         journey = await queries.journey_by_key(session, key)
         if journey is None:
             raise NotFound(f"no journey with key {key}")
-        return LaunchJourney(journey.id, journey.key, definition_of(journey))
+        older = await older_definitions(session, journey)
+        return LaunchJourney(journey.id, journey.key, definition_of(journey), older=older)
 
 
 def describe(exc: Exception) -> str:
@@ -435,7 +442,11 @@ class ChunkWork:
             return
         assert item.start_at is not None
         enrollment.anchor_at, enrollment.changed = item.start_at, True
-        due = {p.step_id: p for p in self.journey.plan(item.start_at, self.now, item.patient.zone)}
+        # An enrollment pinned to an earlier version moves with that version's steps.
+        planned_steps = self.journey.plan(
+            item.start_at, self.now, item.patient.zone, enrollment.version
+        )
+        due = {p.step_id: p for p in planned_steps}
         for run in pending:
             planned = due.get(run.step_id)
             if planned is None:

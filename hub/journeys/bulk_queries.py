@@ -135,6 +135,8 @@ class EnrollmentRecord:
     changed: bool = False
     patient_id: uuid.UUID | None = None
     appointment_id: uuid.UUID | None = None
+    version: int | None = None
+    """The journey version a stored enrollment follows (None: the current one)."""
 
 
 def table_of(model: type[Any]) -> Table:
@@ -247,13 +249,17 @@ async def enrollments_by_keys(
     if not dedupe_keys:
         return []
     stmt = select(
-        Enrollment.id, Enrollment.dedupe_key, Enrollment.anchor_at, Enrollment.status
+        Enrollment.id,
+        Enrollment.dedupe_key,
+        Enrollment.anchor_at,
+        Enrollment.status,
+        Enrollment.version,
     ).where(
         Enrollment.journey_id == journey_id, _one_of(session, Enrollment.dedupe_key, dedupe_keys)
     )
     return [
-        EnrollmentRecord(id_, key, anchor, status, None)
-        for id_, key, anchor, status in await session.execute(stmt)
+        EnrollmentRecord(id_, key, anchor, status, None, version=version)
+        for id_, key, anchor, status, version in await session.execute(stmt)
     ]
 
 

@@ -207,6 +207,17 @@ async def steps_of_all_versions(session: AsyncSession, journey: Journey) -> list
     return steps
 
 
+async def older_definitions(
+    session: AsyncSession, journey: Journey
+) -> dict[int, JourneyDefinition]:
+    """Every earlier version's definition, by version (the bulk launch re-plans with them)."""
+    return {
+        row.version: _parsed(journey.key, row.version, row.definition)
+        for row in await lq.versions_of(session, journey.id)
+        if row.version != journey.version
+    }
+
+
 async def do_versions(db: Database, key: str) -> tuple[Journey, list[VersionRow], str]:
     """The journey, its versions newest first with their active enrollments, and its text."""
     async with db.reader() as session:
