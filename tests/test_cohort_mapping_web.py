@@ -134,6 +134,15 @@ async def test_the_coordinator_maps_an_ehr_export_checks_it_and_enrolls_through_
     mapping = json.loads(htmlib.unescape(kept[1]))
     assert mapping["date_order"] == "day-first" and mapping["columns"]["phone"] == "Mobile Phone"
 
+    # A mapping that cannot read the file (altered on its way) enrolls nothing and keeps it.
+    forged_mapping = {**mapping, "columns": {"phone": "Fax"}}
+    refused = await client.post(
+        confirm_url(checked["html"]),
+        data={"csrf_token": csrf, "mapping": json.dumps(forged_mapping)},
+    )
+    assert refused.status == 400
+    assert 'the file has no column "Fax"' in htmlib.unescape(await refused.text())
+    assert await enrollments(db) == 0
     enrolled = await client.post(
         confirm_url(checked["html"]), data={"csrf_token": csrf, "mapping": json.dumps(mapping)}
     )

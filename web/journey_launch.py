@@ -319,14 +319,20 @@ async def confirm_cohort(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     mapping = None
     if form.get("mapping"):
+        # Checked against the kept file before it is taken: a mapping that cannot read it
+        # leaves the upload waiting for another try.
+        kept = await _waiting(request, key, take=False)
+        if isinstance(kept, web.Response):
+            return kept
         try:
             mapping = ColumnMapping.from_json(json.loads(str(form["mapping"])))
+            mapping.bind(_header(kept, mapping.delimiter)[0])
         except (ValueError, MappingInvalid) as exc:
             return await _refused(
                 request,
                 key,
                 UploadRefused(
-                    400, f"The mapping was not understood ({exc}); upload the file again."
+                    400, f"The mapping was not understood ({exc}); check the columns again."
                 ),
             )
     data = await _waiting(request, key, take=True)
