@@ -20,8 +20,8 @@ from hub.inbox import actions
 from hub.inbox.actions.tags import set_patient_tags_in
 from hub.inbox.schemas import NewPatient
 from hub.journeys import actions as journeys
-from hub.journeys.builder import fields_from_form, to_yaml
-from hub.journeys.definitions import JourneyInvalid
+from hub.journeys.builder import fields_from_form, fields_of, to_yaml
+from hub.journeys.definitions import JourneyInvalid, plan
 from hub.journeys.dispatch import do_prepare_batch, providers_for
 from hub.journeys.models import StepRun
 from hub.journeys.parse import parse_journey
@@ -149,3 +149,40 @@ async def test_dispatch_sends_by_tag_and_names_no_tag(db: Database, ring: KeyRin
         ),
         ("untagged", "usual_48h"): ("sent", None),
     }
+
+
+WINDOWED = """\
+key: windowed
+purpose: reminders
+anchor: appointment_start
+send_window: 09:00-18:00
+steps:
+  - {id: day_before, offset: -24h, template: appointment_reminder}
+  - {id: early, offset: -2h, template: appointment_reminder}
+  - {id: after, offset: +1d12h, template: appointment_reminder}
+"""
+
+
+def test_the_send_window_plans_steps_into_the_patients_day() -> None:
+    definition = parse_journey(WINDOWED, "windowed.yaml")
+    visit = datetime(2026, 12, 10, 9, 30, tzinfo=NY)
+    planned = {
+        p.step_id: p.due_at.astimezone(NY)
+        for p in plan(definition, visit, datetime(2026, 12, 1, tzinfo=UTC), zone=NY)
+    }
+    assert planned == {
+        "day_before": datetime(2026, 12, 9, 9, 30, tzinfo=NY),  # inside: kept
+        # 07:30 on the day is before the window: back to the evening before, not after the visit.
+        "early": datetime(2026, 12, 9, 18, 0, tzinfo=NY),
+        # 21:30 the day after: forward to the next morning's opening.
+        "after": datetime(2026, 12, 12, 9, 0, tzinfo=NY),
+    }
+    for bad, problem in (
+        ("9-18", '"9-18" is not a window like 09:00-18:00'),
+        ("18:00-09:00", "closes before it opens"),
+    ):
+        with pytest.raises(JourneyInvalid, match=f"line 4: send_window: .*{problem}"):
+            parse_journey(WINDOWED.replace("09:00-18:00", bad), "windowed.yaml")
+    fields = fields_of(definition)
+    assert (fields.window_from, fields.window_to) == ("09:00", "18:00")
+    assert parse_journey(to_yaml(fields), "form") == definition

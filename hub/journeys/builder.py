@@ -47,6 +47,7 @@ KIND_WORDS = {
     "text": "When the patient writes anything else",
 }
 FIELD_WORDS = {
+    "send_window": "send window",
     "id": "step name",
     "offset": "when",
     "relative_to": "counted from",
@@ -101,6 +102,9 @@ class JourneyFields:
     purpose: str = "reminders"
     anchor: str = "appointment_start"
     fallback_language: str = ""
+    window_from: str = ""
+    """The send window's opening (HH:MM, the patient's wall time); empty: any time."""
+    window_to: str = ""
     steps: list[StepFields] = field(default_factory=list)
 
 
@@ -122,6 +126,8 @@ def fields_of(definition: JourneyDefinition) -> JourneyFields:
         purpose=definition.purpose.value,
         anchor=definition.anchor,
         fallback_language=definition.fallback_language or "",
+        window_from=definition.send_window[0].strftime("%H:%M") if definition.send_window else "",
+        window_to=definition.send_window[1].strftime("%H:%M") if definition.send_window else "",
         steps=[_step_fields(s) for s in definition.steps],
     )
 
@@ -191,6 +197,8 @@ def fields_from_form(form: Mapping[str, Sequence[str]]) -> JourneyFields:
         purpose=one("purpose", "reminders"),
         anchor=one("anchor", "appointment_start"),
         fallback_language=one("fallback_language"),
+        window_from=one("window_from"),
+        window_to=one("window_to"),
         steps=steps,
     )
 
@@ -227,6 +235,8 @@ def to_yaml(fields: JourneyFields) -> str:
         doc["description"] = fields.description
     if fields.fallback_language:
         doc["fallback_language"] = fields.fallback_language
+    if fields.window_from or fields.window_to:
+        doc["send_window"] = f"{fields.window_from}-{fields.window_to}"
     steps = []
     for step in fields.steps:
         item: dict[str, Any] = {"id": step.id, "offset": _offset_text(step)}

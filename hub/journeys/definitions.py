@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -82,7 +82,16 @@ JOURNEY_PURPOSES = (Purpose.CARE, Purpose.REMINDERS, Purpose.SURVEYS, Purpose.MA
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _OFFSET = re.compile(r"([+-]?)(?:(\d{1,6})w)?(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,6})m)?")
 _SCORE_BELOW = re.compile(r"only_if_score_below\s*:\s*(\S+)")
-_TOP_FIELDS = ("key", "name", "purpose", "anchor", "description", "fallback_language", "steps")
+_TOP_FIELDS = (
+    "key",
+    "name",
+    "purpose",
+    "anchor",
+    "description",
+    "fallback_language",
+    "send_window",
+    "steps",
+)
 _STEP_FIELDS = (
     "id",
     "offset",
@@ -206,6 +215,9 @@ class JourneyDefinition:
     fallback_language: str | None = None
     """A locale to write in when a template has no variant in the patient's language; None:
     such a step is skipped for that patient (``hub.journeys.step_choice``)."""
+    send_window: tuple[time, time] | None = None
+    """(from, to) in the patient's wall time: a step planned outside it is planned into it
+    (see ``into_window``). None: any time (the clinic's quiet hours still defer sends)."""
 
     def step(self, step_id: str) -> StepDefinition:
         return next(s for s in self.steps if s.id == step_id)
@@ -252,6 +264,27 @@ def shift(moment: datetime, offset: timedelta, zone: tzinfo) -> datetime:
     return moment.astimezone(UTC) + timedelta(seconds=sign * rest)
 
 
+def into_window(
+    moment: datetime, zone: tzinfo, window: tuple[time, time], *, back: bool
+) -> datetime:
+    """``moment`` (aware) moved into the daily ``window`` of ``zone``'s wall time: ``back`` to
+    the last close before it (a reminder before an appointment must not slip past it), else
+    forward to the next opening. A moment inside the window is kept. Returns aware UTC."""
+    opens, closes = window
+    local = moment.astimezone(zone)
+    wall = local.time().replace(tzinfo=None)
+    if opens <= wall <= closes:
+        return moment.astimezone(UTC)
+    day = local.date()
+    if back:
+        day = day if wall > closes else day - timedelta(days=1)
+        target = datetime.combine(day, closes).replace(tzinfo=zone)
+    else:
+        day = day if wall < opens else day + timedelta(days=1)
+        target = datetime.combine(day, opens).replace(tzinfo=zone)
+    return target.astimezone(UTC)
+
+
 def plan(
     definition: JourneyDefinition,
     anchor_time: datetime,
@@ -278,6 +311,9 @@ def plan(
     for step in definition.steps:
         base = anchor_time if step.relative_to == "anchor" else previous
         due = shift(base, step.offset, tz)
+        if definition.send_window is not None:
+            back = step.relative_to == "anchor" and step.offset < timedelta(0)
+            due = into_window(due, tz, definition.send_window, back=back)
         previous = due
         planned.append(
             PlannedStep(step.id, due, SKIPPED_BEFORE_ENROLLMENT if due < cutoff else None)

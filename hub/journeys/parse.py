@@ -5,8 +5,9 @@ numbers) so every error names the source, line and field. ``yaml.load`` is never
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Collection, Sequence
-from datetime import timedelta
+from datetime import time, timedelta
 from importlib import resources
 from typing import NoReturn, get_args
 
@@ -72,6 +73,16 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
+_WINDOW = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
+
+
+def _pairs(match: re.Match[str] | None) -> list[tuple[str, str]]:
+    if match is None:
+        raise ValueError("not a window")
+    h1, m1, h2, m2 = match.groups()
+    return [(h1, m1), (h2, m2)]
+
+
 _ANCHOR_WORDS = {"appointment_start": "appointment", "enrollment": "enrollment"}
 _CONDITIONS = (
     "skip_if_confirmed",
@@ -133,6 +144,7 @@ class _Parser:
                 fallback = normalize_locale(self.text(node, "fallback_language"))
             except TemplateInvalid as exc:
                 self.fail(node, "fallback_language", str(exc))
+        window = self.window(f["send_window"][1]) if "send_window" in f else None
         steps_node = f["steps"][1]
         if not isinstance(steps_node, SequenceNode) or not steps_node.value:
             self.fail(steps_node, "steps", "expected a list of at least one step")
@@ -142,8 +154,26 @@ class _Parser:
         for i, node in enumerate(steps_node.value):
             steps.append(self.step(node, f"steps[{i}]", steps))
         return JourneyDefinition(
-            key, name, self.purpose, self.anchor, tuple(steps), description, fallback
+            key,
+            name,
+            self.purpose,
+            self.anchor,
+            tuple(steps),
+            description,
+            fallback,
+            send_window=window,
         )
+
+    def window(self, node: Node) -> tuple[time, time]:
+        written = self.text(node, "send_window")
+        match = _WINDOW.fullmatch(written)
+        try:
+            opens, closes = (time.fromisoformat(f"{int(h):02d}:{m}") for h, m in _pairs(match))
+        except ValueError:
+            self.fail(node, "send_window", f'"{written}" is not a window like 09:00-18:00')
+        if opens >= closes:
+            self.fail(node, "send_window", f'"{written}" closes before it opens; write 09:00-18:00')
+        return opens, closes
 
     def reject_aliases(self, root: Node) -> None:
         seen: set[int] = set()
