@@ -88,6 +88,7 @@ async def test_the_coordinator_maps_an_ehr_export_checks_it_and_enrolls_through_
     }
     assert '<option value=";" selected>semicolon</option>' in html
     assert "Suggested from the column names." in html
+    assert "else the clinic's: UTC)" in html  # where times without an offset are read
     # A US clinic reads dates month first: each row says in words why it cannot be read, with
     # the choice that would read it, and the row without a mobile number is named.
     assert body["preview"]["errors"][0] == (

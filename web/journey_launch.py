@@ -19,7 +19,7 @@ from aiohttp import web
 
 from hub.channels.registry import connected_providers
 from hub.journeys import reporting
-from hub.journeys.cohort import CohortInvalid, launch
+from hub.journeys.cohort import CohortInvalid, clinic_zone, launch
 from hub.journeys.cohort_dates import DATE_ORDER_LABELS, DateOrder, date_order_of
 from hub.journeys.mapping import (
     DELIMITERS,
@@ -118,6 +118,7 @@ def _header(data: bytes, delimiter: str | None = None) -> tuple[list[str], str]:
 
 
 def _mapping_view(
+    zone: str,
     header: Sequence[str],
     chosen: Sequence[str],
     delimiter: str,
@@ -138,6 +139,7 @@ def _mapping_view(
         "date_orders": [(o.value, label) for o, label in DATE_ORDER_LABELS.items()],
         "region": region,
         "region_order": DATE_ORDER_LABELS[date_order_of(region)],
+        "zone": zone,
         "error": problem,
     }
 
@@ -208,6 +210,7 @@ async def _checked(
         except (MappingInvalid, CohortInvalid) as exc:
             problem = f"The file cannot be read this way: {exc}."
     view = _mapping_view(
+        await clinic_zone(request.app[DB]),
         header,
         chosen if chosen is not None else _chosen(mapping, header),
         mapping.delimiter,
