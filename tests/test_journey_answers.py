@@ -288,3 +288,36 @@ async def test_the_patient_card_lists_the_patients_journeys(
     [line] = view.patient.journeys
     assert (line.journey, line.status, line.confirmed) == ("Asks", "active", True)
     assert line.appointment_at == start and line.next_step_at is None
+
+
+async def progress_events(db: Database) -> list[dict[str, Any]]:
+    from hub.outbox import OutboxEvent
+
+    async with db.reader() as session:
+        events = (
+            await session.scalars(
+                select(OutboxEvent).where(OutboxEvent.topic == "notify:journey:progress")
+            )
+        ).all()
+    return [dict(e.payload) for e in events]
+
+
+async def test_an_answer_tells_the_coordinators_screens_to_count_again(
+    db: Database, ring: KeyRing, patient_id: uuid.UUID
+) -> None:
+    start = datetime(2026, 11, 25, 10, tzinfo=NY)
+    await journeys.do_enroll(
+        db,
+        SYSTEM,
+        "test_asks",
+        patient_id,
+        appointment=journeys.NewAppointment("visit-a", start),
+        now=datetime(2026, 11, 20, tzinfo=UTC),
+    )
+    await dispatch(db, ring, start - timedelta(hours=24))
+    before = len(await progress_events(db))
+    await reply(db, ring, "Is there parking?")  # answers nothing: the funnel is unchanged
+    assert len(await progress_events(db)) == before
+    await reply(db, ring, "C")  # the Journeys page, open elsewhere, shows it confirmed
+    after = await progress_events(db)
+    assert after == [{"room": "journeys", "journey": "test_asks"}] * (before + 1)

@@ -42,6 +42,7 @@ from hub.journeys.models import (
     SurveyAnswer,
 )
 from hub.journeys.replies import Reply, classify_reply
+from hub.journeys.reporting import journey_progress_effect
 from hub.journeys.versions import definition_for
 from hub.templates import TemplateRenderError
 from hub.templates.render import log_render_failure
@@ -129,6 +130,9 @@ async def handle_reply_in(
         effects = await _answer_back(
             session, ring, patient, conversation, channel, handler.reply_template, appt, clinic
         )
+    # The funnel counts replies, confirmations and cancellations: without this, a
+    # coordinator's open Journeys page would show a "C" only after a reload.
+    effects += (journey_progress_effect(session, ask.journey.key),)
     await session.flush()
     return ReplyOutcome(enrollment.id, step.id, reply, tuple(actions), cancelled, effects)
 
