@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,7 +121,7 @@ async def get_conversation(request: web.Request) -> web.Response:
     return web.json_response(plain(view))
 
 
-def _channel_of(request: web.Request, value: object) -> Channel | None:
+def channel_of(request: web.Request, value: object) -> Channel | None:
     if value is None:
         return None
     try:
@@ -134,14 +135,23 @@ def _channel_of(request: web.Request, value: object) -> Channel | None:
 
 async def post_message(request: web.Request) -> web.Response:
     data = await read_json(request)
+    return await queue_reply(request, str(data.get("body", "")), data.get("channel"))
+
+
+async def queue_reply(
+    request: web.Request, body: str, channel: object, files: Sequence[Any] = ()
+) -> web.Response:
+    """A staff reply through the consent gate, as the JSON and the multipart forms both post
+    it: 202 with the message id, or the reason it was refused."""
     try:
         queued = await actions.do_reply(
             request.app[DB],
             request.app[RING],
             current(request),
             _uuid(request),
-            str(data.get("body", "")),
-            channel=_channel_of(request, data.get("channel")),
+            body,
+            channel=channel_of(request, channel),
+            files=list(files),
         )
     except NotFound:
         return error(404, "No such conversation.")

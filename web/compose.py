@@ -21,7 +21,6 @@ from multidict import MultiDictProxy
 
 from hub.consent.exceptions import ConsentRefused
 from hub.db import utcnow
-from hub.inbox import actions
 from hub.inbox.actions.outgoing import (
     MAX_SMS_CHARS,
     MAX_TEXT_CHARS,
@@ -37,7 +36,7 @@ from hub.inbox.actions.scheduled import (
 )
 from hub.inbox.exceptions import NotFound
 from web import api
-from web.api import _channel_of, error, plain, read_json
+from web.api import channel_of, error, plain, read_json
 from web.auth import current
 from web.keys import DB, RING
 from web.render import fragment
@@ -86,24 +85,9 @@ async def post_message(request: web.Request) -> web.Response:
         form = await read_form(request)
     except web.HTTPBadRequest as exc:
         return error(400, exc.text or "the form could not be read")
-    try:
-        queued = await actions.do_reply(
-            request.app[DB],
-            request.app[RING],
-            current(request),
-            _uuid(request),
-            str(form.get("body", "")),
-            channel=_channel_of(request, form.get("channel") or None),
-            files=files_of(form),
-        )
-    except NotFound:
-        return error(404, "No such conversation.")
-    except ConsentRefused as exc:
-        return error(409, str(exc), exc.code)
-    except ValueError as exc:
-        return error(422, str(exc))
-    release_soon(request.app, queued.effect_ids)
-    return web.json_response({"message_id": str(queued.message_id), "status": "queued"}, status=202)
+    return await api.queue_reply(
+        request, str(form.get("body", "")), form.get("channel") or None, files_of(form)
+    )
 
 
 async def media(request: web.Request) -> web.Response:
@@ -157,7 +141,7 @@ async def create_scheduled(request: web.Request) -> web.Response:
             _uuid(request),
             str(data.get("body", "")),
             send_at,
-            channel=_channel_of(request, data.get("channel")),
+            channel=channel_of(request, data.get("channel")),
         )
     except NotFound:
         return error(404, "No such conversation.")
@@ -239,7 +223,7 @@ async def schedule_from_composer(request: web.Request) -> web.Response:
             cid,
             str(form.get("body", "")),
             local_time(str(form.get("send_at", "")), ctx.time_zone),
-            channel=_channel_of(request, form.get("channel") or None),
+            channel=channel_of(request, form.get("channel") or None),
         )
         views = await do_list_scheduled(request.app[DB], request.app[RING], ctx, cid)
     except NotFound:
