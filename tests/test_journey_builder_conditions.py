@@ -5,7 +5,7 @@ by blind index, with reasons that name no tag."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -79,8 +79,12 @@ def test_the_form_writes_tag_filters() -> None:
         "s0.template": ["appointment_reminder"],
         "s0.tagged": ["high-risk, frail"],
         "s0.not_tagged": ["palliative"],
+        "window_from": ["08:30"],
+        "window_to": ["19:00"],
     }
-    step = parse_journey(to_yaml(fields_from_form(form)), "form").steps[0]
+    definition = parse_journey(to_yaml(fields_from_form(form)), "form")
+    assert definition.send_window == (time(8, 30), time(19, 0))
+    step = definition.steps[0]
     assert step.conditions == {"only_if_tagged:high-risk,frail", "skip_if_tagged:palliative"}
 
 
