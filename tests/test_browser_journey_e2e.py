@@ -213,7 +213,9 @@ async def test_a_coordinator_builds_launches_and_sees_the_patient_confirm(
         await reminder.wait_for(timeout=30_000)  # the worker's tick sends, the poll shows it
         said = await reminder.locator("p").inner_text()
         # The file's time, read in the patient's zone from its own column.
-        assert f"on {visit:%A, %B %-d at %-I:%M %p}." in said and "Reply C to confirm" in said
+        when = f"{visit:%A, %B %-d at %-I:%M %p}"
+        assert said.startswith(f"Hi Rowan, reminder of your Demo Clinic appointment on {when}.")
+        assert "Reply C to confirm" in said
         await assert_accessible(phone)
 
         await phone.get_by_label("Text to the clinic").fill("C")
@@ -222,7 +224,7 @@ async def test_a_coordinator_builds_launches_and_sees_the_patient_confirm(
         answer = texts.locator("li.clinic", has_text="is confirmed")
         await answer.wait_for(timeout=30_000)
         assert (await answer.locator("p").inner_text()).startswith(
-            f"Thanks Rowan, your appointment on {visit:%A, %B %-d at %-I:%M %p} is confirmed."
+            f"Thanks Rowan, your appointment on {when} is confirmed. See you then! - Demo Clinic"
         )
         await phone.screenshot(path=str(ARTIFACTS / "journey-e2e-simulator.png"), full_page=True)
 

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
 """How long the demo waits for its own server before giving up on the live texts."""
+DEMO_CLINIC_NAME = "Demo Clinic"
+"""The clinic's name in the demo's messages unless HUB_CLINIC_NAME gives one: the setting's
+generic default would have the first reminder say "your The clinic appointment"."""
 
 
 def _free_port() -> int:
@@ -135,8 +138,16 @@ def with_demo_mail_webhook(settings: Settings) -> Settings:
     )
 
 
+def with_demo_clinic_name(settings: Settings) -> Settings:
+    """The demo's clinic name when HUB_CLINIC_NAME left the generic default."""
+    if settings.clinic_name != Settings.clinic_name:
+        return settings
+    return replace(settings, clinic_name=DEMO_CLINIC_NAME)
+
+
 def prepare_demo(settings: Settings, ring: KeyRing, summary: DemoSummary) -> DemoRun:
     """Settings, stand-ins and app of `hub demo`, with the patient simulator installed."""
+    settings = with_demo_clinic_name(settings)
     settings, fake, fake_port = with_fake_twilio(settings)
     settings, relay = with_local_mail(settings)
     if relay is not None:
@@ -147,6 +158,7 @@ def prepare_demo(settings: Settings, ring: KeyRing, summary: DemoSummary) -> Dem
         HUB_KEYS=ring.to_spec(),
         HUB_VAR_DIR=str(settings.var_dir),
         HUB_PUBLIC_URL=settings.public_url,
+        HUB_CLINIC_NAME=settings.clinic_name,  # the worker's reminders say it too
     )
     if relay is not None:
         env.update(HUB_SMTP_URL=relay.url, HUB_EMAIL_FROM=settings.email_from or "")
