@@ -110,7 +110,10 @@ async def build_and_preview(page: Any) -> None:
         await steps.nth(n).locator("[data-channel=sms] [data-field=body]").inner_text()
         for n in range(3)
     ]
-    assert texts[0].startswith("Hi Alex, reminder of your ") and "Reply C to confirm" in texts[0]
+    assert texts[0].startswith(
+        "Hi Alex, reminder of your Demo Clinic appointment on Tuesday, March 16 at 9:30 AM "
+    )
+    assert "Reply C to confirm" in texts[0]
     assert texts[1].startswith("Hi Alex, see you today at 9:30") and "Reply 2" in texts[1]
     assert texts[2] == texts[0]  # the same template for the same sample
     dues = [await steps.nth(n).locator("[data-field=due]").inner_text() for n in range(3)]
