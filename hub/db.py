@@ -146,6 +146,10 @@ def database_unavailable(exc: BaseException) -> bool:
         state = getattr(exc.orig, "sqlstate", None) or ""
         if state.startswith("08") or state in UNAVAILABLE_SQLSTATES:
             return True
+        # SQLite's writer lock held past the busy timeout (another process writing): the
+        # transaction rolled back and the same request succeeds once the writer is done.
+        if "database is locked" in str(exc.orig) or "database table is locked" in str(exc.orig):
+            return True
         # asyncpg's own state machine, left mid-operation by a connection the server cut
         # (a restart): the connection is unusable, the database will be back.
         return type(exc.orig).__name__ == "InternalClientError" and "in progress" in str(exc.orig)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from markupsafe import escape
 
 from hub.db import database_unavailable
 from hub.errors import HubError
@@ -54,6 +55,27 @@ def _error(status: int, detail: str | None = None) -> web.Response:
     return web.json_response(
         {"error": {"status": status, "message": detail or REASONS.get(status, "Error.")}},
         status=status,
+    )
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title><link rel="stylesheet" href="/static/app.css"></head>
+<body><main id="main" class="narrow card"><h1>{title}</h1><p>{text}</p>
+<p><a href="/">Open the inbox</a></p>
+</main></body></html>"""
+"""What a person's browser shows for an outage or a fault: plain words, not JSON."""
+
+
+def _answer(request: web.Request, status: int, detail: str | None = None) -> web.Response:
+    """The error in the form the caller reads: JSON for programs, a page for a browser."""
+    if _wants_json(request) or request.path.startswith("/webhooks/"):
+        return _error(status, detail)
+    title = "Try again in a moment" if status == 503 else "Something went wrong"
+    text = escape(detail or REASONS.get(status, "Error."))
+    return web.Response(
+        text=PAGE.format(title=title, text=text), content_type="text/html", status=status
     )
 
 
@@ -114,7 +136,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # the transaction rolled back, so a retry finds nothing half-written.
             status = 503
             log.warning("database unavailable", extra={"route": route})
-            response = _error(503, "The database is unavailable; try again shortly.")
+            response = _answer(request, 503, "The database is unavailable; try again shortly.")
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
             return response
         if (fault := storage_fault(exc)) is not None:
@@ -122,11 +144,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # the transaction rolled back whole, so the provider's retry stores it once.
             status = 503
             log.warning("database cannot store: %s", fault, extra={"route": route})
-            response = _error(503, "The database cannot store anything right now; try again.")
+            response = _answer(
+                request, 503, "The database cannot store anything right now; try again."
+            )
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
             return response
         log.exception("unhandled error", extra={"route": route})
-        return _error(500)
+        return _answer(request, 500)
     finally:
         if deadline is not None:
             deadline.cancel()
