@@ -347,3 +347,10 @@ def test_a_reminder_call_shows_its_words_and_waits_for_a_key() -> None:
     assert len(said) == 1 and said[0].startswith("Your appointment is tomorrow at 3 pm.")
     call.status = "completed"
     assert call_view(call).waiting is None  # an ended call offers no keypad
+
+
+def test_the_feed_writes_times_in_the_simulated_patients_zone() -> None:
+    from web.simulator_feed import zone_of
+
+    assert zone_of("+15550100102", "US", "America/New_York") == "America/Chicago"
+    assert zone_of("+15550100199", "US", "America/New_York") == "America/New_York"

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
-from hub.demo import DemoAccount
+from hub.demo import DEMO_TEAMS, DemoAccount
 from hub.inbox.actions import staff
 from web.auth import CSRF_FIELD, set_session_cookie
 from web.keys import DB, SESSIONS, TEMPLATES
@@ -37,6 +37,7 @@ from web.simulator_feed import (
     signature,
     texts,
     version,
+    zone_of,
 )
 
 SIMULATOR = web.AppKey("simulator", Simulator)
@@ -116,6 +117,7 @@ def _feed_context(request: web.Request, number: str, mail: str | None) -> dict[s
         "keys": KEYS,
         "sim_csrf": request.cookies.get(CSRF_COOKIE, ""),
         "notice": "",
+        "zone": zone_of(number, sim.region, DEMO_TEAMS[0][1]),
     }
 
 

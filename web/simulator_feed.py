@@ -50,6 +50,14 @@ def demo_people(region: str) -> list[Person]:
     ]
 
 
+def zone_of(number: str, region: str, default: str) -> str:
+    """The simulated patient's zone: a demo patient's own, else ``default`` (the clinic's)."""
+    for _name, phone, _mail, zone, _lang in DEMO_PATIENTS:
+        if normalize_number(phone, region) == number:
+            return zone
+    return default
+
+
 def normalize_number(raw: str, region: str) -> str | None:
     """E.164 for a number a person typed, or None when it cannot be a phone number."""
     try:
