@@ -36,6 +36,9 @@ DEFAULT_MIGRATE_BATCH = 500
 """Enrollments moved to the current version per query round (their runs are loaded at once)."""
 PENDING = (RunStatus.PLANNED, RunStatus.CLAIMED)
 
+MAX_VERSION = 2**31 - 1
+"""The largest version number the database's integer column holds."""
+
 
 @dataclass(frozen=True)
 class Saved:
@@ -239,6 +242,8 @@ async def do_versions(db: Database, key: str) -> tuple[Journey, list[VersionRow]
 
 
 async def do_version_text(db: Database, key: str, version: int) -> str:
+    if not 1 <= version <= MAX_VERSION:  # a number no version column can hold: none such
+        raise NotFound(f"journey {key} has no version {version}")
     async with db.reader() as session:
         journey = await queries.journey_by_key(session, key)
         text = None if journey is None else await lq.version_text(session, journey.id, version)
