@@ -147,7 +147,7 @@
   function refreshPanel() {
     clearTimeout(panelTimer);
     panelTimer = setTimeout(async () => {
-      if (Date.now() - ownChangeAt < 2000) return; // this person's own change: already drawn
+      if (Date.now() - ownChangeAt < 5000) return; // this person's own change: already drawn
       const panel = document.getElementById("panel-pane");
       const id = openConversationId();
       if (!panel || !id || panel.contains(document.activeElement) && document.activeElement.matches("input, select, textarea")) return;

@@ -58,6 +58,10 @@
   function press(selector) {
     const element = $(selector);
     if (!element) return false;
+    // A key can come a moment after htmx swapped the panel in, before it wired the new form:
+    // wire it now, so the press is an in-place change and never a whole-page form post.
+    const form = element.closest("form");
+    if (window.htmx && form) window.htmx.process(form);
     element.click();
     return true;
   }
