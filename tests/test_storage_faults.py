@@ -328,33 +328,6 @@ async def test_metrics_give_the_free_space_a_disk_alert_watches(
     assert all(value > 0 for value in free.values())
 
 
-@sqlite_only
-async def test_a_locked_sqlite_file_is_503_and_the_retry_is_stored_once(
-    fault_settings: Settings, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Another process holding SQLite's write lock past the busy wait is an outage to retry,
-    not a bug: the provider gets 503 with Retry-After and nothing is stored; the retry after
-    the lock is stored once."""
-    monkeypatch.setattr("hub.db.SQLITE_BUSY_TIMEOUT_MS", 200)
-    database = Database.connect(fault_settings.database_url)
-    try:
-        client = await aiohttp_client(create_app(fault_settings, db=database))
-        before = await stored_rows(database)
-        path = fault_settings.database_url.split(":///", 1)[1]
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN EXCLUSIVE")  # another writer, e.g. `hub worker`, mid-transaction
-        try:
-            await assert_refused_for_now(await post_webhook(client, "sms"))
-        finally:
-            other.execute("ROLLBACK")
-            other.close()
-        assert await stored_rows(database) == before
-        assert (await post_webhook(client, "sms")).status == 200
-        assert (await stored_rows(database))["Message"] == before["Message"] + 1
-    finally:
-        await database.dispose()
-
-
 async def test_a_person_meets_an_outage_as_a_page_in_words(
     settings: Settings, aiohttp_client: Any
 ) -> None:
