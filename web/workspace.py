@@ -68,7 +68,7 @@ async def list_context(request: web.Request, query: dict[str, str]) -> dict[str,
         )
     except listing.BadFilter as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
-    choices = await workspace.do_handling_choices(request.app[DB], None)
+    choices = await workspace.do_handling_choices(request.app[DB], None, with_canned=False)
     return {
         "page": page,
         "now": page.now,

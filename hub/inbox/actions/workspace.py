@@ -42,10 +42,13 @@ class HandlingChoices:
     """Teams a conversation may be moved to."""
 
 
-async def do_handling_choices(db: Database, team_id: uuid.UUID | None) -> HandlingChoices:
+async def do_handling_choices(
+    db: Database, team_id: uuid.UUID | None, *, with_canned: bool = True
+) -> HandlingChoices:
+    """``with_canned=False`` for the list's bulk bar, which offers people and teams only."""
     async with db.reader() as session:
         return HandlingChoices(
-            canned=await wq.canned_for_team(session, team_id),
+            canned=await wq.canned_for_team(session, team_id) if with_canned else (),
             assignable=await wq.assignable_staff(session, team_id),
             teams=await wq.all_teams(session),
         )
