@@ -216,3 +216,83 @@ async def test_the_list_is_still_audited(db: Database, ring: KeyRing, inbox: Inb
         ).first()
     assert last is not None
     assert sorted(last.detail["conversations"]) == sorted(str(r.id) for r in page.rows)
+
+
+def _expected_order(rows: list[Conversation], now: Any) -> list[uuid.UUID]:
+    """The inbox's order computed here, not by the hub: urgent and not resolved first, then
+    past the first-response deadline without an answer, then the rest; newest activity first,
+    then the larger id (PostgreSQL and SQLite compare UUIDs byte by byte, as ``int`` does)."""
+
+    def rank(c: Conversation) -> int:
+        if c.priority is Priority.URGENT and c.status is not ConversationStatus.RESOLVED:
+            return 0
+        due = c.first_response_due_at
+        if c.first_responded_at is None and due is not None and due < now:
+            return 1
+        return 2
+
+    ordered = sorted(rows, key=lambda c: (rank(c), -c.last_activity_at.timestamp(), -c.id.int))
+    return [c.id for c in ordered]
+
+
+@pytest.mark.parametrize("status", ["active", "any", "resolved", "pending"])
+async def test_every_page_follows_the_rank_order_whatever_the_status(
+    db: Database, ring: KeyRing, inbox: Inbox, status: str
+) -> None:
+    """On PostgreSQL the list reads each status and rank apart and merges them
+    (listing_queries._ranked_branches); walked two rows a page, the pages must give exactly the
+    order a full ranking gives, ties on the same instant included, and a resolved urgent
+    conversation is not ranked as urgent."""
+    now = utcnow()
+    same = now - timedelta(minutes=3)
+    async with db.transaction() as session:
+        for n, (priority, answered, due) in enumerate(
+            [
+                (Priority.URGENT, True, None),  # resolved: never rank 0
+                (Priority.NORMAL, False, -5),  # resolved without an answer, overdue: rank 1
+                (Priority.NORMAL, True, 60),
+                (Priority.HIGH, False, None),  # no deadline at all: rank 2
+            ]
+        ):
+            patient = await make_patient(session, ring, name=f"Resolved Sample{n}")
+            session.add(
+                Conversation(
+                    patient_id=patient.id,
+                    channel=Channel.SMS,
+                    status=ConversationStatus.RESOLVED,
+                    priority=priority,
+                    team_id=inbox.nursing,
+                    created_at=same,
+                    last_activity_at=same,  # one instant for all: the id breaks the tie
+                    first_responded_at=same if answered else None,
+                    first_response_due_at=None if due is None else now + timedelta(minutes=due),
+                )
+            )
+        rows = list((await session.scalars(select(Conversation))).all())
+    statuses = InboxFilters(status=status).statuses()
+    visible = [c for c in rows if c.team_id in inbox.staff.team_ids and c.status in statuses]
+    assert visible, status
+    expected = _expected_order(visible, now)
+    seen: list[uuid.UUID] = []
+    cursor = None
+    while True:
+        page, _ = await listed(db, ring, inbox.staff, {"status": status}, cursor=cursor, limit=2)
+        seen.extend(r.id for r in page.rows)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == expected
+
+
+async def test_the_unread_count_stops_at_its_cap_and_says_so(
+    db: Database, ring: KeyRing, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub.inbox import listing_queries
+
+    page, _ = await listed(db, ring, inbox.staff, {})
+    assert (page.unread, page.unread_more, page.unread_label) == (11, False, "11")
+    monkeypatch.setattr(listing_queries, "UNREAD_CAP", 5)
+    page, _ = await listed(db, ring, inbox.staff, {})
+    assert (page.unread, page.unread_more, page.unread_label) == (5, True, "4+")
+    page, _ = await listed(db, ring, inbox.staff, {}, only=inbox.ids["hidden"])
+    assert page.rows == [] and page.unread == 5  # the empty page's count, capped alike

@@ -24,6 +24,8 @@ from hub.inbox.actions.intake import detect_keyword
 from hub.inbox.models import Message, Note
 from hub.inbox.schemas import NewPatient
 from hub.journeys import actions as journeys
+from hub.journeys.csat import CSAT_KEY
+from hub.journeys.csat import journey_definition as csat_journey
 from hub.journeys.definitions import JourneyDefinition, StepDefinition
 from hub.journeys.dispatch import do_prepare_batch, providers_for
 from hub.journeys.models import (
@@ -106,12 +108,14 @@ def unkept_promises(
 
 
 def test_every_shipped_text_that_invites_a_reply_belongs_to_a_step_that_handles_it() -> None:
-    assert unkept_promises(load_examples(), load_seed()) == []
+    # The csat journey is shipped in code (hub.journeys.csat), enrolled on a resolution.
+    shipped = {**load_examples(), CSAT_KEY: csat_journey()}
+    assert unkept_promises(shipped, load_seed()) == []
 
 
 def test_the_promise_walk_finds_an_unkept_promise() -> None:
     """The walk itself: the day-of step as it shipped (no reply handling) is reported."""
-    examples = load_examples()
+    examples = {**load_examples(), CSAT_KEY: csat_journey()}
     reminders = examples["appointment_reminders"]
     text = (
         resources.files("hub.journeys")

@@ -62,6 +62,8 @@ SHIPPED_KEYS = {
     "survey_thanks",
     "screening_recall",
     "chat_invite",
+    # Asked after a resolution by teams with CSAT on (hub.journeys.csat):
+    "csat_question",
 }
 
 

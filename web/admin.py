@@ -22,6 +22,7 @@ from hub.inbox.actions import staff as staff_actions
 from hub.inbox.models import CannedResponse, StaffUser, Team
 from hub.inbox.passwords import one_time_password
 from hub.inbox.schemas import NewStaffUser
+from hub.journeys.csat import CsatChoice, check_delay, set_team_csat_in, settings_in
 from hub.routing.replies import AFTER_HOURS_TEMPLATE
 from hub.routing.rules import ReplyNotRendered, render_reply
 from hub.templates.actions import do_list_templates
@@ -137,6 +138,7 @@ async def teams_page(request: web.Request) -> web.Response:
     _admin(request)
     async with request.app[DB].reader() as session:
         teams = (await session.scalars(select(Team).order_by(Team.name))).all()
+        csat = await settings_in(session)
     shipped = sorted(
         {
             v.locale
@@ -151,6 +153,8 @@ async def teams_page(request: web.Request) -> web.Response:
         nav="admin",
         teams=teams,
         json=json,
+        csat={t.id: csat.get(t.id, CsatChoice()) for t in teams},
+        csat_default=CsatChoice(),
         shipped_after_hours=shipped or ["none"],
         language_names={lang: language_name(lang) for t in teams for lang in t.after_hours_replies},
     )
@@ -215,6 +219,15 @@ def _after_hours_texts(form: Any) -> dict[str, str]:
     return texts
 
 
+def _csat_choice(form: Any) -> CsatChoice:
+    raw = str(form.get("csat_delay", "")).strip() or str(CsatChoice().delay_minutes)
+    try:
+        minutes = int(raw)
+    except ValueError:
+        raise ValueError(f"the CSAT delay must be a whole number of minutes, not {raw!r}") from None
+    return CsatChoice(bool(form.get("csat_enabled")), check_delay(minutes))
+
+
 async def save_team(request: web.Request) -> web.StreamResponse:
     actor = _admin(request)
     form = await request.post()
@@ -235,6 +248,7 @@ async def save_team(request: web.Request) -> web.StreamResponse:
         tz = str(form.get("time_zone", "UTC")).strip() or "UTC"
         zoneinfo.ZoneInfo(tz)
         replies = _after_hours_texts(form)
+        csat = _csat_choice(form)
     except (ValueError, InvalidLanguage, zoneinfo.ZoneInfoNotFoundError) as exc:
         raise redirect_with("/admin/teams", "error", f"Not saved: {exc}") from None
     team_id = str(form.get("id", ""))
@@ -251,6 +265,7 @@ async def save_team(request: web.Request) -> web.StreamResponse:
                 other.is_default = False
             team.is_default = True
         await session.flush()
+        await set_team_csat_in(session, actor, team.id, csat)
         await record(session, actor, "team.save", "team", team.id)
     raise redirect_with("/admin/teams", "ok", f"Team {name} saved.")
 

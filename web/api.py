@@ -103,6 +103,7 @@ async def list_conversations(request: web.Request) -> web.Response:
             "items": [dict(plain(r), overdue=r.overdue(page.now)) for r in page.rows],
             "next_cursor": page.next_cursor,
             "unread": page.unread,
+            "unread_more": page.unread_more,
         }
     )
 

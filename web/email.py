@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator
 from functools import partial
 from ipaddress import IPv4Network, IPv6Network, ip_address
@@ -23,6 +24,7 @@ from hub.channels.email_smtp.sender_auth import SenderCheck, check_direct, run_c
 from hub.consent.actions import do_unsubscribe
 from hub.inbox.actions.email_intake import EmailIntakeResult, do_receive_email
 from web.keys import DB, METRICS, RING, SETTINGS
+from web.metrics_ops import webhook_done, webhook_started
 from web.render import render
 from web.tasks import assign_soon, release_soon
 
@@ -88,6 +90,7 @@ async def _receive(
 
 
 async def inbound_webhook(request: web.Request) -> web.Response:
+    webhook_started(request)
     app = request.app
     settings = app[SETTINGS]
     secret = settings.email_webhook_secret
@@ -107,7 +110,7 @@ async def inbound_webhook(request: web.Request) -> web.Response:
     except MalformedEmail as exc:
         app[METRICS].webhook_rejected.labels("email", "inbound", "malformed").inc()
         return web.Response(status=400, text=str(exc))
-    app[METRICS].webhook_accepted.labels("email", "inbound", result.outcome).inc()
+    webhook_done(request, "email", "inbound", result.outcome)
     return web.json_response({"outcome": result.outcome})
 
 
@@ -154,6 +157,7 @@ class _Receiver:
         return "550 5.1.1 no such mailbox here"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        started = time.perf_counter()
         raw = envelope.original_content or b""
         if isinstance(raw, str):
             raw = raw.encode()
@@ -177,7 +181,7 @@ class _Receiver:
         except Exception:
             log.exception("storing inbound email failed; the sender will retry")
             return "451 4.3.0 temporary failure, try again later"
-        self.app[METRICS].webhook_accepted.labels("email", "smtp", result.outcome).inc()
+        self.app[METRICS].webhook_done("email", "smtp", result.outcome, started)
         return "250 OK"
 
 

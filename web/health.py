@@ -14,6 +14,7 @@ from hub.rights.actions.retention import RetentionFigures, do_retention_figures
 from hub.storage_faults import database_fault, free_bytes, sqlite_path, storage_fault
 from web.keys import DB, METRICS, REDIS, SETTINGS
 from web.metrics import Metrics
+from web.metrics_ops import refresh as refresh_ops_figures
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ async def metrics(request: web.Request) -> web.Response:
     except Exception:
         log.warning("could not read the retention figures for /metrics")
     _measure_free_space(app)
+    await refresh_ops_figures(app)
     body = generate_latest(app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -22,6 +22,7 @@ from hub.inbox.exceptions import NotFound
 from hub.journeys import actions as journeys
 from hub.journeys import fhir, reporting
 from hub.journeys.cohort import match_or_create_patient
+from hub.journeys.outcomes import read_status
 from web.api import error, plain, read_json
 from web.auth import current
 from web.cohort_upload import MAX_COHORT_BYTES
@@ -187,6 +188,14 @@ async def api_enroll(request: web.Request) -> web.Response:
         patient = {k: str(v) for k, v in raw_patient.items() if v is not None}
         if not (patient.get("phone") or patient.get("email")):
             return error(422, "patient.phone or patient.email is required")
+        appt = data.get("appointment")
+        if appt and not isinstance(appt, dict):
+            return error(422, "appointment must be an object with id, start, status, ...")
+        # Read before the patient is matched or created: a refused status writes nothing.
+        status = read_status(
+            None if not appt or appt.get("status") is None else str(appt["status"]),
+            "appointment.status",
+        )
         patient_id, _created = await match_or_create_patient(
             request.app[DB],
             request.app[RING],
@@ -194,7 +203,6 @@ async def api_enroll(request: web.Request) -> web.Response:
             patient,
             request.app[SETTINGS].default_region,
         )
-        appt = data.get("appointment")
         appointment = None
         if appt:
             start = datetime.fromisoformat(str(appt["start"]))
@@ -205,7 +213,7 @@ async def api_enroll(request: web.Request) -> web.Response:
                 start,
                 location=appt.get("location"),
                 provider=appt.get("provider"),
-                cancelled=appt.get("status") == "cancelled",
+                status=status,
             )
         result = await journeys.do_enroll(
             request.app[DB],
@@ -254,7 +262,7 @@ async def _enroll_appointment(
                 source="fhir",
                 location=appt.location,
                 provider=appt.provider,
-                cancelled=appt.action == "cancel",
+                status=read_status(appt.status),
             ),
             ring=request.app[RING],
         )

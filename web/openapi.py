@@ -9,7 +9,7 @@ from aiohttp import web
 
 import hub
 from hub.journeys.reporting import COLUMNS
-from web import mentions, patients_api
+from web import mentions, patients_api, reports_api
 from web.compose import openapi_paths, openapi_reply
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -131,7 +131,10 @@ def document() -> dict[str, Any]:
             "/api/me": {"get": _op("Who the caller is", errors=(401,))},
             "/api/conversations": {
                 "get": _op(
-                    "Inbox list, SLA-first, keyset-paginated", params=LIST_PARAMS, errors=(400, 401)
+                    "Inbox list, SLA-first, keyset-paginated; `unread` counts the list's unread "
+                    "conversations up to 100 (`unread_more` true at 100: there may be more)",
+                    params=LIST_PARAMS,
+                    errors=(400, 401),
                 )
             },
             "/api/conversations/claim-next": {
@@ -287,7 +290,8 @@ def document() -> dict[str, Any]:
                         "each appointment's Patient participant is matched by phone or email "
                         "(or created) and enrolled; the same bundle again changes nothing, a "
                         "moved start moves pending steps, cancelled/noshow/entered-in-error "
-                        "cancel them, proposed/waitlist are skipped. A bundle that is not "
+                        "cancel them (each status is recorded for the appointments report), "
+                        "proposed/waitlist are skipped. A bundle that is not "
                         "valid FHIR is refused whole (400 naming `field`); an appointment the "
                         "hub cannot use is reported in `entries` while the others go on (422 "
                         "when none could be used)",
@@ -418,7 +422,20 @@ def document() -> dict[str, Any]:
                                     "start": {"type": "string", "format": "date-time"},
                                     "location": {"type": "string"},
                                     "provider": {"type": "string"},
-                                    "status": {"enum": ["booked", "cancelled"]},
+                                    "status": {
+                                        "description": "FHIR Appointment.status codes; an "
+                                        "EHR's words (Scheduled, Checked In, Completed, No "
+                                        "Show, Canceled) read the same; any other is 422",
+                                        "enum": [
+                                            "booked",
+                                            "arrived",
+                                            "checked-in",
+                                            "fulfilled",
+                                            "noshow",
+                                            "cancelled",
+                                            "entered-in-error",
+                                        ],
+                                    },
                                 },
                             },
                         },
@@ -426,6 +443,7 @@ def document() -> dict[str, Any]:
                 )
             },
             **patients_api.openapi_paths(_op, ID),
+            **reports_api.openapi_paths(_op),
             "/api/patients/{id}/consents.fhir": {
                 "get": _op(
                     "The patient's consent history as a FHIR R4 Bundle of Consent resources "

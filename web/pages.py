@@ -15,7 +15,8 @@ from web.auth import (
     new_login_csrf,
     set_session_cookie,
 )
-from web.keys import DB, LOGIN_GUARD, RING, SESSIONS, SETTINGS
+from web.keys import DB, LOGIN_GUARD, REDIS, RING, SESSIONS, SETTINGS
+from web.metrics_ops import count_failed_sign_in
 from web.render import redirect_with, render
 from web.sessions import COOKIE_NAME, LOGIN_CSRF_COOKIE
 from web.sign_in_code import ask_for_code, client_address
@@ -95,6 +96,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     address = client_address(request)
     verdict = await guard.check(email, address)
     if verdict.locked:
+        await count_failed_sign_in(request.app[REDIS], "locked")
         minutes = max(1, round(verdict.retry_after_s / 60))
         return again(
             f"Too many failed attempts. Try again in {minutes} minutes, or ask an "
@@ -105,12 +107,15 @@ async def login(request: web.Request) -> web.StreamResponse:
         signed_in = await staff.do_authenticate(request.app[DB], email, password)
     except staff.AccountDeactivated as exc:
         await sign_in_audit.do_audit_deactivated_sign_in(request.app[DB], email)
+        await count_failed_sign_in(request.app[REDIS], "deactivated")
         return again(str(exc), 403)
     if signed_in is None:
         await guard.failed(email, address)
         # Locked now means this failure is the one that locked it: audited once, not per refusal.
         locked = (await guard.check(email, address)).locked
-        await sign_in_audit.do_audit_failed_sign_in(request.app[DB], email, locked=locked)
+        known = await sign_in_audit.do_audit_failed_sign_in(request.app[DB], email, locked=locked)
+        reason = "bad_password" if known else "unknown_account"
+        await count_failed_sign_in(request.app[REDIS], reason)
         return again("That email and password do not match an active account.", 401)
     if signed_in.second_factor:
         raise await ask_for_code(request, signed_in, email, target)

@@ -28,6 +28,8 @@ from web import (
     pages,
     patient_rights,
     patients,
+    reports,
+    reports_api,
     sign_in_code,
     voice,
     webhooks,
@@ -94,6 +96,8 @@ def setup_routes(app: web.Application) -> None:
             *journey_launch.routes(),
             *journey_builder.routes(),
             *journey_versions_api.routes(),
+            *reports.routes(),
+            *reports_api.routes(),
             # REST API
             web.get("/api/openapi.json", openapi.openapi, name="api_openapi"),
             *compose.routes(),

@@ -29,6 +29,7 @@ from hub.inbox.actions.second_factor import (
 from hub.inbox.actions.staff import SignIn
 from web.auth import CSRF_FIELD, set_session_cookie
 from web.keys import DB, LOGIN_GUARD, REDIS, RING, SESSIONS, SETTINGS
+from web.metrics_ops import count_failed_sign_in
 from web.render import redirect_with, render
 from web.sessions import COOKIE_NAME, LOGIN_CSRF_COOKIE
 
@@ -158,6 +159,7 @@ async def submit_code(request: web.Request) -> web.StreamResponse:
     guard = request.app[LOGIN_GUARD]
     address = client_address(request)
     if (await guard.check(pending.email, address)).locked:
+        await count_failed_sign_in(request.app[REDIS], "locked")
         await store.destroy(token)
         raise _start_over(request, "Too many failed attempts. Try again later, or ask an admin.")
     verdict = await do_check_sign_in_code(
@@ -168,6 +170,7 @@ async def submit_code(request: web.Request) -> web.StreamResponse:
         raise _start_over(request, "Sign in again.")
     if verdict.staff_id is None:
         await guard.failed(pending.email, address)
+        await count_failed_sign_in(request.app[REDIS], "second_factor")
         if (await guard.check(pending.email, address)).locked:
             await sign_in_audit.do_audit_failed_sign_in(request.app[DB], pending.email, locked=True)
             await store.destroy(token)

@@ -31,6 +31,7 @@ from hub.inbox import actions
 from hub.inbox.actions import voice_intake as intake
 from hub.inbox.actions import voice_pin
 from web.keys import ADAPTERS, DB, METRICS, RING, SETTINGS
+from web.metrics_ops import webhook_done
 from web.tasks import assign_soon, release_soon
 from web.webhooks import read_signed_form, text_answer
 
@@ -53,7 +54,7 @@ def _malformed(request: web.Request, kind: str, exc: Exception) -> web.Response:
 
 
 def _accepted(request: web.Request, kind: str, result: str) -> None:
-    request.app[METRICS].webhook_accepted.labels(PROVIDER, kind, result).inc()
+    webhook_done(request, PROVIDER, kind, result)
 
 
 async def _call(request: web.Request, kind: str) -> tuple[WebhookRequest, CallEvent] | web.Response:

@@ -13,6 +13,7 @@ from hub.channels.base import MalformedPayload, UnknownEvent, WebhookRequest
 from hub.channels.twilio_sms.rest import SIGNATURE_HEADER
 from hub.inbox import actions
 from web.keys import ADAPTERS, DB, METRICS, RING, SETTINGS
+from web.metrics_ops import webhook_done, webhook_started
 from web.tasks import assign_soon, release_soon
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def text_answer(status: int, text: str) -> web.Response:
 async def read_signed_form(
     request: web.Request, provider: str, kind: str
 ) -> WebhookRequest | web.Response:
+    webhook_started(request)
     metrics = request.app[METRICS]
 
     def reject(status: int, reason: str, text: str) -> web.Response:
@@ -86,9 +88,7 @@ async def twilio_sms(request: web.Request) -> web.Response:
         clinic_name=app[SETTINGS].clinic_name,
         clinic=app[SETTINGS].clinic,
     )
-    app[METRICS].webhook_accepted.labels(
-        "twilio_sms", "inbound", "duplicate" if result.duplicate else "new"
-    ).inc()
+    webhook_done(request, "twilio_sms", "inbound", "duplicate" if result.duplicate else "new")
     release_soon(app, result.effect_ids)
     # Round-robin would find an assigned conversation taken; only a routing rule's request
     # can move it (a follow-up text should not cost a transaction that changes nothing).
@@ -115,8 +115,6 @@ async def twilio_status(request: web.Request) -> web.Response:
     effects = await actions.do_apply_status(
         app[DB], update, adapter.classify_error, retry_base_s=app[SETTINGS].send_retry_base_s
     )
-    app[METRICS].webhook_accepted.labels(
-        "twilio_sms", "status", "applied" if effects else "ignored"
-    ).inc()
+    webhook_done(request, "twilio_sms", "status", "applied" if effects else "ignored")
     release_soon(app, effects)
     return web.Response(status=204)

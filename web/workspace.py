@@ -77,7 +77,7 @@ async def list_context(request: web.Request, query: dict[str, str]) -> dict[str,
         "all_teams": choices.teams,
         "everyone": choices.assignable,
         "query": urlencode(query),
-        "unread": page.unread,
+        "unread": page.unread_label,
     }
 
 
@@ -96,7 +96,7 @@ async def inbox_row(request: web.Request) -> web.Response:
         _filters(list_query(request)),
         only=path_uuid(request, "id"),
     )
-    headers = {"X-Unread-Count": str(page.unread)}
+    headers = {"X-Unread-Count": page.unread_label or "0"}
     if not page.rows:
         return web.Response(status=204, headers=headers)
     html = fragment(

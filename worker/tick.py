@@ -21,16 +21,22 @@ from hub.db import utcnow
 from hub.inbox.actions import conversations, delivery, scheduled
 from hub.journeys import actions as journeys
 from hub.outbox import purge_released, relay_pending
+from hub.reports.facts_actions import do_refresh_facts
+from hub.reports.run_facts_actions import do_refresh_run_facts
 from worker.effects import QUEUE_NAMES
 from worker.jobs import resolve_stuck_sends_with
 from worker.rights import start_rights_work
 from worker.runtime import job_runtime
+from worker.weekly_summary import start_weekly_summary
 
 log = logging.getLogger(__name__)
 
 TICK_LOCK = "hub:tick"
 TICK_DONE_KEY = "hub:tick:done"
 """The clock time (ISO 8601) the last completed tick worked at: for health checks and tests."""
+TICK_FINISHED_KEY = "hub:tick:finished"
+"""Redis's own time (Unix seconds) when the last tick finished its work: /metrics' tick lag,
+measured on one clock whatever the hosts' clocks say (see web/metrics_ops.py)."""
 TICK_INTERVAL_S = 1
 """Seconds between ticks (RQ's cron scheduler counts in whole seconds)."""
 TICK_LOCK_TTL_S = 10
@@ -93,7 +99,12 @@ async def run_tick(settings: Settings | None = None) -> str:
                 stuck = await resolve_stuck_sends_with(rt)
                 # Once a minute at most: today's retention purge, provider deletions due.
                 await start_rights_work(rt.db, redis)
+                # The inbox reports' rollups: one bounded batch of changed conversations.
+                await do_refresh_facts(rt.db)
+                await do_refresh_run_facts(rt.db)  # and the outcome reports' ones
+                await start_weekly_summary(rt.db, redis)  # the same: is the weekly mail due?
                 redis.set(TICK_DONE_KEY, started.isoformat())
+                redis.set(TICK_FINISHED_KEY, "{}.{:06d}".format(*redis.time()))
             finally:
                 renewal.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -161,6 +161,8 @@ INBOX_COVERED = [
     "last_inbound_at",
 ]
 """Columns the inbox list filters, ranks and counts unread by, carried in its indexes."""
+BY_STATUS_COVERED = [*INBOX_COVERED, "team_id"]
+"""The status-first indexes also carry the team: an agent's list reads them for its teams."""
 
 
 class Conversation(Base):
@@ -171,7 +173,25 @@ class Conversation(Base):
             "ix_inbox_conversation_status_activity",
             "status",
             "last_activity_at",
-            postgresql_include=INBOX_COVERED,
+            postgresql_include=BY_STATUS_COVERED,
+        ),
+        # The list reads each status and rank in activity order (migration 0029): urgent
+        # conversations and unanswered ones are few, each read from an index of its own.
+        Index(
+            "ix_inbox_conversation_urgent_activity",
+            "status",
+            "last_activity_at",
+            postgresql_include=BY_STATUS_COVERED,
+            postgresql_where=text("priority = 'urgent'"),
+            sqlite_where=text("priority = 'urgent'"),
+        ),
+        Index(
+            "ix_inbox_conversation_unanswered_activity",
+            "status",
+            "last_activity_at",
+            postgresql_include=BY_STATUS_COVERED,
+            postgresql_where=text("first_responded_at IS NULL"),
+            sqlite_where=text("first_responded_at IS NULL"),
         ),
         Index(
             "ix_inbox_conversation_team_status",
@@ -263,6 +283,14 @@ class Message(Sealed, Base):
             "error_code",
             postgresql_where=text("error_code IS NOT NULL"),
             sqlite_where=text("error_code IS NOT NULL"),
+        ),
+        # The delivery report: what was sent in a period, read from the index alone.
+        Index(
+            "ix_inbox_message_outbound_created",
+            "created_at",
+            postgresql_where=text("direction = 'outbound'"),
+            sqlite_where=text("direction = 'outbound'"),
+            postgresql_include=["channel", "status", "provider", "error_code"],
         ),
     )
 

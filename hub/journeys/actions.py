@@ -29,6 +29,7 @@ from hub.journeys.models import (
     RunStatus,
     StepRun,
 )
+from hub.journeys.outcomes import CallOff, call_off, next_status
 from hub.journeys.versions import definition_for, save_version_in
 
 CLAIM_LEASE = timedelta(minutes=5)
@@ -47,6 +48,12 @@ class NewAppointment:
     location: str | None = None
     provider: str | None = None
     cancelled: bool = False
+    status: AppointmentStatus | None = None
+    """What the feed reports (``hub.journeys.outcomes.read_status``); None: still booked."""
+
+    @property
+    def reported(self) -> AppointmentStatus | None:
+        return AppointmentStatus.CANCELLED if self.cancelled else self.status
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,7 @@ async def do_enroll(
         definition = definition_of(journey)
         appt = None
         if appointment is not None:
-            appt = await _upsert_appointment(session, ring, patient_id, appointment)
+            appt = await _upsert_appointment(session, ring, patient_id, appointment, now)
             anchor = appt.start_at
             key = f"{patient_id}:appointment:{appt.id}"
         else:
@@ -146,10 +153,11 @@ async def do_enroll(
         await session.flush()
         runs = _plan_runs(definition, enrollment, now, patient.time_zone)
         session.add_all(runs)
-        if appt is not None and appt.status is AppointmentStatus.CANCELLED:
-            enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, now
+        off = call_off(appt.status) if appt is not None else None
+        if off is not None:
+            _end_enrollment(enrollment, off, now)
             for run in runs:
-                run.status, run.reason = RunStatus.CANCELLED, "appointment cancelled"
+                run.status, run.reason = RunStatus.CANCELLED, off.reason
         await record(
             session,
             actor,
@@ -163,7 +171,11 @@ async def do_enroll(
 
 
 async def _upsert_appointment(
-    session: AsyncSession, ring: KeyRing | None, patient_id: uuid.UUID, new: NewAppointment
+    session: AsyncSession,
+    ring: KeyRing | None,
+    patient_id: uuid.UUID,
+    new: NewAppointment,
+    now: datetime,
 ) -> Appointment:
     if new.start_at.utcoffset() is None:
         raise ValueError("appointment start must be timezone-aware")
@@ -189,10 +201,19 @@ async def _upsert_appointment(
             value = getattr(new, field) or None
             if appt.unseal(ring, field) != value:
                 appt.seal(ring, field, value)
-    if new.cancelled:
-        appt.status = AppointmentStatus.CANCELLED
+    status = next_status(appt.status or AppointmentStatus.BOOKED, new.reported)
+    if status is AppointmentStatus.CANCELLED and appt.status is not AppointmentStatus.CANCELLED:
+        appt.cancelled_at = now
+    appt.status = status
     await session.flush()
     return appt
+
+
+def _end_enrollment(enrollment: Enrollment, off: CallOff, now: datetime) -> None:
+    if off.cancels:
+        enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, now
+    else:
+        enrollment.status = EnrollmentStatus.COMPLETED
 
 
 async def _refresh(
@@ -205,11 +226,12 @@ async def _refresh(
 ) -> EnrollResult:
     pending = list(await queries.runs_of(session, enrollment.id, PENDING))
     moved = cancelled = 0
-    if appt is not None and appt.status is AppointmentStatus.CANCELLED:
+    off = call_off(appt.status) if appt is not None else None
+    if off is not None:
         if enrollment.status is EnrollmentStatus.ACTIVE:
-            enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, now
+            _end_enrollment(enrollment, off, now)
         for run in pending:
-            run.status, run.reason = RunStatus.CANCELLED, "appointment cancelled"
+            run.status, run.reason = RunStatus.CANCELLED, off.reason
             cancelled += 1
     elif appt is not None and appt.start_at != enrollment.anchor_at:
         enrollment.anchor_at = appt.start_at

@@ -29,7 +29,7 @@ from hub.db import new_id
 from hub.enums import Channel, ConversationStatus, MessageStatus
 from hub.errors import HubError
 from hub.inbox.models import Conversation, Message, Note, Patient
-from hub.journeys import queries
+from hub.journeys import csat, queries
 from hub.journeys.actions import PENDING
 from hub.journeys.definitions import DEFAULT_HANDLERS, StepDefinition
 from hub.journeys.models import (
@@ -86,6 +86,7 @@ async def handle_reply_in(
 ) -> ReplyOutcome | None:
     """Act on a reply that answers an open question; None when it answers none (then it is
     an ordinary message for staff)."""
+    await csat.patient_wrote_in(session, patient.id, now)
     ask = await open_ask(session, patient.id, now)
     reply = _answer(ask, text, channel) if ask is not None else None
     if reply is None:
@@ -108,7 +109,8 @@ async def handle_reply_in(
     for action in actions:
         if action == "confirm_appointment":
             enrollment.confirmed_at = enrollment.confirmed_at or now
-            if appt is not None and appt.status is not AppointmentStatus.CANCELLED:
+            # Only a booking: a confirmation never overwrites a cancellation or an outcome.
+            if appt is not None and appt.status is AppointmentStatus.BOOKED:
                 appt.status = AppointmentStatus.CONFIRMED
         elif action == "cancel_remaining_asks":
             cancelled += await _cancel_pending(
@@ -117,12 +119,16 @@ async def handle_reply_in(
         elif action == "cancel_appointment":
             enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, now
             if appt is not None:
+                if appt.status is not AppointmentStatus.CANCELLED:
+                    appt.cancelled_at = now  # the reports tell late cancellations apart
                 appt.status = AppointmentStatus.CANCELLED
         elif action == "cancel_remaining_steps":
             why = "the patient cancelled" if reply.kind == "cancel" else "the patient answered"
             cancelled += await _cancel_pending(session, ask, why, only_asks=False)
         elif action in ("record_score", "record_answer"):
             await _record_answer(session, ring, ask, reply, text, message_id)
+    if ask.journey.key == csat.CSAT_KEY:
+        await csat.answered_in(session, enrollment, conversation, message_id, now)
     if "notify_staff" in actions:
         _note_for_staff(ring, session, conversation, ask, reply, cancelled)
     effects: tuple[uuid.UUID, ...] = ()
@@ -143,6 +149,9 @@ def _answer(ask: OpenAsk, text: str, channel: Channel) -> Reply | None:
     if step.survey is not None and step.survey.scale == "free_text":
         return Reply("text") if text.strip() else None
     reply = classify_reply(text, step.expecting, channel=channel)
+    if reply.kind == "text" and ask.journey.key == csat.CSAT_KEY:
+        scored = csat.read_answer(text)  # "4 nice staff": the words are the answer's comment
+        reply = Reply("score", scored[0]) if scored else reply
     if reply.kind == "text":
         return None  # not an answer: a person reads it in the inbox
     if reply.kind == "confirm" and ask.enrollment.confirmed_at is not None:
@@ -310,6 +319,9 @@ async def _record_answer(
     )
     if reply.kind == "score" and reply.score is not None:
         answer.score = reply.score
+        scored = csat.read_answer(text) if ask.journey.key == csat.CSAT_KEY else None
+        if scored is not None and scored[1]:
+            answer.seal(ring, "text", scored[1])
     elif reply.kind == "text":
         answer.seal(ring, "text", text.strip()[:MAX_ANSWER_CHARS])
     else:

@@ -46,6 +46,7 @@ from hub.journeys.actions import PENDING, NewAppointment, definition_of
 from hub.journeys.bulk_queries import AppointmentRecord, EnrollmentRecord, RunRecord
 from hub.journeys.definitions import JourneyDefinition, PlannedStep, plan
 from hub.journeys.models import AppointmentStatus, EnrollmentStatus, RunStatus
+from hub.journeys.outcomes import CallOff, call_off, next_status
 from hub.journeys.versions import older_definitions
 
 log = logging.getLogger(__name__)
@@ -221,13 +222,14 @@ class _Resolved:
     appointment: AppointmentRecord | None
     start_at: datetime | None
     """The appointment's start and status as this row left them (a later row may change them)."""
-    cancelled: bool
+    off: CallOff | None
+    """The appointment's status stops the enrollment's pending steps (cancelled, no-show)."""
     key: str
     """The enrollment's dedupe key: what ``do_enroll`` would compute for this row."""
 
     def changes(self, anchor_at: datetime) -> bool:
         """Whether the row cancels its enrollment's pending runs or moves them."""
-        return self.cancelled or (self.start_at is not None and self.start_at != anchor_at)
+        return self.off is not None or (self.start_at is not None and self.start_at != anchor_at)
 
 
 UNSEALED = b"dry run: not stored"
@@ -302,7 +304,7 @@ class ChunkWork:
             patient = self._create_patient(row)
         if new is None:
             key = f"{patient.id}:{self.journey.definition.anchor}:{self.now.isoformat()}"
-            return _Resolved(row.line, patient, None, None, False, key)
+            return _Resolved(row.line, patient, None, None, None, key)
         if appt is None:
             appt = AppointmentRecord(
                 self.new_id(),
@@ -323,11 +325,13 @@ class ChunkWork:
         ):
             appt.start_at, appt.location, appt.provider = new.start_at, new.location, new.provider
             appt.changed = True
-        if new.cancelled and appt.status is not AppointmentStatus.CANCELLED:
-            appt.status, appt.changed = AppointmentStatus.CANCELLED, True
-        cancelled = appt.status is AppointmentStatus.CANCELLED
+        status = next_status(appt.status, new.reported)
+        if status is not appt.status:
+            if status is AppointmentStatus.CANCELLED:
+                appt.cancelled_at = self.now
+            appt.status, appt.changed = status, True
         key = f"{patient.id}:appointment:{appt.id}"
-        return _Resolved(row.line, patient, appt, appt.start_at, cancelled, key)
+        return _Resolved(row.line, patient, appt, appt.start_at, call_off(appt.status), key)
 
     def _create_patient(self, row: EnrollRow) -> _Patient:
         patient = _Patient(self.new_id(), _zone(row.time_zone))
@@ -422,10 +426,10 @@ class ChunkWork:
             patient_id=item.patient.id,
             appointment_id=item.appointment.id if item.appointment else None,
         )
-        if item.cancelled:
-            enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, self.now
+        if item.off is not None:
+            _end(enrollment, item.off, self.now)
             for run in runs:
-                run.status, run.reason = RunStatus.CANCELLED, CANCELLED_REASON
+                run.status, run.reason = RunStatus.CANCELLED, item.off.reason
         return enrollment
 
     def _refresh(self, enrollment: EnrollmentRecord, item: _Resolved) -> None:
@@ -433,12 +437,12 @@ class ChunkWork:
             return
         assert enrollment.runs is not None, "runs are read for every enrollment a row changes"
         pending = [run for run in enrollment.runs if run.status in PENDING]
-        if item.cancelled:
+        if item.off is not None:
             if enrollment.status is EnrollmentStatus.ACTIVE:
-                enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, self.now
+                _end(enrollment, item.off, self.now)
                 enrollment.changed = True
             for run in pending:
-                run.status, run.reason, run.changed = RunStatus.CANCELLED, CANCELLED_REASON, True
+                run.status, run.reason, run.changed = RunStatus.CANCELLED, item.off.reason, True
             return
         assert item.start_at is not None
         enrollment.anchor_at, enrollment.changed = item.start_at, True
@@ -474,6 +478,14 @@ class ChunkWork:
             "changed": [str(e.id) for e in changed],
         }
         await record(session, actor, "journey.enroll_cohort", "journey", self.journey.id, detail)
+
+
+def _end(enrollment: EnrollmentRecord, off: CallOff, now: datetime) -> None:
+    """As ``actions._end_enrollment`` does for one enrollment."""
+    if off.cancels:
+        enrollment.status, enrollment.cancelled_at = EnrollmentStatus.CANCELLED, now
+    else:
+        enrollment.status = EnrollmentStatus.COMPLETED
 
 
 async def _cancelled(task: asyncio.Future[None]) -> None:

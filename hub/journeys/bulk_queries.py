@@ -71,6 +71,7 @@ _APPOINTMENT_COLUMNS = (
     "location_enc",
     "provider_enc",
     "status",
+    "cancelled_at",
     "updated_at",
 )
 _ENROLLMENT_COLUMNS = (
@@ -109,6 +110,7 @@ class AppointmentRecord:
     status: AppointmentStatus
     new: bool
     changed: bool = False
+    cancelled_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -223,6 +225,7 @@ async def appointments_by_external(
         Appointment.location_enc,
         Appointment.provider_enc,
         Appointment.status,
+        Appointment.cancelled_at,
     ).where(Appointment.source == source, _one_of(session, Appointment.external_id, external_ids))
     return [
         AppointmentRecord(
@@ -235,8 +238,9 @@ async def appointments_by_external(
             _unseal(ring, id_, "provider_enc", provider),
             status,
             False,
+            cancelled_at=cancelled_at,
         )
-        for id_, external_id, patient_id, start, location, provider, status in (
+        for id_, external_id, patient_id, start, location, provider, status, cancelled_at in (
             await session.execute(stmt)
         )
     ]
@@ -314,6 +318,7 @@ async def store_contacts(
                     _seal(ring, a.id, "location_enc", a.location),
                     _seal(ring, a.id, "provider_enc", a.provider),
                     a.status,
+                    a.cancelled_at,
                     stamp,
                 )
             )
@@ -325,6 +330,7 @@ async def store_contacts(
                     "location_enc": _seal(ring, a.id, "location_enc", a.location),
                     "provider_enc": _seal(ring, a.id, "provider_enc", a.provider),
                     "status": a.status,
+                    "cancelled_at": a.cancelled_at,
                     "updated_at": stamp,
                 }
             )

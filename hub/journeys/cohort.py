@@ -9,9 +9,11 @@ there, else in the clinic's region, and must be valid there), ``time_zone`` (els
 ``birth_date``, and for appointment-anchored journeys the appointment's start (one column, ISO
 8601 or "12/31/2027 2:30 PM", or a date and a time column; a time without an offset is the wall
 time in the patient's zone), ``appointment_id`` (else one derived from the MRN or contact and
-the start), ``location``, ``provider``, ``status`` (cancelled/canceled cancels). The file is
-read as a stream and enrolled in chunks, one transaction each (``hub.journeys.bulk``); a bad
-row is reported with its line number in plain words and the rest go on.
+the start), ``location``, ``provider``, ``status`` (``hub.journeys.outcomes``: booked,
+arrived, fulfilled, noshow, cancelled, or an EHR's words for them; any other word is the row's
+error). The file is read as a stream and enrolled in chunks, one transaction each
+(``hub.journeys.bulk``); a bad row is reported with its line number in plain words and the
+rest go on.
 """
 
 from __future__ import annotations
@@ -73,11 +75,11 @@ from hub.journeys.mapping import (
     Reader,
     derived_appointment_id,
     detect_delimiter,
-    is_cancelled,
     looks_like_data,
     suggest,
 )
 from hub.journeys.models import MAX_PLACE_CHARS, Appointment
+from hub.journeys.outcomes import read_status
 
 MAX_ROW_ERRORS_KEPT = 100
 """Row errors listed in the report (the count covers all of them)."""
@@ -240,7 +242,7 @@ def parse_row(
             source=COHORT_SOURCE,
             location=raw.get("location") or None,
             provider=raw.get("provider") or None,
-            cancelled=is_cancelled(raw.get("status")),
+            status=read_status(raw.get("status")),
         )
     return EnrollRow(
         line,

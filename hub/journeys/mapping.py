@@ -125,9 +125,6 @@ _KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 """Words inside a header that no synonym matched ("Patient Mobile No.", "Pt Email Addr")."""
 
-CANCELLED_STATUSES = frozenset({"cancelled", "canceled", "cancel", "cx"})
-"""Status values that cancel the row's appointment (anything else books it)."""
-
 
 def _words(header: str) -> str:
     """A header as the synonyms are written: lower case, one space between words."""
@@ -315,10 +312,6 @@ def derived_appointment_id(who: str, start: datetime) -> str:
     PHI and the id is stored in clear."""
     digest = hashlib.blake2b(f"{who}|{start.isoformat()}".encode(), digest_size=10)
     return f"csv-{digest.hexdigest()}"
-
-
-def is_cancelled(status: str | None) -> bool:
-    return (status or "").strip().casefold() in CANCELLED_STATUSES
 
 
 def mapping_for(

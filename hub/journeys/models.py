@@ -26,9 +26,20 @@ class JourneyStatus(enum.StrEnum):
 
 
 class AppointmentStatus(enum.StrEnum):
+    """What the clinic's feed (cohort CSV, API, FHIR) or the patient said of an appointment;
+    the outcome states are FHIR Appointment.status codes (``hub.journeys.outcomes``)."""
+
     BOOKED = "booked"
     CONFIRMED = "confirmed"
+    """The patient confirmed it (a reply to a reminder)."""
     CANCELLED = "cancelled"
+    ARRIVED = "arrived"
+    """The patient is there (FHIR arrived, checked-in): attended, as far as no-shows go."""
+    FULFILLED = "fulfilled"
+    """The visit took place."""
+    NOSHOW = "noshow"
+    ENTERED_IN_ERROR = "entered_in_error"
+    """The booking should never have existed: left out of every figure."""
 
 
 class EnrollmentStatus(enum.StrEnum):
@@ -94,7 +105,10 @@ class Appointment(Sealed, Base):
     sealed: "Oncology, room 4" or a psychiatrist's name says what the patient is treated for."""
 
     __tablename__ = "journey_appointment"
-    __table_args__ = (UniqueConstraint("source", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("source", "external_id"),
+        Index("ix_journey_appointment_start_at", "start_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     patient_id: Mapped[uuid.UUID] = mapped_column(
@@ -108,6 +122,8 @@ class Appointment(Sealed, Base):
     status: Mapped[AppointmentStatus] = mapped_column(
         str_enum(AppointmentStatus, "appointment_status"), default=AppointmentStatus.BOOKED
     )
+    cancelled_at: Mapped[datetime | None]
+    """When the cancellation came in (the reports tell late ones from those in time)."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -145,6 +161,10 @@ class StepRun(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_id", "attempt"),
         Index("ix_journey_step_run_due", "status", "due_at"),
+        # The reports take the enrollments with a step due in a period (index only).
+        Index("ix_journey_step_run_due_enrollment", "due_at", "enrollment_id"),
+        # The report rollups' trigger finds the run of a message whose status changed.
+        Index("ix_journey_step_run_message", "message_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

@@ -440,7 +440,7 @@ async def _judge(
     policy: ConsentPolicy,
     decided: dict[tuple[object, ...], StepChoice],
 ) -> None:
-    if enrollment.status is EnrollmentStatus.CANCELLED:
+    if enrollment.status is not EnrollmentStatus.ACTIVE:  # called off: cancelled, no-show
         preview.cancelled += 1
         return
     outlooks = {o.step_id: o for o in preview.steps}

@@ -39,25 +39,34 @@ DELIVERED = (MessageStatus.DELIVERED, MessageStatus.READ)
 UNDELIVERED = (MessageStatus.FAILED, MessageStatus.UNDELIVERED)
 
 
-def funnel_rows(journey_id: uuid.UUID) -> Subquery:
+def funnel_rows(
+    journey_id: uuid.UUID,
+    *,
+    due_between: tuple[datetime, datetime] | None = None,
+    confirmed_only: bool = False,
+) -> Subquery:
     """One row per step run of the journey, with its enrollment, its message, and ``next_at``:
     when the enrollment's next step message was made. An event (reply, confirmation, opt-out)
     belongs to the last step the patient had received when it happened, so one reply is never
     counted on two steps. A window function finds ``next_at`` in one sort of the journey's runs
-    (a correlated "no later message" test per run was quadratic)."""
+    (a correlated "no later message" test per run was quadratic). ``due_between`` keeps the
+    enrollments with a run due in [from, to) (all their runs: ``next_at`` needs them); the
+    caller narrows the runs by ``due_at``. ``confirmed_only`` keeps the confirmed enrollments
+    (whole, likewise)."""
     has_message = Message.id.is_(None)
     next_at = func.lead(Message.created_at).over(
         # Runs without a message get a partition of their own: engines sort NULLs differently.
         partition_by=(StepRun.enrollment_id, has_message),
         order_by=(Message.created_at, StepRun.id),
     )
-    return (
+    stmt = (
         select(
             StepRun.id.label("run_id"),
             StepRun.step_id,
             StepRun.enrollment_id,
             StepRun.status,
             StepRun.reason,
+            StepRun.due_at,
             Enrollment.patient_id,
             Enrollment.confirmed_at,
             Enrollment.cancelled_at,
@@ -73,8 +82,15 @@ def funnel_rows(journey_id: uuid.UUID) -> Subquery:
         .join(Enrollment, Enrollment.id == StepRun.enrollment_id)
         .outerjoin(Message, Message.id == StepRun.message_id)
         .where(Enrollment.journey_id == journey_id)
-        .subquery("funnel")
     )
+    if due_between is not None:
+        low, high = due_between
+        other = aliased(StepRun, name="due_run")  # not correlated with the outer runs
+        due = select(other.enrollment_id).where(other.due_at >= low, other.due_at < high)
+        stmt = stmt.where(StepRun.enrollment_id.in_(due))
+    if confirmed_only:
+        stmt = stmt.where(Enrollment.confirmed_at.is_not(None))
+    return stmt.subquery("funnel")
 
 
 def _in_window(f: Subquery, at: Any, *, strictly_after: bool = False) -> ColumnElement[bool]:

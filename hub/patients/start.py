@@ -20,6 +20,7 @@ from hub.inbox.access import StaffContext
 from hub.inbox.actions.conversations import CHANNEL_NOT_CONNECTED
 from hub.inbox.actions.delivery import queue_outbound
 from hub.inbox.actions.intake import REOPEN_WINDOW
+from hub.inbox.event_queries import record_status_change_in
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Conversation, Patient
 from hub.patients.exceptions import NotAllowed, PatientConflict
@@ -97,8 +98,10 @@ async def do_start_conversation(
             session.add(conversation)
         if conversation.status is not ConversationStatus.OPEN:
             # Staff wrote first: the conversation waits on the patient, with the starter.
+            before = conversation.status
             conversation.status = ConversationStatus.PENDING
             conversation.snoozed_until = conversation.resolved_at = None
+            record_status_change_in(session, conversation, before, now, ctx.staff_id)
         if conversation.assignee_id is None:
             conversation.assignee_id, conversation.assigned_at = ctx.staff_id, now
         conversation.first_responded_at = conversation.first_responded_at or now

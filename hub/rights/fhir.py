@@ -64,6 +64,10 @@ APPOINTMENT_STATUS = {
     "booked": ("booked", "needs-action"),
     "confirmed": ("booked", "accepted"),
     "cancelled": ("cancelled", "declined"),
+    "arrived": ("arrived", "accepted"),
+    "fulfilled": ("fulfilled", "accepted"),
+    "noshow": ("noshow", "accepted"),
+    "entered_in_error": ("entered-in-error", "needs-action"),
 }
 """Hub appointment status -> (Appointment.status, the patient participant's status)."""
 

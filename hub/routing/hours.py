@@ -195,3 +195,39 @@ def add_open_time(
                 return opens + left
             left -= closes - opens
     return None
+
+
+def open_time_between(
+    business_hours: Mapping[str, Any],
+    holidays: Iterable[str],
+    time_zone: str,
+    start: datetime,
+    end: datetime,
+) -> timedelta:
+    """How much of [start, end) the team was open: the business-hours length of a wait (a
+    text at 16:00 answered at 09:00 next morning waited two open hours with 08:00-17:00).
+    The inverse of ``add_open_time``: ``open_time_between(s, add_open_time(s, d)) == d``.
+    Zero when ``end`` is not after ``start``. Raises HoursInvalid on bad hours."""
+    if end <= start:
+        return timedelta(0)
+    intervals = parse_business_hours(business_hours)
+    closed_days = parse_holidays(holidays)
+    zone = zone_of(time_zone)
+    low, high = start.astimezone(UTC), end.astimezone(UTC)
+    day, last = _local(start, time_zone).date(), _local(end, time_zone).date()
+    total = timedelta(0)
+    while day <= last:
+        if day not in closed_days:
+            spans = [(0, MINUTES_PER_DAY)] if not intervals else intervals.get(day.weekday(), [])
+            for s, e in spans:
+                opens = _first_instant(day, s, zone)
+                closes = (
+                    _first_instant(day + timedelta(days=1), 0, zone)
+                    if e == MINUTES_PER_DAY
+                    else _first_instant(day, e, zone)
+                )
+                overlap = min(closes, high) - max(opens, low)
+                if overlap > timedelta(0):
+                    total += overlap
+        day += timedelta(days=1)
+    return total

@@ -126,6 +126,7 @@ DECLARED: dict[str, Declared] = {
     "survey_thanks": _PEOPLE,
     "screening_recall": _PEOPLE,
     "visit_follow_up": _PEOPLE,
+    "csat_question": _PEOPLE,  # after a resolution (hub/journeys/csat.py)
     # Automatic replies to a patient's message, and the chat invite staff send.
     "after_hours": _PEOPLE,
     "urgent_reply": _PEOPLE,

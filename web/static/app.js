@@ -16,11 +16,12 @@
   }
 
   function setUnread(count) {
-    const n = Number(count) || 0;
+    // "99+" past the server's cap: kept as words, never read as a number.
+    const words = /^[1-9]\d*\+?$/.test(String(count).trim()) ? String(count).trim() : "";
     const badge = document.getElementById("unread-count");
-    if (badge) badge.textContent = n ? String(n) : "";
-    const base = document.title.replace(/^\(\d+\)\s*/, "");
-    document.title = n ? `(${n}) ${base}` : base;
+    if (badge) badge.textContent = words;
+    const base = document.title.replace(/^\(\d+\+?\)\s*/, "");
+    document.title = words ? `(${words}) ${base}` : base;
   }
 
   async function getHTML(url) {

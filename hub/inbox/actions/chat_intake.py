@@ -30,6 +30,7 @@ from hub.inbox import chat_queries, queries
 from hub.inbox.actions.delivery import do_apply_status, message_new_effect
 from hub.inbox.actions.intake import REOPEN_WINDOW
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
+from hub.inbox.event_queries import record_status_change_in
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Conversation, InboundEvent, Message, Patient
 from hub.routing import actions as routing
@@ -212,9 +213,11 @@ async def _conversation_for(session: AsyncSession, patient: Patient, now: dateti
         )
         session.add(conversation)
     elif conversation.status is not ConversationStatus.OPEN:
+        before = conversation.status
         conversation.status = ConversationStatus.OPEN
         conversation.snoozed_until = None
         conversation.resolved_at = None
+        record_status_change_in(session, conversation, before, now)
     conversation.last_activity_at = now
     conversation.last_inbound_at = now
     await session.flush()

@@ -28,6 +28,7 @@ from hub.inbox.actions.tags import (
     tags_of_patient_in,
 )
 from hub.inbox.denials import note_denied
+from hub.inbox.event_queries import record_status_change_in
 from hub.inbox.exceptions import NotFound
 from hub.inbox.models import Conversation, Message, Note, Patient
 from hub.inbox.schemas import (
@@ -280,9 +281,15 @@ async def do_set_status(
         raise ValueError("snooze needs a time in the future")
     async with db.transaction() as session:
         conversation = await visible_conversation(session, ctx, conversation_id, lock=True)
+        before = conversation.status
         conversation.status = status
         conversation.snoozed_until = snoozed_until if status is ConversationStatus.SNOOZED else None
         conversation.resolved_at = now if status is ConversationStatus.RESOLVED else None
+        record_status_change_in(session, conversation, before, now, ctx.staff_id)
+        # Imported here as _journey_lines does: journeys send through this package.
+        from hub.journeys.csat import status_changed_in
+
+        await status_changed_in(session, conversation, before, ctx.staff_id, now)
         effect = add_effect(
             session, "notify:conversation:updated", _event(conversation, status=status.value)
         )

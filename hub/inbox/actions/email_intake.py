@@ -49,6 +49,7 @@ from hub.inbox.actions.email_out import UNSUBSCRIBABLE
 from hub.inbox.actions.patient_index import index_name_in
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
 from hub.inbox.email_ids import email_id_index
+from hub.inbox.event_queries import record_status_change_in
 from hub.inbox.models import (
     Attachment,
     AttachmentState,
@@ -178,9 +179,11 @@ async def do_receive_email(
         elif not parsed.auto_submitted and conversation.status is not ConversationStatus.OPEN:
             # An out-of-office answer to a reminder must not put a resolved thread back in
             # front of staff; a person writing does.
+            before = conversation.status
             conversation.status = ConversationStatus.OPEN
             conversation.snoozed_until = None
             conversation.resolved_at = None
+            record_status_change_in(session, conversation, before, now)
         conversation.last_activity_at = now
         if not parsed.auto_submitted:
             conversation.last_inbound_at = now

@@ -22,6 +22,7 @@ from hub.enums import Channel, ConversationStatus, Direction, MessageStatus, Pri
 from hub.inbox import queries
 from hub.inbox.actions.delivery import message_new_effect, queue_outbound
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
+from hub.inbox.event_queries import record_status_change_in
 from hub.inbox.models import (
     Attachment,
     AttachmentState,
@@ -167,9 +168,11 @@ async def do_receive_inbound(
             session.add(conversation)
         else:
             if conversation.status is not ConversationStatus.OPEN:
+                before = conversation.status
                 conversation.status = ConversationStatus.OPEN
                 conversation.snoozed_until = None
                 conversation.resolved_at = None
+                record_status_change_in(session, conversation, before, now)
             conversation.channel_address = inbound.to_address
         conversation.last_activity_at = now
         conversation.last_inbound_at = now

@@ -71,7 +71,15 @@ class InboxFilters:
                 raise
             raise BadFilter(f"bad filter: {exc}") from None
 
+    def statuses(self) -> tuple[ConversationStatus, ...]:
+        if self.status == "active":
+            return OPEN_STATUSES
+        if self.status == "any":
+            return tuple(ConversationStatus)
+        return (ConversationStatus(self.status),)
+
     def clauses(self, ctx: StaffContext, ring: KeyRing, now: datetime) -> list[Any]:
+        """Every condition but the status (``statuses``): the list reads each status apart."""
         where: list[Any] = [ctx.visible_filter()]
         if self.view == "mine":
             where.append(Conversation.assignee_id == ctx.staff_id)
@@ -79,10 +87,6 @@ class InboxFilters:
             where.append(Conversation.assignee_id.is_(None))
         if self.team_id is not None:
             where.append(Conversation.team_id == self.team_id)
-        if self.status == "active":
-            where.append(Conversation.status.in_(OPEN_STATUSES))
-        elif self.status != "any":
-            where.append(Conversation.status == ConversationStatus(self.status))
         if self.channel is not None:
             where.append(Conversation.channel == self.channel)
         if self.priority is not None:
@@ -123,6 +127,18 @@ class InboxPage:
     tag_names: tuple[str, ...] = ()
     """Every tag name at the clinic, for the filter's picker (none for a single-row render)."""
 
+    @property
+    def unread_more(self) -> bool:
+        """The count stopped at its cap: there are at least that many, maybe more."""
+        return self.unread >= listing_queries.UNREAD_CAP
+
+    @property
+    def unread_label(self) -> str:
+        """The badge's words: "" for none, "99+" once the count reaches its cap."""
+        if self.unread_more:
+            return f"{listing_queries.UNREAD_CAP - 1}+"
+        return str(self.unread) if self.unread else ""
+
 
 async def do_list_inbox(
     db: Database,
@@ -145,7 +161,14 @@ async def do_list_inbox(
     where = filters.clauses(ctx, ring, now)
     async with db.transaction() as session:
         listed, unread = await listing_queries.inbox_rows(
-            session, ctx.staff_id, where, now, after=after, only=only, limit=limit + 1
+            session,
+            ctx.staff_id,
+            where,
+            now,
+            statuses=filters.statuses(),
+            after=after,
+            only=only,
+            limit=limit + 1,
         )
         more = len(listed) > limit
         listed = listed[:limit]
@@ -153,7 +176,9 @@ async def do_list_inbox(
         tags, tag_names = await _tags_in(session, ring, ids, picker=only is None)
         rows = [_row(ring, r, tags.get(r.conversation.id, [])) for r in listed]
         if unread is None:  # an empty page: the list may still hold unread conversations
-            unread = await listing_queries.unread_count(session, ctx.staff_id, where)
+            unread = await listing_queries.unread_count(
+                session, ctx.staff_id, where, filters.statuses()
+            )
         if rows:
             # The list shows names and message previews: a view of PHI like any other.
             await record(

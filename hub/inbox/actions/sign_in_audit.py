@@ -17,12 +17,13 @@ UNKNOWN_ACCOUNT = "unknown"
 """The subject of a sign-in that named no account."""
 
 
-async def do_audit_failed_sign_in(db: Database, email: str, *, locked: bool) -> None:
+async def do_audit_failed_sign_in(db: Database, email: str, *, locked: bool) -> bool:
     """Audit a failed sign-in that named no account, and the failure that locked sign-in.
 
     The typed email is kept out of the event, hashed or not: it may be a password typed into
     the wrong field. Only the failure that starts a lockout is audited, not each refusal while
     locked, so a guesser cannot fill the chain without paying for a password check each time.
+    Returns whether the email named an account (for /metrics' reason, never the email).
     """
     async with db.transaction() as session:
         staff = await queries.staff_by_email(session, email)
@@ -31,6 +32,7 @@ async def do_audit_failed_sign_in(db: Database, email: str, *, locked: bool) -> 
         if locked:
             subject = staff.id if staff is not None else UNKNOWN_ACCOUNT
             await record(session, SIGN_IN, "staff.login_locked", "staff", subject)
+    return staff is not None
 
 
 async def do_audit_deactivated_sign_in(db: Database, email: str) -> None:

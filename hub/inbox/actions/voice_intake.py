@@ -34,6 +34,7 @@ from hub.inbox.actions.delivery import message_new_effect
 from hub.inbox.actions.intake import REOPEN_WINDOW, patient_for_phone
 from hub.inbox.actions.patients import FIRST_RESPONSE_TARGETS
 from hub.inbox.actions.tags import add_conversation_tags_in
+from hub.inbox.event_queries import record_status_change_in
 from hub.inbox.models import (
     Attachment,
     AttachmentState,
@@ -179,18 +180,20 @@ async def _voice_conversation(
             first_response_due_at=now + FIRST_RESPONSE_TARGETS[Priority.NORMAL],
         )
         session.add(conversation)
-    _reopen(conversation, now)
+    _reopen(session, conversation, now)
     if to_address:
         conversation.channel_address = to_address
     await session.flush()
     return conversation
 
 
-def _reopen(conversation: Conversation, now: datetime) -> None:
+def _reopen(session: AsyncSession, conversation: Conversation, now: datetime) -> None:
     if conversation.status is not ConversationStatus.OPEN:
+        before = conversation.status
         conversation.status = ConversationStatus.OPEN
         conversation.snoozed_until = None
         conversation.resolved_at = None
+        record_status_change_in(session, conversation, before, now)
     conversation.last_activity_at = now
     conversation.last_inbound_at = now
 
@@ -280,7 +283,7 @@ async def _keypress_target(
         assert conversation is not None
         patient = await session.get(Patient, conversation.patient_id)
         assert patient is not None
-        _reopen(conversation, now)
+        _reopen(session, conversation, now)
         run = await journey_queries.run_of_message(session, message_id)
         ref = (run.enrollment_id, run.step_id) if run is not None else None
         return patient, conversation, ref, "the reminder call"

@@ -1,0 +1,221 @@
+"""SQL of the run facts refresh: the queue of changed enrollments, patients and appointments,
+their rows, and the facts."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, literal, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.consent.models import ConsentRecord, ConsentState
+from hub.enums import Direction
+from hub.inbox.models import Conversation, Message
+from hub.journeys.models import Appointment, Enrollment, StepRun
+from hub.reports.facts_queries import insert_for
+from hub.reports.models import AppointmentFact, RollupDirty, RunFact
+from hub.reports.run_facts import EnrollmentSource, PatientEvents, RunRow
+
+ENROLLMENT = "enrollment"
+PATIENT = "patient"
+APPOINTMENT = "appointment"
+"""``report_rollup_dirty.kind`` values (the triggers of migration 0030 write the same)."""
+
+Read = list[tuple[uuid.UUID, int]]
+
+
+async def anything_dirty(session: AsyncSession) -> bool:
+    return await session.scalar(select(RollupDirty.item_id).limit(1)) is not None
+
+
+async def dirty_batch(session: AsyncSession, kind: str, limit: int) -> Read:
+    rows = await session.execute(
+        select(RollupDirty.item_id, RollupDirty.version)
+        .where(RollupDirty.kind == kind)
+        .limit(limit)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def clear_dirty(session: AsyncSession, kind: str, read: Read) -> None:
+    """Only at the version read: a row changed meanwhile stays queued."""
+    if read:
+        key = tuple_(RollupDirty.item_id, RollupDirty.version)
+        await session.execute(
+            delete(RollupDirty).where(RollupDirty.kind == kind, key.in_(list(read)))
+        )
+
+
+async def queue(session: AsyncSession, kind: str, keys: Any) -> None:
+    """Queue ``keys`` (a SELECT of one id column) as ``kind``."""
+    ids = select(literal(kind), keys.c[0], literal(1)).where(keys.c[0].is_not(None))
+    stmt = insert_for(session, RollupDirty).from_select(["kind", "item_id", "version"], ids)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["kind", "item_id"], set_={"version": RollupDirty.version + 1}
+    )
+    await session.execute(stmt)
+
+
+async def queue_patients_enrollments(session: AsyncSession, patients: Sequence[uuid.UUID]) -> None:
+    if patients:
+        ids = select(Enrollment.id).where(Enrollment.patient_id.in_(patients)).subquery()
+        await queue(session, ENROLLMENT, ids)
+
+
+async def queue_everything(session: AsyncSession) -> None:
+    """Every enrollment and appointment (first build, a restore, the clinic's zone changed)."""
+    await queue(session, ENROLLMENT, select(Enrollment.id).subquery())
+    await queue(session, APPOINTMENT, select(Appointment.id).subquery())
+
+
+async def _runs(session: AsyncSession, where: Any) -> dict[uuid.UUID, list[RunRow]]:
+    rows = await session.execute(
+        select(
+            StepRun.enrollment_id,
+            StepRun.id,
+            StepRun.step_id,
+            StepRun.status,
+            StepRun.reason,
+            StepRun.due_at,
+            Message.created_at,
+            Message.channel,
+            Message.purpose,
+            Message.status,
+            Message.error_code,
+        )
+        .outerjoin(Message, Message.id == StepRun.message_id)
+        .where(where)
+    )
+    found: dict[uuid.UUID, list[RunRow]] = defaultdict(list)
+    for r in rows:
+        found[r[0]].append(
+            RunRow(
+                r[1],
+                r[2],
+                r[3].value,
+                r[4],
+                r[5],
+                r[6],
+                r[7].value if r[7] is not None else None,
+                r[8],
+                r[9].value if r[9] is not None else None,
+                r[10],
+            )
+        )
+    return found
+
+
+async def enrollment_sources(
+    session: AsyncSession, ids: Sequence[uuid.UUID]
+) -> list[EnrollmentSource]:
+    """The enrollments ``ids`` that still exist, with their runs."""
+    enrollments = (
+        await session.execute(
+            select(
+                Enrollment.id,
+                Enrollment.journey_id,
+                Enrollment.version,
+                Enrollment.patient_id,
+                Enrollment.appointment_id,
+                Enrollment.confirmed_at,
+                Enrollment.cancelled_at,
+            ).where(Enrollment.id.in_(ids))
+        )
+    ).all()
+    runs = await _runs(session, StepRun.enrollment_id.in_(ids))
+    return [EnrollmentSource(*e, runs=runs.get(e[0], [])) for e in enrollments]
+
+
+async def patient_events(
+    session: AsyncSession, patients: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, PatientEvents]:
+    inbound: dict[uuid.UUID, list[Any]] = defaultdict(list)
+    revoked: dict[uuid.UUID, list[tuple[str, str, Any]]] = defaultdict(list)
+    if patients:
+        rows = await session.execute(
+            select(Conversation.patient_id, Message.created_at)
+            .join(Message, Message.conversation_id == Conversation.id)
+            .where(Conversation.patient_id.in_(patients), Message.direction == Direction.INBOUND)
+        )
+        for pid, at in rows:
+            inbound[pid].append(at)
+        consents = await session.execute(
+            select(
+                ConsentRecord.patient_id,
+                ConsentRecord.channel,
+                ConsentRecord.purpose,
+                ConsentRecord.created_at,
+            ).where(
+                ConsentRecord.patient_id.in_(patients),
+                ConsentRecord.state == ConsentState.REVOKED,
+            )
+        )
+        for pid, channel, purpose, at in consents:
+            revoked[pid].append((channel.value, purpose.value, at))
+    return {p: PatientEvents(inbound.get(p, []), revoked.get(p, [])) for p in patients}
+
+
+async def appointments_of_facts(
+    session: AsyncSession, enrollments: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Appointments the enrollments' facts were counted under (before this refresh)."""
+    rows = await session.scalars(
+        select(RunFact.appointment_id)
+        .where(RunFact.enrollment_id.in_(enrollments), RunFact.appointment_id.is_not(None))
+        .distinct()
+    )
+    return {a for a in rows if a is not None}
+
+
+async def replace_run_facts(
+    session: AsyncSession, enrollments: Sequence[uuid.UUID], rows: Sequence[dict[str, Any]]
+) -> None:
+    await session.execute(delete(RunFact).where(RunFact.enrollment_id.in_(enrollments)))
+    for start in range(0, len(rows), 500):
+        await session.execute(insert_for(session, RunFact).values(list(rows[start : start + 500])))
+
+
+async def appointment_sources(
+    session: AsyncSession, ids: Sequence[uuid.UUID]
+) -> list[tuple[Any, ...]]:
+    """(id, start, status, cancelled at, {journey ids}, [runs of all its enrollments]) of the
+    appointments ``ids`` that still exist."""
+    appointments = (
+        await session.execute(
+            select(
+                Appointment.id, Appointment.start_at, Appointment.status, Appointment.cancelled_at
+            ).where(Appointment.id.in_(ids))
+        )
+    ).all()
+    enrollments = (
+        await session.execute(
+            select(Enrollment.appointment_id, Enrollment.id, Enrollment.journey_id).where(
+                Enrollment.appointment_id.in_(ids)
+            )
+        )
+    ).all()
+    runs = await _runs(session, StepRun.enrollment_id.in_([e[1] for e in enrollments]))
+    journeys: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+    of_appointment: dict[uuid.UUID, list[RunRow]] = defaultdict(list)
+    for appointment_id, enrollment_id, journey_id in enrollments:
+        if appointment_id is None:
+            continue
+        journeys[appointment_id].add(journey_id)
+        of_appointment[appointment_id].extend(runs.get(enrollment_id, []))
+    return [
+        (a[0], a[1], a[2].value, a[3], journeys.get(a[0], set()), of_appointment.get(a[0], []))
+        for a in appointments
+    ]
+
+
+async def replace_appointment_facts(
+    session: AsyncSession, ids: Sequence[uuid.UUID], rows: Sequence[dict[str, Any]]
+) -> None:
+    await session.execute(delete(AppointmentFact).where(AppointmentFact.appointment_id.in_(ids)))
+    for start in range(0, len(rows), 500):
+        await session.execute(
+            insert_for(session, AppointmentFact).values(list(rows[start : start + 500]))
+        )
