@@ -22,7 +22,20 @@ from typing import Any
 
 from bench.common import RESULTS_DIR, ROOT, now_iso, read_result, run_info
 
-HELPERS = frozenset({"__init__", "common", "noop", "run", "loadgen", "scale_data"})
+HELPERS = frozenset(
+    {
+        "__init__",
+        "common",
+        "noop",
+        "run",
+        "loadgen",
+        "scale_data",
+        "scale_csat",
+        "scale_journeys",
+        "scale_journeys_play",
+        "reports_work",
+    }
+)
 """Modules of bench/ that are not benchmarks."""
 REPORT = ROOT / "bench" / "RESULTS.md"
 
