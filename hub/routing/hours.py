@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -133,6 +133,21 @@ def _first_instant(day: date, minute: int, zone: zoneinfo.ZoneInfo) -> datetime:
     return instant
 
 
+def _open_spans(
+    intervals: Intervals, day: date, zone: zoneinfo.ZoneInfo
+) -> Iterator[tuple[datetime, datetime]]:
+    """The team's open spans on ``day`` as UTC instants [opens, closes): the whole day when
+    it has no hours at all; a span to midnight closes at the next day's first instant."""
+    spans = [(0, MINUTES_PER_DAY)] if not intervals else intervals.get(day.weekday(), [])
+    for start, end in spans:
+        closes = (
+            _first_instant(day + timedelta(days=1), 0, zone)
+            if end == MINUTES_PER_DAY
+            else _first_instant(day, end, zone)
+        )
+        yield _first_instant(day, start, zone), closes
+
+
 def next_open(
     business_hours: Mapping[str, Any], holidays: Iterable[str], time_zone: str, at: datetime
 ) -> datetime | None:
@@ -180,14 +195,7 @@ def add_open_time(
         day = local.date() + timedelta(days=offset)
         if day in closed_days:
             continue
-        spans = [(0, MINUTES_PER_DAY)] if not intervals else intervals.get(day.weekday(), [])
-        for s, e in spans:
-            opens = _first_instant(day, s, zone)
-            closes = (
-                _first_instant(day + timedelta(days=1), 0, zone)
-                if e == MINUTES_PER_DAY
-                else _first_instant(day, e, zone)
-            )
+        for opens, closes in _open_spans(intervals, day, zone):
             opens = max(opens, start.astimezone(UTC))
             if closes <= opens:
                 continue
@@ -218,14 +226,7 @@ def open_time_between(
     total = timedelta(0)
     while day <= last:
         if day not in closed_days:
-            spans = [(0, MINUTES_PER_DAY)] if not intervals else intervals.get(day.weekday(), [])
-            for s, e in spans:
-                opens = _first_instant(day, s, zone)
-                closes = (
-                    _first_instant(day + timedelta(days=1), 0, zone)
-                    if e == MINUTES_PER_DAY
-                    else _first_instant(day, e, zone)
-                )
+            for opens, closes in _open_spans(intervals, day, zone):
                 overlap = min(closes, high) - max(opens, low)
                 if overlap > timedelta(0):
                     total += overlap
