@@ -28,6 +28,7 @@ from hub.reports.appointment_settings import (
 from hub.reports.base import Column, Report, ReportFilters, Series, Table
 from hub.reports.journeys import journeys_in_scope, rate
 from hub.reports.run_facts_actions import run_rollup_as_of
+from hub.reports.tuning import tune_for_reports
 
 __all__ = [
     "AppointmentSettings",
@@ -149,6 +150,7 @@ async def _period(db: Database, filters: ReportFilters, hours: int) -> Period:
     bounds = filters.bounds()
     period = Period()
     async with db.reader() as session:
+        await tune_for_reports(session)
         journey = None
         if filters.journey_key is not None:
             journey = (await journeys_in_scope(session, filters.journey_key))[0]
@@ -172,6 +174,7 @@ async def _baseline(db: Database, filters: ReportFilters, settings: AppointmentS
     start, end = settings.baseline
     bounds = ReportFilters(start, end, filters.time_zone).bounds()
     async with db.reader() as session:
+        await tune_for_reports(session)
         for _, status, n in await oq.appointment_groups(session, bounds, None, grouped=False):
             total.add(status, n)
     return total

@@ -22,6 +22,7 @@ from hub.enums import Role
 from hub.inbox.access import StaffContext
 from hub.reports import csat_queries as q
 from hub.reports.base import Column, Report, ReportFilters, Series, Table, for_viewer
+from hub.reports.tuning import tune_for_reports
 
 TITLE = "Satisfaction"
 SCORES = (1, 2, 3, 4, 5)
@@ -84,6 +85,7 @@ async def build(
     without it the table is left out and a note says so."""
     filters = for_viewer(filters, ctx)
     async with db.transaction() as session:
+        await tune_for_reports(session)
         rows = await q.survey_counts(session, _scope(filters))
         before = await q.survey_counts(session, _scope(filters.previous()))
         whole = _Tally()

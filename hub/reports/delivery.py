@@ -20,6 +20,7 @@ from hub.reports.base import Column, Report, ReportFilters, Series, Table
 from hub.reports.error_codes import meaning
 from hub.reports.journeys import JourneyOutcomes, journeys_in_scope, outcomes_of, rate
 from hub.reports.run_facts_actions import run_rollup_as_of
+from hub.reports.tuning import tune_for_reports
 
 OPT_OUT_COLUMNS = ("sent", "opted_out")
 """The funnel columns the opt-out rate needs (the reply test is the costly one)."""
@@ -86,6 +87,7 @@ class Delivery:
 async def _delivery(db: Database, filters: ReportFilters) -> Delivery:
     bounds = filters.bounds()
     async with db.reader() as session:
+        await tune_for_reports(session)
         journey_id = None
         if filters.journey_key is not None:
             journey_id = (await journeys_in_scope(session, filters.journey_key))[0].id

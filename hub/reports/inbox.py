@@ -15,6 +15,7 @@ from hub.reports import inbox_queries as q
 from hub.reports.base import Column, Report, ReportFilters, Series, Table, for_viewer
 from hub.reports.facts_actions import rollup_as_of
 from hub.reports.inbox_queries import ALL, BUCKETS, Scope, Stats
+from hub.reports.tuning import tune_for_reports
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 JOURNEY_NOTE = "The journey filter does not apply to inbox figures and was ignored."
@@ -108,7 +109,7 @@ async def build_responses(db: Database, filters: ReportFilters, viewer: StaffCon
     low, high = filters.bounds()
     plow, phigh = filters.previous().bounds()
     async with db.reader() as session:
-        await q.tune_for_reports(session)
+        await tune_for_reports(session)
         first = await q.first_response_stats(session, low, high, scope, business_hours=bh, now=now)
         resolved = await q.resolution_stats(session, low, high, scope, business_hours=bh)
         before = await q.first_response_stats(
@@ -229,7 +230,7 @@ async def build_volume(db: Database, filters: ReportFilters, viewer: StaffContex
     before = filters.previous()
     plow, phigh = before.bounds()
     async with db.reader() as session:
-        await q.tune_for_reports(session)
+        await tune_for_reports(session)
         per_day = await q.opened_per_day(session, low, high, scope)
         resolved = await q.resolved_counts(session, low, high, scope)
         cells, incoming_before = await _incoming(session, filters, before, scope)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, cast, func, literal, null, or_, select, text, tuple_
+from sqlalchemy import Integer, and_, cast, func, literal, null, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,8 +35,6 @@ BUCKETS: tuple[tuple[str, int, int | None], ...] = (
 )
 """First-response buckets: [low, high) seconds."""
 
-REPORT_WORK_MEM = "64MB"
-"""Sort memory for one report read on PostgreSQL: a year of one clinic's waits fits in it."""
 
 GroupKey = tuple[str, Any]
 """("all", None), ("channel", "sms"), ("team", team id or None), ("agent", staff id or None)."""
@@ -93,15 +91,6 @@ def _scoped(where: list[Any], scope: Scope) -> list[Any]:
 
 def _postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
-
-
-async def tune_for_reports(session: AsyncSession) -> None:
-    """PostgreSQL, for this read's transaction only: a year's aggregate is costed above the JIT
-    thresholds, and compiling it took ~200 ms, more than it saved; the percentiles' sorts of a
-    year's conversations spilled to disk at the default ``work_mem``."""
-    if _postgres(session):
-        await session.execute(text("SET LOCAL jit = off"))
-        await session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
 
 
 def _keys_pg(grouped: bool) -> list[Any]:

@@ -24,6 +24,7 @@ from hub.journeys.models import Journey
 from hub.reports import outcome_queries as oq
 from hub.reports.base import Column, Report, ReportFilters, Series, Table
 from hub.reports.run_facts_actions import run_rollup_as_of
+from hub.reports.tuning import tune_for_reports
 
 COUNTED = ("sent", "delivered", "replied", "confirmed", "cancelled", "opted_out", "failed")
 """Funnel columns the report reads (``hub.journeys.reporting.FUNNEL_COLUMNS``)."""
@@ -181,6 +182,7 @@ async def outcomes_of(
 ) -> list[list[JourneyOutcomes]]:
     """Per period (same journey and channel filters), each journey's outcomes."""
     async with db.reader() as session:
+        await tune_for_reports(session)
         journeys = await journeys_in_scope(session, periods[0].journey_key)
         found = [await journey_outcomes(session, j, periods, columns) for j in journeys]
     return [[per_journey[k] for per_journey in found] for k in range(len(periods))]
