@@ -69,7 +69,7 @@ async def test_an_admin_writes_the_after_hours_reply_per_language(
     saved = page.locator("section.card").filter(has_text="Front desk").first
     spanish = saved.get_by_label("Your text in Spanish (es;", exact=False)
     assert await spanish.input_value() == "Hola {{ first_name }}: abrimos a las 9."
-    hint = await saved.locator(".hint").inner_text()
+    hint = await saved.locator(".hint", has_text="in their language").inner_text()
     assert "shipped translation (en, es)" in hint
     await assert_accessible(page)
     if os.environ.get("HUB_UPDATE_SCREENSHOTS") == "1":

@@ -172,13 +172,18 @@ def test_demo_runs_serve_and_worker_and_prints_a_working_password(demo_dir: Path
                     channel=Channel.EMAIL,
                 )
                 mail_dir = demo_dir / "var" / "demo-mail"
+                answer = b"Your synthetic results are ready."
+
+                def answered() -> list[bytes]:
+                    # Other mail lands here too (the admins' weekly summary on a Monday).
+                    found = [p.read_bytes() for p in mail_dir.glob("*.eml")]
+                    return [m for m in found if answer in m]
+
                 deadline = time.monotonic() + STARTUP_TIMEOUT_S
-                while not list(mail_dir.glob("*.eml")) and time.monotonic() < deadline:
+                while not answered() and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
-                [saved] = list(mail_dir.glob("*.eml"))
-                mail = saved.read_bytes()
+                [mail] = answered()
                 assert b"front-desk@demo-clinic.example.org" in mail
-                assert b"Your synthetic results are ready." in mail
             finally:
                 await db.dispose()
 
