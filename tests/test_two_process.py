@@ -15,13 +15,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import aiosmtplib
@@ -37,7 +38,7 @@ from hub.db import Database
 from hub.enums import Direction
 from hub.inbox.models import Conversation, Message, Team
 from hub.routing.actions import do_create_rule
-from tests.conftest import hub_env, make_staff, sync_url
+from tests.conftest import DatabaseFactory, hub_env, make_staff, sync_url
 from tests.stack import eventually, free_port
 from tests.staff_helpers import META_CSRF, PASSWORD
 from tests.twilio_helpers import (
@@ -461,7 +462,7 @@ def _localized(path: Path, replacements: dict[str, str]) -> str:
 
 @contextlib.contextmanager
 def running_nginx(
-    directory: Path, stream_module: str, hub_conf: str, smtp_conf: str
+    directory: Path, stream_module: str, hub_conf: str, smtp_conf: str, ports: tuple[int, ...]
 ) -> Iterator[subprocess.Popen[bytes]]:
     assert NGINX is not None
     (directory / "hub.conf").write_text(hub_conf)
@@ -490,6 +491,7 @@ def running_nginx(
         start_new_session=True,
     )
     try:
+        _wait_until_listening(process, directory, ports)
         yield process
     finally:
         process.send_signal(signal.SIGQUIT)  # graceful: finish open requests
@@ -498,6 +500,43 @@ def running_nginx(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+class PortTaken(Exception):
+    """nginx could not bind a port picked free a moment before (something else took it)."""
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """The TCP ports process `pid` holds listening sockets on (Linux: /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _wait_until_listening(
+    process: subprocess.Popen[bytes], directory: Path, ports: tuple[int, ...]
+) -> None:
+    """Until nginx itself holds each of its ports. Its pid file is written before it binds and
+    another process may hold a port it was given, so neither the file nor a connection proves
+    it is up. If it exits first, say why from its error log."""
+    deadline = time.monotonic() + 15
+    while not set(ports) <= _listening_ports(process.pid):
+        errors = (directory / "error.log").read_text(errors="replace")
+        if "Address already in use" in errors:
+            raise PortTaken(errors)
+        if process.poll() is not None:
+            raise AssertionError(f"nginx exited with {process.returncode}:\n{errors}")
+        assert time.monotonic() < deadline, f"nginx did not listen on {ports} within 15 s"
+        time.sleep(0.05)
 
 
 async def _sms_answered(http: aiohttp.ClientSession, backend: HubProcess) -> float:
@@ -524,7 +563,7 @@ def _sms_params(sid_char: str, body: str) -> dict[str, str]:
     }
 
 
-def _missing(why: str) -> None:
+def _missing(why: str) -> NoReturn:
     """Outside CI the proxy test may skip; CI installs nginx (.ci/run) and must run it."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{why}, and under CI=true this test must run")
@@ -532,7 +571,7 @@ def _missing(why: str) -> None:
 
 
 async def test_the_documented_nginx_config_in_front_of_two_hubs(
-    fresh_db_url: str, redis_url: str, tmp_path: Path
+    database_factory: DatabaseFactory, redis_url: str, tmp_path: Path
 ) -> None:
     """docs/deploy/nginx.conf and nginx-smtp.conf as shipped (addresses, ports and certificate
     paths aside) in front of two hubs on two addresses: sticky long-polling, WebSocket upgrade,
@@ -546,7 +585,24 @@ async def test_the_documented_nginx_config_in_front_of_two_hubs(
         _missing("this nginx has no stream module (Debian: libnginx-mod-stream)")
     if not _loopback_aliases("127.0.0.2", "127.0.0.3"):
         _missing("127.0.0.2 and 127.0.0.3 are not local addresses here (macOS)")
-    proxy_dir = tmp_path / "nginx"
+    # The proxy's ports are picked free just before nginx binds them; on a busy machine another
+    # process can take one in between. nginx then says so, and the scenario starts over on
+    # fresh ports (the hubs know the public URL, so they start over too, on a new database).
+    for attempt in range(3):
+        run_dir = tmp_path / f"try{attempt}"
+        run_dir.mkdir()
+        try:
+            await _through_nginx(database_factory.create(), redis_url, run_dir, stream_module)
+            return
+        except PortTaken:
+            if attempt == 2:
+                raise
+
+
+async def _through_nginx(
+    fresh_db_url: str, redis_url: str, run_dir: Path, stream_module: str
+) -> None:
+    proxy_dir = run_dir / "nginx"
     proxy_dir.mkdir()
     _self_signed(proxy_dir)
     https_port, http_port, smtp_port, backend_smtp = (free_port() for _ in range(4))
@@ -559,7 +615,7 @@ async def test_the_documented_nginx_config_in_front_of_two_hubs(
     async with running_hubs(
         fresh_db_url,
         redis_url,
-        tmp_path,
+        run_dir,
         hosts=("127.0.0.1", "127.0.0.2"),  # two machines, as far as the proxy can tell
         public_url=public_url,
         extra=extra,
@@ -584,7 +640,12 @@ async def test_the_documented_nginx_config_in_front_of_two_hubs(
                 "10.0.0.12:2525": f"127.0.0.2:{backend_smtp}",
             },
         )
-        with hubs.explained(), running_nginx(proxy_dir, stream_module, hub_conf, smtp_conf):
+        with (
+            hubs.explained(),
+            running_nginx(
+                proxy_dir, stream_module, hub_conf, smtp_conf, (https_port, http_port, smtp_port)
+            ),
+        ):
             insecure = aiohttp.TCPConnector(ssl=False)
             async with aiohttp.ClientSession(connector=insecure) as http:
 
