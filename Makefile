@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist). Much of the suite waits on other processes, browsers and
+# sockets, so two workers finish well ahead of one even on two cores; TEST_WORKERS=0 runs in one.
+TEST_WORKERS ?= 2
 SOCKETIO_JS := web/static/vendor/socket.io.min.js
 HTMX_JS     := web/static/vendor/htmx.min.js
 NODE_STAMP  := node_modules/.installed-stamp
@@ -42,7 +45,7 @@ demo: install
 ## Create the virtualenv, install, and run every test. pytest's exit 5 (nothing collected) is
 ## not a failure of the suite, so it is mapped to 0; every other status passes through.
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
 ## The fast subset: no subprocesses, no heavy scenarios.
 test-fast:

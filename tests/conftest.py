@@ -4,6 +4,10 @@ SQLite and the embedded Redis by default; PostgreSQL and a Redis server when
 HUB_TEST_DATABASE_URL / HUB_TEST_REDIS_URL are set. The schema is migrated once per run into a
 database made for the run; each test's ``db`` is a transaction rolled back afterwards. Tests
 that need committed data (other processes, concurrency) take ``fresh_db_url`` instead.
+
+Under pytest-xdist (``make test`` runs two workers) each worker has its own databases (named by
+process) and its own Redis db: HUB_TEST_REDIS_URL's db for the first worker, the one below it
+for the next (db 15, 14, ...), so one worker's flush never empties another's queues.
 """
 
 from __future__ import annotations
@@ -135,10 +139,23 @@ def fresh_db_url(database_factory: DatabaseFactory) -> str:
     return database_factory.create()
 
 
+def _worker_redis_url(url: str) -> str:
+    """This xdist worker's own db on the given Redis (see the module's docstring)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    if index == 0:
+        return url
+    parts = urlsplit(url)
+    db = int(parts.path.strip("/") or 0) - index
+    if db < 0:
+        raise pytest.UsageError(f"HUB_TEST_REDIS_URL's db leaves no Redis db for {worker}")
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     if REDIS_URL is not None:
-        yield REDIS_URL
+        yield _worker_redis_url(REDIS_URL)
         return
     # A short directory: unix socket paths are limited to ~100 bytes.
     var = Path(tempfile.mkdtemp(prefix="hubr"))
