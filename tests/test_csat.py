@@ -382,7 +382,11 @@ async def test_a_score_is_recorded_and_the_conversation_stays_resolved(
     assert (after.status, after.resolved_at) == (ConversationStatus.RESOLVED, resolved_at)
     assert await conversations_count(db) == 1  # no new ticket either
     # The answer is in the thread, as every reply is.
-    inbound = [m for m in await rows(db, Message) if m.direction is Direction.INBOUND]
+    # Newest last by time (a table's row order is not insertion order once rows are updated).
+    inbound = sorted(
+        (m for m in await rows(db, Message) if m.direction is Direction.INBOUND),
+        key=lambda m: (m.created_at, m.id),
+    )
     assert [m.unseal(ring, "body") for m in inbound][-1] == " 5 "
     [enrollment] = await rows(db, Enrollment)
     assert enrollment.status is EnrollmentStatus.COMPLETED
