@@ -33,8 +33,9 @@ MAX_STATEMENTS = 3
 WITH_ROWS = 2
 """A page that lists something: its rows carry the list's unread count too."""
 AUDIT_TABLES = ("audit_head", "audit_event")
-TRANSACTION_CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")
-"""The test's rolled-back outer transaction makes each of the hub's a savepoint."""
+TRANSACTION_CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "SET LOCAL")
+"""The test's rolled-back outer transaction makes each of the hub's a savepoint; SET LOCAL is
+the transaction's own setting (PostgreSQL: the list's plan is kept), no read."""
 
 
 @contextmanager
