@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 from collections.abc import Iterator
@@ -132,6 +133,18 @@ async def _migrate(settings: Settings) -> None:
         await db.dispose()
 
 
+async def _settle_heap(_app: Any) -> None:
+    """Everything loaded at start (modules, mappers, templates, settings) lives as long as the
+    process. Frozen, Python's cycle collector stops walking it; and full collections, which
+    still walk what came later, run a hundred times less often. Each was a pause of up to
+    100 ms in whichever request was running: list pages at p50 16 ms had a p95 of 156 ms, and
+    with the collector off no pause at all (bench/workspace.py). Requests leave few cycles
+    behind (refcounting frees the rest); gen 0 and 1 still collect as usual."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(700, 10, 1000)  # Python's defaults are (700, 10, 10)
+
+
 def _serve(settings: Settings) -> None:
     from aiohttp import web
 
@@ -142,8 +155,10 @@ def _serve(settings: Settings) -> None:
         f"hub serving on http://{settings.host}:{settings.port} (public URL {settings.public_url})",
         err=True,
     )
+    app = create_app(settings)
+    app.on_startup.append(_settle_heap)  # last: after everything the start-up loads
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         print=None,
