@@ -108,9 +108,14 @@ def held_note(m: Message) -> str | None:
 
 def unverified_words(m: Message) -> str | None:
     """Why the sender of an inbound mail is not proven; None when it is, or was not asked."""
-    if m.sender_verified is not False:
+    return unverified_reason(m.sender_verified, m.sender_check)
+
+
+def unverified_reason(verified: bool | None, check: str | None) -> str | None:
+    """``unverified_words`` from the two columns (a list row reads columns, not messages)."""
+    if verified is not False:
         return None
-    return REASON_WORDS.get(m.sender_check or "", REASON_WORDS["not_checked"])
+    return REASON_WORDS.get(check or "", REASON_WORDS["not_checked"])
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from hub.inbox import listing_queries
 from hub.inbox.access import StaffContext
 from hub.inbox.actions.tags import normalize_tag, tagged_filter
 from hub.inbox.models import Conversation
-from hub.inbox.schemas import ConversationRow, unverified_words
+from hub.inbox.schemas import ConversationRow, unverified_reason
 
 DEFAULT_PAGE = 25
 MAX_PAGE = 100
@@ -243,7 +243,11 @@ def _row(ring: KeyRing, r: listing_queries.ListedRow, tags: list[str]) -> Conver
         preview=(body[:PREVIEW_CHARS] + "…") if body and len(body) > PREVIEW_CHARS else body,
         unread=conversation.last_inbound_at is not None
         and (r.read_at is None or r.read_at < conversation.last_inbound_at),
-        sender_unverified=unverified_words(message) if message is not None else None,
+        sender_unverified=(
+            unverified_reason(message.sender_verified, message.sender_check)
+            if message is not None
+            else None
+        ),
         preview_from_patient=from_patient,
         answered_automatically=answered_automatically,
         waiting_since=None if resolved else r.waiting_since,
