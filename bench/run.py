@@ -34,6 +34,7 @@ HELPERS = frozenset(
         "scale_journeys",
         "scale_journeys_play",
         "reports_work",
+        "inbox_facts_read",
     }
 )
 """Modules of bench/ that are not benchmarks."""

@@ -8,6 +8,7 @@ from hub.inbox import models as inbox_models
 from hub.journeys import csat_models
 from hub.journeys import models as journey_models
 from hub.reports import models as report_models
+from hub.reports import outcome_models
 from hub.rights import models as rights_models
 from hub.routing import models as routing_models
 from hub.templates import models as template_models
@@ -24,6 +25,7 @@ __all__ = [
     "mention_models",
     "metadata",
     "outbox",
+    "outcome_models",
     "patient_models",
     "report_models",
     "rights_models",

@@ -17,6 +17,7 @@ from hub.db import Database
 from hub.enums import Channel, MessageStatus
 from hub.inbox import actions
 from hub.inbox.actions.delivery import SendTask
+from hub.inbox.models import Team
 from hub.inbox.schemas import NewPatient
 from hub.journeys import actions as journeys
 from hub.journeys.dispatch import do_prepare_batch, providers_for
@@ -53,6 +54,17 @@ def phone(n: int) -> str:
 
 def email(n: int) -> str:
     return f"outcome.patient{n}@example.org"
+
+
+async def clinic_team(db: Database) -> uuid.UUID:
+    """The clinic's default team, in ZONE: the clinic's zone is its default team's, and the
+    outcome reports read their day rollups only for days counted in the filters' zone (without
+    it they read the run facts)."""
+    async with db.transaction() as session:
+        team = Team(name="Front desk", time_zone=ZONE, is_default=True)
+        session.add(team)
+        await session.flush()
+        return team.id
 
 
 async def install(db: Database) -> None:

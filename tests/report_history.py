@@ -207,11 +207,17 @@ def period(start: date, end: date, zone: str) -> tuple[datetime, datetime]:
 
 
 def pct(values: list[int], p: float) -> int | None:
-    """The smallest value with at least ``p`` of the values at or below it."""
+    """The smallest value with at least ``p`` of the values at or below it, as the reports
+    give it: rounded down to what staff read (the second under a minute, the minute under a
+    day, the hour beyond; docs/reports.md)."""
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[max(math.ceil(p * len(ordered)) - 1, 0)]
+    value = ordered[max(math.ceil(p * len(ordered)) - 1, 0)]
+    for below, step in ((60, 1), (86400, 60)):
+        if value < below:
+            return value - value % step
+    return value - value % 3600
 
 
 def expected_responses(

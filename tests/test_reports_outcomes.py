@@ -25,6 +25,7 @@ from hub.journeys.models import AppointmentStatus
 from hub.reports import appointments, delivery
 from hub.reports import journeys as journey_report
 from hub.reports.base import ReportFilters
+from hub.reports.outcome_day_queries import delivery_current, runs_current
 from hub.reports.registry import REPORTS
 from hub.reports.run_exports import RUN_COLUMNS, journey_run_rows
 from tests import outcome_recount as recount
@@ -33,6 +34,7 @@ from tests.outcome_helpers import (
     SYSTEM,
     ZONE,
     accepted,
+    clinic_team,
     dispatch,
     email,
     install,
@@ -66,11 +68,17 @@ async def enroll(
     )
 
 
-@pytest.fixture
-async def week(db: Database, ring: KeyRing, set_clock: Any) -> dict[str, Any]:
-    """The known week (see the module docstring); returns the patients by number."""
+@pytest.fixture(params=["day_rollups", "facts"])
+async def week(
+    db: Database, ring: KeyRing, set_clock: Any, request: pytest.FixtureRequest
+) -> dict[str, Any]:
+    """The known week (see the module docstring); returns the patients by number. Read from
+    the day rollups (the clinic's zone is the filters') or, without a team in that zone, from
+    the facts."""
     enrolled = datetime(2026, 11, 20, 12, tzinfo=UTC)
     set_clock(enrolled)
+    if request.param == "day_rollups":
+        await clinic_team(db)
     await install(db)
     p = {n: await patient(db, ring, n) for n in (1, 2, 3, 4, 5, 6, 7, 10)}
     p[8] = await patient(db, ring, 8, by_phone=False, by_email=True)
@@ -136,6 +144,9 @@ async def week(db: Database, ring: KeyRing, set_clock: Any) -> dict[str, Any]:
             start=datetime(2026, 10, 5 + n - 11, 9, tzinfo=NY),
         )
     await recount.refresh_rollups(db)  # what the tick does
+    async with db.reader() as session:
+        assert await runs_current(session, ZONE) == (request.param == "day_rollups")
+        assert await delivery_current(session, ZONE) == (request.param == "day_rollups")
     return p
 
 

@@ -29,6 +29,7 @@ from tests.outcome_helpers import (
     KEY,
     SYSTEM,
     ZONE,
+    clinic_team,
     dispatch,
     install,
     patient,
@@ -104,6 +105,7 @@ async def caught_up(db: Database) -> None:
 @pytest.fixture
 async def clinic(db: Database, ring: KeyRing, set_clock: Any) -> dict[int, uuid.UUID]:
     set_clock(datetime(2026, 11, 20, 12, tzinfo=UTC))
+    await clinic_team(db)  # the reports then read the day rollups the refresh keeps
     await install(db)
     p = {n: await patient(db, ring, n) for n in (1, 2, 3, 4)}
     for n in p:

@@ -10,12 +10,14 @@ cancelled ones, and those the feed has not reported on, are left out of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.db import Database
 from hub.inbox.access import StaffContext
 from hub.journeys.models import AppointmentStatus
 from hub.journeys.outcomes import ATTENDED
+from hub.reports import outcome_day_queries as dq
 from hub.reports import outcome_queries as oq
 from hub.reports.appointment_settings import (
     AppointmentSettings,
@@ -27,6 +29,7 @@ from hub.reports.appointment_settings import (
 )
 from hub.reports.base import Column, Report, ReportFilters, Series, Table
 from hub.reports.journeys import journeys_in_scope, rate
+from hub.reports.outcome_rollup import is_late
 from hub.reports.run_facts_actions import run_rollup_as_of
 from hub.reports.tuning import tune_for_reports
 
@@ -141,16 +144,38 @@ class Period:
         return total
 
 
-def is_late(start_at: datetime, cancelled_at: datetime, hours: int) -> bool:
-    """Came in less than ``hours`` before the start (or after it)."""
-    return start_at - cancelled_at < timedelta(hours=hours)
+def _count_day(period: Period, group: str, status: str, cancel: str, n: int) -> None:
+    period.groups[group].add(AppointmentStatus(status), n)
+    if cancel == "late":
+        period.late += n
+    elif cancel == "in_time":
+        period.in_time += n
+    elif cancel == "unknown":
+        period.unknown_time += n
+
+
+async def _from_days(
+    session: AsyncSession, filters: ReportFilters, hours: int
+) -> tuple[bool, Period]:
+    """The period from the day rollup, when it counts the filters' days with ``hours``."""
+    period = Period()
+    if not await dq.appointments_current(session, filters.time_zone, hours):
+        return False, period
+    journey_id = None
+    if filters.journey_key is not None:
+        journey_id = (await journeys_in_scope(session, filters.journey_key))[0].id
+    for row in await dq.appointment_days(session, (filters.start, filters.end), journey_id):
+        _count_day(period, *row)
+    return True, period
 
 
 async def _period(db: Database, filters: ReportFilters, hours: int) -> Period:
     bounds = filters.bounds()
-    period = Period()
     async with db.reader() as session:
         await tune_for_reports(session)
+        done, period = await _from_days(session, filters, hours)
+        if done:
+            return period
         journey = None
         if filters.journey_key is not None:
             journey = (await journeys_in_scope(session, filters.journey_key))[0]
@@ -175,6 +200,10 @@ async def _baseline(db: Database, filters: ReportFilters, settings: AppointmentS
     bounds = ReportFilters(start, end, filters.time_zone).bounds()
     async with db.reader() as session:
         await tune_for_reports(session)
+        if await dq.runs_current(session, filters.time_zone):
+            for _, status, _cancel, n in await dq.appointment_days(session, (start, end), None):
+                total.add(AppointmentStatus(status), n)
+            return total
         for _, status, n in await oq.appointment_groups(session, bounds, None, grouped=False):
             total.add(status, n)
     return total

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from hub.db import Database
 from hub.enums import Channel, MessageStatus
 from hub.inbox.access import StaffContext
+from hub.reports import outcome_day_queries as dq
 from hub.reports import outcome_queries as oq
 from hub.reports.base import Column, Report, ReportFilters, Series, Table
+from hub.reports.delivery_rollup_actions import delivery_rollup_as_of
 from hub.reports.error_codes import meaning
 from hub.reports.journeys import JourneyOutcomes, journeys_in_scope, outcomes_of, rate
 from hub.reports.run_facts_actions import run_rollup_as_of
@@ -91,9 +93,18 @@ async def _delivery(db: Database, filters: ReportFilters) -> Delivery:
         journey_id = None
         if filters.journey_key is not None:
             journey_id = (await journeys_in_scope(session, filters.journey_key))[0].id
-        scope = (bounds, filters.channel, journey_id, filters.team_id)
-        groups = await oq.delivery_groups(session, *scope)
-        errors = await oq.error_groups(session, *scope)
+        groups: list[tuple[str, str | None, MessageStatus, int]]
+        if await dq.delivery_current(session, filters.time_zone):
+            days = ((filters.start, filters.end), filters.channel, journey_id, filters.team_id)
+            groups = [
+                (ch, provider, MessageStatus(status), n)
+                for ch, provider, status, n in await dq.delivery_days(session, *days)
+            ]
+            errors = await dq.error_days(session, *days)
+        else:  # the rollup counts other days (the clinic's zone changed) or was never built
+            scope = (bounds, filters.channel, journey_id, filters.team_id)
+            groups = await oq.delivery_groups(session, *scope)
+            errors = await oq.error_groups(session, *scope)
         complaints = 0
         if filters.channel in (None, Channel.EMAIL.value):
             complaints = await oq.complaints(session, bounds)
@@ -137,6 +148,9 @@ async def build(db: Database, filters: ReportFilters, viewer: StaffContext) -> R
     rate per journey, email bounces and complaints, beside the previous period."""
     # Read first: every change committed before it is in what follows.
     as_of = await run_rollup_as_of(db)
+    zone, messages_as_of = await delivery_rollup_as_of(db)
+    if zone == filters.time_zone and as_of is not None and messages_as_of is not None:
+        as_of = min(as_of, messages_as_of)
     now = await _delivery(db, filters)
     before = await _delivery(db, filters.previous())
     journeys, journeys_before = await outcomes_of(

@@ -119,6 +119,7 @@ def compute_fact(
         "first_response_bh_s": _open_seconds(hours, opened, answered),
         "resolved_at": resolved,
         "resolution_s": _seconds(opened, resolved),
+        "resolved_day": None if resolved is None else resolved.astimezone(clinic_zone).date(),
         "resolution_bh_s": _open_seconds(hours, opened, resolved),
         "due_at": source.due_at,
         "wait_end_at": min(ends) if ends else None,

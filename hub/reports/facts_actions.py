@@ -2,7 +2,8 @@
 
 The queue (``report_fact_dirty``) is filled by triggers in every transaction that changes
 what a fact depends on, so the refresh never has to guess what changed: it takes a batch,
-recomputes those conversations from their rows, moves their share of the hourly counts, and
+recomputes those conversations from their rows, moves their share of the hourly counts and
+of the day rollup (``report_inbox_day``: old share out, new share in, summed per row), and
 dequeues each at the version it read, all in one transaction.
 """
 
@@ -15,8 +16,10 @@ from datetime import datetime
 from hub.db import Database, utcnow
 from hub.inbox import queries as inbox_queries
 from hub.reports import facts_queries as q
+from hub.reports import rollup_queries as rq
 from hub.reports.facts import HourKey, compute_fact, hour_deltas
 from hub.reports.models import NO_TEAM
+from hub.reports.rollup import shares
 from hub.routing.hours import zone_of
 
 DEFAULT_FACTS_BATCH = 500
@@ -33,7 +36,10 @@ class Refreshed:
 
 
 async def do_refresh_facts(
-    db: Database, *, batch: int = DEFAULT_FACTS_BATCH, now: datetime | None = None
+    db: Database,
+    *,
+    batch: int = DEFAULT_FACTS_BATCH,
+    now: datetime | None = None,
 ) -> Refreshed:
     """One batch. Cheap when nothing changed: four small reads and no write."""
     started = now or utcnow()
@@ -43,6 +49,7 @@ async def do_refresh_facts(
         if saved is not None and saved.time_zone == zone and not await q.anything_dirty(session):
             return Refreshed(0, True)
     async with db.transaction() as session:
+        await rq.lock_state(session)
         saved = await q.state(session)
         zone = await inbox_queries.clinic_time_zone(session)
         if saved is None or saved.time_zone != zone:
@@ -57,6 +64,11 @@ async def do_refresh_facts(
         clinic_zone = zone_of(zone)
         hours = await q.team_hours(session)
         old = await q.facts_of(session, ids)
+        # An empty day rollup is being rebuilt (``do_rebuild_facts`` emptied it, or it was
+        # never filled): it is counted from all the facts once the queue is drained, so no
+        # share is moved meanwhile. A rebuild cut short is thus finished by the next ticks.
+        missing = await rq.rollup_missing(session)
+        counted = [] if missing else await rq.old_shares(session, ids)
         rows = []
         deltas: dict[HourKey, int] = {}
         for source in await q.sources(session, ids):
@@ -70,9 +82,21 @@ async def do_refresh_facts(
             change = hour_deltas(_share(old.get(cid)), _share(new.get(cid)))
             for key, n in change.items():
                 deltas[key] = deltas.get(key, 0) + n
+        if not missing:
+            # Old and new shares summed per key first: a conversation that did not move
+            # cancels out, and each touched row is written once.
+            days = shares(counted, -1)
+            for cell_key, cell in shares(rows).items():
+                if cell_key in days:
+                    days[cell_key].add(cell)
+                else:
+                    days[cell_key] = cell
+            await rq.add_to_rollup(session, days)
         await q.replace_facts(session, ids, rows)
         await q.add_to_hours(session, {k: v for k, v in deltas.items() if v})
         await q.clear_dirty(session, read)
+        if caught_up and missing:
+            await rq.rebuild_rollup(session)
         if caught_up:
             # Every change committed before ``started`` was queued when the batch was read,
             # and this batch held all of the queue.
@@ -93,8 +117,12 @@ async def do_rebuild_facts(db: Database, *, batch: int = 1000) -> int:
     """Queue every conversation and refresh until the queue is empty (after a restore, or to
     time a full rebuild); returns how many conversations were recomputed."""
     async with db.transaction() as session:
+        await rq.lock_state(session)
         await q.save_state(session, await inbox_queries.clinic_time_zone(session), None)
         await q.queue_every_conversation(session)
+        # Counted again from all the facts by the refresh that drains the queue: one pass,
+        # instead of moving every conversation's share batch by batch.
+        await rq.clear_rollup(session)
     total = 0
     while True:
         done = await do_refresh_facts(db, batch=batch)

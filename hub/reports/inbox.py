@@ -11,6 +11,7 @@ from typing import Any
 from hub.db import Database, utcnow
 from hub.enums import Role
 from hub.inbox.access import StaffContext
+from hub.reports import inbox_day_queries as d
 from hub.reports import inbox_queries as q
 from hub.reports.base import Column, Report, ReportFilters, Series, Table, for_viewer
 from hub.reports.facts_actions import rollup_as_of
@@ -106,17 +107,20 @@ async def build_responses(db: Database, filters: ReportFilters, viewer: StaffCon
     now = utcnow()
     scope = _scope(filters)
     bh = filters.business_hours
-    low, high = filters.bounds()
-    plow, phigh = filters.previous().bounds()
+    days, bounds = (filters.start, filters.end), filters.bounds()
+    earlier = filters.previous()
+    pdays, pbounds = (earlier.start, earlier.end), earlier.bounds()
     async with db.reader() as session:
         await tune_for_reports(session)
-        first = await q.first_response_stats(session, low, high, scope, business_hours=bh, now=now)
-        resolved = await q.resolution_stats(session, low, high, scope, business_hours=bh)
-        before = await q.first_response_stats(
-            session, plow, phigh, scope, business_hours=bh, now=now, grouped=False
+        first = await d.first_response_stats(
+            session, days, bounds, scope, business_hours=bh, now=now
         )
-        before_resolved = await q.resolution_stats(
-            session, plow, phigh, scope, business_hours=bh, grouped=False
+        resolved = await d.resolution_stats(session, days, bounds, scope, business_hours=bh)
+        before = await d.first_response_stats(
+            session, pdays, pbounds, scope, business_hours=bh, now=now, grouped=False
+        )
+        before_resolved = await d.resolution_stats(
+            session, pdays, pbounds, scope, business_hours=bh, grouped=False
         )
         staff_ids = {k[1] for k in [*first, *resolved] if k[0] == "agent" and k[1]}
         team_ids = {k[1] for k in [*first, *resolved] if k[0] == "team" and k[1]}
@@ -226,25 +230,25 @@ async def build_volume(db: Database, filters: ReportFilters, viewer: StaffContex
     filters = for_viewer(filters, viewer)
     as_of = await rollup_as_of(db)
     scope = _scope(filters)
-    low, high = filters.bounds()
+    days = (filters.start, filters.end)
     before = filters.previous()
-    plow, phigh = before.bounds()
+    pdays = (before.start, before.end)
     async with db.reader() as session:
         await tune_for_reports(session)
-        per_day = await q.opened_per_day(session, low, high, scope)
-        resolved = await q.resolved_counts(session, low, high, scope)
+        per_day = await d.opened_per_day(session, days, scope)
+        resolved = await d.resolved_counts(session, days, scope)
         cells, incoming_before = await _incoming(session, filters, before, scope)
         # The trend needs totals only: no per-day, per-agent or per-hour reads.
         previous = _volume_figures(
-            await q.opened_count(session, plow, phigh, scope),
-            await q.resolved_counts(session, plow, phigh, scope),
+            await d.opened_count(session, pdays, scope),
+            await d.resolved_counts(session, pdays, scope),
             incoming_before,
         )
         load = await q.open_load(session, scope)
         resolved_by = {k: n for k, n in resolved.by_assignee.items() if k is not None}
         staff, _teams = await q.names(session, set(load) | set(resolved_by), set())
     figures = _volume_figures(sum(per_day.values()), resolved, sum(cells.values()))
-    days = [filters.start + timedelta(days=i) for i in range(filters.days)]
+    line_days = [filters.start + timedelta(days=i) for i in range(filters.days)]
     workload: list[list[Any]] = [
         [staff.get(sid, str(sid)), load.get(sid, 0), resolved_by.get(sid, 0)]
         for sid in set(load) | set(resolved_by)
@@ -275,15 +279,15 @@ async def build_volume(db: Database, filters: ReportFilters, viewer: StaffContex
                 "Incoming messages by weekday and hour",
                 "heatmap",
                 [f"{h:02d}" for h in range(24)],
-                [[cells.get((d, h), 0) for h in range(24)] for d in range(7)],
+                [[cells.get((w, h), 0) for h in range(24)] for w in range(7)],
                 row_labels=list(WEEKDAYS),
             ),
             Series(
                 "opened_per_day",
                 "Conversations opened per day",
                 "line",
-                [d.isoformat() for d in days],
-                [per_day.get(d, 0) for d in days],
+                [day.isoformat() for day in line_days],
+                [per_day.get(day, 0) for day in line_days],
             ),
         ],
         notes=[

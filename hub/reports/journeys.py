@@ -9,7 +9,7 @@ that channel count.
 
 from __future__ import annotations
 
-import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,12 +21,14 @@ from hub.inbox.exceptions import NotFound
 from hub.journeys import queries as journey_queries
 from hub.journeys.actions import definition_of
 from hub.journeys.models import Journey
+from hub.reports import outcome_day_queries as dq
 from hub.reports import outcome_queries as oq
 from hub.reports.base import Column, Report, ReportFilters, Series, Table
+from hub.reports.outcome_rollup import FLAGS, median_of, wait_bucket
 from hub.reports.run_facts_actions import run_rollup_as_of
 from hub.reports.tuning import tune_for_reports
 
-COUNTED = ("sent", "delivered", "replied", "confirmed", "cancelled", "opted_out", "failed")
+COUNTED = FLAGS
 """Funnel columns the report reads (``hub.journeys.reporting.FUNNEL_COLUMNS``)."""
 
 LABELS = {
@@ -68,8 +70,9 @@ class Outcomes:
     """One journey's or one step's figures (patients, each counted once per row)."""
 
     counts: dict[str, int]
-    waits: list[float]
-    """Seconds from the message to the confirmation, one per confirmation."""
+    waits: dict[int, int]
+    """Confirmations by seconds from the message to the confirmation, cut to what staff read
+    (``outcome_rollup.wait_bucket``)."""
 
     @property
     def no_reply(self) -> int:
@@ -80,8 +83,8 @@ class Outcomes:
         return rate(self.counts["confirmed"], self.counts["sent"])
 
     @property
-    def time_to_confirm(self) -> float | None:
-        return statistics.median(self.waits) if self.waits else None
+    def time_to_confirm(self) -> int | None:
+        return median_of(self.waits)
 
     def row(self) -> list[object]:
         c = self.counts
@@ -107,6 +110,26 @@ def _attempted(counts: dict[str, int]) -> bool:
     return bool(counts["sent"] or counts["failed"])
 
 
+def merged(histograms: Iterable[dict[int, int]]) -> dict[int, int]:
+    total: dict[int, int] = {}
+    for histogram in histograms:
+        for wait, n in histogram.items():
+            total[wait] = total.get(wait, 0) + n
+    return total
+
+
+def _histograms(
+    confirmed: list[tuple[str, datetime, float]], low: datetime, high: datetime
+) -> dict[str, dict[int, int]]:
+    found: dict[str, dict[int, int]] = {}
+    for step_id, due_at, wait in confirmed:
+        if low <= due_at < high:
+            step = found.setdefault(step_id, {})
+            bucket = wait_bucket(wait)
+            step[bucket] = step.get(bucket, 0) + 1
+    return found
+
+
 @dataclass
 class JourneyOutcomes:
     journey: Journey
@@ -123,38 +146,56 @@ async def journeys_in_scope(session: AsyncSession, key: str | None) -> list[Jour
     return [journey]
 
 
-async def journey_outcomes(
+Read = tuple[list[dq.StepCounts], list[dict[str, dict[int, int]]]]
+"""A journey's (counts, confirmation histograms by step) per period."""
+
+
+async def _read(
     session: AsyncSession,
-    journey: Journey,
+    journeys: list[Journey],
     periods: list[ReportFilters],
-    columns: tuple[str, ...] = COUNTED,
-) -> list[JourneyOutcomes]:
-    """The journey's figures in each period (read together: a report and its trend);
-    ``columns`` a part of COUNTED (the others read 0) for a caller that needs only those (the
-    delivery report's opt-outs)."""
+    columns: tuple[str, ...],
+) -> list[Read]:
     bounds = [p.bounds() for p in periods]
+    days = [(p.start, p.end) for p in periods]
     channel = periods[0].channel
-    counted = await oq.funnel_counts(session, journey.id, columns, bounds, channel)
+    ids = [j.id for j in journeys]
+    confirmed = "confirmed" in columns
+    # The day rollups when they count the filters' days (the clinic's zone), else the facts.
+    if await dq.runs_current(session, periods[0].time_zone):
+        counted = await dq.funnel_from_days(session, ids, columns, days, channel)
+        waits = await dq.confirm_histograms(session, ids, days, channel) if confirmed else {}
+        return [(counted[j], waits.get(j) or [{} for _ in periods]) for j in ids]
+    found: list[Read] = []
+    for journey_id in ids:
+        facts = await oq.funnel_counts(session, journey_id, columns, bounds, channel)
+        histograms: list[dict[str, dict[int, int]]] = [{} for _ in periods]
+        if confirmed:
+            span = (min(b[0] for b in bounds), max(b[1] for b in bounds))
+            rows = await oq.confirmations(session, journey_id, span, channel)
+            histograms = [_histograms(rows, low, high) for low, high in bounds]
+        found.append((facts, histograms))
+    return found
+
+
+def _outcomes(journey: Journey, read: Read, columns: tuple[str, ...]) -> list[JourneyOutcomes]:
+    """The journey's figures in each period; the columns not read are 0."""
     missing = {c: 0 for c in COUNTED if c not in columns}
-    confirmed: list[tuple[str, datetime, float]] = []
-    if "confirmed" in columns:
-        span = (min(b[0] for b in bounds), max(b[1] for b in bounds))
-        confirmed = await oq.confirmations(session, journey.id, span, channel)
     order = [s.id for s in definition_of(journey).steps]
     results = []
-    for (low, high), (steps, total) in zip(bounds, counted, strict=True):
+    for (steps, total), step_waits in zip(*read, strict=True):
         steps = {s: {**missing, **c} for s, c in steps.items()}
-        waits: dict[str, list[float]] = {}
-        for step_id, due_at, wait in confirmed:
-            if low <= due_at < high:
-                waits.setdefault(step_id, []).append(wait)
         # Steps of earlier versions still running come after the current ones.
         ids = [s for s in order if s in steps] + sorted(set(steps) - set(order))
         results.append(
             JourneyOutcomes(
                 journey,
-                Outcomes({**missing, **total}, [w for ws in waits.values() for w in ws]),
-                [(s, Outcomes(steps[s], waits.get(s, []))) for s in ids if _attempted(steps[s])],
+                Outcomes({**missing, **total}, merged(step_waits.values())),
+                [
+                    (s, Outcomes(steps[s], step_waits.get(s, {})))
+                    for s in ids
+                    if _attempted(steps[s])
+                ],
             )
         )
     return results
@@ -164,7 +205,7 @@ def _figures(results: list[JourneyOutcomes]) -> dict[str, object]:
     def total(key: str) -> int:
         return sum(r.total.counts[key] for r in results)
 
-    waits = [w for r in results for w in r.total.waits]
+    waits = merged(r.total.waits for r in results)
     return {
         "reached": total("sent"),
         "delivered": total("delivered"),
@@ -173,18 +214,21 @@ def _figures(results: list[JourneyOutcomes]) -> dict[str, object]:
         "cancelled": total("cancelled"),
         "no_reply": sum(r.total.no_reply for r in results),
         "opted_out": total("opted_out"),
-        "time_to_confirm_seconds": statistics.median(waits) if waits else None,
+        "time_to_confirm_seconds": median_of(waits),
     }
 
 
 async def outcomes_of(
     db: Database, periods: list[ReportFilters], columns: tuple[str, ...] = COUNTED
 ) -> list[list[JourneyOutcomes]]:
-    """Per period (same journey and channel filters), each journey's outcomes."""
+    """Per period (same journey and channel filters), each journey's outcomes (read together:
+    a report and its trend); ``columns`` a part of COUNTED (the others read 0) for a caller that
+    needs only those (the delivery report's opt-outs)."""
     async with db.reader() as session:
         await tune_for_reports(session)
         journeys = await journeys_in_scope(session, periods[0].journey_key)
-        found = [await journey_outcomes(session, j, periods, columns) for j in journeys]
+        read = await _read(session, journeys, periods, columns) if journeys else []
+    found = [_outcomes(j, r, columns) for j, r in zip(journeys, read, strict=True)]
     return [[per_journey[k] for per_journey in found] for k in range(len(periods))]
 
 
@@ -220,7 +264,9 @@ async def build(db: Database, filters: ReportFilters, viewer: StaffContext) -> R
         "message (confirmed, cancelled, replied, opted out) counts on that step however late "
         "it came, until the next step's message.",
         "No reply: sent, and the patient did not write back before the next step's message. "
-        "Time to confirm runs from the message the patient confirmed after.",
+        "Time to confirm runs from the message the patient confirmed after; the median "
+        "confirmation (the lower middle one of an even number) is shown to the second below a "
+        "minute, to the minute below a day and to the hour beyond, cut down.",
     ]
     if filters.team_id is not None or filters.agent_id is not None:
         notes.append("Journeys are the clinic's: the team and agent filters do not apply here.")

@@ -12,7 +12,18 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, Float, Index, Integer, SmallInteger, String
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db import Base
@@ -44,6 +55,10 @@ RESOLVED_READS = [
 """The same for a conversation first resolved in the period."""
 
 
+WAITING = "wait_end_at IS NULL AND due_at IS NOT NULL"
+"""The facts whose missed target depends on now (``ix_report_conversation_fact_waiting``)."""
+
+
 class ConversationFact(Base):
     """What the reports need of one conversation, recomputed whenever it changes. No foreign
     key: when a conversation is erased, the refresh must still find this row to take its
@@ -71,6 +86,15 @@ class ConversationFact(Base):
         ),
         Index("ix_report_conversation_fact_assignee_resolved", "assignee_id", "resolved_at"),
         Index("ix_report_conversation_fact_assignee_inbound", "assignee_id", "last_inbound_at"),
+        # Only conversations still waiting with a due time: their missed targets depend on now,
+        # so the reports count them live (migration 0032).
+        Index(
+            "ix_report_conversation_fact_waiting",
+            "due_at",
+            postgresql_include=["opened_at", "channel", "team_id", "assignee_id"],
+            postgresql_where=text(WAITING),
+            sqlite_where=text(WAITING),
+        ),
     )
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -89,6 +113,9 @@ class ConversationFact(Base):
     resolved_at: Mapped[datetime | None]
     """The first resolution after ``opened_at``."""
     resolution_s: Mapped[int | None] = mapped_column(Integer)
+    resolved_day: Mapped[date | None] = mapped_column(Date)
+    """``resolved_at``'s date in the clinic's zone (migration 0032): the day rollup's key,
+    kept here so a fact's share is taken back out of the day it was counted in."""
     resolution_bh_s: Mapped[int | None] = mapped_column(Integer)
     due_at: Mapped[datetime | None]
     """The conversation's ``first_response_due_at``."""
@@ -219,3 +246,48 @@ class RollupDirty(Base):
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     item_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+# --- the inbox reports' day rollup (migration 0032) ----------------------------------------
+
+ANY_CHANNEL = "*"
+"""Stands for "every channel" in ``report_inbox_day``'s key."""
+ANY_ID = uuid.UUID(int=(1 << 128) - 1)
+"""Stands for "every team" or "every assignee" in ``report_inbox_day``'s key."""
+NOBODY = uuid.UUID(int=0)
+"""Stands for "unassigned" in ``report_inbox_day``'s key."""
+
+
+class InboxDay(Base):
+    """The inbox figures of the conversations opened (``opened`` .. ``settled_breaches``, the
+    first-response histograms) or first resolved (``resolved``, ``reopened``, the resolution
+    histograms) on one clinic-local day (``grain`` "d") or month (``grain`` "m", ``day`` its
+    first day), per channel, team and assignee, and again with each of those replaced by
+    "every" (ANY_CHANNEL, ANY_ID): a report's group or filter is one row per day or month, so
+    no request merges per-agent rows into a clinic total. Histograms are packed by
+    ``hub.reports.rollup.pack``; kept by ``facts_actions.do_refresh_facts``."""
+
+    __tablename__ = "report_inbox_day"
+    __table_args__ = (
+        Index("ix_report_inbox_day_key", "channel", "team_id", "assignee_id", "grain", "day"),
+    )
+
+    grain: Mapped[str] = mapped_column(String(1), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    team_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    assignee_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    opened: Mapped[int] = mapped_column(Integer, default=0)
+    measured: Mapped[int] = mapped_column(Integer, default=0)
+    unanswered_open: Mapped[int] = mapped_column(Integer, default=0)
+    closed_unanswered: Mapped[int] = mapped_column(Integer, default=0)
+    with_due: Mapped[int] = mapped_column(Integer, default=0)
+    settled_breaches: Mapped[int] = mapped_column(Integer, default=0)
+    """Missed targets that can no longer change (the wait ended after the due time); those
+    still waiting past it depend on now and are counted live from the facts."""
+    resolved: Mapped[int] = mapped_column(Integer, default=0)
+    reopened: Mapped[int] = mapped_column(Integer, default=0)
+    first_response: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    first_response_bh: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    resolution: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    resolution_bh: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
