@@ -41,6 +41,11 @@ ROLLUPS: tuple[tuple[str, str, str], ...] = (
         "hub.reports.run_facts_actions:do_rebuild_run_facts",
         "hub.reports.run_facts_actions:do_refresh_run_facts",
     ),
+    (
+        "message delivery",
+        "hub.reports.delivery_rollup_actions:do_rebuild_delivery_rollup",
+        "hub.reports.delivery_rollup_actions:do_refresh_delivery_rollup",
+    ),
 )
 """Each report rollup: a label, its full rebuild (queue everything, refresh until empty) and
 the one-batch catch-up the tick calls ("module:function", each taking the Database, and the
