@@ -396,9 +396,10 @@ async def inbox_rows(
     assignee's name, the reader's read marker and the message to preview; per row, a few
     index probes of its own messages (never a scan of others')."""
     listed = [*where, Conversation.status.in_(statuses)]
+    postgres = session.get_bind().dialect.name == "postgresql"
     if only is not None:
         page = _page_ids([*listed, Conversation.id == only], now, after, limit)
-    elif session.get_bind().dialect.name == "postgresql":
+    elif postgres:
         page = _ranked_branches(where, statuses, now, after, limit)
     else:  # SQLite: a small clinic's list, and no index-ordered merge to gain from
         page = _page_ids(listed, now, after, limit)
@@ -434,7 +435,7 @@ async def inbox_rows(
         .outerjoin(preview, preview.id == func.coalesce(inbound, newest))
         .order_by(page.c.rank, page.c.last_activity_at.desc(), page.c.id.desc())
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if postgres:
         # One plan for every page, made once per connection: re-planning this statement (nine
         # branches, each weighing its indexes) cost more than running it, 1.2 ms of 2.2 at 1M
         # conversations, and planning grows with the tables. The plan does not depend on the

@@ -21,8 +21,9 @@ from hub.db import Database, utcnow
 from hub.inbox import queries as inbox_queries
 from hub.reports import facts_queries as state_queries
 from hub.reports import outcome_rollup_queries as rq
+from hub.reports import run_facts_queries as queue_q
 from hub.reports.models import NO_JOURNEY
-from hub.reports.outcome_models import DeliveryDay, DeliveryMonth, MessageFact
+from hub.reports.outcome_models import DeliveryDay, DeliveryDirty, DeliveryMonth, MessageFact
 from hub.reports.outcome_rollup import delivery_counts, difference
 from hub.routing.hours import zone_of
 
@@ -48,7 +49,11 @@ async def do_refresh_delivery_rollup(
     async with db.reader() as session:
         saved = await state_queries.state(session, DELIVERY_STATE_ID)
         zone = await inbox_queries.clinic_time_zone(session)
-        if saved is not None and saved.time_zone == zone and not await rq.anything_dirty(session):
+        if (
+            saved is not None
+            and saved.time_zone == zone
+            and not await queue_q.anything_dirty(session, DeliveryDirty)
+        ):
             return DeliveryRefreshed(0, True)
     async with db.transaction() as session:
         saved = await state_queries.state(session, DELIVERY_STATE_ID)
@@ -58,13 +63,13 @@ async def do_refresh_delivery_rollup(
             await rq.wipe(session, MessageFact, DeliveryDay, DeliveryMonth)
             await rq.queue_every_message(session)
         await state_queries.save_state(session, zone, None, DELIVERY_STATE_ID)
-        moved = await rq.dirty_batch(session, rq.CONVERSATION, batch + 1)
+        moved = await queue_q.dirty_batch(session, rq.CONVERSATION, batch + 1, DeliveryDirty)
         caught_up = len(moved) <= batch
         moved = moved[:batch]
         await rq.queue_conversations_messages(session, [c for c, _v in moved])
-        await rq.clear_dirty(session, rq.CONVERSATION, moved)
+        await queue_q.clear_dirty(session, rq.CONVERSATION, moved, DeliveryDirty)
 
-        read = await rq.dirty_batch(session, rq.MESSAGE, batch + 1)
+        read = await queue_q.dirty_batch(session, rq.MESSAGE, batch + 1, DeliveryDirty)
         caught_up = caught_up and len(read) <= batch
         read = read[:batch]
         ids = [m for m, _v in read]
@@ -74,7 +79,7 @@ async def do_refresh_delivery_rollup(
         await rq.replace_message_facts(session, ids, new)
         delta = difference(delivery_counts(new, NO_JOURNEY), delivery_counts(old, NO_JOURNEY))
         await rq.add_counts(session, DeliveryDay, delta)
-        await rq.clear_dirty(session, rq.MESSAGE, read)
+        await queue_q.clear_dirty(session, rq.MESSAGE, read, DeliveryDirty)
         if caught_up:
             await state_queries.set_as_of(session, started, DELIVERY_STATE_ID)
     return DeliveryRefreshed(len(ids), caught_up)
@@ -103,6 +108,6 @@ async def delivery_rollup_as_of(db: Database) -> tuple[str | None, datetime | No
         if saved is None:
             return None, None
         zone = await inbox_queries.clinic_time_zone(session)
-        if saved.time_zone == zone and not await rq.anything_dirty(session):
+        if saved.time_zone == zone and not await queue_q.anything_dirty(session, DeliveryDirty):
             return zone, now
         return saved.time_zone, saved.as_of

@@ -65,8 +65,6 @@ MESSAGE = "message"
 CONVERSATION = "conversation"
 """``report_delivery_dirty.kind`` values (the triggers of migration 0033 write the same)."""
 
-Read = list[tuple[uuid.UUID, int]]
-
 
 async def add_counts(session: AsyncSession, model: type[Any], delta: Counts) -> None:
     """Add ``delta`` to the rollup's counters, and to its month rows if it has them; a counter
@@ -175,28 +173,6 @@ async def save_late_cancel_hours(session: AsyncSession, hours: int) -> None:
 
 
 # The delivery rollup's queue and facts.
-
-
-async def anything_dirty(session: AsyncSession) -> bool:
-    return await session.scalar(select(DeliveryDirty.item_id).limit(1)) is not None
-
-
-async def dirty_batch(session: AsyncSession, kind: str, limit: int) -> Read:
-    rows = await session.execute(
-        select(DeliveryDirty.item_id, DeliveryDirty.version)
-        .where(DeliveryDirty.kind == kind)
-        .limit(limit)
-    )
-    return [(r[0], r[1]) for r in rows]
-
-
-async def clear_dirty(session: AsyncSession, kind: str, read: Read) -> None:
-    """Only at the version read: a message changed meanwhile stays queued."""
-    if read:
-        key = tuple_(DeliveryDirty.item_id, DeliveryDirty.version)
-        await session.execute(
-            delete(DeliveryDirty).where(DeliveryDirty.kind == kind, key.in_(list(read)))
-        )
 
 
 async def queue_messages(session: AsyncSession, ids: Any) -> None:

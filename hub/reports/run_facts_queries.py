@@ -27,26 +27,28 @@ APPOINTMENT = "appointment"
 Read = list[tuple[uuid.UUID, int]]
 
 
-async def anything_dirty(session: AsyncSession) -> bool:
-    return await session.scalar(select(RollupDirty.item_id).limit(1)) is not None
+async def anything_dirty(session: AsyncSession, queue: Any = RollupDirty) -> bool:
+    """Whether ``queue`` (this one, or another keyed by kind, item and version such as the
+    delivery rollup's) holds anything."""
+    return await session.scalar(select(queue.item_id).limit(1)) is not None
 
 
-async def dirty_batch(session: AsyncSession, kind: str, limit: int) -> Read:
+async def dirty_batch(
+    session: AsyncSession, kind: str, limit: int, queue: Any = RollupDirty
+) -> Read:
     rows = await session.execute(
-        select(RollupDirty.item_id, RollupDirty.version)
-        .where(RollupDirty.kind == kind)
-        .limit(limit)
+        select(queue.item_id, queue.version).where(queue.kind == kind).limit(limit)
     )
     return [(r[0], r[1]) for r in rows]
 
 
-async def clear_dirty(session: AsyncSession, kind: str, read: Read) -> None:
+async def clear_dirty(
+    session: AsyncSession, kind: str, read: Read, queue: Any = RollupDirty
+) -> None:
     """Only at the version read: a row changed meanwhile stays queued."""
     if read:
-        key = tuple_(RollupDirty.item_id, RollupDirty.version)
-        await session.execute(
-            delete(RollupDirty).where(RollupDirty.kind == kind, key.in_(list(read)))
-        )
+        key = tuple_(queue.item_id, queue.version)
+        await session.execute(delete(queue).where(queue.kind == kind, key.in_(list(read))))
 
 
 async def queue(session: AsyncSession, kind: str, keys: Any) -> None:
