@@ -23,6 +23,7 @@ from hub.inbox.actions.email_intake import do_receive_email
 from hub.inbox.models import Conversation, Message, Patient
 from hub.inbox.patient_models import PatientSearchTerm
 from hub.inbox.schemas import NewPatient
+from hub.inbox.search_queries import patients_with_terms, rarest_first
 from hub.inbox.search_terms import name_terms, read_query
 from hub.journeys import actions as journeys
 from hub.migrations import upgrade_url
@@ -316,3 +317,28 @@ async def test_a_fhir_identifier_is_kept_and_matches_the_patient_again(
     other = {"name": "Other Person", "phone": "+15550100121", "identifier": "urn:other|MRN-7"}
     other_id, created = await match_or_create_patient(db, ring, SYSTEM, other, "US")
     assert created and other_id != pid
+
+
+async def test_a_common_and_a_rare_word_are_read_from_the_rare_one(
+    db: Database, ring: KeyRing
+) -> None:
+    # The rarer word drives the read whichever way round it is typed; the answer is the same,
+    # newest first, and the limit still holds.
+    admin = await make_staff(db)
+    for n in range(12):
+        await add(db, ring, f"Maria Common{n:02d}")
+    older = await add(db, ring, "Maria Raresurname")
+    newer = await add(db, ring, "Mariam Raresurname")
+    await add(db, ring, "Tomas Raresurname")
+
+    rare, common = (ring.blind_index("name", w) for w in ("raresu", "mar"))
+    async with db.reader() as session:
+        assert await rarest_first(session, [common, rare]) == [rare, common]
+        assert await rarest_first(session, [rare, common]) == [rare, common]
+        found = await patients_with_terms(session, [common, rare], 10)
+        assert [p.id for p in found] == [newer, older]
+        assert [p.id for p in await patients_with_terms(session, [rare, common], 1)] == [newer]
+    assert await names(db, ring, admin, "mar raresurname") == {
+        "Maria Raresurname",
+        "Mariam Raresurname",
+    }

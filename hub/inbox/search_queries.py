@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, select
+from sqlalchemy import ColumnElement, delete, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -39,24 +39,56 @@ def _live() -> ColumnElement[bool]:
     return Patient.merged_into_id.is_(None)
 
 
+RARITY_CAP = 1000
+"""Index entries counted per query word to find the rarest: enough to tell a surname held by
+a few dozen patients from a first name's prefix held by tens of thousands."""
+
+
+async def rarest_first(session: AsyncSession, groups: Sequence[bytes]) -> list[bytes]:
+    """``groups`` ordered by how many patients hold each, fewest first (counted up to
+    RARITY_CAP each, in one statement: at most a few thousand index entries read)."""
+    counts = [
+        select(func.count())
+        .select_from(
+            select(literal(1)).where(PatientSearchTerm.term == term).limit(RARITY_CAP).subquery()
+        )
+        .scalar_subquery()
+        for term in groups
+    ]
+    held = (await session.execute(select(*counts))).one()
+    return [term for _n, _i, term in sorted(zip(held, range(len(groups)), groups, strict=True))]
+
+
 async def patients_with_terms(
     session: AsyncSession, groups: Sequence[bytes], limit: int
 ) -> list[Patient]:
     """Patients holding every term of ``groups`` (one term per query word), newest first.
 
-    One self-join per further word on (term, patient_id), the primary key: each word is an
-    index range already ordered by patient, so PostgreSQL merges them and stops at ``limit``
-    (no sort, no scan of the patient table: each patient found is read by its key). Merged
-    records hold no terms (the merge deletes them), so nothing else needs filtering."""
+    Driven by the rarest word's index range, read newest first, each patient in it probed for
+    the other words by the primary key (term, patient_id), until ``limit`` are found. A join
+    of the ranges would be merged instead, and a merge reads the common word's whole range
+    (60,000 entries for a first name's prefix among a million patients) to find the few a
+    rare surname shares with it. Merged records hold no terms (the merge deletes them), so
+    nothing else needs filtering."""
     if not groups:
         return []
-    first, *rest = [aliased(PatientSearchTerm) for _ in groups]
-    stmt = select(Patient).join(first, first.patient_id == Patient.id)
-    stmt = stmt.where(first.term == groups[0])
-    for alias, term in zip(rest, groups[1:], strict=True):
-        stmt = stmt.join(alias, and_(alias.patient_id == first.patient_id, alias.term == term))
-    stmt = stmt.order_by(first.patient_id.desc()).limit(limit)
-    return list((await session.scalars(stmt)).unique().all())
+    ordered = await rarest_first(session, groups) if len(groups) > 1 else list(groups)
+    driver = aliased(PatientSearchTerm)
+    stmt = select(Patient).join(driver, driver.patient_id == Patient.id)
+    stmt = stmt.where(driver.term == ordered[0])
+    for term in ordered[1:]:
+        other = aliased(PatientSearchTerm)
+        # A scalar subquery with LIMIT is not turned into a join by PostgreSQL: it stays a
+        # probe per driving row, which is the point (SQLite probes either way).
+        probe = (
+            select(literal(1))
+            .where(other.term == term, other.patient_id == driver.patient_id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        stmt = stmt.where(probe.is_not(None))
+    stmt = stmt.order_by(driver.patient_id.desc()).limit(limit)
+    return list((await session.scalars(stmt)).all())
 
 
 async def patients_by_ids(session: AsyncSession, ids: Collection[uuid.UUID]) -> list[Patient]:
