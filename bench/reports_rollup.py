@@ -312,7 +312,7 @@ async def main() -> None:
             built = await _load(db, args.facts)
             print(
                 f"{args.facts:,} facts in {built['facts_load_s']} s; rollup rebuilt in "
-                f"{built['rollup_build_s']} s ({built['rows']:,} rows)"
+                f"{built['rollup_build_s']} s ({built['rollup_rows']:,} rows)"
             )
         end = date(2026, 11, 28)
         cases = []

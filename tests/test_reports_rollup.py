@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, date, datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 import pytest
@@ -24,10 +25,9 @@ from hub.reports.inbox import build_responses, build_volume
 from hub.reports.models import InboxDay
 from hub.reports.rollup import (
     OVERFLOW,
-    Running,
+    Histogram,
     merged,
     pack,
-    percentile_rank,
     pieces,
     shown,
     unpack,
@@ -66,16 +66,18 @@ def test_a_percentile_is_the_recount_rounded_down_to_what_staff_read() -> None:
             bucket = OVERFLOW if v >= OVERFLOW else shown(v)
             row = rows[rnd.randrange(len(rows))]
             row[bucket] = row.get(bucket, 0) + 1
-        parts = [Running(pack(r)) for r in rows]
+        merged = Histogram(pack(r) for r in rows)
+        assert merged.total == len(values)
         for p in (0.5, 0.9):
-            rank = percentile_rank(parts, p)
+            (rank,) = merged.percentiles([p])
             assert rank is not None
             if rank.overflow_rank is None:
                 got = rank.value
             else:
                 got = shown(sorted(v for v in values if v >= OVERFLOW)[rank.overflow_rank - 1])
             assert got == pct(values, p), (values, p)
-    assert percentile_rank([Running(b"")], 0.5) is None
+    assert Histogram([b"", None]).percentiles([0.5]) == [None]
+    assert Histogram([]).at_most(10) == 0
     assert unpack(pack({60: 2, -3: 1, 3600: 0})) == {-3: 1, 60: 2}
 
 
@@ -322,3 +324,28 @@ async def test_a_target_still_waiting_is_missed_when_the_clock_passes_it(
     assert (late.figures["sla_breaches"], late.figures["sla_breach_rate"]) == (1, 1.0)
     by_team = next(t for t in late.tables if t.name == "by_team")
     assert [row[5] for row in by_team.rows] == [1]
+
+
+def test_a_group_s_histograms_merge_into_one() -> None:
+    rnd = random.Random(31)
+    for _ in range(300):
+        rows = []
+        for _ in range(rnd.randint(1, 5)):
+            row: dict[int, int] = {}
+            for _ in range(rnd.randint(1, 40)):
+                low, high = rnd.choice([(-90, 59), (60, 2 * DAY), (DAY, 200 * DAY)])
+                wait = rnd.randint(low, high)
+                key = OVERFLOW if wait >= OVERFLOW else shown(wait)
+                row[key] = row.get(key, 0) + rnd.randint(1, 5)
+            rows.append(row)
+        merged = Histogram(pack(r) for r in rows)
+        want: dict[int, int] = {}
+        for row in rows:
+            for key, n in row.items():
+                want[key] = want.get(key, 0) + n
+        keys = sorted(want)
+        assert merged.keys.tolist() == keys
+        assert merged.totals.tolist() == list(accumulate(want[k] for k in keys))
+    odd = Histogram([pack({61: 2, 60: 1}), pack({-100_000: 1, 61: 1})])
+    assert odd.keys.tolist() == [-100_000, 60, 61]
+    assert odd.totals.tolist() == [1, 2, 5]

@@ -3,7 +3,7 @@
 A period of clinic-local days reads its whole months from the month rows and only its edge
 days from the day rows (``rollup.pieces``). A group (the clinic, one channel, team or agent,
 within the filters) is its own row per day or month, so a figure sums a few dozen rows and a
-percentile bisects them (``rollup.percentile_rank``). Two things are read from the facts:
+percentile merges their histograms (``rollup.Histogram``). Two things are read from the facts:
 missed targets still waiting (they depend on now, through a partial index on the waiting
 facts) and a percentile that falls in the histograms' overflow bucket (waits of 90 days or
 more, rare).
@@ -28,10 +28,8 @@ from hub.reports.rollup import (
     DAY,
     MONTH,
     OVERFLOW,
+    Histogram,
     Rank,
-    Running,
-    count_at_most,
-    percentiles,
     pieces,
     shown,
 )
@@ -102,14 +100,15 @@ def _rows_where(scope: Scope, grouped: bool) -> Any:
 @dataclass
 class _Group:
     stats: Stats = field(default_factory=Stats)
-    parts: list[Running] = field(default_factory=list)
+    parts: list[bytes | None] = field(default_factory=list)
+    """The packed histograms of its rows."""
 
 
-def _buckets(parts: Sequence[Running]) -> list[int]:
+def _buckets(merged: Histogram) -> list[int]:
     """The first-response buckets from the histograms: their edges are whole minutes, so
     each is exact. A negative wait (clocks) counts as immediate, as on the facts."""
     below = [
-        count_at_most(parts, high - 1) if high is not None else sum(p.total for p in parts)
+        merged.at_most(high - 1) if high is not None else merged.total
         for _label, _low, high in BUCKETS
     ]
     return [n - (below[i - 1] if i else 0) for i, n in enumerate(below)]
@@ -189,7 +188,6 @@ def first_response_groups(
     """Each group's counts, buckets and percentile ranks from its rows (no database)."""
     groups: dict[GroupKey, _Group] = defaultdict(_Group)
     for row in rows:
-        part = Running(row.histogram)
         for key in _groups_of(row, scope, grouped):
             g = groups[key]
             s = g.stats
@@ -199,11 +197,12 @@ def first_response_groups(
             s.closed_unanswered += row.closed_unanswered
             s.with_due += row.with_due
             s.breaches += row.settled_breaches
-            g.parts.append(part)
+            g.parts.append(row.histogram)
     out = {}
     for key, g in groups.items():
-        g.stats.buckets = _buckets(g.parts)
-        p50, p90 = percentiles(g.parts, (0.5, 0.9))
+        merged = Histogram(g.parts)
+        g.stats.buckets = _buckets(merged)
+        p50, p90 = merged.percentiles((0.5, 0.9))
         out[key] = (g.stats, p50, p90)
     return out
 
@@ -263,20 +262,19 @@ async def resolution_stats(
     )
     groups: dict[GroupKey, _Group] = defaultdict(_Group)
     for row in rows:
-        part = Running(row.histogram)
         for key in _groups_of(row, scope, grouped):
             g = groups[key]
             g.stats.count += row.resolved
             g.stats.measured += row.resolved
             g.stats.reopened += row.reopened
-            g.parts.append(part)
+            g.parts.append(row.histogram)
     column = F.resolution_bh_s if business_hours else F.resolution_s
     low, high = bounds
     cohort = scoped([F.resolved_at >= low, F.resolved_at < high], scope)
     out = {}
     for key, g in groups.items():
         s = g.stats
-        p50, p90 = percentiles(g.parts, (0.5, 0.9))
+        p50, p90 = Histogram(g.parts).percentiles((0.5, 0.9))
         s.p50 = await _exact(session, column, cohort, key, p50)
         s.p90 = await _exact(session, column, cohort, key, p90)
         out[key] = s
