@@ -213,6 +213,8 @@ class Target:
         self.cursors: list[tuple[dict[str, str], str, int]] = []
         """(filters, cursor, the page number it leads to), followed in turn."""
         self.depths: list[int] = []
+        self.next_rows: list[int] = []
+        """Rows each measured next page held (a small inbox's later pages are short)."""
         self.bodies = 0
 
     async def first_page(self, n: int, record: bool = True) -> None:
@@ -232,6 +234,7 @@ class Target:
         ms, page = await self.client.get("/api/conversations", {**q, "cursor": cursor})
         self.times["next"].append(ms)
         self.depths.append(depth)
+        self.next_rows.append(len(page["items"]))
         if page["next_cursor"]:
             self.cursors.append((q, page["next_cursor"], depth + 1))
 
