@@ -202,8 +202,8 @@ def delivery_figures(rows: dict[str, list[Any]], low: datetime, high: datetime) 
     for m in rows["messages"]:
         if m.direction != Direction.OUTBOUND or not (low <= m.created_at < high):
             continue
-        if m.status in FAILED and m.error_code:
-            codes[(m.channel.value, m.error_code)] += 1
+        if m.status in FAILED:
+            codes[(m.channel.value, m.error_code or "")] += 1
         provider = m.provider or last_attempt.get((m.id, m.send_attempts))
         if provider is None:
             not_sent += m.status in FAILED

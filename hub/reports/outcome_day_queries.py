@@ -223,9 +223,7 @@ async def error_days(
     """``outcome_queries.error_groups`` from the delivery day and month rows."""
     rows = union_all(
         *(
-            select(m.channel, m.error_code, m.count).where(
-                where, m.status.in_(UNDELIVERED), m.error_code != ""
-            )
+            select(m.channel, m.error_code, m.count).where(where, m.status.in_(UNDELIVERED))
             for m, where in _delivery_parts(days, channel, journey_id, team_id)
         )
     ).subquery()

@@ -239,17 +239,15 @@ async def error_groups(
     team_id: uuid.UUID | None,
 ) -> list[tuple[str, str, int]]:
     """(channel, error code, messages) of outbound messages made in ``bounds`` that ended
-    failed or undelivered."""
+    failed or undelivered; "" for those that ended so with no code recorded (counted too: a
+    manager should see failures the provider gave no reason for)."""
+    code = func.coalesce(Message.error_code, "")
     stmt = (
-        select(Message.channel, Message.error_code, func.count())
-        .where(
-            *_outbound_in(bounds, channel, journey_id, team_id),
-            Message.status.in_(UNDELIVERED),
-            Message.error_code.is_not(None),
-        )
-        .group_by(Message.channel, Message.error_code)
+        select(Message.channel, code, func.count())
+        .where(*_outbound_in(bounds, channel, journey_id, team_id), Message.status.in_(UNDELIVERED))
+        .group_by(Message.channel, code)
     )
-    return [(r[0].value, r[1] or "", int(r[2])) for r in (await session.execute(stmt)).all()]
+    return [(r[0].value, r[1], int(r[2])) for r in (await session.execute(stmt)).all()]
 
 
 async def complaints(session: AsyncSession, bounds: Bounds) -> int:
