@@ -27,6 +27,7 @@ from hub.journeys import actions as journeys
 from hub.journeys.models import AppointmentStatus
 from hub.reports import weekly
 from hub.reports.words import trend, value_text
+from hub.settings_store import put_setting_in, setting_value
 from hub.templates.actions import do_seed_templates
 from tests.conftest import make_staff
 
@@ -112,6 +113,8 @@ def in_week(a: Seeded, first: datetime, days: int = 7) -> bool:
 @pytest.fixture
 async def seeded(committed_db: Database, mail_settings: Settings) -> Database:
     await seed(committed_db, mail_settings.key_ring())
+    async with committed_db.transaction() as session:  # the hub ran before the weeks read
+        await put_setting_in(session, weekly.SINCE_KEY, "2026-10-01")
     return committed_db
 
 
@@ -177,6 +180,21 @@ async def test_the_admins_get_the_week_beside_the_week_before_once(
     assert (await weekly.do_weekly_settings(seeded)).last_sent == "2026-11-02"
     # The next Monday's is due again.
     assert await weekly.do_weekly_due(seeded, MONDAY_8 + timedelta(days=7)) is not None
+
+
+async def test_a_new_hub_mails_no_week_it_was_not_running_for(committed_db: Database) -> None:
+    # First looked on a Wednesday: that week's Monday mail would cover five days before the
+    # hub existed, so the first mail is the Monday after a whole week.
+    wednesday = MONDAY_8 - timedelta(days=5)
+    assert await weekly.do_weekly_due(committed_db, wednesday) is None
+    async with committed_db.reader() as session:
+        assert await setting_value(session, weekly.SINCE_KEY) == "2026-10-28"
+    assert await weekly.do_weekly_due(committed_db, MONDAY_8) is None
+    later = await weekly.do_weekly_due(committed_db, MONDAY_8 + timedelta(days=7))
+    assert later is not None and later.filters.start.isoformat() == "2026-11-02"
+    # The first look stays the first: a later one does not move it.
+    async with committed_db.reader() as session:
+        assert await setting_value(session, weekly.SINCE_KEY) == "2026-10-28"
 
 
 async def test_the_tick_enqueues_one_job_per_week(

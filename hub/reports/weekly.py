@@ -30,6 +30,10 @@ from hub.settings_store import put_setting_in, setting_value
 ENABLED_KEY = "reports.weekly_summary.enabled"
 SENT_KEY = "reports.weekly_summary.sent_week"
 """The Monday (ISO date) of the last week whose summary was claimed for sending."""
+SINCE_KEY = "reports.weekly_summary.since"
+"""The first clinic-local day (ISO date) a summary may cover: the day the hub first looked
+whether one was due. A hub installed on a Wednesday does not mail its admins a week it
+mostly did not exist in, with figures that look like a quiet week."""
 SEND_WEEKDAY = 0
 """Monday."""
 SEND_AT = time(8, 0)
@@ -99,10 +103,31 @@ async def do_weekly_due(db: Database, now: datetime | None = None) -> Week | Non
             return None
         zone = await inbox_queries.clinic_time_zone(session)
         sent = await setting_value(session, SENT_KEY)
+        since = await setting_value(session, SINCE_KEY)
+    if not isinstance(since, str):
+        since = await _first_look(db, now.astimezone(ZoneInfo(zone)).date())
     week = week_of(now, zone)
     if now < week.due_at or sent == week.monday.isoformat():
         return None
+    if week.filters.start < date.fromisoformat(since):
+        return None
     return week
+
+
+async def _first_look(db: Database, today: date) -> str:
+    """Record ``today`` as the first day a summary may cover; another worker's record wins."""
+    try:
+        async with db.transaction() as session:
+            found = await setting_value(session, SINCE_KEY)
+            if isinstance(found, str):
+                return found
+            await put_setting_in(session, SINCE_KEY, today.isoformat())
+    except IntegrityError:  # two workers' first looks at once: the other inserted the row
+        async with db.reader() as session:
+            found = await setting_value(session, SINCE_KEY)
+        if isinstance(found, str):
+            return found
+    return today.isoformat()
 
 
 @dataclass(frozen=True)
