@@ -7,6 +7,7 @@ from hub.inbox import event_models, mention_models, patient_models, scheduled_mo
 from hub.inbox import models as inbox_models
 from hub.journeys import csat_models
 from hub.journeys import models as journey_models
+from hub.reports import csat_models as csat_report_models
 from hub.reports import models as report_models
 from hub.reports import outcome_models
 from hub.rights import models as rights_models
@@ -19,6 +20,7 @@ __all__ = [
     "audit",
     "consent_models",
     "csat_models",
+    "csat_report_models",
     "event_models",
     "inbox_models",
     "journey_models",

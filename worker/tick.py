@@ -21,6 +21,7 @@ from hub.db import utcnow
 from hub.inbox.actions import conversations, delivery, scheduled
 from hub.journeys import actions as journeys
 from hub.outbox import purge_released, relay_pending
+from hub.reports.csat_rollup_actions import do_refresh_csat_rollup
 from hub.reports.delivery_rollup_actions import do_refresh_delivery_rollup
 from hub.reports.facts_actions import do_refresh_facts
 from hub.reports.run_facts_actions import do_refresh_run_facts
@@ -104,6 +105,7 @@ async def run_tick(settings: Settings | None = None) -> str:
                 await do_refresh_facts(rt.db)
                 await do_refresh_run_facts(rt.db)  # and the outcome reports' ones
                 await do_refresh_delivery_rollup(rt.db)  # and the delivery report's
+                await do_refresh_csat_rollup(rt.db)  # and the csat report's
                 await start_weekly_summary(rt.db, redis)  # the same: is the weekly mail due?
                 redis.set(TICK_DONE_KEY, started.isoformat())
                 redis.set(TICK_FINISHED_KEY, "{}.{:06d}".format(*redis.time()))

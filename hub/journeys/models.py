@@ -12,7 +12,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hub.db import Base, Sealed, encrypted_column, new_id, utcnow
@@ -193,7 +193,16 @@ class SurveyAnswer(Sealed, Base):
     like every message body."""
 
     __tablename__ = "journey_survey_answer"
-    __table_args__ = (UniqueConstraint("enrollment_id", "step_id"),)
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id"),
+        # The csat report's comments, newest first (migration 0034).
+        Index(
+            "ix_journey_survey_answer_comment",
+            "created_at",
+            postgresql_where=text("text_enc IS NOT NULL AND score IS NOT NULL"),
+            sqlite_where=text("text_enc IS NOT NULL AND score IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     enrollment_id: Mapped[uuid.UUID] = mapped_column(

@@ -70,7 +70,23 @@ class _Tally:
 
 def _scope(filters: ReportFilters) -> q.Scope:
     low, high = filters.bounds()
-    return q.Scope(low, high, filters.team_id, filters.channel, filters.agent_id)
+    days = (filters.start, filters.end)
+    return q.Scope(low, high, filters.team_id, filters.channel, filters.agent_id, days)
+
+
+async def _counts(session: Any, filters: ReportFilters) -> tuple[list[q.Counted], list[q.Counted]]:
+    """The counts of the period and of the previous one, from the rollup when it counted days
+    in the period's zone and is not being recounted whole; else from the surveys (the
+    clinic's zone changed and the tick has not recounted yet, or it was never built)."""
+    periods = (_scope(filters), _scope(filters.previous()))
+    if await q.rollup_zone(session) == filters.time_zone:
+        queued = await q.queued_surveys(session, q.MAX_QUEUED_READ)
+        if queued is not None:
+            return (
+                await q.rollup_counts(session, periods[0], queued),
+                await q.rollup_counts(session, periods[1], queued),
+            )
+    return await q.survey_counts(session, periods[0]), await q.survey_counts(session, periods[1])
 
 
 async def build(
@@ -86,8 +102,8 @@ async def build(
     filters = for_viewer(filters, ctx)
     async with db.transaction() as session:
         await tune_for_reports(session)
-        rows = await q.survey_counts(session, _scope(filters))
-        before = await q.survey_counts(session, _scope(filters.previous()))
+        await q.plan_each_read(session)
+        rows, before = await _counts(session, filters)
         whole = _Tally()
         by_team: dict[uuid.UUID | None, _Tally] = {}
         by_agent: dict[uuid.UUID | None, _Tally] = {}

@@ -21,6 +21,7 @@ from hub.db import Database, utcnow
 from hub.inbox import queries as inbox_queries
 from hub.reports import facts_queries as state_queries
 from hub.reports import outcome_rollup_queries as rq
+from hub.reports import rebuild_queries
 from hub.reports import run_facts_queries as queue_q
 from hub.reports.models import NO_JOURNEY
 from hub.reports.outcome_models import DeliveryDay, DeliveryDirty, DeliveryMonth, MessageFact
@@ -32,6 +33,8 @@ DELIVERY_STATE_ID = 3
 DEFAULT_DELIVERY_BATCH = 2000
 """Messages recomputed per tick: bounds the tick's transaction; a day's status callbacks of a
 busy clinic (tens of thousands) are absorbed in a few dozen ticks."""
+REBUILD_BATCH = 5000
+"""Messages per transaction of a rebuild in batches (SQLite)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ async def do_refresh_delivery_rollup(
         ):
             return DeliveryRefreshed(0, True)
     async with db.transaction() as session:
+        await state_queries.lock_state(session, DELIVERY_STATE_ID)
         saved = await state_queries.state(session, DELIVERY_STATE_ID)
         zone = await inbox_queries.clinic_time_zone(session)
         if saved is None or saved.time_zone != zone:
@@ -85,10 +89,25 @@ async def do_refresh_delivery_rollup(
     return DeliveryRefreshed(len(ids), caught_up)
 
 
-async def do_rebuild_delivery_rollup(db: Database, *, batch: int = 5000) -> int:
+async def do_rebuild_delivery_rollup(
+    db: Database, *, batch: int = REBUILD_BATCH, set_based: bool | None = None
+) -> int:
     """Drop every message fact and count them all again from the messages (after a restore,
-    or to time it); returns how many messages were counted."""
+    or to time it); returns how many messages were counted. ``set_based`` (the default on
+    PostgreSQL): in SQL, in one transaction (``rebuild_queries``); otherwise queue every
+    message and refresh until the queue is empty."""
+    if set_based is None:
+        set_based = db.dialect == "postgresql"
+    if set_based:
+        started = utcnow()
+        async with db.transaction() as session:
+            await state_queries.lock_state(session, DELIVERY_STATE_ID)
+            zone = await inbox_queries.clinic_time_zone(session)
+            counted = await rebuild_queries.rebuild_delivery(session, zone)
+            await state_queries.save_state(session, zone, started, DELIVERY_STATE_ID)
+        return counted
     async with db.transaction() as session:
+        await state_queries.lock_state(session, DELIVERY_STATE_ID)
         await rq.wipe(session, MessageFact, DeliveryDay, DeliveryMonth)
         await rq.queue_every_message(session)
     total = 0

@@ -27,6 +27,12 @@ DEFAULT_FACTS_BATCH = 500
 a backlog of N conversations is absorbed in N / DEFAULT_FACTS_BATCH ticks."""
 
 
+REBUILD_BATCH = 5000
+"""Conversations per transaction of a full rebuild: fewer round trips than the tick's batch
+(a fifth of a 1,000 one's time went to them), while a statement's id list stays far below
+the drivers' bound-parameter limits."""
+
+
 @dataclass(frozen=True)
 class Refreshed:
     conversations: int
@@ -113,7 +119,7 @@ def _share(
     return (team or NO_TEAM, counts)
 
 
-async def do_rebuild_facts(db: Database, *, batch: int = 1000) -> int:
+async def do_rebuild_facts(db: Database, *, batch: int = REBUILD_BATCH) -> int:
     """Queue every conversation and refresh until the queue is empty (after a restore, or to
     time a full rebuild); returns how many conversations were recomputed."""
     async with db.transaction() as session:

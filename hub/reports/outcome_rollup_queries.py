@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hub.enums import Direction
 from hub.inbox.models import Conversation, DeliveryAttempt, Message
 from hub.journeys.models import Enrollment, StepRun
-from hub.reports.facts_queries import insert_for
+from hub.reports.facts_queries import any_of, insert_for, insert_many, rows_of
 from hub.reports.models import NO_JOURNEY, NO_TEAM, AppointmentFact, RunFact
 from hub.reports.outcome_models import (
     AppointmentDay,
@@ -80,18 +80,22 @@ async def _add(session: AsyncSession, model: type[Any], delta: Counts) -> None:
     names = KEYS[model]
     # In key order: two writers (a tick and a rebuild) lock rows in the same order, no deadlock.
     items = sorted(delta.items(), key=lambda kv: tuple(str(k) for k in kv[0]))
-    for start in range(0, len(items), CHUNK):
-        chunk = items[start : start + CHUNK]
-        rows = [{**dict(zip(names, key, strict=True)), "count": n} for key, n in chunk]
-        stmt = insert_for(session, model).values(rows)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(names), set_={"count": model.count + stmt.excluded.count}
-        )
-        await session.execute(stmt)
-        fell = [key for key, n in chunk if n < 0]
-        if fell:
-            columns = tuple_(*(getattr(model, name) for name in names))
-            await session.execute(delete(model).where(columns.in_(fell), model.count == 0))
+    if not items:
+        return
+    table = model.__table__
+    stmt = insert_for(session, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(names), set_={"count": table.c.count + stmt.excluded.count}
+    )
+    rows = [{**dict(zip(names, key, strict=True)), "count": n} for key, n in items]
+    # Executemany (``facts_queries.insert_many``): a VALUES list per chunk compiled a bind
+    # parameter per value.
+    await (await session.connection()).execute(stmt, rows)
+    fell = [key for key, n in items if n < 0]
+    for start in range(0, len(fell), CHUNK):
+        columns = tuple_(*(getattr(model, name) for name in names))
+        chunk = fell[start : start + CHUNK]
+        await session.execute(delete(model).where(columns.in_(chunk), model.count == 0))
 
 
 async def wipe(session: AsyncSession, *models: type[Any]) -> None:
@@ -123,8 +127,8 @@ async def run_facts_of(session: AsyncSession, enrollments: Sequence[uuid.UUID]) 
     """The run facts of ``enrollments`` as stored (what the rollups counted of them)."""
     if not enrollments:
         return []
-    stmt = select(*_RUN_READS).where(RunFact.enrollment_id.in_(enrollments))
-    return list((await session.execute(stmt)).mappings())
+    stmt = select(*_RUN_READS).where(any_of(session, RunFact.enrollment_id, enrollments))
+    return list((await rows_of(session, stmt)).mappings())
 
 
 async def appointment_facts_of(
@@ -132,8 +136,10 @@ async def appointment_facts_of(
 ) -> list[Any]:
     if not appointments:
         return []
-    stmt = select(*_APPOINTMENT_READS).where(AppointmentFact.appointment_id.in_(appointments))
-    return list((await session.execute(stmt)).mappings())
+    stmt = select(*_APPOINTMENT_READS).where(
+        any_of(session, AppointmentFact.appointment_id, appointments)
+    )
+    return list((await rows_of(session, stmt)).mappings())
 
 
 async def enrollment_pages(session: AsyncSession, after: uuid.UUID | None, limit: int) -> list[Any]:
@@ -202,7 +208,7 @@ async def queue_conversations_messages(
 
 
 async def message_facts_of(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Any]:
-    stmt = select(MessageFact).where(MessageFact.message_id.in_(ids))
+    stmt = select(MessageFact).where(any_of(session, MessageFact.message_id, ids))
     return [
         {c: getattr(f, c) for c in ("day", *KEYS[DeliveryDay][2:], "journey_id")}
         for f in await session.scalars(stmt)
@@ -245,9 +251,9 @@ async def message_sources(session: AsyncSession, ids: Sequence[uuid.UUID]) -> li
             journey,
         )
         .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(and_(Message.id.in_(ids), Message.direction == Direction.OUTBOUND))
+        .where(and_(any_of(session, Message.id, ids), Message.direction == Direction.OUTBOUND))
     )
-    return list((await session.execute(stmt)).all())
+    return list((await rows_of(session, stmt)).all())
 
 
 def message_fact(source: Any, zone: Any) -> dict[str, Any]:
@@ -268,8 +274,5 @@ def message_fact(source: Any, zone: Any) -> dict[str, Any]:
 async def replace_message_facts(
     session: AsyncSession, ids: Sequence[uuid.UUID], rows: Sequence[dict[str, Any]]
 ) -> None:
-    await session.execute(delete(MessageFact).where(MessageFact.message_id.in_(ids)))
-    for start in range(0, len(rows), CHUNK):
-        await session.execute(
-            insert_for(session, MessageFact).values(list(rows[start : start + CHUNK]))
-        )
+    await session.execute(delete(MessageFact).where(any_of(session, MessageFact.message_id, ids)))
+    await insert_many(session, MessageFact, rows)

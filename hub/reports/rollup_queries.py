@@ -14,19 +14,22 @@ from sqlalchemy import Date, String, Uuid, bindparam, delete, func, select, tupl
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hub.reports import facts_queries
 from hub.reports.facts_queries import STATE_ID, insert_for
 from hub.reports.models import ConversationFact as F
-from hub.reports.models import FactState, InboxDay
+from hub.reports.models import InboxDay
 from hub.reports.rollup import (
     COUNTS,
+    DAY,
     HISTOGRAMS,
+    MONTH,
     BaseKey,
     Cell,
     RollKey,
     add_fact,
     merged,
     pack,
-    spread,
+    variants,
 )
 
 SHARE_COLUMNS = (
@@ -51,11 +54,8 @@ CHUNK = 1000
 
 
 async def lock_state(session: AsyncSession) -> None:
-    """Serialise writers of the rollup (PostgreSQL; SQLite has one writer at a time)."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            select(FactState.id).where(FactState.id == STATE_ID).with_for_update()
-        )
+    """Serialise writers of the rollup (``facts_queries.lock_state``)."""
+    await facts_queries.lock_state(session, STATE_ID)
 
 
 async def rollup_missing(session: AsyncSession) -> bool:
@@ -145,13 +145,14 @@ async def add_to_rollup(session: AsyncSession, deltas: Mapping[RollKey, Cell]) -
         row = row_values(k, deltas[k], stored.get(k))
         (emptied if is_empty(row) else kept).append(row)
     if kept:
-        stmt = insert_for(session, InboxDay)
+        stmt = insert_for(session, InboxDay.__table__)
         stmt = stmt.on_conflict_do_update(
             index_elements=list(KEY_COLUMNS),
             set_={c: getattr(stmt.excluded, c) for c in (*COUNTS, *HISTOGRAMS)},
         )
-        # Executemany: the driver batches the rows, without compiling a VALUES list per row.
-        await session.execute(stmt, kept)
+        # Executemany through Core: the driver batches the rows, without compiling a VALUES
+        # list per row or building each row's parameters through the ORM.
+        await (await session.connection()).execute(stmt, kept)
     gone = [tuple(r[c] for c in KEY_COLUMNS) for r in emptied]
     for part in _chunks(gone):
         await session.execute(delete(InboxDay).where(_among(session, key, part)))
@@ -167,9 +168,41 @@ async def rebuild_rollup(session: AsyncSession) -> int:
     async for part in facts.partitions():
         for r in part:
             add_fact(base, dict(zip(SHARE_COLUMNS, r, strict=True)), 1)
-    acc = spread(base)
-    rows = [row_values(k, c, None) for k, c in sorted(acc.items(), key=lambda kv: str(kv[0]))]
+    # Unsorted: no other writer can wait on these rows (the state row is locked).
+    rows = [row_values(k, c, None) for k, c in _days_then_months(base).items()]
     rows = [r for r in rows if not is_empty(r)]
-    if rows:
-        await session.execute(insert_for(session, InboxDay), rows)
+    await copy_rows(session, InboxDay, rows)
     return len(rows)
+
+
+def _days_then_months(base: Mapping[BaseKey, Cell]) -> dict[RollKey, Cell]:
+    """``rollup.spread``, each month summed from its day rows: one addition per day row
+    instead of one per cell and "every" variant again (a third of a rebuild's count)."""
+    days: dict[RollKey, Cell] = {}
+    for (day, channel, team, assignee), cell in base.items():
+        for dims in variants(channel, team, assignee):
+            key = (DAY, day, *dims)
+            if key not in days:
+                days[key] = Cell()
+            days[key].add(cell)
+    months: dict[RollKey, Cell] = {}
+    for (_grain, day, channel, team, assignee), cell in days.items():
+        key = (MONTH, day.replace(day=1), channel, team, assignee)
+        if key not in months:
+            months[key] = Cell()
+        months[key].add(cell)
+    return {**days, **months}
+
+
+async def copy_rows(session: AsyncSession, model: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert a rebuild's many rows. PostgreSQL: COPY, binary (half the time of an
+    executemany at a hundred thousand rows); only for tables of plain column types, which
+    asyncpg encodes from the Python values as they are (no JSON, no enums)."""
+    if not rows or session.get_bind().dialect.name != "postgresql":
+        await facts_queries.insert_many(session, model, rows)
+        return
+    columns = list(rows[0])
+    raw = await (await session.connection()).get_raw_connection()
+    await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+        model.__tablename__, records=[tuple(r[c] for c in columns) for r in rows], columns=columns
+    )

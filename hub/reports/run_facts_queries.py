@@ -15,7 +15,7 @@ from hub.consent.models import ConsentRecord, ConsentState
 from hub.enums import Direction
 from hub.inbox.models import Conversation, Message
 from hub.journeys.models import Appointment, Enrollment, StepRun
-from hub.reports.facts_queries import insert_for
+from hub.reports.facts_queries import among, any_of, insert_for, insert_many, rows_of
 from hub.reports.models import AppointmentFact, RollupDirty, RunFact
 from hub.reports.run_facts import EnrollmentSource, PatientEvents, RunRow
 
@@ -29,8 +29,14 @@ Read = list[tuple[uuid.UUID, int]]
 
 async def anything_dirty(session: AsyncSession, queue: Any = RollupDirty) -> bool:
     """Whether ``queue`` (this one, or another keyed by kind, item and version such as the
-    delivery rollup's) holds anything."""
-    return await session.scalar(select(queue.item_id).limit(1)) is not None
+    delivery rollup's) holds anything. In key order, so PostgreSQL reads the primary key's
+    index and stops at the first live entry: a bare LIMIT 1 is a sequential scan, which on a
+    queue emptied all day walks every dead row first (22.8 ms measured on a bloated one)."""
+    return await session.scalar(first_queued(queue)) is not None
+
+
+def first_queued(queue: Any) -> Any:
+    return select(queue.kind).order_by(queue.kind, queue.item_id).limit(1)
 
 
 async def dirty_batch(
@@ -48,7 +54,7 @@ async def clear_dirty(
     """Only at the version read: a row changed meanwhile stays queued."""
     if read:
         key = tuple_(queue.item_id, queue.version)
-        await session.execute(delete(queue).where(queue.kind == kind, key.in_(list(read))))
+        await session.execute(delete(queue).where(queue.kind == kind, among(session, key, read)))
 
 
 async def queue(session: AsyncSession, kind: str, keys: Any) -> None:
@@ -63,7 +69,9 @@ async def queue(session: AsyncSession, kind: str, keys: Any) -> None:
 
 async def queue_patients_enrollments(session: AsyncSession, patients: Sequence[uuid.UUID]) -> None:
     if patients:
-        ids = select(Enrollment.id).where(Enrollment.patient_id.in_(patients)).subquery()
+        ids = (
+            select(Enrollment.id).where(any_of(session, Enrollment.patient_id, patients)).subquery()
+        )
         await queue(session, ENROLLMENT, ids)
 
 
@@ -74,7 +82,8 @@ async def queue_everything(session: AsyncSession) -> None:
 
 
 async def _runs(session: AsyncSession, where: Any) -> dict[uuid.UUID, list[RunRow]]:
-    rows = await session.execute(
+    rows = await rows_of(
+        session,
         select(
             StepRun.enrollment_id,
             StepRun.id,
@@ -89,7 +98,7 @@ async def _runs(session: AsyncSession, where: Any) -> dict[uuid.UUID, list[RunRo
             Message.error_code,
         )
         .outerjoin(Message, Message.id == StepRun.message_id)
-        .where(where)
+        .where(where),
     )
     found: dict[uuid.UUID, list[RunRow]] = defaultdict(list)
     for r in rows:
@@ -115,7 +124,8 @@ async def enrollment_sources(
 ) -> list[EnrollmentSource]:
     """The enrollments ``ids`` that still exist, with their runs."""
     enrollments = (
-        await session.execute(
+        await rows_of(
+            session,
             select(
                 Enrollment.id,
                 Enrollment.journey_id,
@@ -124,11 +134,14 @@ async def enrollment_sources(
                 Enrollment.appointment_id,
                 Enrollment.confirmed_at,
                 Enrollment.cancelled_at,
-            ).where(Enrollment.id.in_(ids))
+            ).where(any_of(session, Enrollment.id, ids)),
         )
     ).all()
-    runs = await _runs(session, StepRun.enrollment_id.in_(ids))
-    return [EnrollmentSource(*e, runs=runs.get(e[0], [])) for e in enrollments]
+    runs = await _runs(session, any_of(session, StepRun.enrollment_id, ids))
+    return [
+        EnrollmentSource(e[0], e[1], e[2], e[3], e[4], e[5], e[6], runs.get(e[0], []))
+        for e in enrollments
+    ]
 
 
 async def patient_events(
@@ -137,23 +150,28 @@ async def patient_events(
     inbound: dict[uuid.UUID, list[Any]] = defaultdict(list)
     revoked: dict[uuid.UUID, list[tuple[str, str, Any]]] = defaultdict(list)
     if patients:
-        rows = await session.execute(
+        rows = await rows_of(
+            session,
             select(Conversation.patient_id, Message.created_at)
             .join(Message, Message.conversation_id == Conversation.id)
-            .where(Conversation.patient_id.in_(patients), Message.direction == Direction.INBOUND)
+            .where(
+                any_of(session, Conversation.patient_id, patients),
+                Message.direction == Direction.INBOUND,
+            ),
         )
         for pid, at in rows:
             inbound[pid].append(at)
-        consents = await session.execute(
+        consents = await rows_of(
+            session,
             select(
                 ConsentRecord.patient_id,
                 ConsentRecord.channel,
                 ConsentRecord.purpose,
                 ConsentRecord.created_at,
             ).where(
-                ConsentRecord.patient_id.in_(patients),
+                any_of(session, ConsentRecord.patient_id, patients),
                 ConsentRecord.state == ConsentState.REVOKED,
-            )
+            ),
         )
         for pid, channel, purpose, at in consents:
             revoked[pid].append((channel.value, purpose.value, at))
@@ -164,20 +182,24 @@ async def appointments_of_facts(
     session: AsyncSession, enrollments: Sequence[uuid.UUID]
 ) -> set[uuid.UUID]:
     """Appointments the enrollments' facts were counted under (before this refresh)."""
-    rows = await session.scalars(
+    rows = await rows_of(
+        session,
         select(RunFact.appointment_id)
-        .where(RunFact.enrollment_id.in_(enrollments), RunFact.appointment_id.is_not(None))
-        .distinct()
+        .where(
+            any_of(session, RunFact.enrollment_id, enrollments), RunFact.appointment_id.is_not(None)
+        )
+        .distinct(),
     )
-    return {a for a in rows if a is not None}
+    return {r[0] for r in rows if r[0] is not None}
 
 
 async def replace_run_facts(
     session: AsyncSession, enrollments: Sequence[uuid.UUID], rows: Sequence[dict[str, Any]]
 ) -> None:
-    await session.execute(delete(RunFact).where(RunFact.enrollment_id.in_(enrollments)))
-    for start in range(0, len(rows), 500):
-        await session.execute(insert_for(session, RunFact).values(list(rows[start : start + 500])))
+    await session.execute(
+        delete(RunFact).where(any_of(session, RunFact.enrollment_id, enrollments))
+    )
+    await insert_many(session, RunFact, rows)
 
 
 async def appointment_sources(
@@ -186,20 +208,22 @@ async def appointment_sources(
     """(id, start, status, cancelled at, {journey ids}, [runs of all its enrollments]) of the
     appointments ``ids`` that still exist."""
     appointments = (
-        await session.execute(
+        await rows_of(
+            session,
             select(
                 Appointment.id, Appointment.start_at, Appointment.status, Appointment.cancelled_at
-            ).where(Appointment.id.in_(ids))
+            ).where(any_of(session, Appointment.id, ids)),
         )
     ).all()
     enrollments = (
-        await session.execute(
+        await rows_of(
+            session,
             select(Enrollment.appointment_id, Enrollment.id, Enrollment.journey_id).where(
-                Enrollment.appointment_id.in_(ids)
-            )
+                any_of(session, Enrollment.appointment_id, ids)
+            ),
         )
     ).all()
-    runs = await _runs(session, StepRun.enrollment_id.in_([e[1] for e in enrollments]))
+    runs = await _runs(session, any_of(session, StepRun.enrollment_id, [e[1] for e in enrollments]))
     journeys: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
     of_appointment: dict[uuid.UUID, list[RunRow]] = defaultdict(list)
     for appointment_id, enrollment_id, journey_id in enrollments:
@@ -216,8 +240,7 @@ async def appointment_sources(
 async def replace_appointment_facts(
     session: AsyncSession, ids: Sequence[uuid.UUID], rows: Sequence[dict[str, Any]]
 ) -> None:
-    await session.execute(delete(AppointmentFact).where(AppointmentFact.appointment_id.in_(ids)))
-    for start in range(0, len(rows), 500):
-        await session.execute(
-            insert_for(session, AppointmentFact).values(list(rows[start : start + 500]))
-        )
+    await session.execute(
+        delete(AppointmentFact).where(any_of(session, AppointmentFact.appointment_id, ids))
+    )
+    await insert_many(session, AppointmentFact, rows)
