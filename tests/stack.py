@@ -121,6 +121,16 @@ class Stack:
         advance(self.clock_file, delta)
         return utcnow()
 
+    def at_next_noon(self) -> datetime:
+        """Move every process's clock forward to the next 12:00 UTC (the test patients'
+        zone): a test that sends expects daytime, and quiet hours (08:00-21:00) would
+        otherwise decide it whenever the suite runs in the evening."""
+        now = utcnow()
+        noon = now.replace(hour=12, minute=0, second=0, microsecond=0)
+        if noon <= now:
+            noon += timedelta(days=1)
+        return self.advance_clock(noon - now)
+
     async def ticked_at(self, at: datetime) -> None:
         """Wait until a scheduler tick has done its work with a clock at or past ``at``."""
         client = redis.Redis.from_url(self.settings.redis_url or "")

@@ -36,6 +36,7 @@ async def no_sideways_scroll(page: Any) -> None:
 
 
 async def test_search_merge_edit_and_start_a_conversation(stack: Stack, browser: Any) -> None:
+    stack.at_next_noon()  # the conversation it starts is sent, so inside the patient's day
     await stack.add_staff(ADMIN, role=Role.ADMIN, teams=("Front desk",))
     for name, phone, email in (
         ("Zoë Quintero", "+15550100131", "zoe.q@example.org"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -208,8 +208,10 @@ async def test_a_job_that_runs_early_puts_itself_back(
 
 
 async def test_a_reminder_at_night_waits_for_morning_and_is_never_dropped(
-    db: Database, ring: KeyRing
+    db: Database, ring: KeyRing, set_clock: Callable[[datetime], None]
 ) -> None:
+    # The reply is made now, through quiet hours: at noon, whatever time the suite runs.
+    set_clock(datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0))
     staff = await make_staff(db)
     patient_id = await actions.do_create_patient(
         db,
@@ -254,8 +256,10 @@ async def test_a_reminder_at_night_waits_for_morning_and_is_never_dropped(
 
 
 async def test_a_claimed_email_carries_its_reply_address_and_unsubscribe_link(
-    db: Database, ring: KeyRing
+    db: Database, ring: KeyRing, set_clock: Callable[[datetime], None]
 ) -> None:
+    # The reply is made now, through quiet hours: at noon, whatever time the suite runs.
+    set_clock(datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0))
     staff = await make_staff(db)
     patient_id = await actions.do_create_patient(
         db,
