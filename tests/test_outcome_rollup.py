@@ -310,11 +310,16 @@ async def test_status_callbacks_arriving_together_are_all_counted(
             await recount.refresh_rollups(db)
 
     # Callbacks land while the tick works: what a tick misses stays queued for the next one.
-    statuses = [MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.FAILED]
+    statuses = [MessageStatus.FAILED, MessageStatus.DELIVERED, MessageStatus.READ]
     work = [callback(m, statuses[i % 3]) for i, m in enumerate(pending)]
     await asyncio.gather(ticks(), *work)
     await recount.refresh_rollups(db)
     await assert_delivery_equals_recount(db)
+    # The callbacks failed a third of them with no code: listed, not dropped.
+    whole = await delivery.build(db, week(date(2026, 11, 26), date(2026, 12, 10)), ADMIN)
+    assert any(r[1] == "" and r[2] == "No code recorded" for r in whole.tables[1].rows), (
+        whole.tables[1].rows
+    )
 
 
 def recount_keys() -> tuple[str, ...]:

@@ -96,14 +96,11 @@ _S = TypeVar("_S", bound=Select[*tuple[Any, ...]])
 
 
 def _scoped(stmt: _S, scope: Scope) -> _S:
-    stmt = stmt.where(CsatSurvey.resolved_at >= scope.low, CsatSurvey.resolved_at < scope.high)
-    if scope.team_id is not None:
-        stmt = stmt.where(CsatSurvey.team_id == scope.team_id)
-    if scope.channel is not None:
-        stmt = stmt.where(CsatSurvey.channel == scope.channel)
-    if scope.agent_id is not None:
-        stmt = stmt.where(CsatSurvey.agent_id == scope.agent_id)
-    return stmt
+    return stmt.where(
+        CsatSurvey.resolved_at >= scope.low,
+        CsatSurvey.resolved_at < scope.high,
+        *_narrowed(CsatSurvey, scope),
+    )
 
 
 async def survey_counts(session: AsyncSession, scope: Scope) -> list[Counted]:
